@@ -1,0 +1,1 @@
+"""Subcommands of the ``dispose`` program (see :mod:`dispose.cli`)."""

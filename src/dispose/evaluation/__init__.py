@@ -1,0 +1,1 @@
+"""Video quality metrics of the paper's tables (frame metrics, FVD family, VBench dimensions)."""

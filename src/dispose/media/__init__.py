@@ -1,0 +1,1 @@
+"""Reading and writing images and videos, and the preprocessing geometry shared by all inputs."""

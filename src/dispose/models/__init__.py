@@ -1,0 +1,1 @@
+"""Networks: motion and point encoders, hybrid ControlNets, the base animation UNets and PoseNet."""

@@ -1,0 +1,1 @@
+"""Sampling pipelines, one per base animation model."""

@@ -1,0 +1,1 @@
+"""Whole-body poses: the keypoint container, detectors, drawing and alignment."""

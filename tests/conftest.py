@@ -1,0 +1,32 @@
+"""Shared test fixtures: the real example media in ``shared/data`` beside the checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def _find_shared_data() -> Path | None:
+    env = os.environ.get("DISPOSE_SHARED_DATA")
+    if env:
+        return Path(env)
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder with musepose_ref.png, musepose_dance.mp4, moore_anyone-*.png (set DISPOSE_SHARED_DATA)."""
+    folder = _find_shared_data()
+    if folder is None or not (folder / "musepose_ref.png").is_file():
+        pytest.fail("shared example data not found: set DISPOSE_SHARED_DATA to the folder holding "
+                    "musepose_ref.png and musepose_dance.mp4")
+    return folder
