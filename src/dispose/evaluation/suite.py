@@ -1,0 +1,235 @@
+"""Running every requested metric over paired generated / ground-truth videos (``dispose eval``).
+
+Per pair: both videos are read with their frame strides and ``max_frames``, resized to the common
+evaluation size (``size``, default: the generated video's own frame size; the ground truth is
+resized to it, see :mod:`.videos`), and must then have the same frame count (or are cut to the
+shorter one with ``truncate``).  Frame metrics are averaged over a video's frames, then over
+videos; VBench dimensions are computed on the generated videos only; FVD / FID-VID use clips of
+both sets (:mod:`.fvd`).  Any metric that cannot be computed is reported as skipped with its reason.
+
+TikTok protocol (``protocol="tiktok"``, the paper's Sec. 5.2): ground truth = sequences 00335 to
+00340 of the TikTok dataset (Jafarian & Park 2021), read from ``<root>/00335/images/*.png`` (the
+dataset's own layout; a flat ``<root>/00335/*.png`` works too); generated videos must be named
+after the sequence (``00335.mp4`` or ``335.mp4``).  The ground truth is truncated to the generated
+length, so set ``gt_stride`` to the frame stride used when generating (``dispose animate``'s
+sample stride).  The paper does not state resolution or frame counts for this test; we evaluate
+at the generated video's size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dispose.errors import UserError
+from dispose.evaluation import frame_metrics, vbench
+from dispose.evaluation.backbones import EvalWeights, load_backbones
+from dispose.evaluation.metric_names import ALL_METRICS, FRAME_METRICS
+from dispose.evaluation.videos import collect_videos, frame_size, pair_videos, read_clip
+
+TIKTOK_SEQUENCES = tuple(f"{n:05d}" for n in range(335, 341))
+
+DEFINITIONS = {
+    "ssim": "skimage structural_similarity defaults (7x7 uniform window, data_range 1), channel mean",
+    "psnr": "10*log10(1/MSE) on [0,1] values, per frame; 'inf' for identical frames",
+    "l1": "mean absolute error on [0,1] values (not the paper's unstated 1e-5 scale)",
+    "lpips": "LPIPS v0.1 (backbone + linear heads from local files), inputs in [-1,1]",
+    "fvd": "Frechet distance of Kinetics-400 I3D logits (400-d) of 224x224 clips in [-1,1]",
+    "fid_vid": "Frechet distance of I3D final average-pool features (1024-d) of the same clips",
+    "cd_fvd": "content-debiased FVD (Ge et al. 2024) on VideoMAE-v2 features",
+    "temporal_flickering": "VBench: (255 - mean |frame_t+1 - frame_t|)/255 on generated frames",
+    "subject_consistency": "VBench: mean of (cos(f_t, f_t-1)+ + cos(f_t, f_0)+)/2 over DINO ViT-B/16 CLS "
+                           "features of generated frames (short side 224)",
+    "background_consistency": "VBench: same formula on CLIP ViT-B/32 image embeddings (224 centre crop)",
+    "aesthetic_quality": "VBench: mean LAION aesthetic score / 10 on CLIP ViT-L/14 embeddings",
+    "dynamic_degree": "VBench: fraction of generated videos judged dynamic from RAFT flow (raft-things)",
+    "dynamic_degree_dis": "VBench dynamic-degree rule with OpenCV DIS flow instead of RAFT (fraction of "
+                          "dynamic videos)",
+}
+
+
+@dataclass
+class EvalSettings:
+    metrics: tuple[str, ...] = ALL_METRICS
+    size: tuple[int, int] | None = None
+    pred_stride: int = 1
+    gt_stride: int = 1
+    max_frames: int | None = None
+    truncate: bool = False
+    clip_frames: int = 16
+    clip_stride: int | None = None
+    max_clips: int | None = None
+    lpips_net: str = "alex"
+    protocol: str | None = None
+    device: str = "cpu"
+    progress: bool = True
+
+
+def find_weights(folder: Path | None, lpips_net: str = "alex") -> EvalWeights:
+    """Look for known file names in ``folder`` (see the README); explicit paths override these."""
+    weights = EvalWeights()
+    if folder is None:
+        return weights
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--weights folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+
+    def first(match: Callable[[Path], bool]) -> Path | None:
+        return next((p for p in files if match(p)), None)
+
+    weights.i3d = first(lambda p: p.name.startswith("i3d") and p.suffix in (".ckpt", ".safetensors", ".pt", ".pth"))
+    backbone = "alexnet" if lpips_net == "alex" else "vgg16"
+    weights.lpips_backbone = first(lambda p: p.name.startswith(backbone) and p.suffix in (".pth", ".safetensors"))
+    weights.lpips_heads = first(lambda p: p.name in (f"{lpips_net}.pth", f"lpips_{lpips_net}.pth"))
+    weights.videomae = first(lambda p: "videomae" in p.name.lower())
+    weights.dino = first(lambda p: p.name.startswith("dino_vitbase16") and p.suffix == ".pth")
+    weights.raft = first(lambda p: p.name == "raft-things.pth")
+    weights.aesthetic_head = first(lambda p: p.name == "sa_0_4_vit_l_14_linear.pth")
+    configs = [p.parent for p in files if p.name == "config.json"]
+    weights.clip_b32 = next((d for d in configs if d.name.endswith("clip-vit-base-patch32")), None)
+    weights.clip_l14 = next((d for d in configs if d.name.endswith("clip-vit-large-patch14")), None)
+    return weights
+
+
+def tiktok_pairs(pred_specs: list[Path], gt_root: Path) -> list[tuple[str, Path, Path]]:
+    pred = {}
+    for name, path in collect_videos(pred_specs).items():
+        if name.isdigit() and f"{int(name):05d}" in TIKTOK_SEQUENCES:
+            pred[f"{int(name):05d}"] = path
+    gt = {}
+    for sequence in TIKTOK_SEQUENCES:
+        if (gt_root / sequence).is_dir():
+            gt[sequence] = gt_root / sequence
+    missing = [s for s in TIKTOK_SEQUENCES if s not in gt]
+    if missing:
+        raise UserError(f"TikTok protocol: {gt_root} lacks sequence folders {missing} "
+                        f"(expected <root>/00335/images/0001.png ...)")
+    return pair_videos(pred, gt)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weights: EvalWeights) -> dict:
+    """Compute the requested metrics; returns the report dict (see :mod:`.report`)."""
+    unknown = sorted(set(settings.metrics) - set(ALL_METRICS))
+    if unknown:
+        raise UserError(f"unknown metrics {unknown}; choose from {', '.join(ALL_METRICS)}")
+    wanted = set(settings.metrics)
+    device = _device(settings.device)
+    skipped: dict[str, str] = {}
+
+    models = load_backbones(wanted, weights, settings.lpips_net, device, skipped)
+
+    per_video: list[dict] = []
+    features: dict[str, list[dict[str, np.ndarray]]] = {"pred": [], "gt": []}
+    i3d_time, i3d_clips = 0.0, 0
+    for name, pred_path, gt_path in tqdm(pairs, desc="videos", unit="video", disable=not settings.progress):
+        size = settings.size or frame_size(pred_path)
+        pred = read_clip(name, pred_path, size, settings.pred_stride, settings.max_frames)
+        gt_max = len(pred.frames) if settings.protocol == "tiktok" else settings.max_frames
+        gt = read_clip(name, gt_path, size, settings.gt_stride, gt_max)
+        if len(pred.frames) != len(gt.frames):
+            if not settings.truncate:
+                raise UserError(f"{name}: generated video has {len(pred.frames)} frames, ground truth "
+                                f"{len(gt.frames)} (after strides {settings.pred_stride}/{settings.gt_stride}); "
+                                "fix the strides, or pass --truncate / --max-frames")
+            count = min(len(pred.frames), len(gt.frames))
+            pred_frames, gt_frames = pred.frames[:count], gt.frames[:count]
+        else:
+            pred_frames, gt_frames = pred.frames, gt.frames
+        values: dict[str, float] = {}
+        pairs_iter = list(zip(pred_frames, gt_frames, strict=True))
+        for metric in ("ssim", "psnr", "l1"):
+            if metric in wanted:
+                fn = getattr(frame_metrics, metric)
+                values[metric] = frame_metrics.mean_or_inf([fn(a, b) for a, b in pairs_iter])
+        if models.lpips is not None:
+            from dispose.evaluation.lpips import lpips_distance
+
+            values["lpips"] = float(np.mean(lpips_distance(models.lpips, pred_frames, gt_frames)))
+        if "temporal_flickering" in wanted:
+            values["temporal_flickering"] = vbench.temporal_flickering(pred_frames)
+        if models.dino is not None:
+            values["subject_consistency"] = vbench.subject_consistency(models.dino, pred_frames)
+        if models.clip_b32 is not None:
+            values["background_consistency"] = vbench.background_consistency(models.clip_b32, pred_frames)
+        if models.clip_l14 is not None and models.aesthetic_head is not None:
+            values["aesthetic_quality"] = vbench.aesthetic_quality(models.clip_l14, models.aesthetic_head, pred_frames)
+        if models.raft is not None:
+            values["dynamic_degree"] = vbench.dynamic_degree(models.raft, pred_frames, pred.fps)
+        if "dynamic_degree_dis" in wanted:
+            values["dynamic_degree_dis"] = vbench.dynamic_degree_dis(pred_frames, pred.fps)
+        if models.i3d is not None:
+            from dispose.evaluation.fvd import i3d_features
+
+            start = time.perf_counter()
+            for side, frames in (("pred", pred_frames), ("gt", gt_frames)):
+                try:
+                    feats = i3d_features(models.i3d, [frames], settings.clip_frames, settings.clip_stride,
+                                         settings.max_clips, progress=False)
+                except ValueError as error:
+                    raise UserError(f"{name}: {error} (lower --clip-frames, minimum 9)") from error
+                features[side].append(feats)
+                i3d_clips += len(feats["logits"])
+            i3d_time += time.perf_counter() - start
+        per_video.append({"name": name, "pred": str(pred_path), "gt": str(gt_path), "frames": len(pred_frames),
+                          "size": list(size), "fps": pred.fps, "metrics": values})
+
+    aggregate: dict[str, float] = {}
+    for metric in FRAME_METRICS + ("temporal_flickering", "subject_consistency", "background_consistency",
+                                   "aesthetic_quality", "dynamic_degree", "dynamic_degree_dis"):
+        column = [v["metrics"][metric] for v in per_video if metric in v["metrics"]]
+        if column:
+            aggregate[metric] = frame_metrics.mean_or_inf(column)
+    if models.i3d is not None:
+        from dispose.evaluation.fvd import fvd_scores
+
+        merged = {side: {k: np.concatenate([f[k] for f in feats]) for k in ("logits", "pool")}
+                  for side, feats in features.items()}
+        clips = len(merged["pred"]["logits"])
+        if clips < 2 or len(merged["gt"]["logits"]) < 2:
+            for key in ("fvd", "fid_vid"):
+                if key in wanted:
+                    skipped[key] = f"a Frechet distance needs at least 2 clips per side, got {clips}"
+        else:
+            scores = fvd_scores(merged["pred"], merged["gt"])
+            aggregate.update({k: v for k, v in scores.items() if k in wanted})
+    settings_dict = asdict(settings) | {"device": str(device), "metrics": list(settings.metrics)}
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {"dispose": _version("dispose-animate"), "torch": torch.__version__, "numpy": np.__version__},
+        "settings": settings_dict,
+        "weights": weights.hashes,
+        "definitions": {k: v for k, v in DEFINITIONS.items() if k in wanted},
+        "aggregate": aggregate,
+        "skipped": skipped,
+        "timing": {"i3d_clips": i3d_clips,
+                   "i3d_seconds_per_clip": i3d_time / i3d_clips if i3d_clips else None},
+        "videos": per_video,
+    }
+
+
+__all__ = ["ALL_METRICS", "EvalSettings", "EvalWeights", "evaluate", "find_weights", "tiktok_pairs"]

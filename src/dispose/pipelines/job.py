@@ -1,0 +1,209 @@
+"""Animation jobs: settings with the release's test defaults, YAML job files, sharding, the JSON sidecar.
+
+A job file lists one or more jobs; each may set any field of :class:`JobSettings`.  Both our names and
+the release's ``configs/test.yaml`` names are accepted (``ref_image_path`` -> ``ref``,
+``ref_video_path`` -> ``driving``), and its top-level weight paths (``base_model_path``,
+``dift_model_path``, ``ckpt_path``, ``controlnet_path``) map to the weight overrides::
+
+    defaults: {resolution: 576, seed: 42}     # optional, applied to every job
+    jobs:                                     # or the release's key: test_case
+      - {ref: a.png, driving: dance.mp4, out: a_dance.mp4}
+      - {ref: b.png, driving: dance.mp4, seed: 7, baseline: true}
+
+Relative paths in a job file are relative to the file's folder.  Precedence: defaults of
+:class:`JobSettings` < the file's ``defaults`` < the job's own fields < options given on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dispose.errors import UserError
+from dispose.media.files import atomic_write_text
+
+#: Release key -> our key, for jobs written for the official ``inference_ctrl.py``.
+RELEASE_JOB_KEYS = {"ref_image_path": "ref", "ref_video_path": "driving"}
+RELEASE_WEIGHT_KEYS = {"base_model_path": "svd", "dift_model_path": "sd15", "ckpt_path": "mimicmotion",
+                       "controlnet_path": "dispose"}
+SIDECAR_FORMAT = "dispose-animate-v1"
+
+
+@dataclass
+class JobSettings:
+    """One animation; the defaults are the release's ``configs/test.yaml`` settings."""
+
+    ref: Path | None = None
+    driving: Path | None = None
+    out: Path | None = None
+    resolution: int = 576
+    num_frames: int = 16  # tile size (release name)
+    frames_overlap: int = 6
+    num_inference_steps: int = 25
+    guidance_scale: float = 2.0  # max guidance; the release uses it as min and max
+    min_guidance_scale: float | None = None  # None = guidance_scale (constant, release)
+    noise_aug_strength: float = 0.0
+    sample_stride: int = 2
+    fps: int = 15  # output video fps; the UNet is conditioned on fps 7 regardless (conditioning_fps)
+    conditioning_fps: int = 7
+    motion_bucket_id: int = 127
+    decode_chunk_size: int = 8
+    seed: int = 42
+    max_frames: int | None = None  # driving frames after the stride; None = all
+    controlnet_scale: float = 1.0
+    baseline: bool = False  # True = plain MimicMotion (no DisPose guidance)
+    side_by_side: Path | None = None
+
+    def validate(self) -> None:
+        problems = []
+        if self.ref is None or self.driving is None:
+            problems.append("each job needs a reference image (--ref / ref) and a driving video (--driving / driving)")
+        if self.resolution < 64 or self.resolution % 64:
+            problems.append(f"resolution must be a positive multiple of 64, got {self.resolution}")
+        for name in ("num_inference_steps", "sample_stride", "decode_chunk_size", "fps", "conditioning_fps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_frames < 2 or not 1 <= self.frames_overlap < self.num_frames:
+            problems.append(f"need num_frames >= 2 and 1 <= frames_overlap < num_frames, got "
+                            f"{self.num_frames} / {self.frames_overlap}")
+        if self.max_frames is not None and self.max_frames < 1:
+            problems.append(f"max_frames must be at least 1, got {self.max_frames}")
+        if problems:
+            raise UserError("; ".join(problems))
+
+    @property
+    def guidance_range(self) -> tuple[float, float]:
+        low = self.guidance_scale if self.min_guidance_scale is None else self.min_guidance_scale
+        return low, self.guidance_scale
+
+    def to_dict(self) -> dict:
+        return {key: (str(value) if isinstance(value, Path) else value)
+                for key, value in dataclasses.asdict(self).items()}
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(JobSettings)}
+_PATH_FIELDS = {"ref", "driving", "out", "side_by_side"}
+
+
+def _apply(settings: JobSettings, values: Mapping[str, Any], base: Path | None, where: str) -> JobSettings:
+    updates = {}
+    for raw_key, value in values.items():
+        key = RELEASE_JOB_KEYS.get(raw_key, raw_key)
+        if key not in _FIELDS:
+            raise UserError(f"{where}: unknown setting {raw_key!r}; known: {', '.join(sorted(_FIELDS))}")
+        if key in _PATH_FIELDS and value is not None:
+            value = Path(str(value)).expanduser()
+            if base is not None and not value.is_absolute():
+                value = base / value
+        updates[key] = value
+    return dataclasses.replace(settings, **updates)
+
+
+def load_job_file(path: str | Path) -> tuple[list[JobSettings], dict[str, str]]:
+    """Jobs of a YAML file and the weight overrides it names (release keys); see module docstring."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"job file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"job file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"job file {path}: expected a mapping with a 'jobs' list")
+    base = path.parent
+    weights = {RELEASE_WEIGHT_KEYS[key]: str(base / value) if not Path(str(value)).is_absolute() else str(value)
+               for key, value in data.items() if key in RELEASE_WEIGHT_KEYS and value is not None}
+    entries = data.get("jobs", data.get("test_case"))
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"job file {path}: needs a non-empty list under 'jobs' (or 'test_case')")
+    unknown = set(data) - {"jobs", "test_case", "defaults", *RELEASE_WEIGHT_KEYS}
+    if unknown:
+        raise UserError(f"job file {path}: unknown top-level keys {sorted(unknown)}")
+    defaults = _apply(JobSettings(), data.get("defaults") or {}, base, f"{path}: defaults")
+    jobs = []
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise UserError(f"job file {path}: job {number} is not a mapping")
+        jobs.append(_apply(defaults, entry, base, f"{path}: job {number}"))
+    return jobs, weights
+
+
+def build_jobs(job_file: str | Path | None, overrides: Mapping[str, Any], out: Path | None) -> tuple[
+        list[JobSettings], dict[str, str]]:
+    """Jobs from the job file (or one job from the options alone) with command-line ``overrides`` applied
+    (keys with value None are ignored).  ``out`` is the output file of a single job, or the folder of
+    jobs that name no ``out``."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if job_file is None:
+        jobs, weights = [JobSettings()], {}
+    else:
+        jobs, weights = load_job_file(job_file)
+    jobs = [_apply(job, given, None, "command line") for job in jobs]
+    for number, job in enumerate(jobs):
+        if job.out is None:
+            if out is None:
+                raise UserError("no output: pass --out (a .mp4 file for one job, a folder for a job file)")
+            if out.suffix.lower() == ".mp4":
+                if len(jobs) > 1:
+                    raise UserError(f"--out {out} is a file but the job file has {len(jobs)} jobs; pass a folder")
+                jobs[number] = dataclasses.replace(job, out=out)
+            elif job_file is not None or out.is_dir():
+                name = f"{Path(job.ref).stem}_to_{Path(job.driving).stem}.mp4" if job.ref and job.driving else ""
+                jobs[number] = dataclasses.replace(job, out=out / name)
+            else:
+                raise UserError(f"--out {out}: give an .mp4 file (or an existing folder)")
+        jobs[number].validate()
+    outs = [job.out for job in jobs]
+    duplicates = sorted({str(o) for o in outs if outs.count(o) > 1})
+    if duplicates:
+        raise UserError(f"several jobs write the same output: {', '.join(duplicates)}; give each job its own 'out'")
+    return jobs, weights
+
+
+def shard(jobs: Sequence[JobSettings], index: int, count: int) -> list[JobSettings]:
+    """Jobs of process ``index`` of ``count`` (round robin), for one-job-per-process multi-GPU runs."""
+    if not 0 <= index < count:
+        raise ValueError(f"process index {index} outside [0, {count})")
+    return list(jobs[index::count])
+
+
+def sidecar_path(out: Path) -> Path:
+    return out.with_suffix(".json")
+
+
+@dataclass
+class Sidecar:
+    """Everything needed to reproduce an output: settings, runtime, seed, inputs, weights, timings."""
+
+    job: JobSettings
+    runtime: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+    result: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        from dispose import __version__
+
+        return {
+            "format": SIDECAR_FORMAT,
+            "dispose_version": __version__,
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "seed": self.job.seed,
+            "job": self.job.to_dict(),
+            "runtime": self.runtime,
+            "inputs": self.inputs,
+            "weights": self.weights,
+            "result": self.result,
+            "timings": self.timings,
+        }
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")

@@ -1,0 +1,311 @@
+"""DisPose on MimicMotion / Stable Video Diffusion: the sampling pipeline (paper Sec. 4.3, Fig. 2).
+
+Components: SVD's VAE (``AutoencoderKLTemporalDecoder``), CLIP image encoder, EDM Euler scheduler; the
+MimicMotion UNet with its PoseNet; DisPose's hybrid ControlNet (motion + point encoders), which adds
+residuals to the UNet's skip connections (Eq. 7).  ``controlnet`` is optional: without it, or with
+``guidance=None``, the same code samples plain MimicMotion (the baseline for identical-seed comparisons).
+
+Sampling, as the release (``inference_ctrl.py`` + ``pipeline_ctrl.py``) does it, with its numbers:
+
+* Frame 0 of the video is the reference frame (the reference image with its own pose); it is
+  generated along and dropped from the output.
+* Conditioning: the CLIP image embedding of the reference; its VAE latent (posterior mode, unscaled,
+  after adding ``noise_aug_strength`` x noise to the pixels) concatenated to the noisy latents of every
+  frame; PoseNet latents of the pose images added after the UNet's ``conv_in``; added time ids
+  ``[fps - 1, motion_bucket_id, noise_aug_strength]`` with ``fps = 7`` whatever the output fps (the
+  release passes 7), motion bucket 127, noise aug 0.
+* Classifier-free guidance: the unconditional half gets a zeroed CLIP embedding, reference latent and
+  pose latents, while the motion fields and point features are duplicated unchanged.  The guidance
+  scale is per frame, ``linspace(min, max, frames)``; the release uses 2.0 for both.
+* Tiles of ``tile_size`` (16) frames overlapping by ``tile_overlap`` (6), each including frame 0, fused
+  with triangular weights (:mod:`dispose.pipelines.tiling`); the ControlNet sees the tile's slice of
+  ``F_s``, ``F_d`` and ``F_p`` (:mod:`dispose.pipelines.guidance_inputs`).
+* Initial noise: one tile-length block drawn with the generator (after a pixel-noise draw for the noise
+  augmentation, drawn even at strength 0), repeated along the video.
+* VAE decoding in chunks of ``decode_chunk_size`` frames, starting at frame 0.
+
+Deliberate differences: the fused noise prediction and the latents between steps are kept in float32
+(the release keeps them in the model dtype, fp16); a video shorter than one tile works (the release
+raises IndexError); CFG can run as one batch of two (release) or two passes (``cfg_mode="sequential"``,
+half the activation memory).  The CLIP preprocessing is done here (antialiased resize to 224 as SVD,
+then CLIP's mean/std from the feature extractor), equal to the release's ``CLIPImageProcessor`` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+    _resize_with_antialiasing,
+)
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+from dispose.pipelines.guidance_inputs import DisPoseGuidance
+from dispose.pipelines.tiling import fusion_weights, repeat_tile_noise, tile_indices
+
+#: CLIP's normalisation, used when no feature extractor is registered.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+CfgMode = Literal["batch", "sequential"]
+
+
+@dataclass
+class AnimationOutput(BaseOutput):
+    """``frames``: (B, F, H, W, 3) float in [0, 1] (np), (B, F, 3, H, W) (pt), PIL lists, or latents."""
+
+    frames: Any
+
+
+def _to_unit_tensor(image: PIL.Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Reference image as (1, 3, H, W) float32 in [0, 1]; uint8 arrays / PIL are divided by 255."""
+    if isinstance(image, PIL.Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"reference image: expected (H, W, 3), got {image.shape}")
+        scale = 255.0 if image.dtype == np.uint8 else 1.0
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / scale
+    if image.dim() == 3:
+        image = image[None]
+    if image.dim() != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"reference image tensor: expected (1, 3, H, W) in [0, 1], got {tuple(image.shape)}")
+    return image.float()
+
+
+class DisPoseMimicMotionPipeline(DiffusionPipeline):
+    """MimicMotion sampling with optional DisPose ControlNet guidance (see module docstring).
+
+    Register the components by name; ``controlnet`` and ``feature_extractor`` may be None.
+    """
+
+    model_cpu_offload_seq = "image_encoder->vae->pose_net->controlnet->unet"
+    _optional_components: ClassVar[list[str]] = ["controlnet", "feature_extractor"]
+
+    def __init__(self, vae: AutoencoderKLTemporalDecoder, image_encoder: CLIPVisionModelWithProjection,
+                 unet: torch.nn.Module, pose_net: torch.nn.Module, scheduler: EulerDiscreteScheduler,
+                 controlnet: torch.nn.Module | None = None,
+                 feature_extractor: CLIPImageProcessor | None = None) -> None:
+        super().__init__()
+        self.register_modules(vae=vae, image_encoder=image_encoder, unet=unet, pose_net=pose_net,
+                              scheduler=scheduler, controlnet=controlnet, feature_extractor=feature_extractor)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # ------------------------------------------------------------------ conditioning
+    def _clip_embedding(self, image01: torch.Tensor, device: torch.device) -> torch.Tensor:
+        encoder = self.image_encoder
+        pixels = _resize_with_antialiasing(image01.to(device) * 2.0 - 1.0, (224, 224))
+        pixels = (pixels + 1.0) / 2.0
+        extractor = self.feature_extractor
+        mean = getattr(extractor, "image_mean", None) or CLIP_MEAN
+        std = getattr(extractor, "image_std", None) or CLIP_STD
+        pixels = (pixels - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(
+            std, device=device).view(1, 3, 1, 1)
+        return encoder(pixels.to(encoder.dtype)).image_embeds.unsqueeze(1)
+
+    def _reference_latent(self, image01: torch.Tensor, noise_aug_strength: float, generator, device) -> torch.Tensor:
+        pixels = image01.to(device) * 2.0 - 1.0
+        # Drawn even at strength 0: the release does, and the initial noise comes after it in the stream.
+        noise = randn_tensor(pixels.shape, generator=generator, device=device, dtype=pixels.dtype)
+        pixels = pixels + noise_aug_strength * noise
+        return self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mode()
+
+    def _pose_latents(self, pose_images: torch.Tensor, device: torch.device, chunk: int) -> torch.Tensor:
+        dtype = next(self.pose_net.parameters()).dtype
+        parts = [self.pose_net(pose_images[i:i + chunk].to(device, dtype)) for i in range(0, len(pose_images), chunk)]
+        return torch.cat(parts)
+
+    def _time_ids(self, fps: int, motion_bucket_id: int, noise_aug_strength: float, device) -> torch.Tensor:
+        ids = [fps - 1, motion_bucket_id, noise_aug_strength]
+        expected = self.unet.add_embedding.linear_1.in_features
+        given = self.unet.config.addition_time_embed_dim * len(ids)
+        if expected != given:
+            raise ValueError(f"the UNet expects {expected} added-time-id features, its config gives {given}")
+        return torch.tensor([ids], dtype=torch.float32, device=device)
+
+    # ------------------------------------------------------------------ denoiser
+    def _denoise_tile(self, latents_in: torch.Tensor, t, embeds: torch.Tensor, time_ids: torch.Tensor,
+                      pose_latents: torch.Tensor, control: dict | None, scale: float) -> torch.Tensor:
+        """Noise prediction of one tile for a batch (B, T, C, h, w) of model inputs."""
+        dtype = self.unet.dtype
+        down = mid = None
+        if control is not None:
+            down, mid = self.controlnet(latents_in, t, encoder_hidden_states=embeds, added_time_ids=time_ids,
+                                        conditioning_scale=scale, **control)
+        return self.unet(latents_in, t, encoder_hidden_states=embeds, added_time_ids=time_ids,
+                         pose_latents=pose_latents.flatten(0, 1).to(dtype),
+                         down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                         return_dict=False)[0].float()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: PIL.Image.Image | np.ndarray | torch.Tensor,
+        pose_images: torch.Tensor,
+        guidance: DisPoseGuidance | None = None,
+        *,
+        tile_size: int = 16,
+        tile_overlap: int = 6,
+        num_inference_steps: int = 25,
+        min_guidance_scale: float = 2.0,
+        max_guidance_scale: float = 2.0,
+        fps: int = 7,
+        motion_bucket_id: int = 127,
+        noise_aug_strength: float = 0.0,
+        controlnet_conditioning_scale: float = 1.0,
+        decode_chunk_size: int = 8,
+        cfg_mode: CfgMode = "batch",
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        keep_reference: bool = False,
+        output_type: Literal["np", "pt", "pil", "latent"] = "np",
+        progress_bar=None,
+        return_dict: bool = True,
+    ) -> AnimationOutput | tuple:
+        """Animate ``image`` following ``pose_images``.
+
+        Args:
+            image: reference at the generation size (uint8 / float [0, 1] (H, W, 3), PIL, or (1, 3, H, W)).
+            pose_images: (F, 3, H, W) skeleton images in [-1, 1]; frame 0 is the reference pose.
+            guidance: DisPose guidance of the same F frames, or None for plain MimicMotion.
+            fps: conditioning fps (the UNet sees ``fps - 1``); the release passes 7.
+            cfg_mode: "batch" (both CFG halves in one batch, release) or "sequential" (two passes).
+            latents: optional initial noise block (B, tile_size, 4, h, w) replacing the generator's draw.
+            keep_reference: return frame 0 too (the release drops it).
+            progress_bar: a tqdm-like object to ``update()`` once per tile and step (default: own bar).
+        """
+        frames, _, height, width = pose_images.shape
+        ref01 = _to_unit_tensor(image)
+        if ref01.shape[-2:] != (height, width):
+            raise ValueError(f"reference image is {tuple(ref01.shape[-2:])}, pose images are {(height, width)}")
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise ValueError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
+        if guidance is not None:
+            if self.controlnet is None:
+                raise ValueError("guidance given but the pipeline has no controlnet (load DisPose.pth)")
+            if guidance.num_frames != frames or guidance.size != (width, height):
+                raise ValueError(f"guidance covers {guidance.num_frames} frames of {guidance.size}, pose images "
+                                 f"{frames} of {(width, height)}")
+        if cfg_mode not in ("batch", "sequential"):
+            raise ValueError(f"cfg_mode must be 'batch' or 'sequential', got {cfg_mode!r}")
+        tiles = tile_indices(frames, tile_size, tile_overlap)
+        device = self._execution_device
+        dtype = self.unet.dtype
+        do_cfg = max_guidance_scale > 1.0
+
+        embeds = self._clip_embedding(ref01, device).to(dtype)
+        ref_latent = self._reference_latent(ref01, noise_aug_strength, generator, device).to(dtype)
+        pose_latents = self._pose_latents(pose_images, device, chunk=max(tile_size, 1)).unsqueeze(0)
+        time_ids = self._time_ids(fps, motion_bucket_id, noise_aug_strength, device).to(dtype)
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        shape = (1, tile_size, self.unet.config.out_channels, height // self.vae_scale_factor,
+                 width // self.vae_scale_factor)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents: expected a noise block of shape {shape}, got {tuple(latents.shape)}")
+        latents = repeat_tile_noise(latents.to(device), frames).float() * self.scheduler.init_noise_sigma
+
+        ref_latents = ref_latent.unsqueeze(1).expand(-1, frames, -1, -1, -1)
+        halves = self._cfg_halves(do_cfg, cfg_mode, embeds, ref_latents, pose_latents, time_ids)
+        scale = torch.linspace(min_guidance_scale, max_guidance_scale, frames, device=device).view(1, frames, 1, 1, 1)
+        weights = [fusion_weights(len(tile), device) for tile in tiles]
+        norm = torch.zeros(frames, device=device)
+        for tile, weight in zip(tiles, weights):
+            norm[tile] += weight
+
+        bar = progress_bar if progress_bar is not None else self.progress_bar(total=len(timesteps) * len(tiles))
+        for t in timesteps:
+            scaled = self.scheduler.scale_model_input(latents, t)
+            preds = []
+            for half in halves:
+                fused = torch.zeros(half["batch"], *latents.shape[1:], device=device)
+                model_in = torch.cat([scaled.expand(half["batch"], *scaled.shape[1:]).to(dtype),
+                                      half["ref_latents"]], dim=2)
+                for tile, weight in zip(tiles, weights):
+                    control = None
+                    if guidance is not None:
+                        control = guidance.window(tile, batch=half["batch"], device=device, dtype=dtype)
+                    pred = self._denoise_tile(model_in[:, tile], t, half["embeds"], half["time_ids"],
+                                              half["pose_latents"][:, tile], control, controlnet_conditioning_scale)
+                    fused[:, tile] += pred * weight.view(1, -1, 1, 1, 1)
+                    if half is halves[-1]:
+                        bar.update()
+                preds.append(fused / norm.view(1, -1, 1, 1, 1))
+            noise_pred = torch.cat(preds)
+            if do_cfg:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + scale * (cond - uncond)
+            latents = self.scheduler.step(noise_pred, t, latents, generator=generator, return_dict=False)[0].float()
+        if progress_bar is None:
+            bar.close()
+
+        if output_type == "latent":
+            result = latents if keep_reference else latents[:, 1:]
+        else:
+            video = self.decode_latents(latents, decode_chunk_size)  # (B, F, 3, H, W) in [0, 1]
+            video = video if keep_reference else video[:, 1:]
+            result = self._format(video, output_type)
+        self.maybe_free_model_hooks()
+        return AnimationOutput(frames=result) if return_dict else (result,)
+
+    def _cfg_halves(self, do_cfg: bool, cfg_mode: CfgMode, embeds, ref_latents, pose_latents, time_ids) -> list[dict]:
+        cond = {"batch": 1, "embeds": embeds, "ref_latents": ref_latents, "pose_latents": pose_latents,
+                "time_ids": time_ids}
+        if not do_cfg:
+            return [cond]
+        uncond = {"batch": 1, "embeds": torch.zeros_like(embeds), "ref_latents": torch.zeros_like(ref_latents),
+                  "pose_latents": torch.zeros_like(pose_latents), "time_ids": time_ids}
+        if cfg_mode == "sequential":
+            return [uncond, cond]
+        return [{"batch": 2, **{key: torch.cat([uncond[key], cond[key]]) for key in cond if key != "batch"}}]
+
+    # ------------------------------------------------------------------ decoding
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8) -> torch.Tensor:
+        """(B, F, 4, h, w) latents -> (B, F, 3, H, W) float32 frames in [0, 1], decoded ``chunk`` frames at a time."""
+        if decode_chunk_size < 1:
+            raise ValueError(f"decode_chunk_size must be positive, got {decode_chunk_size}")
+        batch, frames = latents.shape[:2]
+        flat = latents.flatten(0, 1) / self.vae.config.scaling_factor
+        chunks = []
+        for start in range(0, flat.shape[0], decode_chunk_size):
+            part = flat[start:start + decode_chunk_size].to(self.vae.dtype)
+            chunks.append(self.vae.decode(part, num_frames=part.shape[0]).sample.float().cpu())
+        video = torch.cat(chunks).reshape(batch, frames, *chunks[0].shape[1:])
+        return (video / 2 + 0.5).clamp(0, 1)
+
+    @staticmethod
+    def _format(video: torch.Tensor, output_type: str):
+        if output_type == "pt":
+            return video
+        array = video.permute(0, 1, 3, 4, 2).numpy()
+        if output_type == "np":
+            return array
+        if output_type == "pil":
+            return [[PIL.Image.fromarray(to_uint8(frame)) for frame in clip] for clip in array]
+        raise ValueError(f"output_type must be one of np, pt, pil, latent; got {output_type!r}")
+
+    # ------------------------------------------------------------------ speed
+    def enable_compile(self, **options) -> None:
+        """``torch.compile`` the UNet and the ControlNet in place (first call slow, later ones faster)."""
+        self.unet.compile(**options)
+        if self.controlnet is not None:
+            self.controlnet.compile(**options)
+
+
+def to_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:
+    """[0, 1] floats -> uint8 by truncation, ``(x * 255).astype(uint8)``, as the release converts frames."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.numpy()
+    return (np.asarray(frames, np.float32) * 255.0).astype(np.uint8)

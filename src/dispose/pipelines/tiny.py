@@ -1,0 +1,118 @@
+"""Tiny random weights in the release layout (:mod:`dispose.pipelines.weights`), for tests and benchmarks.
+
+Everything is built in code with small widths (latents of 8x8 for 64x64 frames) and saved the way the
+real files are: SVD folder (VAE, CLIP image encoder, scheduler, feature extractor, UNet config),
+``MimicMotion_1-1.pth`` (``unet.*`` + ``pose_net.*``), ``DisPose.pth``, an SD1.5 folder for DIFT.  Loading
+them goes through exactly the code that loads real weights.  No detector or CMP weights: use the
+MediaPipe detector and a weight-free dense field with them.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+
+#: SVD-xt-1.1's scheduler settings (EDM: Karras sigmas, v-prediction, continuous timesteps).
+SVD_SCHEDULER = {
+    "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "interpolation_type": "linear",
+    "num_train_timesteps": 1000, "prediction_type": "v_prediction", "sigma_max": 700.0, "sigma_min": 0.002,
+    "steps_offset": 1, "timestep_spacing": "leading", "timestep_type": "continuous", "use_karras_sigmas": True,
+}
+#: Channels of the tiny SD1.5's up block 1 (the DIFT features the point encoder reads).
+DIFT_CHANNELS = 32
+WIDTH = 32  # UNet block width (GroupNorm needs multiples of 32)
+EMBED = 16  # CLIP projection = cross-attention width
+
+
+def tiny_unet_config() -> dict:
+    return {
+        "sample_size": 8, "in_channels": 8, "out_channels": 4,
+        "down_block_types": ("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
+        "up_block_types": ("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3,
+        "block_out_channels": (WIDTH,) * 4, "addition_time_embed_dim": 4,
+        "projection_class_embeddings_input_dim": 12, "layers_per_block": 1, "cross_attention_dim": EMBED,
+        "transformer_layers_per_block": 1, "num_attention_heads": (2, 2, 2, 2), "num_frames": 16,
+    }
+
+
+def _svd(folder: Path) -> None:
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from dispose.pipelines.loading import image_processor_class
+
+    AutoencoderKLTemporalDecoder(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
+                                 layers_per_block=1, latent_channels=4).save_pretrained(folder / "vae")
+    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=224, patch_size=32, projection_dim=EMBED)
+    CLIPVisionModelWithProjection(config).save_pretrained(folder / "image_encoder")
+    EulerDiscreteScheduler(**SVD_SCHEDULER).save_pretrained(folder / "scheduler")
+    image_processor_class()().save_pretrained(folder / "feature_extractor")
+
+
+def _sd15(folder: Path) -> None:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(8, 16, DIFT_CHANNELS, DIFT_CHANNELS), norm_num_groups=4, cross_attention_dim=16,
+        attention_head_dim=2,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    ).save_pretrained(folder / "unet")
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=2,
+                  block_out_channels=(4, 4, 4, 4), down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4).save_pretrained(folder / "vae")
+    CLIPTextModel(CLIPTextConfig(vocab_size=54, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, max_position_embeddings=77, bos_token_id=0,
+                                 eos_token_id=1, pad_token_id=1)).save_pretrained(folder / "text_encoder")
+    letters = list(string.ascii_lowercase)
+    tokens = ["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters)]
+    CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[],
+                  model_max_length=77).save_pretrained(folder / "tokenizer")
+    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                  clip_sample=False, set_alpha_to_one=False, steps_offset=1).save_pretrained(folder / "scheduler")
+
+
+def tiny_models(controlnet: str = "random", seed: int = 0):
+    """(unet, pose_net, controlnet) of ``dispose.models`` at tiny size; ``controlnet`` "random" (every
+    parameter random, so the residuals matter), "fresh" (as constructed: zero output convolutions)."""
+    from dispose.models.controlnet_svd import HybridControlNetSVD
+    from dispose.models.pose_net import PoseNet
+    from dispose.models.unet_mimicmotion import MimicMotionUNet
+
+    torch.manual_seed(seed)
+    unet = MimicMotionUNet(**tiny_unet_config())
+    pose_net = PoseNet(noise_latent_channels=WIDTH)
+    with torch.no_grad():  # PoseNet's projection starts at zero: make the pose matter
+        for param in pose_net.parameters():
+            if not param.abs().sum():
+                param.normal_(0, 0.05)
+    control = HybridControlNetSVD.from_unet(unet, point_channels=DIFT_CHANNELS)
+    if controlnet == "random":
+        with torch.no_grad():
+            for param in control.parameters():
+                if not param.abs().sum():
+                    param.normal_(0, 0.05)
+    elif controlnet != "fresh":
+        raise ValueError(f"controlnet must be 'random' or 'fresh', got {controlnet!r}")
+    return unet, pose_net, control
+
+
+def build_tiny_weights(root: str | Path, *, controlnet: str = "random", seed: int = 0) -> Path:
+    """Write tiny random weights in the release layout under ``root``; returns ``root``."""
+    root = Path(root)
+    svd = root / "stable-video-diffusion-img2vid-xt-1-1"
+    torch.manual_seed(seed)
+    _svd(svd)
+    _sd15(root / "stable-diffusion-v1-5")
+    unet, pose_net, control = tiny_models(controlnet, seed)
+    unet.save_config(svd / "unet")
+    state = {f"unet.{k}": v for k, v in unet.state_dict().items()}
+    state.update({f"pose_net.{k}": v for k, v in pose_net.state_dict().items()})
+    torch.save(state, root / "MimicMotion_1-1.pth")
+    torch.save(control.state_dict(), root / "DisPose.pth")
+    return root

@@ -1,0 +1,242 @@
+"""Where the animation weights live: the release's folder layout, per-file overrides, the local Hugging
+Face cache, one up-front check listing everything missing, and cheap fingerprints for the sidecar.
+
+Layout of ``--weights DIR`` (the release's ``pretrained_weights/``; README "Prepare model weights")::
+
+    DIR/
+      MimicMotion_1-1.pth                      tencent/MimicMotion            (UNet + PoseNet)
+      DisPose.pth                              lihxxx/DisPose                 (hybrid ControlNet)
+      dwpose/yolox_l.onnx                      yzd-v/DWPose
+      dwpose/dw-ll_ucoco_384.onnx              yzd-v/DWPose
+      stable-diffusion-v1-5/                   stable-diffusion-v1-5/stable-diffusion-v1-5 (DIFT)
+      stable-video-diffusion-img2vid-xt-1-1/   stabilityai/stable-video-diffusion-img2vid-xt-1-1
+      cmp/ckpt_iter_42000.pth.tar              MyNiuuu/MOFA-Video-Hybrid (CMP)
+
+The release expects the CMP checkpoint inside its source tree, at
+``mimicmotion/modules/cmp/experiments/semiauto_annot/resnet50_vip+mpii_liteflow/checkpoints/
+ckpt_iter_42000.pth.tar``; that path is also accepted below ``DIR``.  Every component can be given on
+its own (a path, or a Hugging Face id ``owner/name`` for folders, ``owner/name/path/in/repo`` for
+files); a component found nowhere else is looked up under its default id in the local Hugging Face
+cache.  The cache is only read (``local_files_only``): nothing is ever downloaded.
+
+Fingerprints (:func:`fingerprint`) are size + mtime + sha256 of the first and last MiB of each file:
+enough to tell two checkpoints apart in a sidecar without reading gigabytes; they are not a content
+hash (a change confined to the middle of a file with the same size and mtime goes unnoticed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dispose.errors import UserError
+
+_MIB = 1 << 20
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.+-]+)+$")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".onnx", ".tar")
+CMP_RELEASE_PATH = ("mimicmotion/modules/cmp/experiments/semiauto_annot/resnet50_vip+mpii_liteflow/checkpoints/"
+                    "ckpt_iter_42000.pth.tar")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One weight component: where it sits in the layout and where to get it."""
+
+    key: str
+    option: str
+    layout: tuple[str, ...]  # candidate paths relative to --weights, first = documented one
+    hub_repo: str
+    hub_file: str | None  # file inside the hub repo; None = the repo is a folder component
+    needs: tuple[tuple[str, ...], ...] = ()  # inside a folder: groups of alternatives, one of each must exist
+    what: str = ""
+
+    @property
+    def is_folder(self) -> bool:
+        return self.hub_file is None
+
+    @property
+    def source(self) -> str:
+        url = f"https://huggingface.co/{self.hub_repo}"
+        return f"{url} ({self.hub_file})" if self.hub_file else url
+
+
+def _model_files(sub: str, stems: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{sub}/{stem}{variant}{suffix}" for stem in stems for variant in ("", ".fp16")
+                 for suffix in (".safetensors", ".bin"))
+
+
+COMPONENTS: dict[str, Component] = {c.key: c for c in (
+    Component("svd", "--svd", ("stable-video-diffusion-img2vid-xt-1-1",),
+              "stabilityai/stable-video-diffusion-img2vid-xt-1-1", None,
+              (("vae/config.json",), _model_files("vae", ("diffusion_pytorch_model",)),
+               ("image_encoder/config.json",), _model_files("image_encoder", ("model", "pytorch_model")),
+               ("scheduler/scheduler_config.json",), ("feature_extractor/preprocessor_config.json",),
+               ("unet/config.json",)),
+              "Stable Video Diffusion img2vid-xt 1.1 (VAE, CLIP image encoder, scheduler, UNet config)"),
+    Component("mimicmotion", "--mimicmotion", ("MimicMotion_1-1.pth",), "tencent/MimicMotion",
+              "MimicMotion_1-1.pth", what="MimicMotion 1.1 UNet + PoseNet"),
+    Component("dispose", "--dispose-ckpt", ("DisPose.pth",), "lihxxx/DisPose", "DisPose.pth",
+              what="DisPose hybrid ControlNet"),
+    Component("sd15", "--sd15", ("stable-diffusion-v1-5",), "stable-diffusion-v1-5/stable-diffusion-v1-5", None,
+              (("unet/config.json",), _model_files("unet", ("diffusion_pytorch_model",)),
+               ("vae/config.json",), _model_files("vae", ("diffusion_pytorch_model",)),
+               ("text_encoder/config.json",), _model_files("text_encoder", ("model", "pytorch_model")),
+               ("tokenizer/vocab.json", "tokenizer/tokenizer.json")),
+              "Stable Diffusion 1.5 (DIFT features)"),
+    Component("dwpose", "--dwpose", ("dwpose",), "yzd-v/DWPose", None,
+              (("yolox_l.onnx",), ("dw-ll_ucoco_384.onnx",)), "DWPose detector (ONNX)"),
+    Component("cmp", "--cmp", ("cmp/ckpt_iter_42000.pth.tar", CMP_RELEASE_PATH), "MyNiuuu/MOFA-Video-Hybrid",
+              "models/cmp/experiments/semiauto_annot/resnet50_vip+mpii_liteflow/checkpoints/ckpt_iter_42000.pth.tar",
+              what="CMP motion propagation (dense motion field)"),
+)}
+
+
+def required_components(*, dispose: bool = True, detector: str = "dwpose", dense: str = "cmp") -> list[str]:
+    """Keys of the components a run needs: baseline runs skip DisPose.pth, SD1.5 and CMP."""
+    keys = ["svd", "mimicmotion"]
+    if dispose:
+        keys += ["dispose", "sd15"]
+        if dense == "cmp":
+            keys.append("cmp")
+    if detector == "dwpose":
+        keys.append("dwpose")
+    return keys
+
+
+@dataclass
+class WeightPaths:
+    """Resolved local paths of the components (None = not needed / not resolved)."""
+
+    svd: Path | None = None
+    mimicmotion: Path | None = None
+    dispose: Path | None = None
+    sd15: Path | None = None
+    dwpose: Path | None = None
+    cmp: Path | None = None
+    origins: dict[str, str] = field(default_factory=dict)  # key -> how it was found
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {key: (None if getattr(self, key) is None else str(getattr(self, key))) for key in COMPONENTS}
+
+
+def is_hub_id(text: str) -> bool:
+    """``owner/name`` or ``owner/name/path`` that is not an existing local path."""
+    return bool(_HUB_ID.match(text)) and not Path(text).exists()
+
+
+def from_hub_cache(repo_id: str, filename: str | None = None) -> Path | None:
+    """Local path of a cached Hugging Face repo snapshot (``filename`` None) or file; None if not cached.
+    Never touches the network."""
+    try:
+        from huggingface_hub import snapshot_download, try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with diffusers
+        return None
+    if filename is None:
+        try:
+            return Path(snapshot_download(repo_id, local_files_only=True))
+        except Exception:  # noqa: BLE001 - any failure means "not in the cache"
+            return None
+    found = try_to_load_from_cache(repo_id, filename)
+    return Path(found) if isinstance(found, str) else None
+
+
+def _resolve_spec(component: Component, spec: str | Path) -> Path | None:
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.exists() or not is_hub_id(text):
+        return path
+    parts = text.split("/")
+    if component.is_folder:
+        return from_hub_cache(text) if len(parts) == 2 else None
+    if len(parts) == 2:
+        return from_hub_cache(text, component.hub_file)
+    return from_hub_cache("/".join(parts[:2]), "/".join(parts[2:]))
+
+
+def _missing_inside(component: Component, folder: Path) -> list[str]:
+    return [group[0] if len(group) == 1 else f"{group[0]} (or another of {len(group)} accepted names)"
+            for group in component.needs if not any((folder / name).is_file() for name in group)]
+
+
+def resolve_weights(weights_dir: str | Path | None, overrides: Mapping[str, str | Path | None] | None = None,
+                    required: Iterable[str] = ("svd", "mimicmotion")) -> WeightPaths:
+    """Find every required component, or raise ONE UserError listing all that are missing and where to get them.
+
+    ``overrides`` maps component keys (see :data:`COMPONENTS`) to a path or hub id given on its own.
+    Order of search: the override; ``weights_dir``/layout path(s); the default hub id in the local cache.
+    Only checks files exist (and, for folders, that the files a load needs are there); loads nothing.
+    """
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(COMPONENTS)
+    if unknown:
+        raise ValueError(f"unknown weight components {sorted(unknown)}; known: {sorted(COMPONENTS)}")
+    root = Path(weights_dir).expanduser() if weights_dir is not None else None
+    if root is not None and not root.is_dir():
+        raise UserError(f"--weights {root} is not a folder; pass the folder holding MimicMotion_1-1.pth, "
+                        "DisPose.pth, dwpose/, stable-diffusion-v1-5/, stable-video-diffusion-img2vid-xt-1-1/")
+    paths = WeightPaths()
+    problems: list[str] = []
+    for key in required:
+        component = COMPONENTS[key]
+        found, origin, looked = None, "", []
+        spec = overrides.get(key)
+        if spec is not None:
+            found, origin = _resolve_spec(component, spec), f"{component.option} {spec}"
+            looked.append(str(spec))
+        elif root is not None:
+            for rel in component.layout:
+                looked.append(str(root / rel))
+                if (root / rel).exists():
+                    found, origin = root / rel, "--weights"
+                    break
+        if found is None or not found.exists():
+            cached = from_hub_cache(component.hub_repo, component.hub_file) if spec is None else None
+            if cached is not None:
+                found, origin = cached, f"Hugging Face cache ({component.hub_repo})"
+            else:
+                looked.append(f"Hugging Face cache: {component.hub_repo}")
+                problems.append(f"  - {component.what}: not found (looked in: {'; '.join(looked)}).\n"
+                                f"    Get it from {component.source}; put it at "
+                                f"{'WEIGHTS/' + component.layout[0]} or pass {component.option}.")
+                continue
+        if component.is_folder != found.is_dir():
+            kind = "a folder" if component.is_folder else "a file"
+            problems.append(f"  - {component.what}: {found} is not {kind} (from {origin}).")
+            continue
+        if component.is_folder:
+            inside = _missing_inside(component, found)
+            if inside:
+                problems.append(f"  - {component.what}: {found} lacks {', '.join(inside)}.\n"
+                                f"    Get the complete folder from {component.source}.")
+                continue
+        setattr(paths, key, found)
+        paths.origins[key] = origin
+    if problems:
+        raise UserError("missing weights (nothing was loaded):\n" + "\n".join(problems))
+    return paths
+
+
+def _file_fingerprint(path: Path) -> dict:
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        digest.update(handle.read(_MIB))
+        if stat.st_size > 2 * _MIB:
+            handle.seek(-_MIB, os.SEEK_END)
+            digest.update(handle.read(_MIB))
+        elif stat.st_size > _MIB:
+            digest.update(handle.read())
+    return {"size": stat.st_size, "mtime": stat.st_mtime, "sha256_head_tail": digest.hexdigest()}
+
+
+def fingerprint(path: str | Path) -> dict:
+    """Cheap identity of a weight file, or of every weight/config file of a folder (see module docstring)."""
+    path = Path(path)
+    if path.is_file():
+        return _file_fingerprint(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.suffix == ".json"))
+    return {str(p.relative_to(path)): _file_fingerprint(p) for p in files}

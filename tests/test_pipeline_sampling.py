@@ -1,0 +1,136 @@
+"""Sampling logic of DisPoseMimicMotionPipeline on tiny stand-in models (CPU, 64x64 frames = 8x8 latents)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_pipeline_tiny_models import tiny_pipeline
+
+from dispose.pipelines.guidance_inputs import DisPoseGuidance
+from dispose.pipelines.tiling import tile_indices
+
+SIZE = 64
+STEPS = 2
+
+
+def _inputs(frames: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    reference = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    poses = torch.rand(frames, 3, SIZE, SIZE, generator=gen) * 2 - 1
+    guidance = DisPoseGuidance(
+        sparse_flow=torch.randn(frames - 1, 2, SIZE, SIZE, generator=gen),
+        dense_flow=torch.randn(frames - 1, 2, SIZE, SIZE, generator=gen),
+        point_embeddings=torch.randn(18, 32, generator=gen),
+        points=torch.rand(frames, 18, 2, generator=gen),
+        visible=torch.rand(frames, 18, generator=gen) > 0.3,
+    )
+    return reference, poses, guidance
+
+
+def _run(pipe, reference, poses, guidance, seed=42, **options):
+    options = {"tile_size": 4, "tile_overlap": 1, "num_inference_steps": STEPS, "decode_chunk_size": 8,
+               "output_type": "np", **options}
+    return pipe(reference, poses, guidance, generator=torch.Generator().manual_seed(seed), **options).frames
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline(controlnet="random")
+
+
+@pytest.fixture(scope="module")
+def video():
+    return _inputs(7)
+
+
+@pytest.fixture(scope="module")
+def reference_output(pipe, video):
+    return _run(pipe, *video)
+
+
+def test_output_shape_drops_reference_frame(reference_output, pipe, video):
+    assert reference_output.shape == (1, 6, SIZE, SIZE, 3)
+    assert reference_output.min() >= 0 and reference_output.max() <= 1
+    kept = _run(pipe, *video, keep_reference=True, output_type="latent")
+    assert kept.shape == (1, 7, 4, 8, 8)
+
+
+def test_same_seed_same_output_other_seed_differs(pipe, video, reference_output):
+    np.testing.assert_array_equal(_run(pipe, *video), reference_output)
+    assert not np.allclose(_run(pipe, *video, seed=7), reference_output)
+
+
+def test_zero_controlnet_equals_baseline(video):
+    zero = tiny_pipeline(controlnet="zero")
+    with_guidance = _run(zero, *video)
+    baseline = _run(zero, video[0], video[1], None)
+    np.testing.assert_array_equal(with_guidance, baseline)
+
+
+def test_random_controlnet_changes_output(pipe, video, reference_output):
+    baseline = _run(pipe, video[0], video[1], None)
+    assert not np.allclose(baseline, reference_output)
+
+
+def test_cfg_in_two_passes_matches_one_batch(pipe, video, reference_output):
+    np.testing.assert_allclose(_run(pipe, *video, cfg_mode="sequential"), reference_output, atol=2e-4)
+
+
+def test_model_cpu_offload_matches(video, reference_output):
+    offloaded = tiny_pipeline(controlnet="random")
+    offloaded.enable_model_cpu_offload(device="cpu")
+    np.testing.assert_allclose(_run(offloaded, *video), reference_output, atol=1e-6)
+
+
+def test_decode_chunks_only_change_decoding(pipe, video, reference_output):
+    latents = _run(pipe, *video, output_type="latent")
+    np.testing.assert_array_equal(_run(pipe, *video, output_type="latent", decode_chunk_size=1), latents)
+    one = _run(pipe, *video, decode_chunk_size=1)
+    assert one.shape == reference_output.shape
+    # The temporal decoder sees only the frames of its chunk, so pixels move a little (documented).
+    assert np.abs(one - reference_output).mean() < 0.1
+
+
+def test_bf16_close_to_fp32(video, reference_output):
+    half = tiny_pipeline(controlnet="random").to(dtype=torch.bfloat16)
+    out = _run(half, *video)
+    assert np.abs(out - reference_output).mean() < 0.05
+
+
+class _Counter:
+    def __init__(self):
+        self.count = 0
+
+    def update(self, n=1):
+        self.count += n
+
+
+@pytest.mark.parametrize("frames", [3, 4, 11])
+def test_any_length_and_progress_counts_tiles(pipe, frames):
+    reference, poses, guidance = _inputs(frames, seed=frames)
+    counter = _Counter()
+    out = _run(pipe, reference, poses, guidance, progress_bar=counter)
+    assert out.shape[1] == frames - 1
+    assert counter.count == STEPS * len(tile_indices(frames, 4, 1))
+    assert np.isfinite(out).all()
+
+
+def test_guidance_scale_one_skips_cfg(pipe, video):
+    counter = _Counter()
+    out = _run(pipe, *video, min_guidance_scale=1.0, max_guidance_scale=1.0, progress_bar=counter)
+    assert out.shape == (1, 6, SIZE, SIZE, 3)
+
+
+def test_mismatched_guidance_is_rejected(pipe, video):
+    reference, poses, _ = video
+    _, _, short = _inputs(5)
+    with pytest.raises(ValueError, match="guidance covers"):
+        _run(pipe, reference, poses, short)
+
+
+def test_save_and_load_pretrained_round_trip(tmp_path, pipe, video, reference_output):
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = type(pipe).from_pretrained(tmp_path / "pipe")
+    np.testing.assert_array_equal(_run(loaded, *video), reference_output)
