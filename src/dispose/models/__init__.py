@@ -1,1 +1,8 @@
-"""Networks: motion and point encoders, hybrid ControlNets, the base animation UNets and PoseNet."""
+"""Networks: motion and point encoders, hybrid ControlNets, the base animation UNets and PoseNet.
+
+* :mod:`.motion_encoder` (Eq. 5), :mod:`.point_encoder` (Eq. 7): DisPose's guidance encoders.
+* :mod:`.hybrid_controlnet`: what every hybrid ControlNet shares (Eq. 8); :mod:`.controlnet_svd`: the one
+  for Stable Video Diffusion / MimicMotion.
+* :mod:`.unet_mimicmotion`, :mod:`.pose_net`: MimicMotion's UNet (pose latents + ControlNet residuals) and
+  PoseNet.
+"""

@@ -5,10 +5,27 @@ extractor come from the SVD-xt-1.1 folder; the UNet is built from SVD's ``unet/c
 its weights, with PoseNet's, from ``MimicMotion_1-1.pth`` (keys ``unet.*`` / ``pose_net.*``); the
 ControlNet is built from the UNet's config and loads ``DisPose.pth``.
 
+Checkpoint contents (key mapping):
+
+* ``DisPose.pth``: the state dict of the release's ``ControlNetSVDModel`` = our
+  :class:`~dispose.models.controlnet_svd.HybridControlNetSVD`, key for key (705 tensors, fp32).  The
+  DisPose-specific widths (point embedding width, point MLP width, motion encoder widths) are read from
+  the tensor shapes, so tiny test checkpoints load through the same code.
+* ``MimicMotion_1-1.pth``: the state dict of the release's ``MimicMotionModel`` wrapper, so
+  ``unet.*`` -> :class:`~dispose.models.unet_mimicmotion.MimicMotionUNet` (diffusers' names) and
+  ``pose_net.*`` -> :class:`~dispose.models.pose_net.PoseNet`.  That wrapper also holds the SVD VAE and
+  CLIP image encoder, so ``vae.*`` and ``image_encoder.*`` entries may be present: they are SVD's frozen
+  weights (MimicMotion trains only the UNet and PoseNet) and are skipped; we take both from the SVD
+  folder.  Any other entry is an error.
+* ``.safetensors`` versions of both (``dispose convert``) hold the same keys.
+
+Memory: the UNet and the ControlNet are built on the meta device (accelerate's ``init_empty_weights``)
+and take the checkpoint tensors as their parameters (``load_state_dict(assign=True)``); ``.pth`` files
+are memory-mapped when their format allows.  Peak memory is about one copy of the weights.
+
 Deliberate difference: the release loads both checkpoints with ``strict=False``; here every key must
-match (a mismatch names the keys), except for the parts of ``MimicMotion_1-1.pth`` that belong to the
-SVD components the release ignores there (``vae.*``, ``image_encoder.*``), which are skipped.  Unreadable
-checkpoint files raise a UserError naming the file.
+match (a mismatch names the keys), except for the skipped SVD entries above.  Unreadable checkpoint
+files raise a UserError naming the file.
 """
 
 from __future__ import annotations
@@ -25,12 +42,25 @@ from dispose.pipelines.weights import COMPONENTS, WeightPaths
 _IGNORED_PREFIXES = ("vae.", "image_encoder.")
 
 
+def _load_file(path: Path):
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:  # memory-mapped: the tensors become the parameters without a second copy
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) serialisation cannot be mapped
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(path: Path, component: str) -> dict[str, torch.Tensor]:
-    """``torch.load(weights_only=True)`` a state dict, turning a damaged file into one clear UserError."""
+    """A state dict from a ``.pth`` (``torch.load(weights_only=True)``) or ``.safetensors`` file, turning a
+    damaged file into one clear UserError."""
     source = COMPONENTS[component].source if component in COMPONENTS else ""
+    path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - pickle/zip errors of many kinds mean "damaged file"
+        state = _load_file(path)
+    except Exception as error:  # noqa: BLE001 - pickle/zip/header errors of many kinds mean "damaged file"
         raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {error}); the file is damaged "
                         f"or incomplete: download it again{' from ' + source if source else ''}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -41,7 +71,10 @@ def read_checkpoint(path: Path, component: str) -> dict[str, torch.Tensor]:
 
 
 def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Load ``state`` with every key matching, else a UserError listing (a few of) the differing keys."""
+    """Load ``state`` with every key matching, else a UserError listing (a few of) the differing keys.
+
+    A module built on the meta device takes the state's tensors as its own (``assign``; they keep the
+    state's dtype); otherwise they are copied into the existing parameters."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -53,7 +86,12 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: P
         parts = [f"{label}: {few(keys)}" for label, keys in
                  (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]
         raise UserError(f"checkpoint {path} does not fit {type(module).__name__}: " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
+    on_meta = any(tensor.is_meta for tensor in own.values())
+    module.load_state_dict(state, strict=True, assign=on_meta)
+    left = [name for name, tensor in [*module.named_parameters(), *module.named_buffers()] if tensor.is_meta]
+    if left:
+        raise RuntimeError(f"{type(module).__name__} still has tensors without values after loading {path}: "
+                           f"{', '.join(left[:5])}")
 
 
 def split_mimicmotion(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
@@ -89,14 +127,49 @@ def _from_folder(cls, folder: Path, sub: str, dtype: torch.dtype):
             raise UserError(f"cannot load {sub}/ of {folder}: {error}") from None
 
 
+def load_mimicmotion(checkpoint: Path, svd: Path | None = None, unet_config: dict | None = None):
+    """(MimicMotionUNet, PoseNet) from ``MimicMotion_1-1.pth`` (or its .safetensors); the UNet's config comes
+    from ``unet_config`` or the SVD folder's ``unet/config.json``."""
+    from accelerate import init_empty_weights
+
+    from dispose.models.pose_net import PoseNet
+    from dispose.models.unet_mimicmotion import MimicMotionUNet
+
+    if unet_config is None:
+        if svd is None:
+            raise ValueError("give the SVD folder or a UNet config")
+        try:
+            unet_config = MimicMotionUNet.load_config(svd, subfolder="unet", local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read unet/config.json of {svd}: {error}") from None
+    with init_empty_weights():
+        unet = MimicMotionUNet.from_config(unet_config)
+        pose_net = PoseNet(noise_latent_channels=unet.config.block_out_channels[0])
+    unet_state, pose_state = split_mimicmotion(read_checkpoint(checkpoint, "mimicmotion"))
+    load_strict(unet, unet_state, checkpoint)
+    load_strict(pose_net, pose_state, checkpoint)
+    return unet, pose_net
+
+
+def load_controlnet(checkpoint: Path, unet: torch.nn.Module):
+    """HybridControlNetSVD shaped after ``unet`` (any device, meta included) with ``DisPose.pth``'s weights."""
+    from accelerate import init_empty_weights
+
+    from dispose.models.controlnet_svd import HybridControlNetSVD
+
+    state = read_checkpoint(checkpoint, "dispose")
+    with init_empty_weights():
+        controlnet = HybridControlNetSVD.from_unet(unet, load_weights_from_unet=False,
+                                                   **HybridControlNetSVD.options_from_state_dict(state))
+    load_strict(controlnet, state, checkpoint)
+    return controlnet
+
+
 def load_pipeline(paths: WeightPaths, *, dispose: bool = True, dtype: torch.dtype = torch.float32,
                   device: torch.device | str = "cpu") -> DisPoseMimicMotionPipeline:
     """The pipeline from resolved weight paths; ``dispose=False`` skips the ControlNet (baseline only)."""
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPVisionModelWithProjection
-
-    from dispose.models.pose_net import PoseNet
-    from dispose.models.unet_mimicmotion import MimicMotionUNet
 
     svd = paths.svd
     vae = _from_folder(AutoencoderKLTemporalDecoder, svd, "vae", dtype)
@@ -105,23 +178,12 @@ def load_pipeline(paths: WeightPaths, *, dispose: bool = True, dtype: torch.dtyp
     feature_extractor = image_processor_class().from_pretrained(svd, subfolder="feature_extractor",
                                                                 local_files_only=True)
 
-    unet = MimicMotionUNet.from_config(MimicMotionUNet.load_config(svd, subfolder="unet", local_files_only=True))
-    pose_net = PoseNet(noise_latent_channels=unet.config.block_out_channels[0])
-    unet_state, pose_state = split_mimicmotion(read_checkpoint(paths.mimicmotion, "mimicmotion"))
-    load_strict(unet, unet_state, paths.mimicmotion)
-    load_strict(pose_net, pose_state, paths.mimicmotion)
-    del unet_state, pose_state
-
-    controlnet = None
-    if dispose:
-        from dispose.models.controlnet_svd import HybridControlNetSVD
-
-        controlnet = HybridControlNetSVD.from_unet(unet)
-        load_strict(controlnet, read_checkpoint(paths.dispose, "dispose"), paths.dispose)
+    unet, pose_net = load_mimicmotion(paths.mimicmotion, svd)
+    controlnet = load_controlnet(paths.dispose, unet) if dispose else None
 
     modules = [unet, pose_net] + ([controlnet] if controlnet is not None else [])
-    for module in modules:
-        module.to(dtype=dtype).eval().requires_grad_(False)
+    for module in modules:  # nn.Module.to: diffusers' ModelMixin.to logs a spurious warning on dtype casts
+        torch.nn.Module.to(module, dtype=dtype).eval().requires_grad_(False)
     vae.eval().requires_grad_(False)
     image_encoder.eval().requires_grad_(False)
     pipeline = DisPoseMimicMotionPipeline(vae=vae, image_encoder=image_encoder, unet=unet, pose_net=pose_net,

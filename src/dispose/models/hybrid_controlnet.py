@@ -1,0 +1,102 @@
+"""What every DisPose hybrid ControlNet shares, whatever its base animation UNet (paper sec. 4.3, Eq. 8).
+
+A hybrid ControlNet is a trainable copy of the base UNet's encoder (time embeddings, ``conv_in``, down
+blocks, mid block) with two guidance encoders and zero-initialised 1x1 output convolutions:
+
+* the motion encoder (Eq. 5, :class:`~dispose.models.motion_encoder.MotionEncoder`, parameters under
+  ``controlnet_cond_embedding.*``), whose output is added to the ``conv_in`` output;
+* the point encoder (Eq. 7, :class:`~dispose.models.point_encoder.PointEncoder`, under
+  ``point_adapter.*``), whose level ``l`` is added to the hidden state after down block ``l``;
+* ``controlnet_down_blocks`` (one 1x1 conv per skip connection of the encoder: the ``conv_in`` output and
+  every output of every down block) and ``controlnet_mid_block``; their outputs, times
+  ``conditioning_scale``, are the residuals ``r`` of Eq. 8 that the frozen UNet adds to its skip
+  connections and to its mid-block output.
+
+:class:`HybridControlNetMixin` holds these shared parts so the SVD version
+(:class:`~dispose.models.controlnet_svd.HybridControlNetSVD`) and a later SD1.5 + motion-module version
+(as MusePose) differ only in their encoder blocks and time conditioning.
+
+Paper vs release (we follow the release): the paper adds the point features "to the input of the
+convolutional layer" of each block; the release adds them once after each down block, and because
+the skip tensors are taken before that addition, level ``l`` reaches the residuals only through the
+blocks after ``l`` (the last level only through the mid block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dispose.models.motion_encoder import MotionEncoder, zero_conv
+from dispose.models.point_encoder import OccupiedCells, PointEncoder
+
+
+def flatten_frames(tensor: torch.Tensor | None, name: str, batch: int, frames: int) -> torch.Tensor | None:
+    """(B, T, ...) -> (B * T, ...), checking the leading dimensions."""
+    if tensor is None:
+        return None
+    if tuple(tensor.shape[:2]) != (batch, frames):
+        raise ValueError(f"{name}: expected leading dimensions (batch, frames) = {(batch, frames)}, got "
+                         f"{tuple(tensor.shape)}")
+    return tensor.flatten(0, 1)
+
+
+class HybridControlNetMixin:
+    """Builds and applies the guidance encoders and output convolutions of a hybrid ControlNet.
+
+    The host class is an ``nn.Module`` whose encoder has ``down_blocks`` with diffusers' block layout
+    (``resnets`` and optional ``downsamplers``); it calls :meth:`_build_hybrid_parts` in ``__init__``.
+    """
+
+    controlnet_cond_embedding: MotionEncoder
+    point_adapter: PointEncoder
+    controlnet_down_blocks: nn.ModuleList
+    controlnet_mid_block: nn.Conv2d
+
+    def _build_hybrid_parts(self, block_out_channels: Sequence[int], layers_per_block: Sequence[int],
+                            point_channels: int, point_hidden_channels: int,
+                            motion_block_out_channels: Sequence[int]) -> None:
+        widths = tuple(block_out_channels)
+        self.point_adapter = PointEncoder(point_channels, widths, point_hidden_channels)
+        self.controlnet_cond_embedding = MotionEncoder(widths[0], block_out_channels=motion_block_out_channels)
+        convs = [zero_conv(widths[0], widths[0])]  # conv_in output
+        for index, (width, layers) in enumerate(zip(widths, layers_per_block)):
+            has_downsampler = index < len(widths) - 1
+            convs += [zero_conv(width, width) for _ in range(layers + int(has_downsampler))]
+        self.controlnet_down_blocks = nn.ModuleList(convs)
+        self.controlnet_mid_block = zero_conv(widths[-1], widths[-1])
+
+    def motion_features(self, sparse_flow: torch.Tensor | None, dense_flow: torch.Tensor | None) -> torch.Tensor | None:
+        """``F_m`` of (N, 2, H, W) flows, or None when neither is given (a missing one counts as zero)."""
+        if sparse_flow is None and dense_flow is None:
+            return None
+        if sparse_flow is None:
+            sparse_flow = torch.zeros_like(dense_flow)
+        if dense_flow is None:
+            dense_flow = torch.zeros_like(sparse_flow)
+        return self.controlnet_cond_embedding(sparse_flow, dense_flow)
+
+    def point_cells(self, point_features: torch.Tensor | None, point_mask: torch.Tensor | None) -> OccupiedCells | None:
+        """The occupied cells of (N, C_p, h, w) correspondence grids, or None without point features."""
+        if point_features is None:
+            return None
+        if point_mask is None:
+            raise ValueError("point_features given without point_mask")
+        return self.point_adapter.gather(point_features, point_mask)
+
+    def add_point_level(self, hidden: torch.Tensor, level: int, cells: OccupiedCells | None) -> torch.Tensor:
+        """Hidden state after down block ``level`` plus that level's point features (Eq. 7)."""
+        if cells is None:
+            return hidden
+        return hidden + self.point_adapter.level(level, cells, tuple(hidden.shape[-2:])).to(hidden.dtype)
+
+    def output_residuals(self, skips: Sequence[torch.Tensor], mid: torch.Tensor,
+                         conditioning_scale: float) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The residuals ``r`` of Eq. 8: zero convs of the skips and the mid-block output, scaled."""
+        if len(skips) != len(self.controlnet_down_blocks):
+            raise RuntimeError(f"the encoder produced {len(skips)} skip tensors, the ControlNet has "
+                               f"{len(self.controlnet_down_blocks)} output convolutions")
+        down = tuple(conv(skip) * conditioning_scale for conv, skip in zip(self.controlnet_down_blocks, skips))
+        return down, self.controlnet_mid_block(mid) * conditioning_scale
