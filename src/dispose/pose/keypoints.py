@@ -10,7 +10,9 @@ One :class:`Pose` holds one person in one frame, in the three views DisPose need
 Coordinates are normalised: ``x / width`` and ``y / height`` of the image the pose was detected
 on, so ``(0, 0)`` is the top-left corner and ``(1, 1)`` the bottom-right one.  Every point has a
 confidence score and an explicit visibility mask; a missing point is ``visible == False`` (its
-coordinates are kept as detected, or 0 when the source has none, and must not be read).
+coordinates are kept as detected, or 0 when the source has none, and must not be read).  An invisible
+point at exactly (0, 0) is "not located" (the source had no estimate at all); geometric maps
+(:meth:`Pose.transformed`) leave such points at (0, 0) so they stay recognisable.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ def _vector(array, n: int, name: str, dtype) -> np.ndarray:
     return out
 
 
+def located(points: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """Mask of points that carry a location: visible, or invisible but not at exactly (0, 0)."""
+    return np.asarray(visible, bool) | np.any(np.asarray(points) != 0, axis=-1)
+
+
 @dataclass
 class Pose:
     """Keypoints of one person in one frame (normalised coordinates, see module docstring)."""
@@ -84,7 +91,7 @@ class Pose:
         face=None,
         face_score=None,
         threshold: float = DEFAULT_SCORE_THRESHOLD,
-    ) -> "Pose":
+    ) -> Pose:
         """Build a pose whose visibility is ``score > threshold`` (DWPose's rule)."""
         kwargs = {"body": body, "body_score": body_score,
                   "body_visible": np.asarray(body_score, np.float32) > threshold}
@@ -105,22 +112,30 @@ class Pose:
         """Body keypoints in pixel coordinates of a ``width`` x ``height`` image, shape (18, 2)."""
         return self.body * np.array([width, height], np.float32)
 
-    def transformed(self, scale, offset) -> "Pose":
-        """A copy with every point mapped by ``p * scale + offset`` (per-axis, normalised units)."""
-        scale = np.asarray(scale, np.float32)
-        offset = np.asarray(offset, np.float32)
+    def transformed(self, scale, offset) -> Pose:
+        """A copy with every located point mapped by ``p * scale + offset`` (per-axis, normalised units).
+
+        Computed in float64, stored as float32; points that are not located (see module docstring) stay
+        at (0, 0).
+        """
+        scale = np.asarray(scale, np.float64)
+        offset = np.asarray(offset, np.float64)
+
+        def move(points: np.ndarray, visible: np.ndarray) -> np.ndarray:
+            return np.where(located(points, visible)[:, None], points.astype(np.float64) * scale + offset, 0.0)
+
         return Pose(
-            body=self.body * scale + offset, body_score=self.body_score, body_visible=self.body_visible,
-            hands=self.hands * scale + offset, hands_score=self.hands_score,
+            body=move(self.body, self.body_visible), body_score=self.body_score, body_visible=self.body_visible,
+            hands=move(self.hands, self.hands_visible), hands_score=self.hands_score,
             hands_visible=self.hands_visible,
-            face=self.face * scale + offset, face_score=self.face_score, face_visible=self.face_visible,
+            face=move(self.face, self.face_visible), face_score=self.face_score, face_visible=self.face_visible,
         )
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name).tolist() for name in self.__dataclass_fields__}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Pose":
+    def from_dict(cls, data: dict) -> Pose:
         missing = [name for name in ("body", "body_score", "body_visible") if name not in data]
         if missing:
             raise ValueError(f"pose record lacks {missing}")
@@ -161,7 +176,7 @@ class PoseSequence:
         atomic_write_text(Path(path), json.dumps(self.to_json()))
 
     @classmethod
-    def from_json(cls, data: dict) -> "PoseSequence":
+    def from_json(cls, data: dict) -> PoseSequence:
         if data.get("format") != "dispose-poses/1":
             raise ValueError("not a dispose pose file (missing 'format': 'dispose-poses/1')")
         return cls([Pose.from_dict(f) for f in data["frames"]], int(data["width"]), int(data["height"]),

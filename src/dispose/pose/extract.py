@@ -1,0 +1,83 @@
+"""From a reference image and driving frames to the poses DisPose draws and tracks.
+
+:func:`extract_poses` detects the reference person and the people of every driving frame, keeps the first
+person of each frame (the detector's best, see :mod:`dispose.pose.detectors`), aligns them to the
+reference (:mod:`dispose.pose.alignment`) and returns them normalised to the reference (generation) frame,
+as the release's ``get_video_pose`` does before drawing.
+
+Frames without a person are filled (the release draws an empty or partial skeleton for them): each takes
+the aligned pose of the closest earlier frame that has one; frames before the first detection take the
+first detected pose.  The number of filled frames is reported; a video where nobody is found at all, or a
+reference without a person, is a :class:`~dispose.errors.UserError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dispose.errors import UserError
+from dispose.pose.alignment import ALIGN_MODES, LinearFit, align_people
+from dispose.pose.detectors import PoseDetector
+from dispose.pose.keypoints import Pose, PoseSequence
+
+
+@dataclass
+class PoseExtraction:
+    """Poses of one reference / driving pair, in the reference frame."""
+
+    reference: Pose
+    driving: PoseSequence  # N poses aligned and normalised to the reference frame
+    filled: int  # driving frames with nobody detected, filled with a neighbour's pose
+    filled_frames: list[int] = field(default_factory=list)  # their indices
+    fit: LinearFit | None = None  # the linear map used ("global" fit or the "none" frame map)
+
+
+def fill_missing(poses: Sequence[Pose | None]) -> tuple[list[Pose], list[int]]:
+    """Replace each ``None`` by the last pose before it (the first pose for leading ``None``s).
+
+    Returns the filled list and the indices that were filled.  Raises ``ValueError`` when all are ``None``.
+    """
+    first = next((pose for pose in poses if pose is not None), None)
+    if first is None:
+        raise ValueError("no pose to fill from")
+    filled, indices, last = [], [], first
+    for index, pose in enumerate(poses):
+        if pose is None:
+            indices.append(index)
+        else:
+            last = pose
+        filled.append(last)
+    return filled, indices
+
+
+def extract_poses(reference: np.ndarray, frames: np.ndarray | Sequence[np.ndarray], detector: PoseDetector, *,
+                  align: str = "global", progress: bool = True, fps: float | None = None,
+                  reference_pose: Pose | None = None) -> PoseExtraction:
+    """Reference pose and aligned driving poses (module docstring).
+
+    ``reference`` is the reference image already at the generation size (uint8 RGB); ``frames`` are the
+    driving frames at their own size.  ``reference_pose`` skips detection on the reference (e.g. a pose
+    read from JSON, normalised to ``reference``).  ``fps`` is stored on the returned sequence.
+    """
+    if align not in ALIGN_MODES:
+        raise UserError(f"unknown alignment {align!r}; choose one of {', '.join(ALIGN_MODES)}")
+    if len(frames) == 0:
+        raise UserError("no driving frame to extract poses from")
+    ref_h, ref_w = reference.shape[:2]
+    if reference_pose is None:
+        found = detector.detect_people([reference], progress=False)[0]
+        if not found:
+            raise UserError(f"no person found in the reference image by {detector.name}; use an image showing "
+                            "one person, with the body visible")
+        reference_pose = found[0]
+    people = detector.detect_people(frames, progress=progress)
+    if not any(people):
+        raise UserError(f"no person found in any of the {len(frames)} driving frames by {detector.name}")
+    frame_h, frame_w = np.asarray(frames[0]).shape[:2]
+    aligned, fit = align_people(reference_pose, people, (ref_w, ref_h), (frame_w, frame_h), align)
+    poses, filled = fill_missing(aligned)
+    return PoseExtraction(reference=reference_pose, driving=PoseSequence(poses, ref_w, ref_h, fps),
+                          filled=len(filled), filled_frames=filled, fit=fit)

@@ -1,0 +1,144 @@
+"""Pre-computed poses read from JSON, usable wherever a detector is.
+
+Accepted inputs (:class:`JsonPoses`):
+
+* our ``dispose-poses/1`` file (written by ``dispose pose``): one pose per frame, normalised coordinates;
+* an OpenPose JSON file, one frame (``{"people": [...]}``): each person's ``pose_keypoints_2d`` (18 COCO
+  points or 25 BODY_25 points, as x, y, confidence triplets; BODY_25's mid-hip and feet are dropped),
+  ``hand_left_keypoints_2d``, ``hand_right_keypoints_2d`` (21 points each) and ``face_keypoints_2d`` (or
+  ``face_keypoints_70``; 70 points whose first 68 are kept, or 68).  Coordinates are pixels; the frame size
+  is the file's ``canvas_width`` / ``canvas_height`` when present (as ControlNet's tools write them), else
+  the size of the frames the poses are matched with;
+* a folder of such per-frame files, taken in natural name order (``frame_2`` before ``frame_10``).
+
+A point is visible when its confidence exceeds 0.3 (DWPose's threshold); a point with confidence 0 at
+(0, 0) is missing, as OpenPose writes them.  People keep the file's order (the first is animated).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dispose.errors import UserError
+from dispose.pose.detectors import Frames, PoseDetector
+from dispose.pose.keypoints import DEFAULT_SCORE_THRESHOLD, NUM_BODY, NUM_FACE, NUM_HAND, Pose, PoseSequence
+
+#: BODY_25 index of each of the 18 COCO/OpenPose body points (BODY_25 adds mid-hip 8 and six foot points).
+BODY_FROM_BODY25 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
+
+
+@dataclass
+class _Frame:
+    people: list[Pose]
+    size: tuple[int, int] | None  # (width, height) the coordinates are pixels of; None: already normalised
+    pixels: bool  # True: coordinates in pixels of ``size`` (or of the matched frame when size is None)
+
+
+def _triplets(values, count: int, key: str, source: Path) -> np.ndarray:
+    array = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    if array.size == 0:
+        return np.zeros((count, 3))
+    if array.size % 3:
+        raise UserError(f"pose file {source}: {key} holds {array.size} numbers, not x, y, confidence triplets")
+    return array.reshape(-1, 3)
+
+
+def openpose_person(person: dict, source: Path, threshold: float = DEFAULT_SCORE_THRESHOLD) -> Pose:
+    """A :class:`Pose` (pixel coordinates) from one OpenPose ``people[]`` record."""
+    body = _triplets(person.get("pose_keypoints_2d"), NUM_BODY, "pose_keypoints_2d", source)
+    if len(body) == 25:
+        body = body[list(BODY_FROM_BODY25)]
+    if len(body) != NUM_BODY:
+        raise UserError(f"pose file {source}: pose_keypoints_2d has {len(body)} points; expected 18 (COCO) "
+                        "or 25 (BODY_25)")
+    hands = []
+    for key in ("hand_left_keypoints_2d", "hand_right_keypoints_2d"):
+        hand = _triplets(person.get(key), NUM_HAND, key, source)
+        if len(hand) != NUM_HAND:
+            raise UserError(f"pose file {source}: {key} has {len(hand)} points; expected {NUM_HAND}")
+        hands.append(hand)
+    face_key = "face_keypoints_2d" if "face_keypoints_2d" in person else "face_keypoints_70"
+    face = _triplets(person.get(face_key), NUM_FACE, face_key, source)
+    if len(face) not in (NUM_FACE, NUM_FACE + 2):
+        raise UserError(f"pose file {source}: {face_key} has {len(face)} points; expected 68 or 70")
+    face = face[:NUM_FACE]
+    hands = np.concatenate(hands)
+    return Pose.from_scores(body[:, :2], body[:, 2], hands[:, :2], hands[:, 2], face[:, :2], face[:, 2],
+                            threshold=threshold)
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"pose file {path} is not readable JSON ({error})") from None
+
+
+def _read_file(path: Path) -> list[_Frame]:
+    data = _read_json(path)
+    if isinstance(data, dict) and data.get("format") == "dispose-poses/1":
+        try:
+            sequence = PoseSequence.from_json(data)
+        except (KeyError, TypeError, ValueError) as error:
+            raise UserError(f"pose file {path} is a damaged dispose-poses/1 file ({error})") from None
+        return [_Frame([pose] if pose.has_person else [], None, False) for pose in sequence.poses]
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        data = data[0]  # some tools wrap the frame in a list
+    if not isinstance(data, dict) or "people" not in data:
+        raise UserError(f"pose file {path} is neither a dispose-poses/1 file nor OpenPose JSON (no 'people')")
+    people = [openpose_person(person, path) for person in data["people"]]
+    size = None
+    if data.get("canvas_width") and data.get("canvas_height"):
+        size = (int(data["canvas_width"]), int(data["canvas_height"]))
+    return [_Frame([pose for pose in people if pose.has_person], size, True)]
+
+
+class JsonPoses(PoseDetector):
+    """Poses from a JSON file or a folder of per-frame files; ``detect`` returns them for as many frames."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            files = sorted(path.glob("*.json"), key=_natural_key)
+            if not files:
+                raise UserError(f"pose folder {path} holds no .json file")
+            self.frames = [frame for file in files for frame in _read_file(file)]
+        elif path.is_file():
+            self.frames = _read_file(path)
+        else:
+            raise UserError(f"pose file {path} does not exist")
+        self.path = path
+        self.name = f"poses from {path}"
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def subsample(self, stride: int, max_frames: int | None = None) -> JsonPoses:
+        """Keep every ``stride``-th frame (the video's sampling), at most ``max_frames``."""
+        kept = self.frames[::stride][:max_frames]
+        copy = object.__new__(JsonPoses)
+        copy.__dict__.update(self.__dict__, frames=kept)
+        return copy
+
+    def detect_people(self, frames: Frames, progress: bool = True) -> list[list[Pose]]:
+        if len(frames) != len(self.frames):
+            raise UserError(f"{self.path} holds poses for {len(self.frames)} frames but {len(frames)} frames were "
+                            "given; match the sample stride and frame count to the poses")
+        return [self._normalised(frame, image) for frame, image in zip(self.frames, frames)]
+
+    @staticmethod
+    def _normalised(frame: _Frame, image: np.ndarray | Sequence) -> list[Pose]:
+        if not frame.pixels:
+            return list(frame.people)
+        width, height = frame.size or (np.asarray(image).shape[1], np.asarray(image).shape[0])
+        return [pose.transformed((1.0 / width, 1.0 / height), (0.0, 0.0)) for pose in frame.people]
