@@ -68,9 +68,11 @@ def _check_image(image: np.ndarray, trajectories: Trajectories) -> np.ndarray:
 
 def cmp_motion_field(cmp: CMP, image: np.ndarray, reference_flow: np.ndarray, reference_mask: np.ndarray, *,
                      chunk_size: int = 8, progress: bool = False) -> np.ndarray:
-    """``F_d`` by CMP as the release: 384-grid inputs, nearest resize back, x*W/384 and y*H/384."""
+    """``F_d`` by CMP as the release: S x S grid inputs (S = 384, the size of ``reference_flow``), reference
+    resized to S x S (nearest), CMP's flow resized back (nearest) and scaled by x * W / S, y * H / S."""
     height, width = image.shape[:2]
-    flow = cmp_dense_flow(cmp, resize_nearest_384(image), reference_flow, reference_mask,
+    grid = reference_flow.shape[-1]
+    flow = cmp_dense_flow(cmp, resize_nearest_384(image, grid), reference_flow, reference_mask,
                           chunk_size=chunk_size, progress=progress)
     return resize_flow_nearest(flow, height, width).numpy()
 
