@@ -127,9 +127,30 @@ def _from_folder(cls, folder: Path, sub: str, dtype: torch.dtype):
             raise UserError(f"cannot load {sub}/ of {folder}: {error}") from None
 
 
+def read_unet_config(path: str | Path | None) -> dict:
+    """A UNet config from an SVD folder (``unet/config.json``), a ``unet`` folder or a ``config.json`` file;
+    None gives SVD-xt-1.1's (built in)."""
+    import json
+
+    from dispose.models.unet_mimicmotion import SVD_XT_UNET_CONFIG
+
+    if path is None:
+        return dict(SVD_XT_UNET_CONFIG)
+    path = Path(path)
+    candidates = [path] if path.is_file() else [path / "unet" / "config.json", path / "config.json"]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, ValueError) as error:
+                raise UserError(f"cannot read the UNet config {candidate}: {error}") from None
+    raise UserError(f"{path} holds no UNet config: pass the SVD folder (with unet/config.json) or a config.json")
+
+
 def load_mimicmotion(checkpoint: Path, svd: Path | None = None, unet_config: dict | None = None):
     """(MimicMotionUNet, PoseNet) from ``MimicMotion_1-1.pth`` (or its .safetensors); the UNet's config comes
-    from ``unet_config`` or the SVD folder's ``unet/config.json``."""
+    from ``unet_config`` or the SVD folder's ``unet/config.json``.  Built on the meta device, the modules
+    take the checkpoint's tensors (and dtype)."""
     from accelerate import init_empty_weights
 
     from dispose.models.pose_net import PoseNet
@@ -138,10 +159,7 @@ def load_mimicmotion(checkpoint: Path, svd: Path | None = None, unet_config: dic
     if unet_config is None:
         if svd is None:
             raise ValueError("give the SVD folder or a UNet config")
-        try:
-            unet_config = MimicMotionUNet.load_config(svd, subfolder="unet", local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read unet/config.json of {svd}: {error}") from None
+        unet_config = read_unet_config(svd)
     with init_empty_weights():
         unet = MimicMotionUNet.from_config(unet_config)
         pose_net = PoseNet(noise_latent_channels=unet.config.block_out_channels[0])

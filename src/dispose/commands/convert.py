@@ -1,0 +1,115 @@
+"""Convert DisPose.pth / MimicMotion_1-1.pth to .safetensors once (faster, safer loading), verified.
+
+Each file is read with ``torch.load(weights_only=True)``, written atomically next to it (or to --out) with
+the same tensor names, then read back: every tensor must be equal and the file must load strictly into its
+network (DisPose.pth: the hybrid ControlNet; MimicMotion_1-1.pth: UNet + PoseNet, whose config comes from
+--unet-config, by default SVD-xt-1.1's).  Pass the new file with --dispose-ckpt / --mimicmotion.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+#: Name of a key that only each kind of checkpoint has.
+_KINDS = (("mimicmotion", "unet."), ("dispose", "controlnet_cond_embedding."))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoints", nargs="+", type=Path, metavar="FILE.pth",
+                        help="DisPose.pth and/or MimicMotion_1-1.pth")
+    parser.add_argument("--out", type=Path, help="output file (one input only; default: FILE.safetensors)")
+    parser.add_argument("--unet-config", type=Path, metavar="PATH",
+                        help="SVD folder or UNet config.json the checkpoints belong to (default: SVD-xt-1.1)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _kind(state: dict, path: Path) -> str:
+    from dispose.errors import UserError
+
+    for kind, marker in _KINDS:
+        if any(key.startswith(marker) for key in state):
+            return kind
+    raise UserError(f"{path} is neither DisPose.pth nor MimicMotion_1-1.pth (no unet.* or "
+                    "controlnet_cond_embedding.* entries)")
+
+
+def _unshared(state: dict) -> dict:
+    """Contiguous tensors, none sharing storage (safetensors refuses shared memory)."""
+    seen: set[int] = set()
+    out = {}
+    for key, tensor in state.items():
+        tensor = tensor.contiguous()
+        pointer = tensor.untyped_storage().data_ptr()
+        out[key] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out
+
+
+def _verify(kind: str, source: dict, out: Path, unet_config: dict) -> None:
+    import torch
+    from accelerate import init_empty_weights
+
+    from dispose.errors import UserError
+    from dispose.models.unet_mimicmotion import MimicMotionUNet
+    from dispose.pipelines.loading import load_controlnet, load_mimicmotion, read_checkpoint
+
+    written = read_checkpoint(out, kind)
+    if written.keys() != source.keys():
+        raise UserError(f"{out}: the written tensor names differ from the source; the disk may be full")
+    for key, tensor in source.items():
+        if not torch.equal(written[key], tensor):
+            raise UserError(f"{out}: tensor {key} differs from the source; the disk may be faulty")
+    del written
+    if kind == "mimicmotion":
+        load_mimicmotion(out, unet_config=unet_config)
+    else:
+        with init_empty_weights():
+            unet = MimicMotionUNet.from_config(unet_config)
+        load_controlnet(out, unet)
+
+
+def run(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    from dispose.errors import UserError
+    from dispose.media.files import atomic_path
+    from dispose.pipelines.loading import read_checkpoint, read_unet_config
+
+    if args.out is not None and len(args.checkpoints) != 1:
+        raise UserError("--out needs exactly one input checkpoint")
+    jobs = []
+    for path in args.checkpoints:
+        if not path.is_file():
+            raise UserError(f"checkpoint {path} does not exist")
+        out = args.out or path.with_suffix(".safetensors")
+        if out.resolve() == path.resolve():
+            raise UserError(f"{path} is already the output; pass a different --out")
+        if out.exists() and not args.force:
+            raise UserError(f"{out} exists; pass --force to overwrite it")
+        jobs.append((path, out))
+    unet_config = read_unet_config(args.unet_config)
+
+    with tqdm(total=3 * len(jobs), desc="convert", unit="step", disable=args.no_progress) as bar:
+        for path, out in jobs:
+            bar.set_postfix_str(f"reading {path.name}")
+            state = read_checkpoint(path, "")
+            kind = _kind(state, path)
+            bar.update()
+            bar.set_postfix_str(f"writing {out.name}")
+            with atomic_path(out) as tmp:
+                save_file(_unshared(state), str(tmp), metadata={"format": "pt", "source": path.name})
+            bar.update()
+            bar.set_postfix_str(f"verifying {out.name}")
+            try:
+                _verify(kind, state, out, unet_config)
+            except UserError:
+                out.unlink(missing_ok=True)
+                raise
+            bar.update()
+            size = out.stat().st_size
+            tqdm.write(f"{out}: {len(state)} tensors, {size / 2**30:.2f} GiB, verified ({kind})")
+            del state
+    return 0
