@@ -4,7 +4,7 @@
 IJCV 2011): a 55-colour wheel (red-yellow 15, yellow-green 6, green-cyan 4, cyan-blue 11, blue-magenta 13,
 magenta-red 6) interpolated by the flow direction (hue), white for zero motion and full saturation at
 ``max_magnitude``; larger vectors are darkened to 75 %.  Use one ``max_magnitude`` for all frames of a
-video so that colours are comparable over time (:func:`max_magnitude`).
+video so that colours are comparable over time (:func:`video_scale`).
 
 Flows are channel-first float arrays ``(2, H, W)`` (dx, dy), like the motion fields.
 """
@@ -42,9 +42,19 @@ def _as_flow(flow: np.ndarray) -> np.ndarray:
 
 
 def max_magnitude(flows: np.ndarray) -> float:
-    """Largest vector length over ``(..., 2, H, W)`` flows (a shared colour scale for a video)."""
+    """Largest vector length over ``(..., 2, H, W)`` flows."""
     flows = np.asarray(flows, np.float32)
     return float(np.sqrt((flows ** 2).sum(axis=-3)).max()) if flows.size else 0.0
+
+
+def video_scale(flows: np.ndarray, percentile: float = 90.0) -> float:
+    """A shared colour scale for the ``(N, 2, H, W)`` flows of a video: the ``percentile`` of the per-frame
+    largest lengths, so that one exceptional frame (e.g. the reference -> first frame jump of ``F_s``) does
+    not wash out all the others (its longer vectors are drawn darkened)."""
+    flows = np.asarray(flows, np.float32)
+    if not flows.size:
+        return 0.0
+    return float(np.percentile([max_magnitude(frame) for frame in flows], percentile))
 
 
 def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
@@ -99,4 +109,14 @@ def draw_keypoint_arrows(image: np.ndarray, starts: np.ndarray, vectors: np.ndar
         cv2.circle(out, start, thickness + 1, color, -1, cv2.LINE_AA)
         if start != end:
             cv2.arrowedLine(out, start, end, color, thickness, cv2.LINE_AA, tipLength=0.25)
+    return out
+
+
+def label(image: np.ndarray, text: str) -> np.ndarray:
+    """A copy of ``image`` with ``text`` in the top-left corner (white on a dark band)."""
+    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    scale = max(0.4, out.shape[1] / 640)
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    out[: h + base + 8, : w + 8] //= 3
+    cv2.putText(out, text, (4, h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out

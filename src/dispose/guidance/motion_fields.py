@@ -12,6 +12,8 @@ trajectories (:func:`dispose.guidance.trajectories.body_trajectories`) and retur
   (:mod:`dispose.guidance.cmp`; saturates at about +-49.5 px of the 384 grid); ``dense="propagate"`` is
   the weight-free substitute of :mod:`.propagation` (not in the release).
 
+:func:`save_motion_fields` writes them to a safetensors file (layout in its docstring).
+
 Frame ``n`` of every field belongs to driving frame ``n`` (the reference is frame 0 of the trajectories,
 so the fields have one frame less than the trajectories).  ``release_missing_points`` selects how keypoints
 that are not detected are treated in ``F_s`` and ``P_d`` (see those modules; the default ignores them);
@@ -20,17 +22,21 @@ the propagation always ignores them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from dispose.guidance.cmp import CMP, CMP_SIZE, cmp_dense_flow, resize_flow_nearest, resize_nearest_384
 from dispose.guidance.propagation import FlowPropagator, PropagationSettings
 from dispose.guidance.reference_flow import reference_displacements, reference_sparse_flow
 from dispose.guidance.sparse_field import KERNEL_SIZE, SIGMA, sparse_motion_field
 from dispose.guidance.trajectories import Trajectories
+from dispose.media.files import atomic_path
 
 DenseMethod = Literal["cmp", "propagate", "none"]
 DENSE_METHODS = ("cmp", "propagate", "none")
@@ -107,3 +113,47 @@ def compute_motion_fields(reference_image: np.ndarray, trajectories: Trajectorie
         foreground = propagator.foreground
     return MotionFields(trajectories=trajectories, sparse=sparse, reference_flow=flow, reference_mask=mask,
                         dense=dense_field, dense_method=dense, foreground=foreground)
+
+
+#: What each tensor of a motion-field file holds (also stored in the file's metadata under "tensors").
+FILE_TENSORS = {
+    "sparse_flow": "F_s (Eq. 3): float32 (N, 2, H, W); channel 0 = x, 1 = y; frame-to-frame keypoint "
+                   "displacements in pixels of the W x H generation frame, Gaussian-filtered (values are "
+                   "pixels times kernel weights, so small)",
+    "dense_flow": "F_d: float32 (N, 2, H, W); reference -> driving frame n displacement in pixels of W x H, "
+                  "defined at the reference's pixels (absent with dense=none)",
+    "reference_flow": "P_d (Eq. 4): float32 (N, 2, 384, 384); x_n - x_0 in pixels of CMP's 384 x 384 grid, "
+                      "written at the reference keypoints",
+    "reference_mask": "float32 (N, 2, 384, 384); 1 where reference_flow is given (both channels)",
+    "trajectories": "float32 (N + 1, 18, 2); body keypoints (x, y) in pixels of W x H, frame 0 = reference, "
+                    "(0, 0) where not visible",
+    "visibility": "bool (N + 1, 18); keypoint detected",
+    "foreground": "float32 (H, W) in [0, 1]; person region of dense=propagate (absent otherwise)",
+}
+
+
+def save_motion_fields(path: str | Path, fields: MotionFields, metadata: dict[str, str] | None = None) -> None:
+    """Write ``fields`` to a safetensors file, atomically (tensor layout: :data:`FILE_TENSORS`).
+
+    The file's metadata holds ``format`` (``dispose-motion-fields/1``), ``width``, ``height``, ``frames``,
+    ``dense_method``, ``tensors`` (JSON of :data:`FILE_TENSORS`) and the given ``metadata`` (strings).
+    """
+    traj = fields.trajectories
+    tensors = {
+        "sparse_flow": fields.sparse,
+        "reference_flow": fields.reference_flow,
+        "reference_mask": fields.reference_mask,
+        "trajectories": traj.points.astype(np.float32),
+        "visibility": traj.visible,
+    }
+    if fields.dense is not None:
+        tensors["dense_flow"] = fields.dense
+    if fields.foreground is not None:
+        tensors["foreground"] = fields.foreground
+    info = {"format": "dispose-motion-fields/1", "width": str(traj.width), "height": str(traj.height),
+            "frames": str(fields.num_frames), "dense_method": fields.dense_method,
+            "tensors": json.dumps({k: v for k, v in FILE_TENSORS.items() if k in tensors}),
+            **(metadata or {})}
+    with atomic_path(path) as tmp:
+        save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, str(tmp),
+                  metadata=info)
