@@ -382,3 +382,18 @@ def test_bad_inputs_are_rejected() -> None:
         cmp_dense_flow(model, image, maps, bad)
     with pytest.raises(ValueError, match="divisible by 8"):
         cmp_dense_flow(model, np.zeros((60, 60, 3), np.uint8), torch.zeros(1, 2, 60, 60), torch.zeros(1, 2, 60, 60))
+
+
+@torch.no_grad()
+def test_bfloat16_model_gives_float32_flow_close_to_float32() -> None:
+    """Device-agnostic precision path: inputs are cast to the model's dtype, bins are fused in float32."""
+    torch.manual_seed(0)
+    model = CMP().eval()
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    sparse, mask = rasterize_sparse_flow(np.array([[10.0, 20.0], [40.0, 30.0]]),
+                                         np.array([[5.0, -3.0], [2.0, 2.0]]), 64, 64)
+    sparse, mask = torch.from_numpy(sparse[None]), torch.from_numpy(mask[None])
+    expected = cmp_dense_flow(model, image, sparse, mask)
+    flow = cmp_dense_flow(model.to(torch.bfloat16), image, sparse, mask)
+    assert flow.dtype == torch.float32
+    assert (flow - expected).abs().max().item() < 0.02 * max(expected.abs().max().item(), 0.1)
