@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     for label, path in (("--image", args.image), ("--video", args.video), ("--ref", args.ref)):
         if path is not None and not path.is_file():
             raise UserError(f"{label} {path} does not exist")
-    detector = load_detector(args.dwpose_dir, device=_device(args.device))
+    detector = load_detector(args.dwpose_dir, device=_device(args.device) if args.dwpose_dir else "cpu")
     print(f"detector: {detector.name}")
     if args.image is not None:
         _pose_image(args, detector)
