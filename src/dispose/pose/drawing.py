@@ -17,9 +17,10 @@ These pictures are what PoseNet (the animation model's pose encoder) consumes, s
 
 Differences from the release:
 
-* body limbs and joints are drawn when the keypoints are *visible* (``Pose.body_visible``; for DWPose that
-  is score > 0.3).  The release draws a limb when both scores are >= 0.3 and a joint when > 0.3; at a score
-  of exactly 0.3 it then indexes keypoint -1 (a bug we do not reproduce);
+* body limbs and joints are drawn when the keypoints are *visible* (``Pose.body_visible``).  The release
+  draws a limb when both scores are >= 0.3 and a joint when its score is > 0.3 (compared in float64); for
+  DWPose's float32 scores, which never equal 0.3 exactly, that is the same as visible = score > 0.3.  Other
+  sources (MediaPipe, JSON) bring their own visibility;
 * hand and face points with a score <= 0 are skipped (they carry no detection: MediaPipe and OpenPose-JSON
   sources mark missing points that way); the release would paint them as black discs;
 * coordinates are float32 (the container's precision) where the release holds float64: a canvas

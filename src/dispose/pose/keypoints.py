@@ -92,15 +92,16 @@ class Pose:
         face_score=None,
         threshold: float = DEFAULT_SCORE_THRESHOLD,
     ) -> Pose:
-        """Build a pose whose visibility is ``score > threshold`` (DWPose's rule)."""
+        """Build a pose whose visibility is ``score > threshold`` (DWPose's rule, compared in float64 as the
+        release does: a float32 score of exactly 0.3 counts as visible)."""
         kwargs = {"body": body, "body_score": body_score,
-                  "body_visible": np.asarray(body_score, np.float32) > threshold}
+                  "body_visible": np.asarray(body_score, np.float64) > threshold}
         if hands is not None:
             kwargs.update(hands=hands, hands_score=hands_score,
-                          hands_visible=np.asarray(hands_score, np.float32) > threshold)
+                          hands_visible=np.asarray(hands_score, np.float64) > threshold)
         if face is not None:
             kwargs.update(face=face, face_score=face_score,
-                          face_visible=np.asarray(face_score, np.float32) > threshold)
+                          face_visible=np.asarray(face_score, np.float64) > threshold)
         return cls(**kwargs)
 
     @property
