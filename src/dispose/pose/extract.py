@@ -9,6 +9,12 @@ Frames without a person are filled (the release draws an empty or partial skelet
 the aligned pose of the closest earlier frame that has one; frames before the first detection take the
 first detected pose.  The number of filled frames is reported; a video where nobody is found at all, or a
 reference without a person, is a :class:`~dispose.errors.UserError`.
+
+Difference from the release: only the first person of each frame is kept (and so drawn).  The release
+draws every detected person into the skeleton images while its motion guidance and alignment follow the
+first one; bystanders in a driving video therefore no longer appear as extra skeletons.  Every person is
+still available from :meth:`~dispose.pose.detectors.PoseDetector.detect_people`, and
+:func:`~dispose.pose.drawing.draw_pose` draws a list of people exactly as the release does.
 """
 
 from __future__ import annotations
