@@ -11,9 +11,9 @@ Reproduces the release's ``inference_ctrl.py::preprocess`` (DisPose), itself Mim
   (MimicMotion's environment pins 0.15.2; DisPose's README asks for >= 0.15.2) that means: bilinear
   interpolation with ``align_corners=False``, **no antialiasing** (``antialias=None`` is ``False`` for
   tensors), computed in float32 by ``torch.nn.functional.interpolate`` and rounded half-to-even
-  (``torch.round``) back to uint8 (later torchvision versions keep that tensor path).  We run exactly those
-  operations, so the pixels match; note that a large
-  downscale without antialiasing aliases (fine detail shimmers), which the released weights were fed.
+  (``torch.round``) back to uint8 (later torchvision versions keep that tensor path).  We run exactly
+  those operations, so the pixels match; note that a large downscale without antialiasing aliases (fine
+  detail shimmers), which is what the released weights were fed.
 * **Centre crop** (:func:`center_crop_box`): torchvision's anchor ``int(round((size - crop) / 2))``
   (Python's round, half to even).
 
