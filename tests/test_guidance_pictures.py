@@ -41,9 +41,9 @@ def test_directions_and_saturation() -> None:
     right = flow_to_color(vector(1, 0), max_magnitude=1.0)[0, 0]
     assert right[0] == 255 and right[2] < 60  # red
     half = flow_to_color(vector(-0.5, 0), max_magnitude=1.0)[0, 0]
-    assert half.tolist() == [127, 232, 255]  # halfway to white
+    assert half.tolist() == [128, 232, 255]  # halfway to white
     beyond = flow_to_color(vector(-2, 0), max_magnitude=1.0)[0, 0]
-    assert beyond.tolist() == [0, 156, 191]  # beyond the scale: darkened to 75 %
+    assert beyond.tolist() == [0, 157, 191]  # beyond the scale: darkened to 75 %
     # default scale: the flow's own largest vector is fully saturated
     assert flow_to_color(vector(-7, 0))[0, 0].tolist() == colours["left"]
 

@@ -3,8 +3,9 @@
 :func:`flow_to_color` is the standard optical-flow colour code of the Middlebury benchmark (Baker et al.,
 IJCV 2011): a 55-colour wheel (red-yellow 15, yellow-green 6, green-cyan 4, cyan-blue 11, blue-magenta 13,
 magenta-red 6) interpolated by the flow direction (hue), white for zero motion and full saturation at
-``max_magnitude``; larger vectors are darkened to 75 %.  Use one ``max_magnitude`` for all frames of a
-video so that colours are comparable over time (:func:`video_scale`).
+``max_magnitude``; larger vectors are darkened to 75 %.  Channels are rounded to uint8 (the reference
+code floors, which turns any non-zero vector, however tiny, off-white).  Use one ``max_magnitude`` for all
+frames of a video so that colours are comparable over time (:func:`video_scale`).
 
 Flows are channel-first float arrays ``(2, H, W)`` (dx, dy), like the motion fields.
 """
@@ -78,7 +79,7 @@ def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.nd
     colour = ((1 - frac) * wheel[k0] + frac * wheel[k1]) / 255
     inside = (radius <= 1)[..., None]
     colour = np.where(inside, 1 - radius[..., None] * (1 - colour), colour * 0.75)
-    return np.floor(255 * colour).astype(np.uint8)
+    return np.round(255 * colour).astype(np.uint8)
 
 
 def draw_flow_arrows(image: np.ndarray, flow: np.ndarray, *, step: int = 32, scale: float = 1.0,
