@@ -18,18 +18,26 @@ def check_writable_dir(path: Path) -> None:
         raise PermissionError(f"output folder {folder} is not writable")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` on success.
 
-    The temporary file keeps the target's suffix (encoders pick the container from it).  On any
-    error the temporary file is removed and the target is left untouched.
+    The temporary file keeps the target's suffix (encoders pick the container from it) and gets the
+    permissions a plain ``open(path, "w")`` would (0666 minus the umask).  On any error the temporary
+    file is removed and the target is left untouched.
     """
     path = Path(path)
     check_writable_dir(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, path)

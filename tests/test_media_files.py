@@ -1,0 +1,32 @@
+"""Atomic writes: the target appears whole or not at all, with ordinary file permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from dispose.media.files import atomic_path, atomic_write_text
+
+
+def test_written_file_has_umask_permissions(tmp_path):
+    target = tmp_path / "out.json"
+    atomic_write_text(target, "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_failure_leaves_nothing(tmp_path):
+    target = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("encoder died")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        atomic_write_text(tmp_path / "nope" / "out.txt", "x")
