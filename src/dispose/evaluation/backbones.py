@@ -6,12 +6,20 @@ Every model is optional: when its weights are not given, the metrics that need i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from dispose.evaluation import vbench
+
+#: weight-file key -> command-line option (``--weights DIR`` finds the same files by name)
+WEIGHT_OPTIONS = {
+    "i3d": "--i3d", "lpips_backbone": "--lpips-backbone", "lpips_heads": "--lpips-heads", "videomae": "--videomae",
+    "dino": "--dino", "clip_b32": "--clip-b32", "clip_l14": "--clip-l14", "aesthetic_head": "--aesthetic-head",
+    "raft": "--raft", "amt": "--amt", "musiq": "--musiq",
+}
 
 
 @dataclass
@@ -25,6 +33,8 @@ class EvalWeights:
     clip_l14: Path | None = None
     aesthetic_head: Path | None = None
     raft: Path | None = None
+    amt: Path | None = None
+    musiq: Path | None = None
     hashes: dict[str, dict] = field(default_factory=dict)  # key -> {"path", "sha256"}
 
 
@@ -32,11 +42,14 @@ class EvalWeights:
 class Backbones:
     lpips: torch.nn.Module | None = None
     i3d: torch.nn.Module | None = None
+    videomae: torch.nn.Module | None = None
     dino: torch.nn.Module | None = None
     clip_b32: torch.nn.Module | None = None
     clip_l14: torch.nn.Module | None = None
     aesthetic_head: torch.nn.Module | None = None
     raft: torch.nn.Module | None = None
+    amt: torch.nn.Module | None = None
+    musiq: torch.nn.Module | None = None
 
 
 def _hash(weights: EvalWeights, key: str, path: Path) -> None:
@@ -50,27 +63,34 @@ def _hash(weights: EvalWeights, key: str, path: Path) -> None:
         weights.hashes[key] = {"path": str(path), "sha256": file_sha256(path)}
 
 
+def _single(wanted: set[str], metric: str, weights: EvalWeights, key: str, loader: Callable[[Path], torch.nn.Module],
+            skipped: dict[str, str]) -> torch.nn.Module | None:
+    """Load the one backbone ``metric`` needs, or record why it is skipped."""
+    if metric not in wanted:
+        return None
+    path = getattr(weights, key)
+    if path is None:
+        skipped[metric] = vbench.skip_reason(metric)
+        return None
+    _hash(weights, key, path)
+    return loader(path)
+
+
 def load_backbones(wanted: set[str], weights: EvalWeights, lpips_net: str, device: torch.device,
                    skipped: dict[str, str]) -> Backbones:
     """Load the models for ``wanted`` metrics; fill ``skipped`` for those that cannot run."""
-    models = Backbones()
-    for name in ("motion_smoothness", "imaging_quality"):
-        if name in wanted:
-            skipped[name] = vbench.skip_reason(name)
-    if "dynamic_degree" in wanted:
-        if weights.raft is None:
-            skipped["dynamic_degree"] = vbench.skip_reason("dynamic_degree")
-        else:
-            from dispose.evaluation.raft import load_raft
+    from dispose.evaluation.amt import load_amt
+    from dispose.evaluation.dino import load_dino
+    from dispose.evaluation.musiq import load_musiq
+    from dispose.evaluation.raft import load_raft
 
-            models.raft = load_raft(weights.raft, device)
-            _hash(weights, "raft", weights.raft)
-    if "background_consistency" in wanted:
-        if weights.clip_b32 is None:
-            skipped["background_consistency"] = vbench.skip_reason("background_consistency")
-        else:
-            models.clip_b32 = vbench.load_clip_vision(weights.clip_b32, device)
-            _hash(weights, "clip_b32", weights.clip_b32)
+    models = Backbones()
+    models.raft = _single(wanted, "dynamic_degree", weights, "raft", lambda p: load_raft(p, device), skipped)
+    models.amt = _single(wanted, "motion_smoothness", weights, "amt", lambda p: load_amt(p, device), skipped)
+    models.musiq = _single(wanted, "imaging_quality", weights, "musiq", lambda p: load_musiq(p, device), skipped)
+    models.dino = _single(wanted, "subject_consistency", weights, "dino", lambda p: load_dino(p, device), skipped)
+    models.clip_b32 = _single(wanted, "background_consistency", weights, "clip_b32",
+                              lambda p: vbench.load_clip_vision(p, device), skipped)
     if "aesthetic_quality" in wanted:
         if weights.clip_l14 is None or weights.aesthetic_head is None:
             skipped["aesthetic_quality"] = vbench.skip_reason("aesthetic_quality")
@@ -79,18 +99,15 @@ def load_backbones(wanted: set[str], weights: EvalWeights, lpips_net: str, devic
             models.aesthetic_head = vbench.load_aesthetic_head(weights.aesthetic_head, device)
             _hash(weights, "clip_l14", weights.clip_l14)
             _hash(weights, "aesthetic_head", weights.aesthetic_head)
-    if "subject_consistency" in wanted:
-        if weights.dino is None:
-            skipped["subject_consistency"] = vbench.skip_reason("subject_consistency")
-        else:
-            from dispose.evaluation.dino import load_dino
-
-            models.dino = load_dino(weights.dino, device)
-            _hash(weights, "dino", weights.dino)
     if "cd_fvd" in wanted:
-        skipped["cd_fvd"] = ("needs VideoMAE-v2 features (Ge et al. 2024); " + (
-            f"a checkpoint was found ({weights.videomae}) but dispose has no VideoMAE-v2 loader yet"
-            if weights.videomae else "no VideoMAE-v2 checkpoint given, and dispose has no VideoMAE-v2 loader yet"))
+        if weights.videomae is None:
+            skipped["cd_fvd"] = ("needs the VideoMAE-v2 ViT-g/14 checkpoint fine-tuned on SSv2 that cd-fvd uses "
+                                 "(vit_g_hybrid_pt_1200e_ssv2_ft.pth): pass --videomae or put it in --weights")
+        else:
+            from dispose.evaluation.videomae import load_videomae
+
+            models.videomae = load_videomae(weights.videomae, device)
+            _hash(weights, "videomae", weights.videomae)
 
     if "lpips" in wanted:
         if weights.lpips_backbone is None or weights.lpips_heads is None:

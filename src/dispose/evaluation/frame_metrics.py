@@ -10,9 +10,17 @@ All metrics take two uint8 RGB frames of the same size and work on values scaled
   ``20 log10(255 / RMSE)``).  Identical frames give ``+inf``; a video's PSNR is the mean over its
   frames, hence ``inf`` when any frame is identical (:func:`mean_or_inf`).  The JSON report writes
   ``inf`` as the string ``"inf"``.
-* **L1** -- mean absolute error over all pixels and channels on ``[0, 1]`` values.  The paper's
-  L1 numbers (``2.46E-05``) use a normalisation the paper does not state; we report this plain mean
-  absolute error and do not guess a rescaling, so our L1 is not on the paper's scale.
+* **L1** -- mean absolute error over all pixels and channels on ``[0, 1]`` values.
+* **L1 (DisCo scale)**, ``l1_disco`` -- the paper does not define its L1, whose values (``2.46E-05``)
+  are on the scale of the evaluation code the human-animation papers share (DisCo's
+  ``tool/metrics/ssim_l1_lpips_psnr.py``): ``|a - b|`` on 0..255 values divided by the pixel count
+  ``H * W``, averaged over pixels, channels and frames, i.e. ``mean_abs_255 / (H * W)``.  It depends
+  on the frame size, so compare it only at equal sizes.
+
+Where that shared code differs from the definitions here (so its numbers differ): it computes SSIM
+on *grey* frames (``cv2.COLOR_BGR2GRAY``, skimage defaults on uint8), PSNR as ``100`` for identical
+frames and on uint8 differences that wrap around (``numpy`` uint8 arithmetic), and LPIPS-VGG on
+``[0, 1]`` inputs although LPIPS expects ``[-1, 1]``.  We do not reproduce those.
 """
 
 from __future__ import annotations
@@ -66,6 +74,12 @@ def l1(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute error on ``[0, 1]`` values."""
     x, y = _check_pair(a, b)
     return float(np.mean(np.abs(x - y)))
+
+
+def l1_disco(a: np.ndarray, b: np.ndarray) -> float:
+    """DisCo's L1: mean absolute error on 0..255 values divided by ``H * W`` (see module docstring)."""
+    x, y = _check_pair(a, b)
+    return float(np.mean(np.abs(x - y)) * 255.0 / (a.shape[0] * a.shape[1]))
 
 
 def mean_or_inf(values: list[float]) -> float:

@@ -1,7 +1,9 @@
 """Fréchet distance between Gaussians fitted to two feature sets (FID / FVD, Heusel et al. 2017).
 
-``d^2 = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2})`` with ``S`` the unbiased sample covariance
-(``numpy.cov``, ``N - 1``), computed in float64.  The matrix square root is ``scipy.linalg.sqrtm``;
+``d^2 = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2})`` with ``S`` the sample covariance, computed
+in float64: unbiased (``N - 1``, ``numpy.cov``) by default, as the original FVD (TF-GAN) and FID code
+compute it; ``ddof=0`` (divide by ``N``) reproduces StyleGAN-V's and the ``cd-fvd`` package's
+statistics, which CD-FVD uses.  The matrix square root is ``scipy.linalg.sqrtm``;
 when ``S1 S2`` is (near) singular -- always the case with fewer samples than feature dimensions,
 e.g. six TikTok test videos against 400 I3D logits -- ``1e-6`` is added to both diagonals first,
 as the reference FID code does, and a tiny imaginary part from round-off is dropped.  The result is
@@ -16,12 +18,12 @@ import numpy as np
 from scipy import linalg
 
 
-def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and unbiased covariance of ``(N, D)`` features; needs ``N >= 2``."""
+def feature_statistics(features: np.ndarray, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (``N - ddof`` normalisation) of ``(N, D)`` features; needs ``N >= 2``."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2 or features.shape[0] < 2:
         raise ValueError(f"need at least 2 feature vectors of shape (N, D), got {features.shape}")
-    return features.mean(axis=0), np.cov(features, rowvar=False)
+    return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False, ddof=ddof))
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
@@ -48,6 +50,6 @@ def _sqrtm_error(root: np.ndarray, target: np.ndarray) -> float:
     return float(np.abs(root @ root - target).max()) / scale
 
 
-def frechet_distance_features(a: np.ndarray, b: np.ndarray) -> float:
+def frechet_distance_features(a: np.ndarray, b: np.ndarray, ddof: int = 1) -> float:
     """Fréchet distance between Gaussians fitted to feature sets ``a`` (N, D) and ``b`` (M, D)."""
-    return frechet_distance(*feature_statistics(a), *feature_statistics(b))
+    return frechet_distance(*feature_statistics(a, ddof), *feature_statistics(b, ddof))

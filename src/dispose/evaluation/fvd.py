@@ -1,40 +1,37 @@
-"""FVD and FID-VID from Kinetics-400 I3D features (see :mod:`.i3d`, :mod:`.frechet`).
+"""FVD, FID-VID and CD-FVD: Fréchet distances of video features (see :mod:`.frechet`).
 
-Pre-processing (shared by both metrics):
+Clips (shared by all three): each video is cut into clips of ``clip_frames`` consecutive frames
+(default 16, the FVD standard), starting at frame 0 every ``clip_stride`` frames (default:
+``clip_frames``, i.e. non-overlapping); frames past the last full clip are dropped; ``max_clips``
+caps the clips per video.  A video shorter than one clip is an error.
 
-* each video is cut into clips of ``clip_frames`` consecutive frames (default 16, the FVD
-  standard), starting at frame 0 every ``clip_stride`` frames (default: ``clip_frames``, i.e.
-  non-overlapping); frames past the last full clip are dropped; ``max_clips`` caps clips per video.
-  Every clip is one sample of the distribution.  A video shorter than one clip is an error;
-* frames are resized to 224x224 (``torch.nn.functional.interpolate``, bilinear,
-  ``align_corners=False``, aspect ratio not kept, as StyleGAN-V's FVD port does) and scaled
-  from ``[0, 255]`` to ``[-1, 1]``.
+* **FVD** (Unterthiner et al. 2018): every clip is one sample.  Frames are resized to 224x224
+  (``torch.nn.functional.interpolate``, bilinear, ``align_corners=False``, aspect ratio not kept,
+  as StyleGAN-V's and cd-fvd's FVD code do) and scaled from ``[0, 255]`` to ``[-1, 1]``; the
+  feature is the 400 Kinetics-400 *logits* of I3D (pre-softmax, averaged over time: the output of
+  the TF-Hub module of the reference FVD code).  Unbiased covariances (TF-GAN's).
+* **FID-VID** (Balaji et al. 2019; "FID-FVD" in the paper's tables): one sample per *video*: the
+  mean over the video's clips of the 1024-d I3D features of the final average pool (``Mixed_5c``
+  pooled ``(2, 7, 7)``, averaged over time), i.e. the layer below the logits.  Balaji et al. define
+  FID-VID as the FID of Kinetics-trained 3D-CNN features of whole videos; the evaluation code the
+  human-animation papers share (DisCo's ``tool/metrics``) takes those features from Hara et al.'s
+  3D ResNet-50 (112x112 input, 2048-d) instead of I3D, so its numbers are on another scale.
+* **CD-FVD** (Ge et al. 2024): every clip is one sample; VideoMAE-v2 features
+  (:mod:`.videomae`: frames resized to 224x224 bilinear, values in ``[0, 1]``), covariances
+  divided by ``N`` as the ``cd-fvd`` package computes them.
 
-Metrics:
-
-* **FVD** (Unterthiner et al. 2018): Fréchet distance of the 400 Kinetics *logits* (pre-softmax,
-  averaged over time) -- the output of the TF-Hub I3D module that the reference FVD code uses.
-* **FID-VID** (Balaji et al. 2019, "FID-FVD" in the paper's tables): Balaji et al. define it as
-  the Fréchet distance of I3D (Kinetics) features of whole video clips.  We use the 1024-d
-  final average-pool features (``Mixed_5c`` after the ``(2, 7, 7)`` average pool, averaged over
-  time), the layer below the logits.  This layer choice is our reading of that definition.
-
-Both distances need at least two clips per side; with fewer clips than feature dimensions the
-covariances are singular and the distance is dominated by the sample size, so values are only
-comparable between runs with the same number of clips.
+All distances need at least two samples per side; with fewer samples than feature dimensions
+the covariances are singular and the value is dominated by the sample count, so numbers are only
+comparable between runs with the same number of clips/videos.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from dispose.evaluation.frechet import frechet_distance_features
-from dispose.evaluation.i3d import I3D
 
 I3D_SIZE = 224
 
@@ -49,34 +46,51 @@ def clip_starts(num_frames: int, clip_frames: int = 16, clip_stride: int | None 
 
 
 def preprocess_clip(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float (1, 3, T, 224, 224) in ``[-1, 1]``."""
+    """I3D input: uint8 (T, H, W, 3) -> float (1, 3, T, 224, 224) in ``[-1, 1]``."""
     x = torch.as_tensor(frames, device=device).permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(I3D_SIZE, I3D_SIZE), mode="bilinear", align_corners=False)
     return (x / 127.5 - 1.0).permute(1, 0, 2, 3).unsqueeze(0)
 
 
-def i3d_features(model: I3D, videos: Sequence[np.ndarray], clip_frames: int = 16, clip_stride: int | None = None,
-                 max_clips: int | None = None, progress: bool = True, desc: str = "I3D") -> dict[str, np.ndarray]:
-    """``{"logits": (K, 400), "pool": (K, 1024)}`` for the clips of all videos."""
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    jobs = []
-    for index, frames in enumerate(videos):
-        starts = clip_starts(len(frames), clip_frames, clip_stride, max_clips)
-        if not starts:
-            raise ValueError(f"video {index} has {len(frames)} frames, fewer than one {clip_frames}-frame clip")
-        jobs.extend((index, s) for s in starts)
-    logits, pool = [], []
+def clip_features(frames: np.ndarray, i3d: torch.nn.Module | None = None, videomae: torch.nn.Module | None = None,
+                  clip_frames: int = 16, clip_stride: int | None = None,
+                  max_clips: int | None = None) -> dict[str, np.ndarray]:
+    """Per-clip features of one video: ``logits`` (K, 400) and ``pool`` (K, 1024) with an I3D,
+    ``videomae`` (K, D) with a VideoMAE-v2 encoder."""
+    starts = clip_starts(len(frames), clip_frames, clip_stride, max_clips)
+    if not starts:
+        raise ValueError(f"the video has {len(frames)} frames, fewer than one {clip_frames}-frame clip")
+    out: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
-        for index, start in tqdm(jobs, desc=desc, unit="clip", disable=not progress):
-            clip = preprocess_clip(videos[index][start:start + clip_frames], device).to(dtype)
-            out_logits, out_pool = model(clip)
-            logits.append(out_logits.float().cpu().numpy())
-            pool.append(out_pool.float().cpu().numpy())
-    return {"logits": np.concatenate(logits), "pool": np.concatenate(pool)}
+        for start in starts:
+            clip = frames[start:start + clip_frames]
+            if i3d is not None:
+                param = next(i3d.parameters())
+                logits, pool = i3d(preprocess_clip(clip, param.device).to(param.dtype))
+                out.setdefault("logits", []).append(logits.float().cpu().numpy())
+                out.setdefault("pool", []).append(pool.float().cpu().numpy())
+            if videomae is not None:
+                from dispose.evaluation.videomae import videomae_input
+
+                param = next(videomae.parameters())
+                features = videomae(videomae_input(clip, param.device).to(param.dtype))
+                out.setdefault("videomae", []).append(features.float().cpu().numpy())
+    return {key: np.concatenate(value) for key, value in out.items()}
 
 
-def fvd_scores(pred: dict[str, np.ndarray], gt: dict[str, np.ndarray]) -> dict[str, float]:
-    """``{"fvd": ..., "fid_vid": ...}`` from :func:`i3d_features` outputs of both sets."""
-    return {"fvd": frechet_distance_features(pred["logits"], gt["logits"]),
-            "fid_vid": frechet_distance_features(pred["pool"], gt["pool"])}
+def fvd(pred: list[dict[str, np.ndarray]], gt: list[dict[str, np.ndarray]]) -> float:
+    """FVD from :func:`clip_features` of every generated / ground-truth video."""
+    return frechet_distance_features(np.concatenate([v["logits"] for v in pred]),
+                                     np.concatenate([v["logits"] for v in gt]))
+
+
+def fid_vid(pred: list[dict[str, np.ndarray]], gt: list[dict[str, np.ndarray]]) -> float:
+    """FID-VID: Fréchet distance of per-video mean I3D pool features."""
+    return frechet_distance_features(np.stack([v["pool"].mean(axis=0) for v in pred]),
+                                     np.stack([v["pool"].mean(axis=0) for v in gt]))
+
+
+def cd_fvd(pred: list[dict[str, np.ndarray]], gt: list[dict[str, np.ndarray]]) -> float:
+    """CD-FVD from VideoMAE-v2 clip features (population covariances, as cd-fvd computes them)."""
+    return frechet_distance_features(np.concatenate([v["videomae"] for v in pred]),
+                                     np.concatenate([v["videomae"] for v in gt]), ddof=0)

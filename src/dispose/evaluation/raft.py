@@ -117,7 +117,7 @@ class UpdateBlock(nn.Module):
         return net, 0.25 * self.mask(net), self.flow_head(net)
 
 
-def _coords_grid(batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+def coords_grid(batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
     ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     return torch.stack([xs, ys]).float().unsqueeze(0).expand(batch, -1, -1, -1)
 
@@ -171,7 +171,7 @@ class RAFT(nn.Module):
         net, inp = self.cnet(image1).split([128, 128], dim=1)
         net, inp = torch.tanh(net), F.relu(inp)
         b, _, h, w = fmap1.shape
-        coords0 = _coords_grid(b, h, w, image1.device)
+        coords0 = coords_grid(b, h, w, image1.device)
         coords1 = coords0.clone()
         mask = None
         for _ in range(iters):
@@ -189,12 +189,18 @@ def _upsample(flow: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return up.reshape(n, 2, 8 * h, 8 * w)
 
 
-def pad_to_8(*images: torch.Tensor) -> list[torch.Tensor]:
-    """RAFT's ``InputPadder`` in "sintel" mode: replicate-pad to multiples of 8, split evenly."""
+def pad_to_multiple(images: tuple[torch.Tensor, ...] | list[torch.Tensor], divisor: int) -> list[torch.Tensor]:
+    """RAFT's ``InputPadder`` ("sintel" mode; AMT's is the same): replicate-pad H and W to multiples of
+    ``divisor``, half of the padding on each side (the odd pixel at the end)."""
     h, w = images[0].shape[-2:]
-    pad_h, pad_w = (-h) % 8, (-w) % 8
+    pad_h, pad_w = (-h) % divisor, (-w) % divisor
     pads = [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
     return [F.pad(x, pads, mode="replicate") for x in images]
+
+
+def pad_to_8(*images: torch.Tensor) -> list[torch.Tensor]:
+    """RAFT's padding to multiples of 8."""
+    return pad_to_multiple(images, 8)
 
 
 def load_raft(path: str | Path, device: str | torch.device = "cpu") -> RAFT:

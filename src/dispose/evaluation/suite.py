@@ -31,8 +31,9 @@ from tqdm.auto import tqdm
 
 from dispose.errors import UserError
 from dispose.evaluation import frame_metrics, vbench
-from dispose.evaluation.backbones import EvalWeights, load_backbones
-from dispose.evaluation.metric_names import ALL_METRICS, FRAME_METRICS
+from dispose.evaluation.backbones import Backbones, EvalWeights, load_backbones
+from dispose.evaluation.fvd import clip_features
+from dispose.evaluation.metric_names import ALL_METRICS
 from dispose.evaluation.videos import collect_videos, frame_size, pair_videos, read_clip
 
 TIKTOK_SEQUENCES = tuple(f"{n:05d}" for n in range(335, 341))
@@ -40,15 +41,22 @@ TIKTOK_SEQUENCES = tuple(f"{n:05d}" for n in range(335, 341))
 DEFINITIONS = {
     "ssim": "skimage structural_similarity defaults (7x7 uniform window, data_range 1), channel mean",
     "psnr": "10*log10(1/MSE) on [0,1] values, per frame; 'inf' for identical frames",
-    "l1": "mean absolute error on [0,1] values (not the paper's unstated 1e-5 scale)",
+    "l1": "mean absolute error on [0,1] values",
+    "l1_disco": "DisCo's L1 (the scale of the paper's Table 6): mean |a-b| on 0..255 values / (H*W)",
     "lpips": "LPIPS v0.1 (backbone + linear heads from local files), inputs in [-1,1]",
-    "fvd": "Frechet distance of Kinetics-400 I3D logits (400-d) of 224x224 clips in [-1,1]",
-    "fid_vid": "Frechet distance of I3D final average-pool features (1024-d) of the same clips",
-    "cd_fvd": "content-debiased FVD (Ge et al. 2024) on VideoMAE-v2 features",
+    "fvd": "Frechet distance of Kinetics-400 I3D logits (400-d) of every clip (224x224, [-1,1]), "
+           "unbiased covariances",
+    "fid_vid": "Frechet distance of per-video I3D features (final average pool, 1024-d, mean over the video's "
+               "clips), unbiased covariances",
+    "cd_fvd": "content-debiased FVD (Ge et al. 2024): Frechet distance of VideoMAE-v2 ViT-g/14 (SSv2) features "
+              "of every clip (224x224, [0,1]), covariances / N as in cd-fvd",
     "temporal_flickering": "VBench: (255 - mean |frame_t+1 - frame_t|)/255 on generated frames",
     "subject_consistency": "VBench: mean of (cos(f_t, f_t-1)+ + cos(f_t, f_0)+)/2 over DINO ViT-B/16 CLS "
-                           "features of generated frames (short side 224)",
-    "background_consistency": "VBench: same formula on CLIP ViT-B/32 image embeddings (224 centre crop)",
+                           "features of generated frames (short side 224); set score weighted by frame pairs",
+    "background_consistency": "VBench: same formula on CLIP ViT-B/32 image embeddings (224 centre crop); set "
+                              "score weighted by frame pairs",
+    "motion_smoothness": "VBench: (255 - mean |odd frame - AMT-S interpolation of its even neighbours|)/255",
+    "imaging_quality": "VBench: mean MUSIQ (SPAQ) score / 100, longer side capped at 512",
     "aesthetic_quality": "VBench: mean LAION aesthetic score / 10 on CLIP ViT-L/14 embeddings",
     "dynamic_degree": "VBench: fraction of generated videos judged dynamic from RAFT flow (raft-things)",
     "dynamic_degree_dis": "VBench dynamic-degree rule with OpenCV DIS flow instead of RAFT (fraction of "
@@ -89,9 +97,12 @@ def find_weights(folder: Path | None, lpips_net: str = "alex") -> EvalWeights:
     backbone = "alexnet" if lpips_net == "alex" else "vgg16"
     weights.lpips_backbone = first(lambda p: p.name.startswith(backbone) and p.suffix in (".pth", ".safetensors"))
     weights.lpips_heads = first(lambda p: p.name in (f"{lpips_net}.pth", f"lpips_{lpips_net}.pth"))
-    weights.videomae = first(lambda p: "videomae" in p.name.lower())
+    weights.videomae = first(lambda p: p.name.startswith("vit_g_hybrid_pt_1200e_ssv2_ft") or
+                             ("videomae" in p.name.lower() and p.suffix in (".pth", ".pt", ".bin")))
     weights.dino = first(lambda p: p.name.startswith("dino_vitbase16") and p.suffix == ".pth")
     weights.raft = first(lambda p: p.name == "raft-things.pth")
+    weights.amt = first(lambda p: p.name == "amt-s.pth")
+    weights.musiq = first(lambda p: p.name.startswith("musiq_spaq") and p.suffix == ".pth")
     weights.aesthetic_head = first(lambda p: p.name == "sa_0_4_vit_l_14_linear.pth")
     configs = [p.parent for p in files if p.name == "config.json"]
     weights.clip_b32 = next((d for d in configs if d.name.endswith("clip-vit-base-patch32")), None)
@@ -132,6 +143,74 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _video_metrics(wanted: set[str], models: Backbones, pred: np.ndarray, gt: np.ndarray,
+                   fps: float) -> dict[str, float]:
+    """Every per-video metric that was asked for and can run."""
+    values: dict[str, float] = {}
+    pairs = list(zip(pred, gt, strict=True))
+    for metric in ("ssim", "psnr", "l1", "l1_disco"):
+        if metric in wanted:
+            fn = getattr(frame_metrics, metric)
+            values[metric] = frame_metrics.mean_or_inf([fn(a, b) for a, b in pairs])
+    if models.lpips is not None:
+        from dispose.evaluation.lpips import lpips_distance
+
+        values["lpips"] = float(np.mean(lpips_distance(models.lpips, pred, gt)))
+    if "temporal_flickering" in wanted:
+        values["temporal_flickering"] = vbench.temporal_flickering(pred)
+    if "dynamic_degree_dis" in wanted:
+        values["dynamic_degree_dis"] = vbench.dynamic_degree_dis(pred, fps)
+    if models.dino is not None:
+        values["subject_consistency"] = vbench.subject_consistency(models.dino, pred)
+    if models.clip_b32 is not None:
+        values["background_consistency"] = vbench.background_consistency(models.clip_b32, pred)
+    if models.clip_l14 is not None and models.aesthetic_head is not None:
+        values["aesthetic_quality"] = vbench.aesthetic_quality(models.clip_l14, models.aesthetic_head, pred)
+    if models.raft is not None:
+        values["dynamic_degree"] = vbench.dynamic_degree(models.raft, pred, fps)
+    if models.amt is not None:
+        values["motion_smoothness"] = vbench.motion_smoothness(models.amt, pred)
+    if models.musiq is not None:
+        values["imaging_quality"] = vbench.imaging_quality(models.musiq, pred)
+    return values
+
+
+def _aggregate(per_video: list[dict]) -> dict[str, float]:
+    """Set scores of the per-video metrics: plain means, frame-pair weighted for VBench's consistency."""
+    aggregate: dict[str, float] = {}
+    for metric in ALL_METRICS:
+        rows = [v for v in per_video if metric in v["metrics"]]
+        if not rows:
+            continue
+        column = [v["metrics"][metric] for v in rows]
+        if metric in ("subject_consistency", "background_consistency"):
+            aggregate[metric] = vbench.frame_weighted_mean(column, [v["frames"] for v in rows])
+        else:
+            aggregate[metric] = frame_metrics.mean_or_inf(column)
+    return aggregate
+
+
+def _set_metrics(wanted: set[str], models: Backbones, features: dict[str, list[dict[str, np.ndarray]]],
+                 skipped: dict[str, str]) -> dict[str, float]:
+    """FVD, FID-VID and CD-FVD over the whole set, or the reason each cannot be computed."""
+    from dispose.evaluation import fvd
+
+    jobs = {"fvd": (models.i3d, fvd.fvd, "clip"), "fid_vid": (models.i3d, fvd.fid_vid, "video"),
+            "cd_fvd": (models.videomae, fvd.cd_fvd, "clip")}
+    values: dict[str, float] = {}
+    for metric, (model, distance, unit) in jobs.items():
+        if metric not in wanted or model is None:
+            continue
+        key = "videomae" if metric == "cd_fvd" else "logits"
+        counts = [len(features[side]) if unit == "video" else sum(len(f[key]) for f in features[side])
+                  for side in ("pred", "gt")]
+        if min(counts) < 2:
+            skipped[metric] = f"a Frechet distance needs at least 2 {unit}s per side, got {min(counts)}"
+        else:
+            values[metric] = distance(features["pred"], features["gt"])
+    return values
+
+
 def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weights: EvalWeights) -> dict:
     """Compute the requested metrics; returns the report dict (see :mod:`.report`)."""
     unknown = sorted(set(settings.metrics) - set(ALL_METRICS))
@@ -145,7 +224,8 @@ def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weight
 
     per_video: list[dict] = []
     features: dict[str, list[dict[str, np.ndarray]]] = {"pred": [], "gt": []}
-    i3d_time, i3d_clips = 0.0, 0
+    video_models = {"i3d": models.i3d, "videomae": models.videomae}
+    clip_time, clip_count = 0.0, 0
     for name, pred_path, gt_path in tqdm(pairs, desc="videos", unit="video", disable=not settings.progress):
         size = settings.size or frame_size(pred_path)
         pred = read_clip(name, pred_path, size, settings.pred_stride, settings.max_frames)
@@ -160,63 +240,23 @@ def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weight
             pred_frames, gt_frames = pred.frames[:count], gt.frames[:count]
         else:
             pred_frames, gt_frames = pred.frames, gt.frames
-        values: dict[str, float] = {}
-        pairs_iter = list(zip(pred_frames, gt_frames, strict=True))
-        for metric in ("ssim", "psnr", "l1"):
-            if metric in wanted:
-                fn = getattr(frame_metrics, metric)
-                values[metric] = frame_metrics.mean_or_inf([fn(a, b) for a, b in pairs_iter])
-        if models.lpips is not None:
-            from dispose.evaluation.lpips import lpips_distance
-
-            values["lpips"] = float(np.mean(lpips_distance(models.lpips, pred_frames, gt_frames)))
-        if "temporal_flickering" in wanted:
-            values["temporal_flickering"] = vbench.temporal_flickering(pred_frames)
-        if models.dino is not None:
-            values["subject_consistency"] = vbench.subject_consistency(models.dino, pred_frames)
-        if models.clip_b32 is not None:
-            values["background_consistency"] = vbench.background_consistency(models.clip_b32, pred_frames)
-        if models.clip_l14 is not None and models.aesthetic_head is not None:
-            values["aesthetic_quality"] = vbench.aesthetic_quality(models.clip_l14, models.aesthetic_head, pred_frames)
-        if models.raft is not None:
-            values["dynamic_degree"] = vbench.dynamic_degree(models.raft, pred_frames, pred.fps)
-        if "dynamic_degree_dis" in wanted:
-            values["dynamic_degree_dis"] = vbench.dynamic_degree_dis(pred_frames, pred.fps)
-        if models.i3d is not None:
-            from dispose.evaluation.fvd import i3d_features
-
+        values = _video_metrics(wanted, models, pred_frames, gt_frames, pred.fps)
+        if models.i3d is not None or models.videomae is not None:
             start = time.perf_counter()
             for side, frames in (("pred", pred_frames), ("gt", gt_frames)):
                 try:
-                    feats = i3d_features(models.i3d, [frames], settings.clip_frames, settings.clip_stride,
-                                         settings.max_clips, progress=False)
+                    feats = clip_features(frames, clip_frames=settings.clip_frames, clip_stride=settings.clip_stride,
+                                          max_clips=settings.max_clips, **video_models)
                 except ValueError as error:
                     raise UserError(f"{name}: {error} (lower --clip-frames, minimum 9)") from error
                 features[side].append(feats)
-                i3d_clips += len(feats["logits"])
-            i3d_time += time.perf_counter() - start
+                clip_count += len(next(iter(feats.values())))
+            clip_time += time.perf_counter() - start
         per_video.append({"name": name, "pred": str(pred_path), "gt": str(gt_path), "frames": len(pred_frames),
                           "size": list(size), "fps": pred.fps, "metrics": values})
 
-    aggregate: dict[str, float] = {}
-    for metric in FRAME_METRICS + ("temporal_flickering", "subject_consistency", "background_consistency",
-                                   "aesthetic_quality", "dynamic_degree", "dynamic_degree_dis"):
-        column = [v["metrics"][metric] for v in per_video if metric in v["metrics"]]
-        if column:
-            aggregate[metric] = frame_metrics.mean_or_inf(column)
-    if models.i3d is not None:
-        from dispose.evaluation.fvd import fvd_scores
-
-        merged = {side: {k: np.concatenate([f[k] for f in feats]) for k in ("logits", "pool")}
-                  for side, feats in features.items()}
-        clips = len(merged["pred"]["logits"])
-        if clips < 2 or len(merged["gt"]["logits"]) < 2:
-            for key in ("fvd", "fid_vid"):
-                if key in wanted:
-                    skipped[key] = f"a Frechet distance needs at least 2 clips per side, got {clips}"
-        else:
-            scores = fvd_scores(merged["pred"], merged["gt"])
-            aggregate.update({k: v for k, v in scores.items() if k in wanted})
+    aggregate = _aggregate(per_video)
+    aggregate.update(_set_metrics(wanted, models, features, skipped))
     settings_dict = asdict(settings) | {"device": str(device), "metrics": list(settings.metrics)}
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -226,8 +266,8 @@ def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weight
         "definitions": {k: v for k, v in DEFINITIONS.items() if k in wanted},
         "aggregate": aggregate,
         "skipped": skipped,
-        "timing": {"i3d_clips": i3d_clips,
-                   "i3d_seconds_per_clip": i3d_time / i3d_clips if i3d_clips else None},
+        "timing": {"feature_clips": clip_count,
+                   "feature_seconds_per_clip": clip_time / clip_count if clip_count else None},
         "videos": per_video,
     }
 

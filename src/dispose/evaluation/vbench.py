@@ -1,46 +1,57 @@
-"""VBench dimensions (Huang et al. 2024) used in the paper's Tables 1-2.
+"""VBench dimensions (Huang et al. 2024) used in the paper's Tables 1-2, as VBench's code defines them.
 
-Scores are in VBench's native ``[0, 1]`` range per video (the paper prints them x100); the set
-score is the mean over videos.  Frames are the evaluated frames (after the report's resize), so
-they match VBench exactly only when no resize is applied.
+Scores are in VBench's native ``[0, 1]`` range per video (the paper prints them x100).  Frames are
+the evaluated frames (after the report's resize and frame stride), so they match VBench exactly
+only when the videos are evaluated at their own size and frame rate.  Definitions follow VBench's
+repository (github.com/Vchitect/VBench, Apache-2.0), checked against its current code:
 
-Implemented exactly as VBench defines them (no learned model needed):
+Without a learned model:
 
 * ``temporal_flickering``: mean absolute difference between consecutive frames on 0..255 values
   (all pixels and channels), averaged over frame pairs; score ``(255 - mean) / 255``.  VBench
   applies it to static-filtered videos; like the paper's protocol we apply it to every video.
 
-Weights-free substitute (a different metric, hence a different name):
-
-* ``dynamic_degree_dis``: VBench's dynamic-degree rule with OpenCV's DIS optical flow
-  (``PRESET_MEDIUM`` on grey frames) instead of RAFT: frames are sub-sampled every
-  ``round(fps / 8)`` frames (fps of the source video); for each consecutive pair the score is the
-  mean of the top 5% flow magnitudes; the video is dynamic (1) if at least ``round(4 * n / 16)``
-  pairs exceed ``6 * max(1, 8 / fps) * min(H, W) / 256`` (``n`` = sub-sampled frame count), else 0.
-
-With a local backbone file:
+With a local backbone file (missing file -> the dimension is reported as skipped):
 
 * ``subject_consistency`` (DINO ViT-B/16, :mod:`.dino`): frames resized so the short side is 224
-  (bilinear, no antialias, rounded to 8-bit as torchvision does on uint8 tensors, no crop),
-  ImageNet-normalised; with L2-normalised CLS features ``f``, each frame ``t >= 1`` scores
-  ``(max(0, cos(f_t, f_t-1)) + max(0, cos(f_t, f_0))) / 2``; the video's score is the mean over
-  ``t``.  VBench's set score weights videos by their frame-pair count; ours is the plain mean over
-  videos (identical when all videos have the same length).
-* ``background_consistency`` (CLIP ViT-B/32): the same formula on CLIP image embeddings
-  (``encode_image``, projected), frames resized short side -> 224 (bicubic, no antialias, 8-bit
-  rounding), centre-cropped to 224x224, CLIP-normalised.
-* ``dynamic_degree`` (RAFT ``raft-things.pth``, :mod:`.raft`): the rule below with RAFT flow,
-  as VBench computes it.
+  (bilinear, no antialias, on float values: VBench's ``load_video`` yields float tensors, so there
+  is no 8-bit rounding), no crop, ImageNet-normalised; with L2-normalised CLS features ``f`` each
+  frame ``t >= 1`` scores ``(max(0, cos(f_t, f_t-1)) + max(0, cos(f_t, f_0))) / 2``.  The video's
+  score is the mean over ``t``; the set score is the mean over *all frame pairs* of all videos
+  (VBench's ``sim / cnt``), see :func:`frame_weighted_mean`.
+* ``background_consistency`` (CLIP ViT-B/32): the same rule on CLIP image embeddings, frames
+  resized short side -> 224 (bicubic, no antialias, float), centre-cropped to 224x224,
+  CLIP-normalised; set score frame-weighted as above.
+* ``motion_smoothness`` (AMT-S ``amt-s.pth``, :mod:`.amt`): the even frames ``0, 2, 4, ...`` are
+  kept (``/255``, replicate-padded to multiples of 16); AMT-S interpolates the middle of each pair;
+  the interpolation is cropped back, turned to 8 bits by *truncation* (``(x * 255).clip(0, 255)
+  .astype(uint8)``, as VBench does) and compared with the real odd frame: the score is
+  ``(255 - mean |real - interpolated|) / 255`` over all pairs, pixels and channels.
+* ``dynamic_degree`` (RAFT ``raft-things.pth``, :mod:`.raft`): frames sub-sampled every
+  ``max(1, round(fps / 8))`` frames; for each consecutive pair, the mean of the top 5% flow
+  magnitudes (RAFT, 20 iterations, on the frames padded to multiples of 8); the video is dynamic
+  (1) once ``round(4 * n / 16)`` pairs exceed ``6 * min(H, W) / 256`` (``n`` = sub-sampled frame
+  count, ``H, W`` before padding), else 0; the set score is the fraction of dynamic videos.  (An
+  older VBench multiplied the threshold by ``max(1, 8 / fps)``; the current code does not.)  With
+  two sub-sampled frames ``round(4 * 2 / 16) == 0`` and the video counts as dynamic whatever its
+  flow, as in VBench, whose check runs before its count test.
+* ``imaging_quality`` (MUSIQ trained on SPAQ, ``musiq_spaq_ckpt-358bb6af.pth``, :mod:`.musiq`):
+  VBench's default "longer" preprocessing: frames whose longer side exceeds 512 are resized to
+  ``(int(s * H), int(s * W))`` with ``s = 512 / max(H, W)`` (bilinear, no antialias, float values),
+  then ``/255``; the video's score is the mean MUSIQ score over its frames divided by 100 (VBench
+  divides only the set score by 100; we divide per video so both are in ``[0, 1]``).
 * ``aesthetic_quality`` (LAION aesthetic predictor ``sa_0_4_vit_l_14_linear.pth`` on CLIP
-  ViT-L/14): mean over frames of ``linear(normalised CLIP embedding) / 10``.
+  ViT-L/14): mean over frames of ``linear(normalised CLIP embedding) / 10``, CLIP transform as above.
+
+Weights-free substitute (a different metric, hence a different name):
+
+* ``dynamic_degree_dis``: the dynamic-degree rule above with OpenCV's DIS optical flow
+  (``PRESET_MEDIUM`` on grey frames, no padding) instead of RAFT.
 
 CLIP models are read with ``transformers.CLIPVisionModelWithProjection`` from a local Hugging Face
 folder (``openai/clip-vit-base-patch32``, ``openai/clip-vit-large-patch14``), whose
 ``image_embeds`` equal OpenAI's ``encode_image``; VBench runs OpenAI's ``clip`` package, in fp16
 on GPU, so expect differences in the last digits.
-
-Not available (need VBench's learned backbones, whose loaders dispose does not implement): they
-are reported as skipped with the reason, never as a number (:data:`BACKBONE_DIMENSIONS`).
 """
 
 from __future__ import annotations
@@ -56,47 +67,42 @@ import torch.nn.functional as F
 
 from dispose.errors import UserError
 
-#: dimension -> the backbone VBench uses for it
-BACKBONE_DIMENSIONS = {
-    "subject_consistency": "DINO ViT-B/16 (dino_vitbase16_pretrain.pth)",
-    "background_consistency": "CLIP ViT-B/32 (Hugging Face folder openai/clip-vit-base-patch32)",
-    "motion_smoothness": "AMT-S frame interpolation",
-    "dynamic_degree": "RAFT (raft-things.pth)",
-    "imaging_quality": "MUSIQ (SPAQ)",
-    "aesthetic_quality": "LAION aesthetic predictor sa_0_4_vit_l_14_linear.pth on CLIP ViT-L/14 (Hugging Face "
-                         "folder openai/clip-vit-large-patch14)",
+#: dimension -> (the backbone VBench uses, the option(s) that give it)
+BACKBONES = {
+    "subject_consistency": ("DINO ViT-B/16 (dino_vitbase16_pretrain.pth)", "--dino"),
+    "background_consistency": ("CLIP ViT-B/32 (Hugging Face folder openai/clip-vit-base-patch32)", "--clip-b32"),
+    "motion_smoothness": ("AMT-S frame interpolation (amt-s.pth)", "--amt"),
+    "dynamic_degree": ("RAFT (raft-things.pth)", "--raft"),
+    "imaging_quality": ("MUSIQ trained on SPAQ (musiq_spaq_ckpt-358bb6af.pth)", "--musiq"),
+    "aesthetic_quality": (("LAION aesthetic predictor sa_0_4_vit_l_14_linear.pth on CLIP ViT-L/14 (Hugging "
+                           "Face folder openai/clip-vit-large-patch14)"), "--clip-l14 and --aesthetic-head"),
 }
 
 
-#: dimensions whose backbone dispose can load from a local file
-LOADABLE = {"subject_consistency": "--dino", "background_consistency": "--clip-b32",
-            "aesthetic_quality": "--clip-l14 and --aesthetic-head", "dynamic_degree": "--raft"}
-
-
 def skip_reason(dimension: str) -> str:
-    if dimension in LOADABLE:
-        return (f"needs VBench's {BACKBONE_DIMENSIONS[dimension]}: pass {LOADABLE[dimension]} or put the "
-                "files in --weights")
-    return (f"needs VBench's {BACKBONE_DIMENSIONS[dimension]} backbone; loading it is not implemented in "
-            f"dispose, so no value is reported")
+    backbone, options = BACKBONES[dimension]
+    return f"needs VBench's {backbone}: pass {options} or put the files in --weights"
 
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-Encoder = Callable[[torch.Tensor], torch.Tensor]
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _float_frames(frames: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(frames).permute(0, 3, 1, 2).float()
+
 
 def _resize_short(frames: np.ndarray, size: int, mode: str) -> torch.Tensor:
-    """torchvision ``Resize(size, antialias=False)`` on uint8 frames: short side -> size, 8-bit rounding."""
-    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float()
+    """torchvision ``Resize(size, antialias=False)`` on float frames (0..255): short side -> size."""
+    x = _float_frames(frames)
     height, width = x.shape[2:]
     target = (size, int(size * width / height)) if height <= width else (int(size * height / width), size)
     if target != (height, width):
-        x = F.interpolate(x, size=target, mode=mode, align_corners=False, antialias=False).round().clamp(0, 255)
+        x = F.interpolate(x, size=target, mode=mode, align_corners=False, antialias=False)
     return x
 
 
@@ -116,6 +122,17 @@ def clip_input(frames: np.ndarray, size: int = 224) -> torch.Tensor:
     return _normalise(x[:, :, top:top + size, left:left + size], _CLIP_MEAN, _CLIP_STD)
 
 
+def musiq_input(frames: np.ndarray, longest: int = 512) -> torch.Tensor:
+    """VBench's "longer" imaging-quality transform: longer side capped at ``longest``, values in ``[0, 1]``."""
+    x = _float_frames(frames)
+    height, width = x.shape[2:]
+    if max(height, width) > longest:
+        scale = longest / max(height, width)
+        x = F.interpolate(x, size=(int(scale * height), int(scale * width)), mode="bilinear",
+                          align_corners=False, antialias=False)
+    return x / 255.0
+
+
 def _embed(encode: Encoder, prepare: Callable[[np.ndarray], torch.Tensor], frames: np.ndarray,
            param: torch.Tensor, batch: int = 8) -> torch.Tensor:
     features = []
@@ -132,6 +149,12 @@ def _consistency(features: torch.Tensor) -> float:
     previous = (features[1:] * features[:-1]).sum(-1).clamp(min=0)
     first = (features[1:] * features[:1]).sum(-1).clamp(min=0)
     return float(((previous + first) / 2).mean())
+
+
+def frame_weighted_mean(scores: list[float], frame_counts: list[int]) -> float:
+    """VBench's set score for the consistency dimensions: every frame pair weighs the same."""
+    pairs = [count - 1 for count in frame_counts]
+    return float(sum(s * p for s, p in zip(scores, pairs, strict=True)) / sum(pairs))
 
 
 def subject_consistency(model: torch.nn.Module, frames: np.ndarray) -> float:
@@ -183,6 +206,38 @@ def aesthetic_quality(clip_model: torch.nn.Module, head: torch.nn.Linear, frames
     return float(scores.mean())
 
 
+def imaging_quality(musiq: torch.nn.Module, frames: np.ndarray, batch: int = 4) -> float:
+    """VBench imaging quality of one video: mean MUSIQ (SPAQ) score over frames, / 100."""
+    param = next(musiq.parameters())
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(frames), batch):
+            x = musiq_input(frames[start:start + batch]).to(param.device, param.dtype)
+            scores.extend(float(s) for s in musiq(x).float().cpu())
+    return float(np.mean(scores)) / 100.0
+
+
+def motion_smoothness(amt: torch.nn.Module, frames: np.ndarray) -> float:
+    """VBench motion smoothness of one video with AMT-S (see module docstring)."""
+    from dispose.evaluation.amt import pad_to_16
+
+    if len(frames) < 3:
+        raise ValueError("motion smoothness needs at least 3 frames")
+    param = next(amt.parameters())
+    height, width = frames.shape[1:3]
+    errors = []
+    with torch.no_grad():
+        for k in range(0, len(frames) - 2, 2):
+            pair = [(torch.from_numpy(f).to(param.device).permute(2, 0, 1)[None].float() / 255.0).to(param.dtype)
+                    for f in (frames[k], frames[k + 2])]
+            padded = pad_to_16(*pair)
+            top, left = (padded[0].shape[2] - height) // 2, (padded[0].shape[3] - width) // 2
+            middle = amt(*padded)[0, :, top:top + height, left:left + width]
+            middle = (middle.float() * 255.0).permute(1, 2, 0).cpu().numpy().clip(0, 255).astype(np.uint8)
+            errors.append(float(np.mean(cv2.absdiff(frames[k + 1], middle))))
+    return float((255.0 - np.mean(errors)) / 255.0)
+
+
 def temporal_flickering(frames: np.ndarray) -> float:
     """VBench temporal flickering of uint8 (N, H, W, 3) frames, in ``[0, 1]``."""
     if len(frames) < 2:
@@ -200,19 +255,17 @@ def _top5_flow_magnitude(flow: np.ndarray) -> float:
 
 def _is_dynamic(frames: np.ndarray, fps: float, pair_score: Callable[[np.ndarray, np.ndarray], float]) -> float:
     """VBench's dynamic-degree decision (see module docstring) with a pluggable flow score."""
-    interval = max(1, round(fps / 8))
-    sampled = frames[::interval]
+    sampled = frames[::max(1, round(fps / 8))]
     if len(sampled) < 2:
-        raise ValueError(f"dynamic degree needs at least 2 frames after sampling every {interval}")
-    height, width = sampled.shape[1:3]
-    threshold = max(1.0, 8.0 / fps) * 6.0 * (min(height, width) / 256.0)
-    needed = round(4 * (len(sampled) / 16.0))
+        raise ValueError(f"dynamic degree needs at least 2 frames after sampling every {max(1, round(fps / 8))}")
+    threshold = 6.0 * min(sampled.shape[1:3]) / 256.0
+    needed = round(4 * len(sampled) / 16.0)
     moving = 0
     for a, b in itertools.pairwise(sampled):
         if pair_score(a, b) > threshold:
             moving += 1
-            if moving >= needed:
-                return 1.0
+        if moving >= needed:
+            return 1.0
     return 0.0
 
 
