@@ -182,7 +182,7 @@ def test_tiny_layout_samples_through_load_pipeline(tmp_path):
     from dispose.guidance.dift import DiftFeaturizer, DiftSetting
     from dispose.pipelines.guidance_inputs import DisPoseGuidance
 
-    frames = 5
+    frames = 4  # one tile of 4
     root = build_tiny_weights(tmp_path / "fresh", controlnet="fresh")
     pipe = load_pipeline(resolve_weights(root, required=("svd", "mimicmotion", "dispose")))
     pipe.set_progress_bar_config(disable=True)
