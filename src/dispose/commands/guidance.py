@@ -26,7 +26,8 @@ Writes to --out (created if missing):
   frames/NNNN.png            per driving frame: skeleton | F_s | F_d in the Middlebury colour code
                              (direction = hue, length = saturation; one scale per field for the whole
                              video, the 90th percentile of the frames' largest vectors, longer ones are
-                             darkened; arrows on F_d show the displacement in pixels)
+                             darkened; arrows on F_d show the displacement, shortened when the
+                             field's scale exceeds the arrow spacing)
   guidance.mp4               the same panels as a video at the sampled frame rate
 
 Needs no weights with the defaults (MediaPipe poses, propagated F_d).  Missing keypoints contribute
@@ -168,6 +169,7 @@ def _write_pictures(out: Path, fields, driving, fps: float, progress: bool) -> N
     sparse_scale = video_scale(fields.sparse)
     dense_scale = video_scale(fields.dense) if fields.dense is not None else 0.0
     step = max(16, width // 18)
+    arrow_scale = min(1.0, 1.5 * step / dense_scale) if dense_scale > 0 else 1.0
     (out / "frames").mkdir(exist_ok=True)
 
     def panels():
@@ -175,7 +177,8 @@ def _write_pictures(out: Path, fields, driving, fps: float, progress: bool) -> N
             row = [label(draw_pose(driving[n], width, height), f"skeleton {n}"),
                    label(flow_to_color(fields.sparse[n], sparse_scale), "F_s sparse")]
             if fields.dense is not None:
-                dense = draw_flow_arrows(flow_to_color(fields.dense[n], dense_scale), fields.dense[n], step=step)
+                dense = draw_flow_arrows(flow_to_color(fields.dense[n], dense_scale), fields.dense[n], step=step,
+                                         scale=arrow_scale)
                 row.append(label(dense, f"F_d {fields.dense_method}"))
             picture = np.concatenate(row, axis=1)
             save_image(out / "frames" / f"{n:04d}.png", picture)

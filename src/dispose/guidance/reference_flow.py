@@ -22,7 +22,8 @@ Missing keypoints (``release_missing_points``):
   coordinates of a missing point: a point missing in the reference writes ``x_n - 0`` (its absolute
   position) at the top-left corner pixel (0, 0), with mask 1; a point missing in frame n writes
   ``-x_0`` (towards the corner) at its reference position; a point missing in both writes a zero
-  flow with mask 1 at the corner.  Several such points share pixel (0, 0) and the last one wins.
+  flow with mask 1 at the corner.  Several such points share pixel (0, 0) and the last one wins (the
+  release's indexed assignment does that on CPU; on CUDA the order of duplicate writes is unspecified).
 
 The displacements at the generation size (:func:`reference_displacements`, sub-pixel positions) are what
 the weight-free propagation (:mod:`dispose.guidance.propagation`) uses.
