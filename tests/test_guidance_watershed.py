@@ -6,8 +6,10 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+import torch
 from scipy import signal
 
+from dispose.guidance.cmp import CMP, cmp_dense_flow
 from dispose.guidance.watershed import motion_edges, watershed_points, watershed_sparse_flow
 
 
@@ -96,3 +98,12 @@ def test_bad_flows_are_rejected() -> None:
         watershed_sparse_flow(np.zeros((40, 40, 3), np.float32))
     with pytest.raises(ValueError, match="odd"):
         watershed_points(two_regions(40, 40), nms_kernel=40)
+
+
+@torch.no_grad()
+def test_cmp_consumes_watershed_samples() -> None:
+    flow = two_regions(64, 64)
+    sparse, mask = watershed_sparse_flow(flow, nms_kernel=11)
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    dense = cmp_dense_flow(CMP().eval(), image, sparse[None], mask[None])
+    assert dense.shape == (1, 2, 64, 64) and torch.isfinite(dense).all()

@@ -1,1 +1,8 @@
-"""DisPose's disentangled guidance: motion fields (paper sec. 4.1) and keypoint correspondence (sec. 4.2)."""
+"""DisPose's disentangled guidance: motion fields (paper sec. 4.1) and keypoint correspondence (sec. 4.2).
+
+Motion fields: :mod:`.trajectories` (``P_traj``), :mod:`.sparse_field` (``F_s``, Eq. 3),
+:mod:`.reference_flow` (``P_d``, Eq. 4), :mod:`.cmp` (``F_d`` by CMP, as the release),
+:mod:`.propagation` (a weight-free ``F_d``), :mod:`.motion_fields` (all of them for one video),
+:mod:`.optical_flow` and :mod:`.watershed` (training-time ``P_d``, appendices A and D),
+:mod:`.flow_pictures` (colour code and arrows).  Correspondence: :mod:`.dift`, :mod:`.correspondence`.
+"""
