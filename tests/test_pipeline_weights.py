@@ -94,6 +94,13 @@ def test_release_cmp_path_and_single_overrides(tmp_path):
     assert paths.cmp == root / CMP_RELEASE_PATH and paths.dispose == own
 
 
+def test_converted_safetensors_preferred(tmp_path):
+    root = make_layout(tmp_path / "w")
+    _touch(root / "DisPose.safetensors")
+    paths = resolve_weights(root, None, required_components())
+    assert paths.dispose == root / "DisPose.safetensors" and paths.mimicmotion == root / "MimicMotion_1-1.pth"
+
+
 def test_override_pointing_nowhere_is_reported(tmp_path):
     root = make_layout(tmp_path / "w")
     with pytest.raises(UserError, match="nope.pth"):

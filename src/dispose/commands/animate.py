@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--seed", type=int, help="random seed (42)")
     gen.add_argument("--controlnet-scale", type=float, help="scale of DisPose's residuals (1.0)")
     gen.add_argument("--baseline", action="store_true", help="plain MimicMotion: same pipeline without DisPose")
+    gen.add_argument("--release-missing-points", action="store_true",
+                     help="treat undetected keypoints in the motion fields as the release does (default: ignored)")
 
     run = parser.add_argument_group("runtime")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
@@ -97,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
     from dispose.pipelines.runner import Animator, Runtime
 
     overrides = {field: getattr(args, dest) for dest, field in _JOB_OPTIONS.items()}
-    if args.baseline:
-        overrides["baseline"] = True
+    for flag in ("baseline", "release_missing_points"):
+        if getattr(args, flag):
+            overrides[flag] = True
     jobs, weight_overrides = build_jobs(args.config, overrides, args.out)
     weight_overrides.update({key: getattr(args, dest) for dest, key in _WEIGHT_OPTIONS.items()
                              if getattr(args, dest) is not None})

@@ -69,11 +69,19 @@ def load_inputs(ref: Path, driving: Path, *, resolution: int, sample_stride: int
 
 
 def compute_guidance(inputs: JobInputs, *, sd15: Path, cmp_path: Path | None, dense: str, seed: int,
-                     device: torch.device, dtype: torch.dtype) -> tuple[DisPoseGuidance, dict[str, float]]:
+                     device: torch.device, dtype: torch.dtype,
+                     release_missing_points: bool = False) -> tuple[DisPoseGuidance, dict[str, float]]:
     """DisPose guidance of a job (DIFT point embeddings, motion fields); returns it and stage timings (s).
 
     Each model is loaded, used once and freed before the next, so peak memory is one model at a time.
+    ``release_missing_points`` treats undetected keypoints in F_s and P_d as the release does
+    (:mod:`dispose.guidance.sparse_field`); by default they contribute nothing.
     """
+    from dispose.errors import UserError
+
+    if dense == "cmp" and cmp_path is None:
+        raise UserError("the CMP dense motion field needs the CMP checkpoint (--cmp ckpt_iter_42000.pth.tar); "
+                        "pass --dense propagate to use the weight-free field instead")
     import time
 
     from dispose.guidance.correspondence import body_keypoints, point_embeddings
@@ -99,7 +107,8 @@ def compute_guidance(inputs: JobInputs, *, sd15: Path, cmp_path: Path | None, de
 
         cmp = load_cmp(cmp_path, device=device)
     trajectories = body_trajectories(reference, inputs.driving, width, height)
-    fields = compute_motion_fields(inputs.reference, trajectories, dense=dense, cmp=cmp)
+    fields = compute_motion_fields(inputs.reference, trajectories, dense=dense, cmp=cmp,
+                                   release_missing_points=release_missing_points)
     del cmp
     _free(device)
     timings["motion_fields"] = time.perf_counter() - start

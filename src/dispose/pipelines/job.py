@@ -57,6 +57,7 @@ class JobSettings:
     max_frames: int | None = None  # driving frames after the stride; None = all
     controlnet_scale: float = 1.0
     baseline: bool = False  # True = plain MimicMotion (no DisPose guidance)
+    release_missing_points: bool = False  # undetected keypoints in F_s / P_d as the release (default: ignored)
     side_by_side: Path | None = None
 
     def validate(self) -> None:

@@ -34,7 +34,7 @@ then CLIP's mean/std from the feature extractor), equal to the release's ``CLIPI
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import PIL.Image
@@ -46,10 +46,13 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 )
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+from transformers import CLIPVisionModelWithProjection
 
 from dispose.pipelines.guidance_inputs import DisPoseGuidance
 from dispose.pipelines.tiling import fusion_weights, repeat_tile_noise, tile_indices
+
+if TYPE_CHECKING:  # importing it at run time makes transformers warn that torchvision is missing
+    from transformers import CLIPImageProcessor
 
 #: CLIP's normalisation, used when no feature extractor is registered.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

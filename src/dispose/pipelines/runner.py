@@ -152,7 +152,7 @@ class Animator:
             bar.set_description("guidance")
             guidance, guidance_times = compute_guidance(
                 inputs, sd15=self.paths.sd15, cmp_path=self.paths.cmp, dense=self.runtime.dense, seed=job.seed,
-                device=device, dtype=dtype)
+                device=device, dtype=dtype, release_missing_points=job.release_missing_points)
             timings.update(guidance_times)
             bar.update(1)
 

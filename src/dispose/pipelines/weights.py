@@ -14,7 +14,9 @@ Layout of ``--weights DIR`` (the release's ``pretrained_weights/``; README "Prep
 
 The release expects the CMP checkpoint inside its source tree, at
 ``mimicmotion/modules/cmp/experiments/semiauto_annot/resnet50_vip+mpii_liteflow/checkpoints/
-ckpt_iter_42000.pth.tar``; that path is also accepted below ``DIR``.  Every component can be given on
+ckpt_iter_42000.pth.tar``; that path is also accepted below ``DIR``.  A ``.safetensors`` copy written by
+``dispose convert`` beside ``MimicMotion_1-1.pth`` / ``DisPose.pth`` (same name, new suffix) is preferred
+to the ``.pth`` when both exist: it loads faster and without unpickling.  Every component can be given on
 its own (a path, or a Hugging Face id ``owner/name`` for folders, ``owner/name/path/in/repo`` for
 files); a component found nowhere else is looked up under its default id in the local Hugging Face
 cache.  The cache is only read (``local_files_only``): nothing is ever downloaded.
@@ -91,7 +93,7 @@ COMPONENTS: dict[str, Component] = {c.key: c for c in (
               (("yolox_l.onnx",), ("dw-ll_ucoco_384.onnx",)), "DWPose detector (ONNX)"),
     Component("cmp", "--cmp", ("cmp/ckpt_iter_42000.pth.tar", CMP_RELEASE_PATH), "MyNiuuu/MOFA-Video-Hybrid",
               "models/cmp/experiments/semiauto_annot/resnet50_vip+mpii_liteflow/checkpoints/ckpt_iter_42000.pth.tar",
-              what="CMP motion propagation (dense motion field)"),
+              what="CMP motion propagation (dense motion field F_d; without it, pass --dense propagate)"),
 )}
 
 
@@ -157,6 +159,16 @@ def _resolve_spec(component: Component, spec: str | Path) -> Path | None:
     return from_hub_cache("/".join(parts[:2]), "/".join(parts[2:]))
 
 
+def _layout_candidates(root: Path, component: Component) -> list[Path]:
+    """Paths to try below ``--weights``, in order: a converted ``.safetensors`` before each ``.pth`` file."""
+    paths = []
+    for rel in component.layout:
+        if not component.is_folder and rel.endswith(".pth"):
+            paths.append(root / (rel[: -len(".pth")] + ".safetensors"))
+        paths.append(root / rel)
+    return paths
+
+
 def _missing_inside(component: Component, folder: Path) -> list[str]:
     return [group[0] if len(group) == 1 else f"{group[0]} (or another of {len(group)} accepted names)"
             for group in component.needs if not any((folder / name).is_file() for name in group)]
@@ -188,10 +200,10 @@ def resolve_weights(weights_dir: str | Path | None, overrides: Mapping[str, str 
             found, origin = _resolve_spec(component, spec), f"{component.option} {spec}"
             looked.append(str(spec))
         elif root is not None:
-            for rel in component.layout:
-                looked.append(str(root / rel))
-                if (root / rel).exists():
-                    found, origin = root / rel, "--weights"
+            for candidate in _layout_candidates(root, component):
+                looked.append(str(candidate))
+                if candidate.exists():
+                    found, origin = candidate, "--weights"
                     break
         if found is None or not found.exists():
             cached = from_hub_cache(component.hub_repo, component.hub_file) if spec is None else None

@@ -1,0 +1,114 @@
+"""``dispose animate`` end to end on the shared dancer video with tiny random weights in the release layout.
+
+Random weights make noise: these tests check the plumbing (poses -> guidance -> sampling -> video +
+sidecar), the error paths and the job controls, not the pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dispose.cli import main
+from dispose.media.video import read_video
+from dispose.pipelines.tiny import build_tiny_weights
+
+#: Small enough for CPU, large enough for MediaPipe to find the dancer: 128 x 192 portrait frames.
+FAST = ["--resolution", "128", "--max-frames", "4", "--steps", "2", "--detector", "mediapipe",
+        "--dense", "propagate", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def offline_empty_hf_cache(tmp_path, monkeypatch):
+    """Nothing may come from a developer's Hugging Face cache or the network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return build_tiny_weights(tmp_path_factory.mktemp("weights"))
+
+
+def _inputs(shared_data: Path) -> list[str]:
+    return ["--ref", str(shared_data / "musepose_ref.png"), "--driving", str(shared_data / "musepose_dance.mp4")]
+
+
+def test_animate_writes_video_side_by_side_and_sidecar(shared_data, weights, tmp_path, capsys):
+    out, sbs = tmp_path / "dance.mp4", tmp_path / "sbs.mp4"
+    code = main(["animate", *_inputs(shared_data), "--weights", str(weights), *FAST, "--out", str(out),
+                 "--side-by-side", str(sbs)])
+    assert code == 0, capsys.readouterr().err
+    video = read_video(out, sample_stride=1)
+    assert video.frames.shape == (4, 192, 128, 3) and video.fps == pytest.approx(15)
+    assert read_video(sbs, sample_stride=1).frames.shape == (4, 192, 3 * 128, 3)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["seed"] == 42 and sidecar["job"]["num_inference_steps"] == 2
+    assert sidecar["runtime"]["dense"] == "propagate" and sidecar["result"]["frames"] == 4
+    assert {"svd", "mimicmotion", "dispose", "sd15"} <= set(sidecar["weights"])
+    assert all(entry["fingerprint"] for entry in sidecar["weights"].values())
+    assert {"poses", "dift", "motion_fields", "sampling", "decoding"} <= set(sidecar["timings"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dance.json", "dance.mp4", "sbs.mp4"]
+
+
+def test_resume_skips_existing_outputs(shared_data, weights, tmp_path, capsys):
+    out = tmp_path / "done.mp4"
+    out.write_bytes(b"an earlier result")
+    code = main(["animate", *_inputs(shared_data), "--weights", str(weights), *FAST, "--out", str(out),
+                 "--resume"])
+    assert code == 0 and out.read_bytes() == b"an earlier result"
+    assert "skip (exists)" in capsys.readouterr().err
+
+
+def test_missing_weights_listed_once_before_loading(shared_data, weights, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    shutil.copytree(weights / "stable-video-diffusion-img2vid-xt-1-1",
+                    partial / "stable-video-diffusion-img2vid-xt-1-1")
+    code = main(["animate", *_inputs(shared_data), "--weights", str(partial), "--dense", "cmp",
+                 "--out", str(tmp_path / "x.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1
+    for name in ("MimicMotion", "DisPose", "Stable Diffusion 1.5", "DWPose", "CMP"):
+        assert name in err
+    assert "huggingface.co/lihxxx/DisPose" in err and "--dense propagate" in err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_corrupt_checkpoint_is_one_clear_error(shared_data, weights, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(weights, broken)
+    (broken / "DisPose.pth").write_bytes(b"not a checkpoint at all")
+    code = main(["animate", *_inputs(shared_data), "--weights", str(broken), *FAST,
+                 "--out", str(tmp_path / "x.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and "DisPose.pth" in err and "download it again" in err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.parametrize("where", ["missing_folder", "read_only"])
+def test_unwritable_output_fails_before_work(shared_data, weights, tmp_path, capsys, where):
+    folder = tmp_path / "nope" if where == "missing_folder" else tmp_path / "locked"
+    if where == "read_only":
+        folder.mkdir()
+        folder.chmod(0o500)
+        if _can_write(folder):
+            pytest.skip("running as a user who can write to read-only folders (root)")
+    code = main(["animate", *_inputs(shared_data), "--weights", str(weights), *FAST,
+                 "--out", str(folder / "x.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(folder) in err
+    assert not (folder / "x.mp4").exists()
+
+
+def _can_write(folder: Path) -> bool:
+    try:
+        (folder / "probe").write_bytes(b"")
+    except PermissionError:
+        return False
+    (folder / "probe").unlink()
+    return True
