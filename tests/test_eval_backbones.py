@@ -149,3 +149,33 @@ def test_videomae_loader_and_features(tmp_path) -> None:
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(UserError, match="VideoMAE-v2 layout"):
         load_videomae(tmp_path / "broken.pth")
+
+
+def test_resnet3d_loader_and_disco_feature(tmp_path) -> None:
+    from dispose.evaluation.resnet3d import MEAN, ResNet3D, disco_segments, load_resnet3d, video_feature
+
+    torch.manual_seed(0)
+    source = ResNet3D((1, 1, 1, 1)).eval()
+    state = {f"module.{k}": v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state |= {"module.fc.weight": torch.zeros(400, 2048), "module.fc.bias": torch.zeros(400)}
+    torch.save({"state_dict": state, "arch": "resnet-50"}, tmp_path / "resnet-50-kinetics.pth")
+    model = load_resnet3d(tmp_path / "resnet-50-kinetics.pth")
+    frames = np.random.default_rng(3).integers(0, 256, (20, 60, 80, 3), dtype=np.uint8)
+    frames[0] = 100
+    segments = disco_segments(frames)
+    assert segments.shape == (2, 3, 16, 112, 112)
+    assert torch.equal(segments[1, :, 4:], segments[1, :, 3:4].expand(-1, 12, -1, -1))  # last frame repeated
+    assert torch.allclose(segments[0, :, 0, 50, 50], 100 - torch.tensor(MEAN), atol=1e-3)  # flat frame stays flat
+    feature = video_feature(model, frames)
+    with torch.no_grad():
+        expected = source(segments).mean(dim=0).numpy()
+    assert feature.shape == (2048,) and np.allclose(feature, expected, atol=1e-6)
+    del state["module.fc.bias"], state["module.fc.weight"]
+    torch.save({"state_dict": state}, tmp_path / "no_fc.pth")
+    with pytest.raises(UserError, match="resnet-50-kinetics"):
+        load_resnet3d(tmp_path / "no_fc.pth")
+    state |= {"module.fc.weight": torch.zeros(400, 2048), "module.fc.bias": torch.zeros(400)}
+    del state["module.layer4.0.bn3.running_var"]
+    torch.save({"state_dict": state}, tmp_path / "broken.pth")
+    with pytest.raises(UserError, match="Hara"):
+        load_resnet3d(tmp_path / "broken.pth")

@@ -212,6 +212,7 @@ def test_amt_musiq_and_cd_fvd_through_command(folders: tuple[Path, Path], tmp_pa
 
     from dispose.evaluation.amt import AMT
     from dispose.evaluation.musiq import MUSIQ
+    from dispose.evaluation.resnet3d import ResNet3D
     from dispose.evaluation.videomae import VideoMAEv2
 
     torch.manual_seed(0)
@@ -222,6 +223,8 @@ def test_amt_musiq_and_cd_fvd_through_command(folders: tuple[Path, Path], tmp_pa
     videomae = dict(VideoMAEv2(dim=64, depth=1, heads=1, hidden=128).state_dict())
     videomae |= {"head.weight": torch.zeros(174, 64), "head.bias": torch.zeros(174)}
     torch.save({"module": videomae}, weights / "vit_g_hybrid_pt_1200e_ssv2_ft.pth")
+    resnet = dict(ResNet3D((1, 1, 1, 1)).state_dict()) | {"fc.weight": torch.zeros(400, 2048), "fc.bias": torch.zeros(400)}
+    torch.save({"state_dict": resnet}, weights / "resnet-50-kinetics.pth")
     out = tmp_path / "report.json"
     common = ["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out), "--no-progress",
               "--weights", str(weights)]
@@ -231,7 +234,8 @@ def test_amt_musiq_and_cd_fvd_through_command(folders: tuple[Path, Path], tmp_pa
     assert report["skipped"] == {} and set(report["weights"]) == {"amt", "musiq"}
     assert 0.0 <= report["aggregate"]["motion_smoothness"] <= 1.0
     assert isinstance(report["aggregate"]["imaging_quality"], float)
-    assert main([*common, "--metrics", "cd_fvd", "--clip-frames", "9"]) == 0
+    assert main([*common, "--metrics", "cd_fvd", "fid_vid_r3d", "--clip-frames", "9"]) == 0
     report = json.loads(out.read_text())
-    assert report["skipped"] == {} and set(report["weights"]) == {"videomae"}
+    assert report["skipped"] == {} and set(report["weights"]) == {"videomae", "resnet3d"}
     assert report["aggregate"]["cd_fvd"] >= 0.0 and report["timing"]["feature_clips"] == 4
+    assert report["aggregate"]["fid_vid_r3d"] > 0.0  # video "b" is reversed in time

@@ -230,3 +230,21 @@ def test_frechet_population_covariance_and_per_video_fid() -> None:
     assert fvd.fid_vid(pred, gt) == pytest.approx(per_video)
     assert fvd.fvd(pred, gt) == pytest.approx(frechet_distance_features(a, b))
     assert fvd.cd_fvd(pred, gt) == pytest.approx(direct, rel=1e-8)
+
+
+def test_frechet_low_rank_shortcut_is_exact() -> None:
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(6, 50)), rng.normal(0.2, 1.3, size=(9, 50))
+    for ddof in (0, 1):
+        mu1, s1 = a.mean(0), np.cov(a, rowvar=False, ddof=ddof)
+        mu2, s2 = b.mean(0), np.cov(b, rowvar=False, ddof=ddof)
+        values, vectors = np.linalg.eigh(s1)
+        root = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+        product = np.linalg.eigvalsh(root @ s2 @ root)
+        trace_sqrt = np.sqrt(product[product > 1e-9 * product.max()]).sum()  # rank <= 5: drop round-off
+        exact = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt
+        assert frechet_distance_features(a, b, ddof) == pytest.approx(exact, rel=1e-9)
+        assert frechet_distance_features(a, b, ddof) == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-6)
+    assert frechet_distance_features(a, a) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="dimension"):
+        frechet_distance_features(a, b[:, :10])

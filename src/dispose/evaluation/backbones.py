@@ -18,7 +18,7 @@ from dispose.evaluation import vbench
 WEIGHT_OPTIONS = {
     "i3d": "--i3d", "lpips_backbone": "--lpips-backbone", "lpips_heads": "--lpips-heads", "videomae": "--videomae",
     "dino": "--dino", "clip_b32": "--clip-b32", "clip_l14": "--clip-l14", "aesthetic_head": "--aesthetic-head",
-    "raft": "--raft", "amt": "--amt", "musiq": "--musiq",
+    "raft": "--raft", "amt": "--amt", "musiq": "--musiq", "resnet3d": "--resnet3d",
 }
 
 
@@ -35,6 +35,7 @@ class EvalWeights:
     raft: Path | None = None
     amt: Path | None = None
     musiq: Path | None = None
+    resnet3d: Path | None = None
     hashes: dict[str, dict] = field(default_factory=dict)  # key -> {"path", "sha256"}
 
 
@@ -50,6 +51,7 @@ class Backbones:
     raft: torch.nn.Module | None = None
     amt: torch.nn.Module | None = None
     musiq: torch.nn.Module | None = None
+    resnet3d: torch.nn.Module | None = None
 
 
 def _hash(weights: EvalWeights, key: str, path: Path) -> None:
@@ -108,6 +110,16 @@ def load_backbones(wanted: set[str], weights: EvalWeights, lpips_net: str, devic
 
             models.videomae = load_videomae(weights.videomae, device)
             _hash(weights, "videomae", weights.videomae)
+
+    if "fid_vid_r3d" in wanted:
+        if weights.resnet3d is None:
+            skipped["fid_vid_r3d"] = ("needs Hara et al.'s Kinetics 3D ResNet-50 resnet-50-kinetics.pth (the file "
+                                      "DisCo's FID-VID uses): pass --resnet3d or put it in --weights")
+        else:
+            from dispose.evaluation.resnet3d import load_resnet3d
+
+            models.resnet3d = load_resnet3d(weights.resnet3d, device)
+            _hash(weights, "resnet3d", weights.resnet3d)
 
     if "lpips" in wanted:
         if weights.lpips_backbone is None or weights.lpips_heads is None:

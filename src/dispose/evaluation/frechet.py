@@ -8,6 +8,14 @@ when ``S1 S2`` is (near) singular -- always the case with fewer samples than fea
 e.g. six TikTok test videos against 400 I3D logits -- ``1e-6`` is added to both diagonals first,
 as the reference FID code does, and a tiny imaginary part from round-off is dropped.  The result is
 clipped at 0 (round-off can make identical sets come out at ``-1e-10``).
+
+From features, with fewer samples than dimensions (the usual case here: a few test videos against
+400-2048-d features), :func:`frechet_distance_features` takes an exact shortcut instead of the
+``D x D`` square root: with centred feature matrices ``A`` (n x D) and ``B`` (m x D),
+``Tr((S1 S2)^{1/2}) = ||A B^T||_* / sqrt((n - ddof)(m - ddof))`` (the nuclear norm, i.e. the sum of
+the singular values of the small n x m matrix), because the non-zero eigenvalues of ``S1 S2`` are
+those of ``(A B^T)(A B^T)^T / ((n - ddof)(m - ddof))``.  It equals the ``sqrtm`` value up to
+round-off (no ``eps`` needed) and costs an n x m SVD instead of a D x D matrix square root.
 """
 
 from __future__ import annotations
@@ -52,4 +60,17 @@ def _sqrtm_error(root: np.ndarray, target: np.ndarray) -> float:
 
 def frechet_distance_features(a: np.ndarray, b: np.ndarray, ddof: int = 1) -> float:
     """Fréchet distance between Gaussians fitted to feature sets ``a`` (N, D) and ``b`` (M, D)."""
-    return frechet_distance(*feature_statistics(a, ddof), *feature_statistics(b, ddof))
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    for features in (a, b):
+        if features.ndim != 2 or features.shape[0] < 2:
+            raise ValueError(f"need at least 2 feature vectors of shape (N, D), got {features.shape}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sets differ in dimension: {a.shape[1]} vs {b.shape[1]}")
+    if min(len(a), len(b)) >= a.shape[1]:
+        return frechet_distance(*feature_statistics(a, ddof), *feature_statistics(b, ddof))
+    centred_a, centred_b = a - a.mean(axis=0), b - b.mean(axis=0)
+    scale_a, scale_b = len(a) - ddof, len(b) - ddof
+    cross = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False).sum() / np.sqrt(scale_a * scale_b)
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    value = diff @ diff + (centred_a ** 2).sum() / scale_a + (centred_b ** 2).sum() / scale_b - 2.0 * cross
+    return float(max(value, 0.0))

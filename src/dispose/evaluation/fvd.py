@@ -15,7 +15,9 @@ caps the clips per video.  A video shorter than one clip is an error.
   pooled ``(2, 7, 7)``, averaged over time), i.e. the layer below the logits.  Balaji et al. define
   FID-VID as the FID of Kinetics-trained 3D-CNN features of whole videos; the evaluation code the
   human-animation papers share (DisCo's ``tool/metrics``) takes those features from Hara et al.'s
-  3D ResNet-50 (112x112 input, 2048-d) instead of I3D, so its numbers are on another scale.
+  3D ResNet-50 instead of I3D, so its numbers are on another scale: that variant is
+  ``fid_vid_r3d`` (:func:`fid_vid_r3d`, :mod:`.resnet3d`: 112x112 frames, 16-frame segments of the
+  whole video, per-video mean of 2048-d features, unbiased covariances).
 * **CD-FVD** (Ge et al. 2024): every clip is one sample; VideoMAE-v2 features
   (:mod:`.videomae`: frames resized to 224x224 bilinear, values in ``[0, 1]``), covariances
   divided by ``N`` as the ``cd-fvd`` package computes them.
@@ -94,3 +96,8 @@ def cd_fvd(pred: list[dict[str, np.ndarray]], gt: list[dict[str, np.ndarray]]) -
     """CD-FVD from VideoMAE-v2 clip features (population covariances, as cd-fvd computes them)."""
     return frechet_distance_features(np.concatenate([v["videomae"] for v in pred]),
                                      np.concatenate([v["videomae"] for v in gt]), ddof=0)
+
+
+def fid_vid_r3d(pred: list[dict[str, np.ndarray]], gt: list[dict[str, np.ndarray]]) -> float:
+    """DisCo's FID-VID: Fréchet distance of per-video 3D ResNet-50 features (``"r3d"``, one row per video)."""
+    return frechet_distance_features(np.stack([v["r3d"] for v in pred]), np.stack([v["r3d"] for v in gt]))

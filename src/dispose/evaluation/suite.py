@@ -4,8 +4,10 @@ Per pair: both videos are read with their frame strides and ``max_frames``, resi
 evaluation size (``size``, default: the generated video's own frame size; the ground truth is
 resized to it, see :mod:`.videos`), and must then have the same frame count (or are cut to the
 shorter one with ``truncate``).  Frame metrics are averaged over a video's frames, then over
-videos; VBench dimensions are computed on the generated videos only; FVD / FID-VID use clips of
-both sets (:mod:`.fvd`).  Any metric that cannot be computed is reported as skipped with its reason.
+videos; VBench dimensions are computed on the generated videos only (set scores as VBench forms
+them, :mod:`.vbench`); FVD, FID-VID and CD-FVD compare features of both sets (:mod:`.fvd`).  Any
+metric that cannot be computed is reported as skipped with its reason, never as a number.  The
+report records the wall time of every video (all its metrics) and of the video-feature models.
 
 TikTok protocol (``protocol="tiktok"``, the paper's Sec. 5.2): ground truth = sequences 00335 to
 00340 of the TikTok dataset (Jafarian & Park 2021), read from ``<root>/00335/images/*.png`` (the
@@ -48,6 +50,9 @@ DEFINITIONS = {
            "unbiased covariances",
     "fid_vid": "Frechet distance of per-video I3D features (final average pool, 1024-d, mean over the video's "
                "clips), unbiased covariances",
+    "fid_vid_r3d": "DisCo's FID-VID: Frechet distance of per-video Kinetics 3D ResNet-50 features (Hara et al.; "
+                   "112x112 Pillow-bicubic frames, mean-subtracted, 16-frame segments padded with the last frame, "
+                   "2048-d, mean over segments), unbiased covariances",
     "cd_fvd": "content-debiased FVD (Ge et al. 2024): Frechet distance of VideoMAE-v2 ViT-g/14 (SSv2) features "
               "of every clip (224x224, [0,1]), covariances / N as in cd-fvd",
     "temporal_flickering": "VBench: (255 - mean |frame_t+1 - frame_t|)/255 on generated frames",
@@ -103,6 +108,7 @@ def find_weights(folder: Path | None, lpips_net: str = "alex") -> EvalWeights:
     weights.raft = first(lambda p: p.name == "raft-things.pth")
     weights.amt = first(lambda p: p.name == "amt-s.pth")
     weights.musiq = first(lambda p: p.name.startswith("musiq_spaq") and p.suffix == ".pth")
+    weights.resnet3d = first(lambda p: p.name == "resnet-50-kinetics.pth")
     weights.aesthetic_head = first(lambda p: p.name == "sa_0_4_vit_l_14_linear.pth")
     configs = [p.parent for p in files if p.name == "config.json"]
     weights.clip_b32 = next((d for d in configs if d.name.endswith("clip-vit-base-patch32")), None)
@@ -175,6 +181,23 @@ def _video_metrics(wanted: set[str], models: Backbones, pred: np.ndarray, gt: np
     return values
 
 
+def _video_features(models: Backbones, frames: np.ndarray, settings: EvalSettings,
+                    name: str) -> dict[str, np.ndarray]:
+    """Features of one video for the set metrics: per-clip I3D / VideoMAE-v2, per-video 3D ResNet-50."""
+    features: dict[str, np.ndarray] = {}
+    if models.i3d is not None or models.videomae is not None:
+        try:
+            features = clip_features(frames, models.i3d, models.videomae, settings.clip_frames, settings.clip_stride,
+                                     settings.max_clips)
+        except ValueError as error:
+            raise UserError(f"{name}: {error} (lower --clip-frames, minimum 9)") from error
+    if models.resnet3d is not None:
+        from dispose.evaluation.resnet3d import video_feature
+
+        features["r3d"] = video_feature(models.resnet3d, frames)
+    return features
+
+
 def _aggregate(per_video: list[dict]) -> dict[str, float]:
     """Set scores of the per-video metrics: plain means, frame-pair weighted for VBench's consistency."""
     aggregate: dict[str, float] = {}
@@ -196,7 +219,7 @@ def _set_metrics(wanted: set[str], models: Backbones, features: dict[str, list[d
     from dispose.evaluation import fvd
 
     jobs = {"fvd": (models.i3d, fvd.fvd, "clip"), "fid_vid": (models.i3d, fvd.fid_vid, "video"),
-            "cd_fvd": (models.videomae, fvd.cd_fvd, "clip")}
+            "cd_fvd": (models.videomae, fvd.cd_fvd, "clip"), "fid_vid_r3d": (models.resnet3d, fvd.fid_vid_r3d, "video")}
     values: dict[str, float] = {}
     for metric, (model, distance, unit) in jobs.items():
         if metric not in wanted or model is None:
@@ -224,9 +247,9 @@ def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weight
 
     per_video: list[dict] = []
     features: dict[str, list[dict[str, np.ndarray]]] = {"pred": [], "gt": []}
-    video_models = {"i3d": models.i3d, "videomae": models.videomae}
-    clip_time, clip_count = 0.0, 0
+    feature_time, clip_count = 0.0, 0
     for name, pred_path, gt_path in tqdm(pairs, desc="videos", unit="video", disable=not settings.progress):
+        video_start = time.perf_counter()
         size = settings.size or frame_size(pred_path)
         pred = read_clip(name, pred_path, size, settings.pred_stride, settings.max_frames)
         gt_max = len(pred.frames) if settings.protocol == "tiktok" else settings.max_frames
@@ -241,19 +264,15 @@ def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weight
         else:
             pred_frames, gt_frames = pred.frames, gt.frames
         values = _video_metrics(wanted, models, pred_frames, gt_frames, pred.fps)
-        if models.i3d is not None or models.videomae is not None:
+        for side, frames in (("pred", pred_frames), ("gt", gt_frames)):
             start = time.perf_counter()
-            for side, frames in (("pred", pred_frames), ("gt", gt_frames)):
-                try:
-                    feats = clip_features(frames, clip_frames=settings.clip_frames, clip_stride=settings.clip_stride,
-                                          max_clips=settings.max_clips, **video_models)
-                except ValueError as error:
-                    raise UserError(f"{name}: {error} (lower --clip-frames, minimum 9)") from error
-                features[side].append(feats)
-                clip_count += len(next(iter(feats.values())))
-            clip_time += time.perf_counter() - start
+            side_features = _video_features(models, frames, settings, name)
+            feature_time += time.perf_counter() - start
+            clip_count += len(side_features.get("logits", side_features.get("videomae", [])))
+            features[side].append(side_features)
         per_video.append({"name": name, "pred": str(pred_path), "gt": str(gt_path), "frames": len(pred_frames),
-                          "size": list(size), "fps": pred.fps, "metrics": values})
+                          "size": list(size), "fps": pred.fps, "metrics": values,
+                          "seconds": round(time.perf_counter() - video_start, 3)})
 
     aggregate = _aggregate(per_video)
     aggregate.update(_set_metrics(wanted, models, features, skipped))
@@ -266,8 +285,8 @@ def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weight
         "definitions": {k: v for k, v in DEFINITIONS.items() if k in wanted},
         "aggregate": aggregate,
         "skipped": skipped,
-        "timing": {"feature_clips": clip_count,
-                   "feature_seconds_per_clip": clip_time / clip_count if clip_count else None},
+        "timing": {"feature_clips": clip_count, "video_feature_seconds": round(feature_time, 3),
+                   "seconds_per_video": round(sum(v["seconds"] for v in per_video) / max(1, len(per_video)), 3)},
         "videos": per_video,
     }
 
