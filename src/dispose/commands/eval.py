@@ -1,9 +1,9 @@
 """Evaluate generated videos against ground truth with the paper's metrics (Tables 1, 2 and 6).
 
-Pairs videos by name and computes SSIM / PSNR / L1 / LPIPS per frame, FVD, FID-VID ("FID-FVD"; also
-DisCo's 3D-ResNet variant) and CD-FVD over the set, and the VBench dimensions of the generated videos (temporal flickering,
-subject / background consistency, motion smoothness, dynamic degree, imaging and aesthetic
-quality) plus a weights-free DIS-flow dynamic degree.  Every learned backbone loads from a local
+Pairs videos by name and computes SSIM / PSNR / L1 / LPIPS per frame, FVD, FID-VID ("FID-FVD";
+also DisCo's 3D-ResNet variant) and CD-FVD over the set, and the VBench dimensions of the
+generated videos (temporal flickering, subject / background consistency, motion smoothness,
+dynamic degree, imaging and aesthetic quality) plus a weights-free DIS-flow dynamic degree.  Every learned backbone loads from a local
 file; a metric whose weights are missing is reported as skipped with the reason.  Runs fully
 offline.  Writes a JSON report and prints the tables.  Definitions: dispose.evaluation (module
 docstrings).
@@ -57,9 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use every N-th ground-truth frame (match the generation's sample stride)")
     parser.add_argument("--max-frames", type=int, help="use at most N frames per video")
     parser.add_argument("--truncate", action="store_true", help="cut each pair to the shorter video")
-    parser.add_argument("--clip-frames", type=int, default=16, help="I3D clip length (FVD standard: 16)")
+    parser.add_argument("--clip-frames", type=int, default=16,
+                        help="clip length for FVD, FID-VID and CD-FVD (FVD standard: 16)")
     parser.add_argument("--clip-stride", type=int, help="frames between clip starts (default: clip length)")
-    parser.add_argument("--max-clips", type=int, help="at most N clips per video for FVD/FID-FVD")
+    parser.add_argument("--max-clips", type=int, help="at most N clips per video for FVD, FID-VID and CD-FVD")
     parser.add_argument("--protocol", choices=("tiktok",),
                         help="tiktok: the paper's test set, TikTok sequences 00335-00340 under --gt")
     parser.add_argument("--name", help="method name in the printed table (default: the --pred name)")

@@ -25,7 +25,8 @@ MLP 1152, LayerNorm eps 1e-6) follow, with padded patches masked out of the atte
 ``-1000`` logits (the reference's value, not ``-inf``).  The head reads the CLS token: a single
 score for SPAQ/KonIQ checkpoints, or a 10-bin distribution turned into its mean for AVA.
 Weight standardisation divides by the *unbiased* standard deviation plus ``1e-5``, as the
-reference does.
+reference does.  Checked against pyiqa's ``MUSIQ`` with one random state dict: identical scores
+(max abs difference 0.0 at 512x288, 288x512 and 200x130, ``bench/eval_musiq_vs_reference.py``).
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ values (DisCo's unquantised "PIL" resizer: one ``"F"``-mode image per channel, t
 overshoot not clipped), the video padded to a multiple of 16 frames by repeating its last frame,
 the ActivityNet mean ``(114.7748, 107.7354, 99.4750)`` subtracted (no scaling), and cut into
 consecutive 16-frame segments.  A video's feature is the mean of its segments' features.
+
+Checked against DisCo's ``resnet3d.resnet50`` and ``make_resizer`` with one random state dict:
+identical input tensor, max abs feature difference 4.8e-7 (``bench/eval_resnet3d_vs_reference.py``).
 """
 
 from __future__ import annotations
