@@ -22,7 +22,9 @@ def _command_modules() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dispose", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="dispose", description="DisPose (ICLR 2025): animate a reference image with the motion of a driving "
+        "video. 'dispose COMMAND --help' describes each command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _command_modules():
         module = importlib.import_module(f"dispose.commands.{name}")

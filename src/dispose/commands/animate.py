@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--mimicmotion", help="MimicMotion_1-1.pth (or HF id/path)")
     weights.add_argument("--dispose-ckpt", help="DisPose.pth (or HF id/path)")
     weights.add_argument("--sd15", help="stable-diffusion-v1-5 folder or HF id (DIFT)")
-    weights.add_argument("--dwpose", help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
-    weights.add_argument("--cmp", help="CMP ckpt_iter_42000.pth.tar")
+    weights.add_argument("--dwpose", "--dwpose-dir", dest="dwpose",
+                         help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
+    weights.add_argument("--cmp", "--cmp-checkpoint", dest="cmp", help="CMP ckpt_iter_42000.pth.tar")
 
     gen = parser.add_argument_group("generation (default: release test settings)")
     gen.add_argument("--resolution", type=int, help="short side of the output, multiple of 64 (576)")

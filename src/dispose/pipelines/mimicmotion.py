@@ -41,18 +41,27 @@ import PIL.Image
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
-from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
-    _resize_with_antialiasing,
-)
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPVisionModelWithProjection
+from transformers.utils import logging as transformers_logging
 
 from dispose.pipelines.guidance_inputs import DisPoseGuidance
 from dispose.pipelines.tiling import fusion_weights, repeat_tile_noise, tile_indices
 
 if TYPE_CHECKING:  # importing it at run time makes transformers warn that torchvision is missing
     from transformers import CLIPImageProcessor
+
+# SVD's antialiased resize (the CLIP input of the release).  Its module imports CLIPImageProcessor, whose
+# torchvision warning means nothing here: we never use that class.
+_verbosity = transformers_logging.get_verbosity()
+transformers_logging.set_verbosity_error()
+try:
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+        _resize_with_antialiasing,
+    )
+finally:
+    transformers_logging.set_verbosity(_verbosity)
 
 #: CLIP's normalisation, used when no feature extractor is registered.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
