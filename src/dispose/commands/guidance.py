@@ -40,9 +40,12 @@ import argparse
 import time
 from pathlib import Path
 
+#: The choices of --dense: dispose.guidance.motion_fields.DENSE_METHODS, spelled out so that building the
+#: parser (every `dispose` call) does not import torch, OpenCV and scipy with that module.
+DENSE_CHOICES = ("cmp", "propagate", "none")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dispose.guidance.motion_fields import DENSE_METHODS
     from dispose.pose.alignment import ALIGN_MODES
 
     parser.add_argument("--ref", type=Path, required=True, help="reference image")
@@ -52,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: MediaPipe)")
     parser.add_argument("--cmp-checkpoint", type=Path, help="CMP ckpt_iter_42000.pth.tar "
                         "(semiauto_annot/resnet50_vip+mpii_liteflow)")
-    parser.add_argument("--dense", choices=DENSE_METHODS,
+    parser.add_argument("--dense", choices=DENSE_CHOICES,
                         help="dense field F_d: cmp, propagate or none (default: cmp with --cmp-checkpoint, "
                              "else propagate)")
     parser.add_argument("--resolution", type=int, default=576, help="short side of the generation frame (576)")

@@ -26,8 +26,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 #: Width / height of the portrait generation frame (the release's ``constants.ASPECT_RATIO``).
 ASPECT_RATIO = 9 / 16
@@ -66,6 +64,9 @@ def resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize a uint8 (H, W, C) image as torchvision's tensor ``resize(..., antialias=None)`` does."""
     if image.shape[1] == width and image.shape[0] == height:
         return image.copy()
+    import torch  # here, not at the top: `dispose --help` imports this module (via dispose.pose.alignment)
+    import torch.nn.functional as F
+
     tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(torch.float32)
     out = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
     return out.round()[0].permute(1, 2, 0).to(torch.uint8).numpy()
