@@ -10,10 +10,12 @@ in its utils) prepares the inputs differently from the CMP paper's own pipeline:
 * Image size: the reference at the generation resolution is resized to 384x384 with
   ``F.interpolate(..., (384, 384))`` (mode ``nearest``, aspect ratio not kept); :func:`resize_nearest_384`
   reproduces that on uint8 (nearest sampling picks pixels, so it is exact).
-* Sparse flow ``P_d`` (Eq. 4): for every body keypoint ``k`` visible in the reference, at the reference
+* Sparse flow ``P_d`` (Eq. 4): for every one of the 18 body keypoints ``k``, at the reference
   pixel ``(int(y_0), int(x_0))`` of the 384x384 grid, channel 0 holds ``x_n - x_0`` and channel 1
   ``y_n - y_0`` in 384-pixel units (coordinates truncated toward zero and clipped to the grid; all
-  other pixels are 0).  This is forward flow from the reference to frame ``n``; no sign change and no
+  other pixels are 0).  The release writes every keypoint, detected or not, with ``(0, 0)`` for a
+  missing one; which keypoints we write is decided by the caller
+  (:mod:`dispose.guidance.reference_flow`, ``release_missing_points``).  This is forward flow from the reference to frame ``n``; no sign change and no
   normalisation (CMP's bins span +-50 px).  :func:`rasterize_sparse_flow` builds one such map.
 * Mask: same shape as the sparse flow, 1 at the sampled pixels in *both* channels, else 0 (the release
   builds a uint8 mask and casts it to float).  The network input is ``cat([sparse, mask])`` (4 channels).
