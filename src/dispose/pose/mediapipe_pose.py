@@ -17,9 +17,20 @@ Missing points have coordinates 0 and score 0 (they are not drawn).  Frames of o
 call are tracked as a video (MediaPipe's ``static_image_mode=False``, with its landmark smoothing); a
 single frame is processed as a still image.  This detector is not the paper's: skeletons are sparser (no
 hands, almost no face) than the DWPose ones the released weights were trained on.
+
+MediaPipe's C++ core prints start-up lines (TFLite's "Created XNNPACK delegate" on standard output, absl
+warnings on standard error) straight to the file descriptors, and no option or environment variable
+turns them off; they are discarded while a graph is created and runs its first frame, so they do not
+break up the progress bar.  (When standard output is a pipe, the C library holds the TFLite line in its
+buffer and writes it at exit.)
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -43,6 +54,24 @@ def _import_mediapipe():
         raise UserError("the MediaPipe pose detector needs mediapipe: pip install 'dispose-animate[pose]' "
                         "(or give --dwpose-dir with the DWPose ONNX files)") from None
     return mediapipe
+
+
+@contextlib.contextmanager
+def _native_output_discarded() -> Iterator[None]:
+    """Point file descriptors 1 and 2 at the null device for the duration (exceptions still propagate)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
 
 
 def blazepose_pose(landmarks: np.ndarray, threshold: float = VISIBILITY_THRESHOLD) -> Pose:
@@ -80,9 +109,12 @@ class MediaPipePose(PoseDetector):
         people: list[list[Pose]] = []
         options = {"static_image_mode": len(frames) == 1, "model_complexity": 1,
                    "min_detection_confidence": self.min_detection_confidence}
-        with self.solutions.pose.Pose(**options) as solution:
-            for frame in tqdm(frames, desc="MediaPipe", unit="frame", disable=not progress):
-                result = solution.process(np.ascontiguousarray(frame, dtype=np.uint8))
+        with _native_output_discarded():
+            solution = self.solutions.pose.Pose(**options)
+        with solution:
+            for index, frame in enumerate(tqdm(frames, desc="MediaPipe", unit="frame", disable=not progress)):
+                with _native_output_discarded() if index == 0 else contextlib.nullcontext():
+                    result = solution.process(np.ascontiguousarray(frame, dtype=np.uint8))
                 if result.pose_landmarks is None:
                     people.append([])
                     continue
