@@ -21,13 +21,14 @@ hands, almost no face) than the DWPose ones the released weights were trained on
 MediaPipe's C++ core prints start-up lines (TFLite's "Created XNNPACK delegate" on standard output, absl
 warnings on standard error) straight to the file descriptors, and no option or environment variable
 turns them off; they are discarded while a graph is created and runs its first frame, so they do not
-break up the progress bar.  (When standard output is a pipe, the C library holds the TFLite line in its
-buffer and writes it at exit.)
+break up the progress bar.  (When standard output is a pipe, the TFLite line can still turn up once at exit:
+part of MediaPipe keeps its own output buffer, which only its exit handlers flush.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 from collections.abc import Iterator
@@ -68,10 +69,18 @@ def _native_output_discarded() -> Iterator[None]:
         os.dup2(null, 2)
         yield
     finally:
+        _flush_c_stdio()  # what the C library still buffers belongs to the discarded output
         for fd, copy in zip((1, 2), saved):
             os.dup2(copy, fd)
             os.close(copy)
         os.close(null)
+
+
+def _flush_c_stdio() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library handle on this platform: nothing to do
+        pass
 
 
 def blazepose_pose(landmarks: np.ndarray, threshold: float = VISIBILITY_THRESHOLD) -> Pose:
