@@ -85,4 +85,4 @@ def test_bad_files(shared_data, tmp_path, capsys) -> None:
     Image.fromarray(np.full((320, 180, 3), 90, np.uint8)).save(empty)  # a reference without a person
     assert main(["guidance", "--ref", str(empty), "--driving", video, "--max-frames", "2", "--no-progress",
                  "--out", str(tmp_path / "c")]) == 2
-    assert "no person found in the reference image" in capsys.readouterr().err
+    assert f"no person found in the reference image {empty}" in capsys.readouterr().err

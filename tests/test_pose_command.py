@@ -65,7 +65,7 @@ def test_errors_are_one_line_and_leave_nothing(shared_data, tmp_path, capsys):
     _fails(["pose", "--image", str(tmp_path / "missing.png"), "--out", str(out)], capsys, "missing.png does not exist")
     Image.fromarray(np.full((300, 200, 3), 90, np.uint8)).save(tmp_path / "empty.png")
     _fails(["pose", "--image", str(tmp_path / "empty.png"), "--out", str(out)], capsys,
-           f"no person found in {tmp_path / 'empty.png'}")
+           f"no person found in the reference image {tmp_path / 'empty.png'}")
     (tmp_path / "clip.mp4").write_text("not a video")
     _fails(["pose", "--video", str(tmp_path / "clip.mp4"), "--out", str(out)], capsys,
            "could not be opened as a video")

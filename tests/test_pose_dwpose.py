@@ -295,3 +295,17 @@ def test_missing_onnxruntime_is_explained(monkeypatch, dwpose_dir):
     monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
     with pytest.raises(UserError, match=r"pip install 'dispose-animate\[pose\]'"):
         load_detector(dwpose_dir)
+
+
+def test_execution_providers_follow_the_device(monkeypatch):
+    import onnxruntime
+
+    from dispose.pose.dwpose import _providers
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert _providers("auto") == _providers("cuda") == _providers("cpu") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert _providers("auto") == [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    assert _providers("cuda:1") == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert _providers("cpu") == _providers("mps") == ["CPUExecutionProvider"]

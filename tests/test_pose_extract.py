@@ -7,7 +7,7 @@ import pytest
 
 from dispose.errors import UserError
 from dispose.pose.detectors import PoseDetector
-from dispose.pose.extract import extract_poses, fill_missing
+from dispose.pose.extract import extract_poses, fill_missing, load_reference
 from dispose.pose.keypoints import Pose
 
 SKELETON = np.array([
@@ -73,6 +73,15 @@ def test_no_person_in_the_reference():
     with pytest.raises(UserError, match="no person found in the reference image by scripted detector"):
         extract_poses(np.zeros((1024, 576, 3), np.uint8), np.zeros((2, 64, 64, 3), np.uint8), detector,
                       progress=False)
+
+
+def test_load_reference_resizes_detects_and_names_the_file(shared_data):
+    # musepose_ref.png is 704x1216: scaled to 593x1024 and centre-cropped to 576x1024 at resolution 576.
+    person = _pose(SKELETON, (576, 1024))
+    frame, pose = load_reference(shared_data / "musepose_ref.png", 576, ScriptedDetector([person], []))
+    assert frame.shape == (1024, 576, 3) and frame.dtype == np.uint8 and pose is person
+    with pytest.raises(UserError, match="no person found in the reference image .*musepose_ref.png by scripted"):
+        load_reference(shared_data / "musepose_ref.png", 256, ScriptedDetector([], []))
 
 
 def test_nobody_in_any_driving_frame():

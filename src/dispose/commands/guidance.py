@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--release-missing-points", action="store_true",
                         help="treat undetected keypoints as the release does (spurious corner vectors)")
     parser.add_argument("--no-pictures", action="store_true", help="skip frames/*.png and guidance.mp4")
-    parser.add_argument("--device", default="auto", help="device for DWPose and CMP: auto, cpu, cuda, cuda:1")
+    parser.add_argument("--device", default="auto",
+                        help="device for DWPose and CMP: auto, cpu, cuda, cuda:1, mps (CMP only)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -90,51 +91,51 @@ def _check_args(args: argparse.Namespace) -> str:
     return dense
 
 
-def _device(name: str) -> str:
+def _cmp_device(name: str) -> str:
+    """--device for CMP: "auto" is CUDA, else Apple's MPS, else the CPU."""
     if name != "auto":
         return name
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
 def run(args: argparse.Namespace) -> int:
     from dispose.errors import UserError
     from dispose.guidance.motion_fields import compute_motion_fields, save_motion_fields
+    from dispose.guidance.sparse_field import KERNEL_SIZE, SIGMA
     from dispose.guidance.trajectories import body_trajectories
-    from dispose.media.geometry import resize_and_crop, target_size
-    from dispose.media.image import load_image
     from dispose.media.video import read_video
     from dispose.pose.detectors import load_detector
-    from dispose.pose.extract import extract_poses
+    from dispose.pose.extract import extract_poses, load_reference
     from dispose.pose.keypoints import PoseSequence
 
     dense = _check_args(args)
-    device = _device(args.device)
     progress = not args.no_progress
     cmp = None
     if dense == "cmp":
         from dispose.guidance.cmp import load_cmp
 
-        cmp = load_cmp(args.cmp_checkpoint, device=device)  # fail early on a bad checkpoint
+        cmp = load_cmp(args.cmp_checkpoint, device=_cmp_device(args.device))  # fail early on a bad checkpoint
     print(f"dense motion field: {dense}" + {
         "cmp": f" (CMP {args.cmp_checkpoint})",
         "propagate": " (weight-free propagation over the reference; no CMP checkpoint given)"
                      if args.cmp_checkpoint is None else " (weight-free propagation over the reference)",
         "none": " (F_d not computed)"}[dense])
 
-    image = load_image(args.ref)
-    size = target_size(image.shape[1], image.shape[0], args.resolution)
-    reference = resize_and_crop(image, size)
     clip = read_video(args.driving, sample_stride=args.sample_stride, max_frames=args.max_frames)
     if len(clip) < 2:
         raise UserError(f"--driving {args.driving} gave {len(clip)} frame after sampling (stride {clip.stride}); "
                         "motion needs at least 2: use a longer video, a smaller --sample-stride or a larger "
                         "--max-frames")
-    detector = load_detector(args.dwpose_dir, device=device)
+    detector = load_detector(args.dwpose_dir, device=args.device)
     print(f"detector: {detector.name}")
-    extraction = extract_poses(reference, clip.frames, detector, align=args.align, progress=progress, fps=clip.fps)
-    width, height = size
+    reference, reference_pose = load_reference(args.ref, args.resolution, detector)
+    extraction = extract_poses(reference, clip.frames, detector, align=args.align, progress=progress, fps=clip.fps,
+                               reference_pose=reference_pose)
+    height, width = reference.shape[:2]
 
     start = time.perf_counter()
     trajectories = body_trajectories(extraction.reference, extraction.driving, width, height)
@@ -148,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     save_motion_fields(args.out / "motion_fields.safetensors", fields, {
         "reference": str(args.ref), "driving": str(args.driving), "detector": detector.name,
         "fps": f"{clip.fps:g}", "sample_stride": str(clip.stride), "align": args.align,
-        "release_missing_points": str(args.release_missing_points), "kernel_size": "199", "sigma": "20"})
+        "release_missing_points": str(args.release_missing_points), "kernel_size": str(KERNEL_SIZE),
+        "sigma": f"{SIGMA:g}"})
     written = "poses.json, reference.json, motion_fields.safetensors"
     if not args.no_pictures:
         _write_pictures(args.out, fields, extraction.driving, clip.fps, progress)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     for label, path in (("--image", args.image), ("--video", args.video), ("--ref", args.ref)):
         if path is not None and not path.is_file():
             raise UserError(f"{label} {path} does not exist")
-    detector = load_detector(args.dwpose_dir, device=_device(args.device) if args.dwpose_dir else "cpu")
+    detector = load_detector(args.dwpose_dir, device=args.device)
     print(f"detector: {detector.name}")
     if args.image is not None:
         _pose_image(args, detector)
@@ -65,34 +65,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _load_reference(path: Path, resolution: int, detector):
-    """Reference image at the generation size and its first person's pose (UserError naming the file)."""
-    from dispose.errors import UserError
-    from dispose.media.geometry import resize_and_crop, target_size
-    from dispose.media.image import load_image
-
-    image = load_image(path)
-    frame = resize_and_crop(image, target_size(image.shape[1], image.shape[0], resolution))
-    people = detector.detect_people([frame], progress=False)[0]
-    if not people:
-        raise UserError(f"no person found in {path} by {detector.name}; use an image showing one person")
-    return frame, people[0]
-
-
 def _pose_image(args: argparse.Namespace, detector) -> None:
     from dispose.media.image import save_image
     from dispose.pose.drawing import draw_pose, overlay
+    from dispose.pose.extract import load_reference
     from dispose.pose.keypoints import PoseSequence
 
-    frame, pose = _load_reference(args.image, args.resolution, detector)
+    frame, pose = load_reference(args.image, args.resolution, detector)
     height, width = frame.shape[:2]
     skeleton = draw_pose(pose, width, height)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -114,13 +93,13 @@ def _pose_video(args: argparse.Namespace, detector) -> None:
     from dispose.media.video import read_video, write_video
     from dispose.pose.alignment import align_people
     from dispose.pose.drawing import draw_pose, overlay
-    from dispose.pose.extract import extract_poses, fill_missing
+    from dispose.pose.extract import extract_poses, fill_missing, load_reference
     from dispose.pose.keypoints import PoseSequence
 
     progress = not args.no_progress
     reference = None
     if args.ref is not None:
-        reference, reference_pose = _load_reference(args.ref, args.resolution, detector)
+        reference, reference_pose = load_reference(args.ref, args.resolution, detector)
     clip = read_video(args.video, sample_stride=args.sample_stride, max_frames=args.max_frames)
     if reference is not None:
         extraction = extract_poses(reference, clip.frames, detector, align=args.align or "global",

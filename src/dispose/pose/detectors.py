@@ -44,8 +44,9 @@ class PoseDetector(ABC):
 def load_detector(dwpose_dir: Path | None, device: str = "cpu") -> PoseDetector:
     """DWPose from a folder holding ``yolox_l.onnx`` and ``dw-ll_ucoco_384.onnx``; MediaPipe when ``None``.
 
-    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``...) selects ONNX Runtime's CUDA provider for DWPose when
-    it is installed (onnxruntime-gpu); MediaPipe always runs on the CPU.
+    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``...) selects ONNX Runtime's CUDA provider for
+    DWPose when it is installed (onnxruntime-gpu; ``"auto"``: whenever it is); MediaPipe always runs on the
+    CPU.
     """
     if dwpose_dir is None:
         from dispose.pose.mediapipe_pose import MediaPipePose

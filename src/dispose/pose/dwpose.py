@@ -71,8 +71,10 @@ def _import_onnxruntime():
 
 
 def _providers(device: str) -> list:
+    """ONNX Runtime providers for ``device``: CUDA for "cuda[:i]" (and "auto") when onnxruntime-gpu has it."""
     ort = _import_onnxruntime()
-    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+    wants_cuda = device == "auto" or device.startswith("cuda")
+    if wants_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -57,6 +58,22 @@ def fill_missing(poses: Sequence[Pose | None]) -> tuple[list[Pose], list[int]]:
             last = pose
         filled.append(last)
     return filled, indices
+
+
+def load_reference(path: str | Path, resolution: int, detector: PoseDetector) -> tuple[np.ndarray, Pose]:
+    """The reference image resized and centre-cropped to the generation size (uint8 RGB, see
+    :mod:`dispose.media.geometry`) and its first person's pose.  A :class:`~dispose.errors.UserError`
+    names the file when it cannot be read or shows nobody."""
+    from dispose.media.geometry import resize_and_crop, target_size
+    from dispose.media.image import load_image
+
+    image = load_image(path)
+    frame = resize_and_crop(image, target_size(image.shape[1], image.shape[0], resolution))
+    people = detector.detect_people([frame], progress=False)[0]
+    if not people:
+        raise UserError(f"no person found in the reference image {path} by {detector.name}; use an image "
+                        "showing one person, with the body visible")
+    return frame, people[0]
 
 
 def extract_poses(reference: np.ndarray, frames: np.ndarray | Sequence[np.ndarray], detector: PoseDetector, *,
