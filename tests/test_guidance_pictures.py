@@ -8,7 +8,6 @@ import pytest
 from dispose.guidance.flow_pictures import (
     colour_wheel,
     draw_flow_arrows,
-    draw_keypoint_arrows,
     flow_to_color,
     max_magnitude,
 )
@@ -56,8 +55,6 @@ def test_max_magnitude_and_overlays() -> None:
     arrows = draw_flow_arrows(image, np.full((2, 20, 30), 4.0, np.float32), step=10)
     assert arrows.shape == image.shape and (arrows != image).any() and (image == 200).all()
     assert (draw_flow_arrows(image, np.zeros((2, 20, 30), np.float32)) == image).all()
-    keypoints = draw_keypoint_arrows(image, np.array([[5.0, 5.0]]), np.array([[10.0, 6.0]]))
-    assert (keypoints != image).any()
     with pytest.raises(ValueError, match="differ in size"):
         draw_flow_arrows(image, np.zeros((2, 10, 30), np.float32))
     with pytest.raises(ValueError, match="NaN or inf"):

@@ -100,19 +100,6 @@ def draw_flow_arrows(image: np.ndarray, flow: np.ndarray, *, step: int = 32, sca
     return out
 
 
-def draw_keypoint_arrows(image: np.ndarray, starts: np.ndarray, vectors: np.ndarray, *,
-                         color: tuple[int, int, int] = (255, 255, 255), thickness: int = 2) -> np.ndarray:
-    """A copy of ``image`` with one arrow per keypoint from ``starts`` ``(K, 2)`` along ``vectors`` ``(K, 2)``."""
-    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
-    for (x, y), (dx, dy) in zip(np.asarray(starts, float).tolist(), np.asarray(vectors, float).tolist()):
-        start = (round(x), round(y))
-        end = (round(x + dx), round(y + dy))
-        cv2.circle(out, start, thickness + 1, color, -1, cv2.LINE_AA)
-        if start != end:
-            cv2.arrowedLine(out, start, end, color, thickness, cv2.LINE_AA, tipLength=0.25)
-    return out
-
-
 def label(image: np.ndarray, text: str) -> np.ndarray:
     """A copy of ``image`` with ``text`` in the top-left corner (white on a dark band)."""
     out = np.ascontiguousarray(image, dtype=np.uint8).copy()
