@@ -8,9 +8,10 @@
 
 As the release's ``pose2track``: pixel coordinates at the generation size are ``x * W`` and ``y * H``
 of the normalised pose, clipped to ``[0, W - 1]`` and ``[0, H - 1]``; a keypoint that is not visible
-(DWPose score <= 0.3) has coordinates ``(0, 0)`` and ``visible == False``.  Coordinates are float64
-like the release's (they are truncated to integer pixels later, so float32 would move some points by a
-pixel).
+(DWPose score <= 0.3) has coordinates ``(0, 0)`` and ``visible == False``.  The pixel coordinates are
+computed and kept in float64 like the release's, as they are truncated to integer pixels later; the
+normalised pose coordinates they come from are the pose container's float32 (the release's are float64), so
+a point within about 1e-4 px of a pixel boundary can land on the neighbouring pixel.
 
 Deliberate difference: the release builds a track of length ``N + 1`` even for ``N = 0`` driving frames
 and then produces empty fields (its "stationary point" branch for one-frame tracks never changes the
