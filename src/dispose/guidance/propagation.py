@@ -6,7 +6,8 @@ of the generation size, defined at the reference image's pixels): the reference 
 keypoints (Eq. 4) spread over the person in the reference image.  It is *not* in the paper or the
 release, and a DisPose checkpoint trained with CMP fields will see a different input distribution.
 
-Method (all steps use OpenCV's core module and scipy only):
+Method (OpenCV functions of the main modules only -- all present in ``opencv-python-headless``, no contrib
+``ximgproc`` -- and scipy):
 
 1. **Person region** ``alpha`` (computed once per reference): GrabCut (``cv2.grabCut``) on the reference at
    a working resolution (``work_size`` on the long side), initialised from the reference skeleton: thin
