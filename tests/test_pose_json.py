@@ -64,11 +64,14 @@ def test_dispose_format_round_trip(tmp_path):
                               rng.random((68, 2)), rng.random(68)) for _ in range(3)]
     poses.append(Pose.from_scores(rng.random((18, 2)), np.zeros(18)))  # nobody visible
     PoseSequence(poses, 576, 1024, 12.0).save(tmp_path / "poses.json")
-    loaded = JsonPoses(tmp_path / "poses.json").detect(np.zeros((4, 10, 10, 3), np.uint8))
+    loaded = JsonPoses(tmp_path / "poses.json").detect(np.zeros((4, 32, 18, 3), np.uint8))
     assert loaded[3] is None
     for got, expected in zip(loaded[:3], poses[:3]):
         np.testing.assert_array_equal(got.body, expected.body)
         np.testing.assert_array_equal(got.hands_visible, expected.hands_visible)
+    # Normalised to 576x1024 frames: meaningless on frames of another shape.
+    with pytest.raises(UserError, match="poses.json holds poses of 576x1024 frames but the frames given are 10x10"):
+        JsonPoses(tmp_path / "poses.json").detect(np.zeros((4, 10, 10, 3), np.uint8))
 
 
 def test_bad_json_files(tmp_path):

@@ -3,6 +3,8 @@
 Accepted inputs (:class:`JsonPoses`):
 
 * our ``dispose-poses/1`` file (written by ``dispose pose``): one pose per frame, normalised coordinates;
+  they are used as they are, so the frames they are matched with must have the file's aspect ratio
+  (a :class:`~dispose.errors.UserError` otherwise: such poses describe other, e.g. cropped, frames);
 * an OpenPose JSON file, one frame (``{"people": [...]}``): each person's ``pose_keypoints_2d`` (18 COCO
   points or 25 BODY_25 points, as x, y, confidence triplets; BODY_25's mid-hip and feet are dropped),
   ``hand_left_keypoints_2d``, ``hand_right_keypoints_2d`` (21 points each) and ``face_keypoints_2d`` (or
@@ -36,8 +38,8 @@ BODY_FROM_BODY25 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 1
 @dataclass
 class _Frame:
     people: list[Pose]
-    size: tuple[int, int] | None  # (width, height) the coordinates are pixels of; None: already normalised
-    pixels: bool  # True: coordinates in pixels of ``size`` (or of the matched frame when size is None)
+    size: tuple[int, int] | None  # (width, height) of the frame the coordinates refer to (None: not given)
+    pixels: bool  # True: pixels of ``size`` (or of the matched frame when size is None); False: normalised
 
 
 def _triplets(values, count: int, key: str, source: Path) -> np.ndarray:
@@ -91,7 +93,8 @@ def _read_file(path: Path) -> list[_Frame]:
             sequence = PoseSequence.from_json(data)
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"pose file {path} is a damaged dispose-poses/1 file ({error})") from None
-        return [_Frame([pose] if pose.has_person else [], None, False) for pose in sequence.poses]
+        size = (sequence.width, sequence.height)
+        return [_Frame([pose] if pose.has_person else [], size, False) for pose in sequence.poses]
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
         data = data[0]  # some tools wrap the frame in a list
     if not isinstance(data, dict) or "people" not in data:
@@ -136,9 +139,14 @@ class JsonPoses(PoseDetector):
                             "given; match the sample stride and frame count to the poses")
         return [self._normalised(frame, image) for frame, image in zip(self.frames, frames)]
 
-    @staticmethod
-    def _normalised(frame: _Frame, image: np.ndarray | Sequence) -> list[Pose]:
+    def _normalised(self, frame: _Frame, image: np.ndarray | Sequence) -> list[Pose]:
+        image_h, image_w = np.asarray(image).shape[:2]
         if not frame.pixels:
+            width, height = frame.size
+            if abs(width / height - image_w / image_h) > 0.01 * image_w / image_h:
+                raise UserError(f"{self.path} holds poses of {width}x{height} frames but the frames given are "
+                                f"{image_w}x{image_h}: a different shape (e.g. poses of resized and cropped "
+                                "frames); pose the frames themselves instead")
             return list(frame.people)
-        width, height = frame.size or (np.asarray(image).shape[1], np.asarray(image).shape[0])
+        width, height = frame.size or (image_w, image_h)
         return [pose.transformed((1.0 / width, 1.0 / height), (0.0, 0.0)) for pose in frame.people]
