@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dense field F_d: cmp, propagate or none (default: cmp with --cmp-checkpoint, "
                              "else propagate)")
     parser.add_argument("--resolution", type=int, default=576, help="short side of the generation frame (576)")
-    parser.add_argument("--sample-stride", type=int, default=2, help="use every N-th driving frame (2)")
+    parser.add_argument("--sample-stride", type=int, default=2,
+                        help="use every N-th driving frame (2); times int(fps / 24) for 48 fps and faster, as the release")
     parser.add_argument("--max-frames", type=int, help="use at most N driving frames (after the stride)")
     parser.add_argument("--align", choices=ALIGN_MODES, default="global",
                         help="pose alignment to the reference (global: the release's fit)")

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: MediaPipe)")
     parser.add_argument("--device", default="auto", help="device for DWPose: auto, cpu, cuda, cuda:1")
     parser.add_argument("--resolution", type=int, default=576, help="short side of the generation frame (576)")
-    parser.add_argument("--sample-stride", type=int, default=2, help="use every N-th video frame (2)")
+    parser.add_argument("--sample-stride", type=int, default=2,
+                        help="use every N-th video frame (2); times int(fps / 24) for 48 fps and faster, as the release")
     parser.add_argument("--max-frames", type=int, help="use at most N video frames (after the stride)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
