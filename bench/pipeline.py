@@ -2,9 +2,12 @@
 
 Run by hand: ``python bench/pipeline.py [--frames 16] [--resolution 256] [--steps 4]``.  Builds the tiny
 random weights of :mod:`dispose.pipelines.tiny` in a temporary folder, animates the shared dancer video
-twice with identical poses, steps, tiles and seed (once with ``baseline``, once with DisPose) and prints
-seconds per output frame for both, their ratio, and where DisPose's extra time goes: DIFT, motion fields,
-ControlNet forward passes (timed with hooks inside sampling) and the rest.
+with identical poses, steps, tiles and seed: once with ``baseline``, once with DisPose (guidance encoded
+once per tile, the default) and once with DisPose re-encoding its guidance at every step
+(``cache_guidance=False``; the release re-encodes at every step and for both CFG halves).  Prints seconds
+per output frame, the ratios, and where DisPose's extra time goes: DIFT, motion fields, guidance encoding
+(motion encoder + point MLPs), ControlNet forward passes (both timed with hooks inside sampling) and the
+rest.
 
 The tiny models are far cheaper than the real ones relative to the guidance stages (DIFT, CMP/propagation,
 pose detection do not shrink with them), so the ratio here overstates the overhead of the real pipeline;
@@ -39,6 +42,19 @@ def _time_module(module: torch.nn.Module, totals: dict, key: str) -> None:
     module.register_forward_hook(after)
 
 
+def _time_method(owner: object, name: str, totals: dict, key: str) -> None:
+    method = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
+
+    setattr(owner, name, timed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=16, help="driving frames (after the stride)")
@@ -53,37 +69,45 @@ def main() -> None:
         common = {"ref": SHARED / "musepose_ref.png", "driving": SHARED / "musepose_dance.mp4",
                   "resolution": args.resolution, "max_frames": args.frames, "num_inference_steps": args.steps}
         jobs = [JobSettings(out=Path(folder) / f"{name}.mp4", baseline=name == "baseline", **common)
-                for name in ("baseline", "dispose")]
+                for name in ("baseline", "dispose", "dispose_uncached")]
         runtime = Runtime(device="cpu", dtype="fp32", detector="mediapipe", dense=args.dense, progress=False)
         animator = Animator.prepare(jobs, runtime, root, {})
         totals: dict[str, float] = {}
         _time_module(animator.pipeline.controlnet, totals, "controlnet")
+        _time_method(animator.pipeline.controlnet, "encode_guidance", totals, "encoding")
         results: dict[str, dict] = {}
         for _ in range(args.repeats):  # the first round also warms up MediaPipe and the kernels
             for job in jobs:
-                totals["controlnet"] = 0.0
+                totals["controlnet"] = totals["encoding"] = 0.0
+                runtime.cache_guidance = job.out.stem != "dispose_uncached"
                 start = time.perf_counter()
                 sidecar = animator.run(job)
                 run = {"total": time.perf_counter() - start, **sidecar["timings"],
-                       "controlnet": totals["controlnet"], "frames": sidecar["result"]["frames"],
-                       "tiles": sidecar["result"]["tiles"]}
+                       "controlnet": totals["controlnet"], "encoding": totals["encoding"],
+                       "frames": sidecar["result"]["frames"], "tiles": sidecar["result"]["tiles"]}
                 if job.out.stem not in results or run["total"] < results[job.out.stem]["total"]:
                     results[job.out.stem] = run
-    base, ours = results["baseline"], results["dispose"]
+    base, ours, uncached = results["baseline"], results["dispose"], results["dispose_uncached"]
     frames = ours["frames"]
     print(f"{frames} frames at resolution {args.resolution}, {ours['tiles']} tile(s), {args.steps} steps, "
           f"dense={args.dense}, tiny random models, CPU, fastest of {args.repeats} runs each")
-    print(f"baseline (MimicMotion): {base['total'] / frames:.3f} s/frame")
-    print(f"DisPose:                {ours['total'] / frames:.3f} s/frame")
-    print(f"ratio DisPose / baseline: {ours['total'] / base['total']:.2f}  (paper, real models on GPU: 1.47)")
+    print(f"baseline (MimicMotion):              {base['total'] / frames:.3f} s/frame")
+    print(f"DisPose (guidance encoded per tile): {ours['total'] / frames:.3f} s/frame")
+    print(f"DisPose (guidance encoded per step): {uncached['total'] / frames:.3f} s/frame")
+    print(f"ratio DisPose / baseline: {ours['total'] / base['total']:.2f} (per step: "
+          f"{uncached['total'] / base['total']:.2f}; paper, real models on GPU: 1.47)")
+    print(f"guidance encoding: {uncached['encoding']:.2f} s per step -> {ours['encoding']:.2f} s per tile; "
+          f"sampling {uncached['sampling']:.2f} s -> {ours['sampling']:.2f} s")
     extra = ours["total"] - base["total"]
-    sampling_rest = ours["sampling"] - ours["controlnet"] - base["sampling"]
+    sampling_rest = ours["sampling"] - ours["controlnet"] - ours["encoding"] - base["sampling"]
     print(f"DisPose's extra time {extra:.2f} s:")
     for label, value in (("DIFT (SD1.5 features)", ours["dift"]), ("motion fields", ours["motion_fields"]),
+                         ("guidance encoding (motion encoder, point MLPs)", ours["encoding"]),
                          ("ControlNet forward passes", ours["controlnet"]),
                          ("rest of sampling (guidance slicing, F_p grids)", sampling_rest),
                          ("poses, decoding, writing (difference)",
-                          extra - ours["dift"] - ours["motion_fields"] - ours["controlnet"] - sampling_rest)):
+                          extra - ours["dift"] - ours["motion_fields"] - ours["encoding"] - ours["controlnet"]
+                          - sampling_rest)):
         print(f"  {label:<48} {value:7.2f} s  ({100 * value / extra:5.1f} %)")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
 from diffusers import AutoencoderKLTemporalDecoder
 
 from dispose.models.controlnet_svd import HybridControlNetSVD
@@ -186,6 +187,42 @@ def test_where_the_guidance_enters(random_models):
     # F_c^0 is added after down block 0: that block's own skips are unchanged, the next block's are not.
     assert all(torch.equal(a, b) for a, b in zip(points[1], plain[1], strict=True))
     assert not torch.allclose(points[2][0], plain[2][0])
+
+
+class _RecordingHook(ModelHook):
+    def __init__(self):
+        self.calls = 0
+
+    def pre_forward(self, module, *args, **kwargs):
+        self.calls += 1
+        return args, kwargs
+
+
+def test_encoded_guidance_is_reused_and_shared_by_the_batch(random_models):
+    _, _, control = random_models
+    base, guidance, _ = _split(_inputs(seed=6))
+    one = {key: value[:1].expand_as(value) for key, value in guidance.items()}  # both batch elements alike
+    with torch.no_grad():
+        down, mid = control(*base, **one)
+        encoded = control.encode_guidance(**{key: value[0] for key, value in guidance.items()})
+        assert encoded.levels == {}
+        for _ in range(2):  # the second call reuses the point features of the first
+            reused_down, reused_mid = control(*base, guidance=encoded)
+            assert sorted(encoded.levels) == [0, 1, 2, 3]
+            # Same maths; the point MLPs multiply fewer rows, so float rounding may differ a little.
+            for ours, theirs in zip((*reused_down, reused_mid), (*down, mid), strict=True):
+                torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    hook = _RecordingHook()  # model CPU offload moves the ControlNet in when encode_guidance is called
+    add_hook_to_module(control, hook)
+    try:
+        control.encode_guidance(**{key: value[0] for key, value in guidance.items()})
+    finally:
+        remove_hook_from_module(control)
+    assert hook.calls == 1
+    with pytest.raises(ValueError, match="not both"):
+        control(*base, guidance=encoded, sparse_flow=guidance["sparse_flow"])
+    with pytest.raises(ValueError, match="covers 2 frames"):
+        control(*base, guidance=control.encode_guidance(**{k: v[0, :2] for k, v in guidance.items()}))
 
 
 def test_conditioning_scale_scales_every_residual(random_models):

@@ -78,9 +78,24 @@ def test_cfg_in_two_passes_matches_one_batch(pipe, video, reference_output):
     np.testing.assert_allclose(_run(pipe, *video, cfg_mode="sequential"), reference_output, atol=2e-4)
 
 
+@pytest.mark.parametrize("cfg_mode", ["batch", "sequential"])
+def test_guidance_encoded_once_per_tile_and_shared_by_the_halves(pipe, video, reference_output, cfg_mode):
+    tiles = len(tile_indices(7, 4, 1))
+    for cache, encodings in ((True, tiles), (False, STEPS * tiles)):
+        pipe.controlnet.encodings = 0
+        out = _run(pipe, *video, cfg_mode=cfg_mode, cache_guidance=cache)
+        assert pipe.controlnet.encodings == encodings
+        if cfg_mode == "batch":
+            np.testing.assert_array_equal(out, reference_output)
+
+
 def test_model_cpu_offload_matches(video, reference_output):
     offloaded = tiny_pipeline(controlnet="random")
     offloaded.enable_model_cpu_offload(device="cpu")
+    # The UNet and the ControlNet run in turn for every tile: neither may send the other back to the CPU.
+    assert offloaded.unet._hf_hook.prev_module_hook.model is offloaded.pose_net
+    assert offloaded.controlnet._hf_hook.prev_module_hook is None
+    assert offloaded.vae._hf_hook.prev_module_hook.model is offloaded.unet  # the UNet leaves before decoding
     np.testing.assert_allclose(_run(offloaded, *video), reference_output, atol=1e-6)
 
 

@@ -86,7 +86,8 @@ class StandInPoseNet(ModelMixin, ConfigMixin):
 
 
 class StandInControlNet(ModelMixin, ConfigMixin):
-    """Hybrid-ControlNet contract: returns (down residuals, mid residual); zero output convs when ``zero``."""
+    """Hybrid-ControlNet contract: ``encode_guidance`` of a tile's per-frame guidance, reused by forward calls that
+    return (down residuals, mid residual); zero output convs when ``zero``.  Counts the encodings."""
 
     @register_to_config
     def __init__(self, width: int = CHANNELS, point_channels: int = 32, zero: bool = False) -> None:
@@ -97,21 +98,24 @@ class StandInControlNet(ModelMixin, ConfigMixin):
         self.down = nn.Conv2d(width, width, 3, stride=2, padding=1)
         self.out_down = nn.Conv2d(width, width, 1)
         self.out_mid = nn.Conv2d(width, width, 1)
+        self.encodings = 0
         if zero:
             for conv in (self.out_down, self.out_mid):
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
 
-    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, *, sparse_flow, dense_flow,
-                point_features, point_mask, conditioning_scale=1.0):
-        height, width = sample.shape[-2:]
-        flows = torch.cat([sparse_flow, dense_flow], 2).flatten(0, 1)
-        flows = torch.nn.functional.adaptive_avg_pool2d(flows, (height, width))
-        x = self.conv_in(sample.flatten(0, 1)) + self.flow(flows)
+    def encode_guidance(self, sparse_flow, dense_flow, point_features, point_mask):
+        self.encodings += 1
+        flows = torch.nn.functional.avg_pool2d(torch.cat([sparse_flow, dense_flow], 1), 8)
+        points = self.points(point_features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) * point_mask.unsqueeze(1)
+        return {"flows": self.flow(flows), "points": points}
+
+    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, *, guidance, conditioning_scale=1.0):
+        batch = sample.shape[0]
+        x = self.conv_in(sample.flatten(0, 1)) + guidance["flows"].repeat(batch, 1, 1, 1)
         h = self.down(torch.nn.functional.silu(x))
-        points = self.points(point_features.flatten(0, 1).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        points = points * point_mask.flatten(0, 1).unsqueeze(1)
-        h = h + torch.nn.functional.interpolate(points, size=h.shape[-2:], mode="nearest")
+        points = torch.nn.functional.interpolate(guidance["points"], size=h.shape[-2:], mode="nearest")
+        h = h + points.repeat(batch, 1, 1, 1)
         return (self.out_down(x) * conditioning_scale,), self.out_mid(h) * conditioning_scale
 
 
@@ -144,9 +148,9 @@ def test_stand_ins_follow_the_contract_shapes():
     sample = torch.randn(2, 3, 8, 8, 8)
     pose = pose_net(torch.randn(6, 3, 64, 64))
     assert pose.shape == (6, CHANNELS, 8, 8)
-    down, mid = control(sample, 1.0, torch.randn(2, 1, EMBED), torch.ones(2, 3),
-                        sparse_flow=torch.randn(2, 3, 2, 64, 64), dense_flow=torch.randn(2, 3, 2, 64, 64),
-                        point_features=torch.randn(2, 3, 32, 4, 4), point_mask=torch.ones(2, 3, 4, 4))
+    guidance = control.encode_guidance(torch.randn(3, 2, 64, 64), torch.randn(3, 2, 64, 64), torch.randn(3, 32, 4, 4),
+                                       torch.ones(3, 4, 4))
+    down, mid = control(sample, 1.0, torch.randn(2, 1, EMBED), torch.ones(2, 3), guidance=guidance)
     out = unet(sample, 1.0, torch.randn(2, 1, EMBED), torch.ones(2, 3), pose_latents=pose,
                down_block_additional_residuals=down, mid_block_additional_residual=mid)[0]
     assert out.shape == (2, 3, 4, 8, 8)

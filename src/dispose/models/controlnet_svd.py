@@ -46,7 +46,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_3d_blocks import UNetMidBlockSpatioTemporal, get_down_block
 from torch import nn
 
-from dispose.models.hybrid_controlnet import HybridControlNetMixin, flatten_frames
+from dispose.models.hybrid_controlnet import EncodedGuidance, HybridControlNetMixin, flatten_frames
 
 #: Configuration keys taken over from the UNet by :meth:`HybridControlNetSVD.from_unet`.
 UNET_CONFIG_KEYS = ("sample_size", "in_channels", "down_block_types", "block_out_channels", "addition_time_embed_dim",
@@ -182,6 +182,7 @@ class HybridControlNetSVD(ModelMixin, ConfigMixin, HybridControlNetMixin):
         dense_flow: torch.Tensor | None = None,
         point_features: torch.Tensor | None = None,
         point_mask: torch.Tensor | None = None,
+        guidance: EncodedGuidance | None = None,
         conditioning_scale: float = 1.0,
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """Residuals for the UNet's skip connections and mid block.
@@ -195,6 +196,8 @@ class HybridControlNetSVD(ModelMixin, ConfigMixin, HybridControlNetMixin):
                 position); None skips the motion encoder when both are None, a single None counts as zero.
             point_features: (B, T, C_p, 8h/16, 8w/16) correspondence grids ``F_p``; None skips the points.
             point_mask: (B, T, 8h/16, 8w/16) their occupancy.
+            guidance: instead of the four above, their encoding by :meth:`encode_guidance`, for the B*T frames
+                or for T frames shared by every batch element (e.g. both CFG halves); reused across calls.
             conditioning_scale: multiplies every residual.
 
         Returns:
@@ -204,23 +207,25 @@ class HybridControlNetSVD(ModelMixin, ConfigMixin, HybridControlNetMixin):
         if sample.dim() != 5:
             raise ValueError(f"sample: expected (batch, frames, channels, height, width), got {tuple(sample.shape)}")
         batch, frames = sample.shape[:2]
+        raw = (sparse_flow, dense_flow, point_features, point_mask)
+        if guidance is None:
+            guidance = self.encode_guidance(*(flatten_frames(tensor, name, batch, frames) for tensor, name in
+                                              zip(raw, ("sparse_flow", "dense_flow", "point_features", "point_mask"))))
+        elif any(tensor is not None for tensor in raw):
+            raise ValueError("give either the raw guidance tensors or their encoding (guidance=...), not both")
+        elif guidance.frames not in (frames, batch * frames):
+            raise ValueError(f"encoded guidance covers {guidance.frames} frames, the sample has {batch} x {frames}")
         emb = self._embedding(sample, timestep, added_time_ids).repeat_interleave(frames, dim=0)
         context = encoder_hidden_states.repeat_interleave(frames, dim=0)
-        motion = self.motion_features(flatten_frames(sparse_flow, "sparse_flow", batch, frames),
-                                      flatten_frames(dense_flow, "dense_flow", batch, frames))
-        cells = self.point_cells(flatten_frames(point_features, "point_features", batch, frames),
-                                 flatten_frames(point_mask, "point_mask", batch, frames))
 
-        hidden = self.conv_in(sample.flatten(0, 1))
-        if motion is not None:
-            hidden = hidden + motion.to(hidden.dtype)
+        hidden = self.add_motion(self.conv_in(sample.flatten(0, 1)), guidance)
         image_only_indicator = torch.zeros(batch, frames, dtype=hidden.dtype, device=hidden.device)
         skips = [hidden]
         for level, block in enumerate(self.down_blocks):
             extra = {"encoder_hidden_states": context} if getattr(block, "has_cross_attention", False) else {}
             hidden, outputs = block(hidden_states=hidden, temb=emb, image_only_indicator=image_only_indicator,
                                     **extra)
-            hidden = self.add_point_level(hidden, level, cells)
+            hidden = self.add_point_level(hidden, level, guidance)
             skips.extend(outputs)
         hidden = self.mid_block(hidden_states=hidden, temb=emb, encoder_hidden_states=context,
                                 image_only_indicator=image_only_indicator)

@@ -16,6 +16,11 @@ blocks, mid block) with two guidance encoders and zero-initialised 1x1 output co
 (:class:`~dispose.models.controlnet_svd.HybridControlNetSVD`) and a later SD1.5 + motion-module version
 (as MusePose) differ only in their encoder blocks and time conditioning.
 
+The guidance encoders see only the guidance (flows, correspondence grids), never the noisy latent, the
+timestep or the CFG half, so :meth:`HybridControlNetMixin.encode_guidance` can run them once per window
+of frames and the result (:class:`EncodedGuidance`) be passed to every later forward call of that window
+(same numbers; the release reruns them at every step for both CFG halves).
+
 Paper vs release (we follow the release): the paper adds the point features "to the input of the
 convolutional layer" of each block; the release adds them once after each down block, and because
 the skip tensors are taken before that addition, level ``l`` reaches the residuals only through the
@@ -25,8 +30,10 @@ blocks after ``l`` (the last level only through the mid block).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from dispose.models.motion_encoder import MotionEncoder, zero_conv
@@ -41,6 +48,36 @@ def flatten_frames(tensor: torch.Tensor | None, name: str, batch: int, frames: i
         raise ValueError(f"{name}: expected leading dimensions (batch, frames) = {(batch, frames)}, got "
                          f"{tuple(tensor.shape)}")
     return tensor.flatten(0, 1)
+
+
+@dataclass
+class EncodedGuidance:
+    """The guidance encoders' output for N frames: ``F_m`` and the point features ``F_c^l``.
+
+    Attributes:
+        frames: N.
+        motion: (N, C_0, h, w) motion features, or None without flows.
+        cells: the occupied cells of the correspondence grids, or None without points.
+        levels: point features per level, (N, C_l, h_l, w_l), filled at each level's first use (its size is
+            that of the hidden state it is added to) and reused by later calls.
+    """
+
+    frames: int
+    motion: torch.Tensor | None
+    cells: OccupiedCells | None
+    levels: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def add_per_frame(hidden: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """``hidden`` (B*N, C, h, w) plus per-frame ``features`` given for all B*N rows or for N frames (then
+    the same for every batch element, broadcast without copies)."""
+    features = features.to(hidden.dtype)
+    if features.shape[0] == hidden.shape[0]:
+        return hidden + features
+    frames = features.shape[0]
+    if hidden.shape[0] % frames:
+        raise ValueError(f"guidance of {frames} frames does not fit a batch of {hidden.shape[0]} frames")
+    return (hidden.unflatten(0, (-1, frames)) + features).flatten(0, 1)
 
 
 class HybridControlNetMixin:
@@ -68,29 +105,46 @@ class HybridControlNetMixin:
         self.controlnet_down_blocks = nn.ModuleList(convs)
         self.controlnet_mid_block = zero_conv(widths[-1], widths[-1])
 
-    def motion_features(self, sparse_flow: torch.Tensor | None, dense_flow: torch.Tensor | None) -> torch.Tensor | None:
-        """``F_m`` of (N, 2, H, W) flows, or None when neither is given (a missing one counts as zero)."""
-        if sparse_flow is None and dense_flow is None:
-            return None
-        if sparse_flow is None:
-            sparse_flow = torch.zeros_like(dense_flow)
-        if dense_flow is None:
-            dense_flow = torch.zeros_like(sparse_flow)
-        return self.controlnet_cond_embedding(sparse_flow, dense_flow)
+    @apply_forward_hook  # under model CPU offload, moves the ControlNet in as its forward would
+    def encode_guidance(self, sparse_flow: torch.Tensor | None = None, dense_flow: torch.Tensor | None = None,
+                        point_features: torch.Tensor | None = None,
+                        point_mask: torch.Tensor | None = None) -> EncodedGuidance:
+        """Run the guidance encoders on per-frame inputs: flows (N, 2, H, W) (a single missing one counts as
+        zero), correspondence grids (N, C_p, H/16, W/16) and their masks (N, H/16, W/16).  The result can be
+        reused for any number of forward calls over those N frames (any batch, timestep, CFG half)."""
+        frames = next((t.shape[0] for t in (sparse_flow, dense_flow, point_features) if t is not None), 0)
+        motion = None
+        if sparse_flow is not None or dense_flow is not None:
+            if sparse_flow is None:
+                sparse_flow = torch.zeros_like(dense_flow)
+            if dense_flow is None:
+                dense_flow = torch.zeros_like(sparse_flow)
+            motion = self.controlnet_cond_embedding(sparse_flow, dense_flow)
+        cells = None
+        if point_features is not None:
+            if point_mask is None:
+                raise ValueError("point_features given without point_mask")
+            if point_features.shape[0] != frames:
+                raise ValueError(f"point_features cover {point_features.shape[0]} frames, the flows {frames}")
+            cells = self.point_adapter.gather(point_features, point_mask)
+        return EncodedGuidance(frames, motion, cells)
 
-    def point_cells(self, point_features: torch.Tensor | None, point_mask: torch.Tensor | None) -> OccupiedCells | None:
-        """The occupied cells of (N, C_p, h, w) correspondence grids, or None without point features."""
-        if point_features is None:
-            return None
-        if point_mask is None:
-            raise ValueError("point_features given without point_mask")
-        return self.point_adapter.gather(point_features, point_mask)
-
-    def add_point_level(self, hidden: torch.Tensor, level: int, cells: OccupiedCells | None) -> torch.Tensor:
-        """Hidden state after down block ``level`` plus that level's point features (Eq. 7)."""
-        if cells is None:
+    def add_motion(self, hidden: torch.Tensor, guidance: EncodedGuidance | None) -> torch.Tensor:
+        """The ``conv_in`` output plus ``F_m`` (Eq. 5)."""
+        if guidance is None or guidance.motion is None:
             return hidden
-        return hidden + self.point_adapter.level(level, cells, tuple(hidden.shape[-2:])).to(hidden.dtype)
+        return add_per_frame(hidden, guidance.motion)
+
+    def add_point_level(self, hidden: torch.Tensor, level: int, guidance: EncodedGuidance | None) -> torch.Tensor:
+        """Hidden state after down block ``level`` plus that level's point features (Eq. 7)."""
+        if guidance is None or guidance.cells is None:
+            return hidden
+        size = tuple(hidden.shape[-2:])
+        features = guidance.levels.get(level)
+        if features is None or tuple(features.shape[-2:]) != size:
+            features = self.point_adapter.level(level, guidance.cells, size)
+            guidance.levels[level] = features
+        return add_per_frame(hidden, features)
 
     def output_residuals(self, skips: Sequence[torch.Tensor], mid: torch.Tensor,
                          conditioning_scale: float) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:

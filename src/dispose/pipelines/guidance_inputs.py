@@ -9,11 +9,13 @@ frame's keypoints.  A tile of the video is ``[0, i, i+1, ...]`` where 0 is the r
 What the release does for a tile, and we reproduce: the ControlNet receives the flows of the tile's
 driving frames and prepends a zero flow for the reference frame; the correspondence grid of the tile
 is built from the keypoints of its frames, the reference pose at position 0.  For classifier-free
-guidance the flows and the correspondence are duplicated unchanged into the unconditional half (only
-the CLIP embedding, the reference latent and the pose latents are zeroed there).
+guidance the flows and the correspondence are the same in the unconditional half (only the CLIP
+embedding, the reference latent and the pose latents are zeroed there): the release duplicates them,
+the pipeline encodes them once and shares the encoding between the halves.
 
-The correspondence grids are rebuilt per tile and step instead of being stored for the whole video:
-for 576x1024 they take ~6 MB per frame in fp16, and building them is a scatter of 18 points per frame.
+A tile's inputs are built on demand from the per-video tensors instead of being stored for the whole
+video: for 576x1024 a frame's correspondence grid alone takes ~6 MB in fp16, and building it is a
+scatter of 18 points.
 """
 
 from __future__ import annotations
@@ -64,11 +66,11 @@ class DisPoseGuidance:
         """(W, H) of the flows (the generation size)."""
         return self.sparse_flow.shape[-1], self.sparse_flow.shape[-2]
 
-    def window(self, indices: list[int], *, batch: int, device: torch.device, dtype: torch.dtype) -> dict:
-        """ControlNet inputs of one tile, repeated ``batch`` times (2 for one-batch CFG).
+    def window(self, indices: list[int], *, device: torch.device, dtype: torch.dtype) -> dict:
+        """ControlNet guidance of one tile (the arguments of ``controlnet.encode_guidance``).
 
-        Returns ``sparse_flow`` / ``dense_flow`` (batch, T, 2, H, W) with zeros at the reference position,
-        ``point_features`` (batch, T, C, H/16, W/16) and ``point_mask`` (batch, T, H/16, W/16).
+        Returns ``sparse_flow`` / ``dense_flow`` (T, 2, H, W) with zeros at the reference position,
+        ``point_features`` (T, C, H/16, W/16) and ``point_mask`` (T, H/16, W/16).
         """
         if indices[0] != 0 or any(i <= 0 for i in indices[1:]):
             raise ValueError(f"a tile must start with the reference frame 0, got {indices[:3]}...")
@@ -78,14 +80,10 @@ class DisPoseGuidance:
             out = torch.zeros(len(indices), *self.sparse_flow.shape[1:], device=device, dtype=dtype)
             if field is not None:
                 out[1:] = field[driving.to(field.device)].to(device, dtype)
-            return out.unsqueeze(0).expand(batch, *out.shape)
+            return out
 
         frames = torch.as_tensor(indices, dtype=torch.long)
         features, mask = correspondence_map(self.point_embeddings.to(device, dtype), self.points[frames].to(device),
                                             self.visible[frames].to(device), self.size)
-        return {
-            "sparse_flow": flows(self.sparse_flow),
-            "dense_flow": flows(self.dense_flow),
-            "point_features": features.unsqueeze(0).expand(batch, *features.shape),
-            "point_mask": mask.unsqueeze(0).expand(batch, *mask.shape),
-        }
+        return {"sparse_flow": flows(self.sparse_flow), "dense_flow": flows(self.dense_flow),
+                "point_features": features, "point_mask": mask}
