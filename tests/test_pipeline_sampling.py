@@ -149,3 +149,26 @@ def test_save_and_load_pretrained_round_trip(tmp_path, pipe, video, reference_ou
     pipe.save_pretrained(tmp_path / "pipe")
     loaded = type(pipe).from_pretrained(tmp_path / "pipe")
     np.testing.assert_array_equal(_run(loaded, *video), reference_output)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_release_pixel_arithmetic(dtype):
+    from dispose.pipelines.inputs import JobInputs
+
+    rng = np.random.default_rng(1)
+    reference = rng.integers(0, 256, (16, 8, 3), dtype=np.uint8)
+    skeletons = rng.integers(0, 256, (2, 16, 8, 3), dtype=np.uint8)
+    inputs = JobInputs(reference=reference, pose_images=skeletons, reference_pose=None, driving=None, fps=15.0,
+                       filled=0)
+    ours_reference, ours_poses = inputs.sampling_inputs(dtype)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # the release's script: fp16 default dtype, float32 with --no_use_float16
+    try:
+        image_pixels = torch.from_numpy(reference.transpose(2, 0, 1).copy()) / 127.5 - 1
+        release_reference = ((image_pixels + 1.0) * 127.5).to(torch.uint8).permute(1, 2, 0).numpy()
+        release_poses = torch.from_numpy(skeletons.transpose(0, 3, 1, 2).copy()) / 127.5 - 1
+    finally:
+        torch.set_default_dtype(default)
+    np.testing.assert_array_equal(ours_reference, release_reference)
+    assert not np.array_equal(ours_reference, reference)  # some dark levels lose one
+    assert ours_poses.dtype == release_poses.dtype and torch.equal(ours_poses, release_poses)

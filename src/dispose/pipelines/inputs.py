@@ -7,6 +7,14 @@ the pose sequence is the reference's own pose.  DisPose's guidance is computed o
 reference and the poses, and its models (SD1.5 for DIFT, CMP) are released before sampling.
 
 The DIFT ensemble is seeded with the job's seed (the release draws it from the unseeded global RNG).
+
+Pixel arithmetic of the release's script, reproduced (:meth:`JobInputs.sampling_inputs`): it runs with
+torch's default dtype set to fp16 (float32 with ``--no_use_float16``), so the skeleton images become
+``uint8 / 127.5 - 1`` computed in that dtype, and the reference reaches the pipeline after a round trip
+``((uint8 / 127.5 - 1) + 1) * 127.5`` truncated back to uint8, which lowers some dark grey levels by
+one (in fp16: 1-8, 18-21 and 36-43; in float32: 63 of the 256 levels).  Both the CLIP embedding and
+the VAE latent see that reference; DIFT, the pose detector and the side-by-side video see the original.
+We do this arithmetic in fp16 when the models run in fp16, else in float32.
 """
 
 from __future__ import annotations
@@ -41,9 +49,14 @@ class JobInputs:
     def size(self) -> tuple[int, int]:
         return self.reference.shape[1], self.reference.shape[0]
 
-    def pose_tensor(self) -> torch.Tensor:
-        """Skeleton images as (N + 1, 3, H, W) float32 in [-1, 1] (PoseNet's input)."""
-        return torch.from_numpy(self.pose_images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    def sampling_inputs(self, dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, torch.Tensor]:
+        """The reference (H, W, 3) uint8 and the skeleton images (N + 1, 3, H, W) in [-1, 1] as the release's
+        script hands them to its pipeline, for models running in ``dtype`` (see the module docstring)."""
+        arithmetic = torch.float16 if dtype == torch.float16 else torch.float32
+        reference = torch.from_numpy(self.reference).to(arithmetic) / 127.5 - 1.0
+        reference = ((reference + 1.0) * 127.5).to(torch.uint8).numpy()
+        poses = torch.from_numpy(self.pose_images).permute(0, 3, 1, 2).to(arithmetic) / 127.5 - 1.0
+        return reference, poses
 
 
 def load_inputs(ref: Path, driving: Path, *, resolution: int, sample_stride: int, max_frames: int | None,

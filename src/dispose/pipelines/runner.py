@@ -20,6 +20,10 @@ Memory and speed controls (:class:`Runtime`), and what each saves:
   for both CFG halves).  Same output; the cache holds ~141 MB per 16-frame tile at 576x1024 in fp16
   (:mod:`dispose.pipelines.mimicmotion`).
 
+Numerics: fp16 on CUDA samples and decodes under ``torch.autocast("cuda")``, as the release's script does
+(:func:`release_autocast`); the reference and skeleton images get the release's pixel arithmetic
+(:meth:`dispose.pipelines.inputs.JobInputs.sampling_inputs`).
+
 Multi-GPU: launch one process per GPU with ``accelerate launch --num_processes K -m dispose.cli animate
 --config jobs.yaml --out DIR``; each process takes every K-th job of the file (its process index) on
 its own device.  There is no scheduler beyond that round-robin split.
@@ -27,6 +31,7 @@ its own device.  There is no scheduler beyond that round-robin split.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -167,18 +172,22 @@ class Animator:
         start = time.perf_counter()
         generator = torch.Generator(device=device).manual_seed(job.seed)
         low, high = job.guidance_range
-        latents = self.pipeline(
-            inputs.reference, inputs.pose_tensor(), guidance, tile_size=job.num_frames,
-            tile_overlap=job.frames_overlap, num_inference_steps=job.num_inference_steps, min_guidance_scale=low,
-            max_guidance_scale=high, fps=job.conditioning_fps, motion_bucket_id=job.motion_bucket_id,
-            noise_aug_strength=job.noise_aug_strength, controlnet_conditioning_scale=job.controlnet_scale,
-            cfg_mode=self.runtime.cfg_mode, cache_guidance=self.runtime.cache_guidance, generator=generator,
-            keep_reference=True, output_type="latent", progress_bar=bar).frames
+        reference, pose_images = inputs.sampling_inputs(dtype)
+        with release_autocast(device, dtype):
+            latents = self.pipeline(
+                reference, pose_images, guidance, tile_size=job.num_frames,
+                tile_overlap=job.frames_overlap, num_inference_steps=job.num_inference_steps,
+                min_guidance_scale=low, max_guidance_scale=high, fps=job.conditioning_fps,
+                motion_bucket_id=job.motion_bucket_id, noise_aug_strength=job.noise_aug_strength,
+                controlnet_conditioning_scale=job.controlnet_scale, cfg_mode=self.runtime.cfg_mode,
+                cache_guidance=self.runtime.cache_guidance, generator=generator, keep_reference=True,
+                output_type="latent", progress_bar=bar).frames
         timings["sampling"] = time.perf_counter() - start
 
         bar.set_description("decoding")
         start = time.perf_counter()
-        video = self._decode(latents, job.decode_chunk_size, bar)[1:]  # drop the reference frame
+        with release_autocast(device, dtype):
+            video = self._decode(latents, job.decode_chunk_size, bar)[1:]  # drop the reference frame
         timings["decoding"] = time.perf_counter() - start
         bar.close()
 
@@ -209,6 +218,14 @@ class Animator:
             bar.update(1)
         self.pipeline.maybe_free_model_hooks()
         return to_uint8(torch.cat(parts).permute(0, 2, 3, 1))
+
+
+def release_autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """``torch.autocast("cuda")`` for fp16 models on CUDA, as the release's script samples and decodes (norms
+    and a few other ops then run in float32); no change elsewhere."""
+    if device.type == "cuda" and dtype == torch.float16:
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 def side_by_side(reference: np.ndarray, skeletons: np.ndarray, video: np.ndarray) -> np.ndarray:
