@@ -128,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
                       compile=args.compile, cache_guidance=args.cache_guidance, detector=args.detector,
                       dense=args.dense, align=args.align,
                       progress=not args.no_progress)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # one bar of our own, not one per model file loaded
     animator = Animator.prepare(jobs, runtime, args.weights, weight_overrides)
     for job in jobs:
         animator.run(job)
