@@ -1,7 +1,8 @@
 """Point encoder (Eq. 7): MLPs on the occupied cells only vs the release's MLPs on every cell of the grid.
 
-Run by hand: ``python bench/bench_point_encoder.py [frames]`` (default 32 = a 16-frame tile with both CFG
-halves).  576x1024 frames: 1/16 grid of 64x36 cells, 1280-channel embeddings, 18 keypoints per frame,
+Run by hand: ``python bench/bench_point_encoder.py [frames]`` (default 32 = what the release encodes at every
+ControlNet call: a 16-frame tile, both CFG halves; the pipeline encodes 16 frames once per tile and job, see
+``bench/pipeline.py``).  576x1024 frames: 1/16 grid of 64x36 cells, 1280-channel embeddings, 18 keypoints per frame,
 full-size MLPs (320, 640, 1280, 1280).  The baseline is the release's computation written with whole-tensor
 torch ops (dense MLP, mask, bilinear resize, nearest mask); prints both timings, their ratio and the
 largest difference of the outputs.
