@@ -43,7 +43,7 @@ def _inputs(shared_data: Path) -> list[str]:
 def test_animate_writes_video_side_by_side_and_sidecar(shared_data, weights, tmp_path, capsys):
     out, sbs = tmp_path / "dance.mp4", tmp_path / "sbs.mp4"
     code = main(["animate", *_inputs(shared_data), "--weights", str(weights), *FAST, "--out", str(out),
-                 "--side-by-side", str(sbs)])
+                 "--side-by-side", str(sbs), "--num-frames", "4", "--frames-overlap", "2"])
     assert code == 0, capsys.readouterr().err
     video = read_video(out, sample_stride=1)
     assert video.frames.shape == (4, 192, 128, 3) and video.fps == pytest.approx(15)
@@ -51,6 +51,7 @@ def test_animate_writes_video_side_by_side_and_sidecar(shared_data, weights, tmp
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["seed"] == 42 and sidecar["job"]["num_inference_steps"] == 2
     assert sidecar["runtime"]["dense"] == "propagate" and sidecar["result"]["frames"] == 4
+    assert sidecar["result"]["tiles"] == 2  # 5 frames with the reference, tiles of 4 overlapping by 2
     assert {"svd", "mimicmotion", "dispose", "sd15"} <= set(sidecar["weights"])
     assert all(entry["fingerprint"] for entry in sidecar["weights"].values())
     assert {"poses", "dift", "motion_fields", "sampling", "decoding"} <= set(sidecar["timings"])
