@@ -108,8 +108,9 @@ def test_decode_chunks_only_change_decoding(pipe, video, reference_output):
     assert np.abs(one - reference_output).mean() < 0.1
 
 
-def test_bf16_close_to_fp32(video, reference_output):
-    half = tiny_pipeline(controlnet="random").to(dtype=torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_close_to_fp32(video, reference_output, dtype):
+    half = tiny_pipeline(controlnet="random").to(dtype=dtype)
     out = _run(half, *video)
     assert np.abs(out - reference_output).mean() < 0.05
 
