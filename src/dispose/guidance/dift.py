@@ -110,6 +110,20 @@ def _as_uint8_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def from_local_folder(model_cls, root: str | Path, subfolder: str, dtype: torch.dtype):
+    """``model_cls.from_pretrained(root, subfolder=...)`` in ``dtype`` from local files only; a snapshot that
+    holds only the ``fp16`` variant of the weights (what the release loads) is accepted too.  A failure is a
+    UserError naming the folder."""
+    options = {"subfolder": subfolder, "local_files_only": True, "torch_dtype": dtype}
+    try:
+        return model_cls.from_pretrained(root, **options)
+    except (OSError, ValueError) as error:
+        try:
+            return model_cls.from_pretrained(root, variant="fp16", **options)
+        except (OSError, ValueError):
+            raise UserError(f"cannot load {subfolder}/ of {root}: {error}") from None
+
+
 def _default_scheduler():
     from diffusers import DDIMScheduler
 
@@ -162,22 +176,9 @@ class DiftFeaturizer:
             raise UserError(f"{root} is not a Stable Diffusion 1.5 folder (no {', '.join(missing)}/): pass the "
                             "local stable-diffusion-v1-5 snapshot, in diffusers layout")
 
-        def load(model_cls, sub):
-            options = {"subfolder": sub, "local_files_only": True, "torch_dtype": dtype}
-            try:
-                return model_cls.from_pretrained(root, **options)
-            except (OSError, ValueError) as error:
-                try:  # a snapshot holding only the fp16 variant (what the release loads)
-                    return model_cls.from_pretrained(root, variant="fp16", **options)
-                except (OSError, ValueError):
-                    raise error from None
-
-        try:
-            unet = load(UNet2DConditionModel, "unet")
-            vae = load(AutoencoderKL, "vae")
-            text_encoder = load(CLIPTextModel, "text_encoder")
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot load Stable Diffusion 1.5 weights from {root}: {error}") from error
+        unet = from_local_folder(UNet2DConditionModel, root, "unet", dtype)
+        vae = from_local_folder(AutoencoderKL, root, "vae", dtype)
+        text_encoder = from_local_folder(CLIPTextModel, root, "text_encoder", dtype)
         vae.decoder = None  # only the encoder is ever used
         tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
         scheduler = (DDIMScheduler.from_pretrained(root, subfolder="scheduler", local_files_only=True)

@@ -116,17 +116,6 @@ def image_processor_class():
     return CLIPImageProcessorPil
 
 
-def _from_folder(cls, folder: Path, sub: str, dtype: torch.dtype):
-    options = {"subfolder": sub, "local_files_only": True, "torch_dtype": dtype}
-    try:
-        return cls.from_pretrained(folder, **options)
-    except (OSError, ValueError) as error:
-        try:  # snapshots holding the fp16 variant only
-            return cls.from_pretrained(folder, variant="fp16", **options)
-        except (OSError, ValueError):
-            raise UserError(f"cannot load {sub}/ of {folder}: {error}") from None
-
-
 def read_unet_config(path: str | Path | None) -> dict:
     """A UNet config from an SVD folder (``unet/config.json``), a ``unet`` folder or a ``config.json`` file;
     None gives SVD-xt-1.1's (built in)."""
@@ -189,9 +178,11 @@ def load_pipeline(paths: WeightPaths, *, dispose: bool = True, dtype: torch.dtyp
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPVisionModelWithProjection
 
+    from dispose.guidance.dift import from_local_folder
+
     svd = paths.svd
-    vae = _from_folder(AutoencoderKLTemporalDecoder, svd, "vae", dtype)
-    image_encoder = _from_folder(CLIPVisionModelWithProjection, svd, "image_encoder", dtype)
+    vae = from_local_folder(AutoencoderKLTemporalDecoder, svd, "vae", dtype)
+    image_encoder = from_local_folder(CLIPVisionModelWithProjection, svd, "image_encoder", dtype)
     scheduler = EulerDiscreteScheduler.from_pretrained(svd, subfolder="scheduler", local_files_only=True)
     feature_extractor = image_processor_class().from_pretrained(svd, subfolder="feature_extractor",
                                                                 local_files_only=True)
