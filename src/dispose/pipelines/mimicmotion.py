@@ -34,8 +34,9 @@ Deliberate differences:
 * The ControlNet's guidance encoders (motion encoder, point MLPs) see only the tile's guidance, not the
   noisy latent, the timestep or the CFG half.  The release reruns them at every step for both halves;
   here they run once per tile for both halves (``controlnet.encode_guidance``), and with
-  ``cache_guidance=True`` (default) their output is kept for all steps.  Same numbers (bit-identical on
-  CPU; a GPU may pick another convolution algorithm for the halved batch).  The cache costs, per tile
+  ``cache_guidance=True`` (default) their output is kept for all steps.  Same maths: cached and per-step
+  encodings are bit-identical; against the release's doubled batch, a convolution or matrix product over
+  fewer rows may round differently (last-bit differences, as measured on CPU).  The cache costs, per tile
   of 16 frames at 576x1024 in fp16, 94 MB of motion features and 47 MB of point features (~141 MB; a
   100-frame video has 10 tiles); ``cache_guidance=False`` encodes once per step instead and keeps
   one tile's encoding at a time.
