@@ -29,6 +29,8 @@ Deliberate differences:
 * The fused noise prediction and the latents between steps are kept in float32 (the release keeps them
   in the model dtype, fp16).
 * A video shorter than one tile works (the release raises IndexError).
+* PoseNet runs on the sampling device, a tile's worth of frames at a time; the release's pipeline runs it
+  on the CPU (it moves PoseNet to the GPU only afterwards), in fp16, on the whole video at once.
 * CFG can run as one batch of two (release) or two passes (``cfg_mode="sequential"``, half the UNet and
   ControlNet activation memory).
 * The ControlNet's guidance encoders (motion encoder, point MLPs) see only the tile's guidance, not the
