@@ -7,6 +7,7 @@ import stat
 
 import pytest
 
+from dispose.errors import UserError
 from dispose.media.files import atomic_path, atomic_write_text
 
 
@@ -40,5 +41,5 @@ def test_failure_leaves_nothing(tmp_path):
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         atomic_write_text(tmp_path / "nope" / "out.txt", "x")

@@ -154,5 +154,5 @@ def test_write_rejects_bad_requests(tmp_path):
         write_video(tmp_path / "out.mp4", frame, 0)
     with pytest.raises(UserError, match="no frame"):
         write_video(tmp_path / "out.mp4", [], 10)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         write_video(tmp_path / "missing" / "out.mp4", frame, 10)

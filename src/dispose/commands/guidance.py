@@ -92,17 +92,6 @@ def _check_args(args: argparse.Namespace) -> str:
     return dense
 
 
-def _cmp_device(name: str) -> str:
-    """--device for CMP: "auto" is CUDA, else Apple's MPS, else the CPU."""
-    if name != "auto":
-        return name
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
-
-
 def run(args: argparse.Namespace) -> int:
     from dispose.errors import UserError
     from dispose.guidance.motion_fields import compute_motion_fields, save_motion_fields
@@ -117,9 +106,10 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     cmp = None
     if dense == "cmp":
+        from dispose.devices import resolve_device
         from dispose.guidance.cmp import load_cmp
 
-        cmp = load_cmp(args.cmp_checkpoint, device=_cmp_device(args.device))  # fail early on a bad checkpoint
+        cmp = load_cmp(args.cmp_checkpoint, device=resolve_device(args.device))  # fail early on a bad checkpoint
     print(f"dense motion field: {dense}" + {
         "cmp": f" (CMP {args.cmp_checkpoint})",
         "propagate": " (weight-free propagation over the reference; no CMP checkpoint given)"

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dispose.devices import resolve_device
 from dispose.errors import UserError
 from dispose.evaluation import frame_metrics, vbench
 from dispose.evaluation.backbones import Backbones, EvalWeights, load_backbones
@@ -132,16 +133,6 @@ def tiktok_pairs(pred_specs: list[Path], gt_root: Path) -> list[tuple[str, Path,
     return pair_videos(pred, gt)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -240,7 +231,7 @@ def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weight
     if unknown:
         raise UserError(f"unknown metrics {unknown}; choose from {', '.join(ALL_METRICS)}")
     wanted = set(settings.metrics)
-    device = _device(settings.device)
+    device = resolve_device(settings.device)
     skipped: dict[str, str] = {}
 
     models = load_backbones(wanted, weights, settings.lpips_net, device, skipped)

@@ -8,14 +8,16 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from dispose.errors import UserError
+
 
 def check_writable_dir(path: Path) -> None:
     """Raise a clear error when the folder that should receive ``path`` is missing or read-only."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise FileNotFoundError(f"output folder {folder} does not exist; create it first")
+        raise UserError(f"output folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK):
-        raise PermissionError(f"output folder {folder} is not writable")
+        raise UserError(f"output folder {folder} is not writable; choose another folder or fix its permissions")
 
 
 def _umask() -> int:

@@ -62,19 +62,16 @@ class JobInputs:
 def load_inputs(ref: Path, driving: Path, *, resolution: int, sample_stride: int, max_frames: int | None,
                 detector, align: str | None = None) -> JobInputs:
     """Read, resize and pose-annotate the reference and the driving video (contracts of dispose.media/pose)."""
-    from dispose.media.geometry import resize_and_crop, target_size
-    from dispose.media.image import load_image
     from dispose.media.video import read_video
     from dispose.pose.drawing import draw_pose
-    from dispose.pose.extract import extract_poses
+    from dispose.pose.extract import extract_poses, load_reference
 
-    image = load_image(ref)
-    size = target_size(image.shape[1], image.shape[0], resolution)
-    reference = resize_and_crop(image, size)
+    reference, reference_pose = load_reference(ref, resolution, detector)
     clip = read_video(driving, sample_stride=sample_stride, max_frames=max_frames)
     options = {} if align is None else {"align": align}
-    extraction = extract_poses(reference, clip.frames, detector, progress=False, **options)
-    width, height = size
+    extraction = extract_poses(reference, clip.frames, detector, progress=False, reference_pose=reference_pose,
+                               **options)
+    height, width = reference.shape[:2]
     poses = [extraction.reference, *list(extraction.driving.poses)]
     pose_images = np.stack([draw_pose(pose, width, height) for pose in poses])
     return JobInputs(reference=reference, pose_images=pose_images, reference_pose=extraction.reference,

@@ -63,13 +63,9 @@ class Runtime:
     progress: bool = True
 
     def torch_device(self) -> torch.device:
-        if self.device != "auto":
-            return torch.device(self.device)
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        from dispose.devices import resolve_device
+
+        return resolve_device(self.device)
 
     def torch_dtype(self) -> torch.dtype:
         if self.dtype == "auto":
