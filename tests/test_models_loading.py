@@ -102,15 +102,16 @@ def test_missing_and_extra_keys_are_named(release_files, tmp_path):
     missing = dict(dispose)
     del missing["controlnet_cond_embedding.conv_final.bias"]
     torch.save(missing, tmp_path / "missing.pth")
-    with pytest.raises(UserError, match=r"missing: controlnet_cond_embedding\.conv_final\.bias"):
+    with pytest.raises(UserError, match=r"missing\.pth is not the DisPose hybrid ControlNet checkpoint "
+                                        r"\(DisPose\.pth\): 1 missing keys \(controlnet_cond_embedding\.conv_final\.bias\)$"):
         load_controlnet(tmp_path / "missing.pth", unet)
     extra = {**dispose, "point_adapter.model_list.4.mlp.0.weight": torch.zeros(128, DIFT_CHANNELS)}
     torch.save(extra, tmp_path / "extra.pth")
-    with pytest.raises(UserError, match=r"unexpected: point_adapter\.model_list\.4\.mlp\.0\.weight"):
+    with pytest.raises(UserError, match=r"1 unexpected keys \(point_adapter\.model_list\.4\.mlp\.0\.weight\)$"):
         load_controlnet(tmp_path / "extra.pth", unet)
     no_scale = {k: v for k, v in mimicmotion.items() if k != "pose_net.scale"}
     torch.save(no_scale, tmp_path / "mm.pth")
-    with pytest.raises(UserError, match="missing: scale"):
+    with pytest.raises(UserError, match=r"1 missing keys \(pose_net\.scale\)$"):
         load_mimicmotion(tmp_path / "mm.pth", unet_config=tiny_unet_config())
     torch.save({**mimicmotion, "vae.encoder.conv_in.weight": torch.zeros(1)}, tmp_path / "mm_vae.pth")
     load_mimicmotion(tmp_path / "mm_vae.pth", unet_config=tiny_unet_config())  # SVD parts: skipped

@@ -24,8 +24,9 @@ and take the checkpoint tensors as their parameters (``load_state_dict(assign=Tr
 are memory-mapped when their format allows.  Peak memory is about one copy of the weights.
 
 Deliberate difference: the release loads both checkpoints with ``strict=False``; here every key must
-match (a mismatch names the keys), except for the skipped SVD entries above.  Unreadable checkpoint
-files raise a UserError naming the file.
+match (a mismatch names the keys as the file spells them), except for the skipped SVD entries above.
+Reading and strict loading are :mod:`dispose.checkpoints`' (missing or unreadable files raise a
+UserError naming the file and where to download it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from dispose.checkpoints import load_strict, read_state_dict
 from dispose.errors import UserError
 from dispose.pipelines.mimicmotion import DisPoseMimicMotionPipeline
 from dispose.pipelines.weights import COMPONENTS, WeightPaths
@@ -42,56 +44,16 @@ from dispose.pipelines.weights import COMPONENTS, WeightPaths
 _IGNORED_PREFIXES = ("vae.", "image_encoder.")
 
 
-def _load_file(path: Path):
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:  # memory-mapped: the tensors become the parameters without a second copy
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) serialisation cannot be mapped
-        return torch.load(path, map_location="cpu", weights_only=True)
+def _what(component: str) -> str:
+    known = COMPONENTS.get(component)
+    return f"the {known.what} checkpoint ({known.hub_file})" if known else "DisPose.pth or MimicMotion_1-1.pth"
 
 
 def read_checkpoint(path: Path, component: str) -> dict[str, torch.Tensor]:
-    """A state dict from a ``.pth`` (``torch.load(weights_only=True)``) or ``.safetensors`` file, turning a
-    damaged file into one clear UserError."""
-    source = COMPONENTS[component].source if component in COMPONENTS else ""
-    path = Path(path)
-    try:
-        state = _load_file(path)
-    except Exception as error:  # noqa: BLE001 - pickle/zip/header errors of many kinds mean "damaged file"
-        raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {error}); the file is damaged "
-                        f"or incomplete: download it again{' from ' + source if source else ''}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"checkpoint {path} is not a state dict of tensors; is it the right file?")
-    return state
-
-
-def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Load ``state`` with every key matching, else a UserError listing (a few of) the differing keys.
-
-    A module built on the meta device takes the state's tensors as its own (``assign``; they keep the
-    state's dtype); otherwise they are copied into the existing parameters."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shapes:
-        def few(keys):
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-        parts = [f"{label}: {few(keys)}" for label, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]
-        raise UserError(f"checkpoint {path} does not fit {type(module).__name__}: " + "; ".join(parts))
-    on_meta = any(tensor.is_meta for tensor in own.values())
-    module.load_state_dict(state, strict=True, assign=on_meta)
-    left = [name for name, tensor in [*module.named_parameters(), *module.named_buffers()] if tensor.is_meta]
-    if left:
-        raise RuntimeError(f"{type(module).__name__} still has tensors without values after loading {path}: "
-                           f"{', '.join(left[:5])}")
+    """The state dict in a ``.pth`` or ``.safetensors`` file of ``component`` (a :data:`COMPONENTS` key, or
+    ``""`` when not known yet), memory-mapped when the format allows; errors name where to get the file."""
+    known = COMPONENTS.get(component)
+    return read_state_dict(path, what=_what(component), source=known.source if known else None, mmap=True)
 
 
 def split_mimicmotion(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
@@ -153,8 +115,8 @@ def load_mimicmotion(checkpoint: Path, svd: Path | None = None, unet_config: dic
         unet = MimicMotionUNet.from_config(unet_config)
         pose_net = PoseNet(noise_latent_channels=unet.config.block_out_channels[0])
     unet_state, pose_state = split_mimicmotion(read_checkpoint(checkpoint, "mimicmotion"))
-    load_strict(unet, unet_state, checkpoint)
-    load_strict(pose_net, pose_state, checkpoint)
+    load_strict(unet, unet_state, checkpoint, what=_what("mimicmotion"), file_prefix="unet.")
+    load_strict(pose_net, pose_state, checkpoint, what=_what("mimicmotion"), file_prefix="pose_net.")
     return unet, pose_net
 
 
@@ -168,7 +130,7 @@ def load_controlnet(checkpoint: Path, unet: torch.nn.Module):
     with init_empty_weights():
         controlnet = HybridControlNetSVD.from_unet(unet, load_weights_from_unet=False,
                                                    **HybridControlNetSVD.options_from_state_dict(state))
-    load_strict(controlnet, state, checkpoint)
+    load_strict(controlnet, state, checkpoint, what=_what("dispose"))
     return controlnet
 
 
