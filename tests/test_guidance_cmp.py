@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dispose.checkpoints import load_strict
 from dispose.errors import UserError
 from dispose.guidance.cmp import (
     CMP,
@@ -18,7 +19,6 @@ from dispose.guidance.cmp import (
     resize_flow_nearest,
     resize_nearest_384,
 )
-from dispose.guidance.cmp.checkpoint import check_state_dict
 
 # The public ckpt_iter_42000.pth.tar, written down from the release code (models/backbone/resnet.py,
 # models/modules/{shallownet,decoder,cmp}.py, config semiauto_annot/resnet50_vip+mpii_liteflow):
@@ -253,7 +253,7 @@ def test_unexpected_and_misshaped_keys_are_named(public_like_weights) -> None:
     weights["flow_decoder.extra.weight"] = torch.zeros(3)
     weights["flow_decoder.head.weight"] = torch.zeros(2, 64, 1, 1)
     with pytest.raises(UserError) as info:
-        check_state_dict(CMP(), weights, "test weights")
+        load_strict(CMP(), weights, "test weights", file_prefix="module.", fill_batchnorm_counters=True)
     message = str(info.value)
     assert "1 unexpected keys (module.flow_decoder.extra.weight)" in message
     assert "1 shape mismatches (module.flow_decoder.head.weight (2, 64, 1, 1) != (198, 64, 1, 1))" in message
@@ -339,8 +339,8 @@ def _per_frame_release(model: CMP, image: np.ndarray, sparse: torch.Tensor, mask
 @torch.no_grad()
 def test_batched_equals_per_frame_loop(public_like_weights) -> None:
     model = CMP()
-    weights = check_state_dict(model, {k.removeprefix("module."): v for k, v in public_like_weights.items()}, "t")
-    model.load_state_dict(weights, strict=True)
+    load_strict(model, {k.removeprefix("module."): v for k, v in public_like_weights.items()}, "t",
+                fill_batchnorm_counters=True)
     model.eval()
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
