@@ -38,8 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dispose.errors import UserError
+from dispose.checkpoints import load_strict, read_state_dict
 from dispose.evaluation.raft import CorrPyramid, coords_grid, pad_to_multiple
+
+_WHAT = "an AMT-S checkpoint (VBench's amt-s.pth)"
+_SOURCE = "https://huggingface.co/lalala125/AMT (amt-s.pth)"
 
 
 def _resize(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -298,18 +301,6 @@ def pad_to_16(*images: torch.Tensor) -> list[torch.Tensor]:
 
 def load_amt(path: str | Path, device: str | torch.device = "cpu") -> AMT:
     """AMT-S from ``amt-s.pth`` (``{"state_dict": ...}`` or a bare state dict), strictly."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"AMT checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(f"{path} is not an AMT state dict")
     model = AMT()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise UserError(f"{path} is not an AMT-S checkpoint (VBench's amt-s.pth): "
-                        f"{str(error).splitlines()[0]}") from error
+    load_strict(model, read_state_dict(path, what=_WHAT, source=_SOURCE), path, what=_WHAT)
     return model.eval().to(device)

@@ -22,7 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dispose.checkpoints import load_strict, read_state_dict
 from dispose.errors import UserError
+
+_WHAT = "a DINO ViT backbone state dict (VBench: dino_vitbase16_pretrain.pth, not a training checkpoint)"
+_SOURCE = "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/"
 
 
 class _Block(nn.Module):
@@ -83,21 +87,13 @@ def load_dino(path: str | Path, device: str | torch.device = "cpu") -> DinoViT:
     Width, depth, patch size and position grid are read from the tensor shapes (64-d heads, as
     in all DINO ViTs), so ViT-S/16 or ViT-B/8 files load too; only ViT-B/16 is VBench's setting.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"DINO checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "teacher" in state:  # a full DINO training checkpoint
-        raise UserError(f"{path} is a DINO training checkpoint; use dino_vitbase16_pretrain.pth")
+    state = read_state_dict(path, what=_WHAT, source=_SOURCE)
     try:
         dim = int(state["cls_token"].shape[-1])
         model = DinoViT(dim=dim, depth=1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks.")),
                         heads=dim // 64, patch=int(state["patch_embed.proj.weight"].shape[-1]),
                         grid=math.isqrt(state["pos_embed"].shape[1] - 1))
-    except (KeyError, ValueError, TypeError, AttributeError) as error:
-        raise UserError(f"{path} is not a DINO ViT state dict (missing {error})") from error
-    try:
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        raise UserError(f"{path} is not a DINO ViT state dict: {str(error).splitlines()[0]}") from error
+    except (KeyError, ValueError, IndexError) as error:  # a tensor (or every block) absent, or a wrong rank
+        raise UserError(f"{path} is not {_WHAT}: the ViT's sizes cannot be read from it ({error!r})") from error
+    load_strict(model, state, path, what=_WHAT)
     return model.eval().to(device)

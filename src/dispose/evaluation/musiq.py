@@ -38,8 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dispose.checkpoints import load_strict, read_state_dict, strip_prefix
 from dispose.errors import UserError
 
+_WHAT = "a MUSIQ checkpoint (pyiqa's musiq_spaq_ckpt-358bb6af.pth)"
+_SOURCE = "https://github.com/chaofengc/IQA-PyTorch releases (v0.1-weights)"
 PATCH = 32
 GRID = 10
 LONGER_SIDES = (224, 384)
@@ -211,20 +214,11 @@ def load_musiq(path: str | Path, device: str | torch.device = "cpu") -> MUSIQ:
 
     A ``module.`` prefix is stripped (as pyiqa does); a ``head.0.*`` head is the 10-bin AVA kind.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MUSIQ checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise UserError(f"{path} is not a MUSIQ state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state, prefix = strip_prefix(read_state_dict(path, what=_WHAT, source=_SOURCE), "module.", path)
     head = state.get("head.weight", state.get("head.0.weight"))
     blocks = [k for k in state if k.startswith("transformer_encoder.transformer.") and k.endswith(".norm1.weight")]
     if head is None or not blocks:
-        raise UserError(f"{path} is not a MUSIQ checkpoint (pyiqa's musiq_spaq_ckpt-358bb6af.pth)")
+        raise UserError(f"{path} is not {_WHAT}: it has no head.weight or transformer blocks")
     model = MUSIQ(num_classes=1 if "head.weight" in state else int(head.shape[0]), layers=len(blocks))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise UserError(f"{path} is not a MUSIQ checkpoint: {str(error).splitlines()[0]}") from error
+    load_strict(model, state, path, what=_WHAT, file_prefix=prefix)
     return model.eval().to(device)

@@ -23,7 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dispose.errors import UserError
+from dispose.checkpoints import load_strict, read_state_dict, strip_prefix
+
+_WHAT = "a RAFT (full, raft-things) checkpoint"
+_SOURCE = "https://github.com/princeton-vl/RAFT (models.zip: raft-things.pth)"
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -207,21 +210,9 @@ def pad_to_8(*images: torch.Tensor) -> list[torch.Tensor]:
 
 
 def load_raft(path: str | Path, device: str | torch.device = "cpu") -> RAFT:
-    """RAFT from ``raft-things.pth`` (strict; a ``module.`` prefix is stripped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"RAFT checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise UserError(f"{path} is not a RAFT state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    """RAFT from ``raft-things.pth`` (strict; a ``module.`` prefix is stripped, absent BatchNorm step
+    counters are filled: they are unused at inference)."""
+    state, prefix = strip_prefix(read_state_dict(path, what=_WHAT, source=_SOURCE), "module.", path)
     model = RAFT()
-    for key, value in model.state_dict().items():  # batch-norm step counters: unused at inference
-        if key.endswith("num_batches_tracked"):
-            state.setdefault(key, value)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise UserError(f"{path} is not a RAFT (full, raft-things) checkpoint: "
-                        f"{str(error).splitlines()[0]}") from error
+    load_strict(model, state, path, what=_WHAT, file_prefix=prefix, fill_batchnorm_counters=True)
     return model.eval().to(device)

@@ -9,7 +9,7 @@ output of the final average pool (kernel ``(ceil(T / 16), ceil(S / 32), ceil(S /
 stride 1).  Parameter names follow that checkpoint (``{"state_dict": {"module.conv1.weight": ...}}``),
 so it loads strictly; its unused ``fc.*`` classifier is required and then dropped, and batch-norm
 step counters (absent from files saved before PyTorch 0.4.1) are filled in, as PyTorch does for
-old checkpoints.
+old checkpoints (:func:`dispose.checkpoints.load_strict`).
 
 Video preprocessing, as DisCo's ``DatasetFVDVideoResize`` does it for this model
 (:func:`disco_segments`): every frame resized to 112x112 with Pillow's bicubic filter on float
@@ -33,8 +33,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dispose.checkpoints import load_strict, read_state_dict, strip_prefix
 from dispose.errors import UserError
 
+_WHAT = "a 3D ResNet-50 (Hara et al.) Kinetics checkpoint (resnet-50-kinetics.pth)"
+_SOURCE = "https://github.com/kenshohara/3D-ResNets-PyTorch"
 SIZE = 112
 SEGMENT = 16
 MEAN = (114.7748, 107.7354, 99.4750)
@@ -108,26 +111,15 @@ def video_feature(model: ResNet3D, frames: np.ndarray) -> np.ndarray:
 
 def load_resnet3d(path: str | Path, device: str | torch.device = "cpu") -> ResNet3D:
     """3D ResNet-50 from Hara et al.'s ``resnet-50-kinetics.pth``, strictly (see module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"3D ResNet checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or "fc.weight" not in {k.removeprefix("module.") for k in state}:
-        raise UserError(f"{path} is not a 3D ResNet Kinetics checkpoint (resnet-50-kinetics.pth)")
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
+    state, prefix = strip_prefix(read_state_dict(path, what=_WHAT, source=_SOURCE), "module.", path)
+    if "fc.weight" not in state:
+        raise UserError(f"{path} is not a 3D ResNet Kinetics checkpoint (resnet-50-kinetics.pth): it has no "
+                        f"{prefix}fc.weight")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     layers = tuple(1 + max((int(k.split(".")[1]) for k in state if k.startswith(f"layer{i}.")), default=-1)
                    for i in range(1, 5))
     if min(layers) < 1:
         raise UserError(f"{path} is not a 3D ResNet-50 checkpoint (stages of {layers} blocks)")
     model = ResNet3D(layers)
-    for key, value in model.state_dict().items():  # batch-norm step counters: unused at inference
-        if key.endswith("num_batches_tracked"):
-            state.setdefault(key, value)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise UserError(f"{path} is not a 3D ResNet-50 (Hara et al.) checkpoint: "
-                        f"{str(error).splitlines()[0]}") from error
+    load_strict(model, state, path, what=_WHAT, file_prefix=prefix, fill_batchnorm_counters=True)
     return model.eval().to(device)

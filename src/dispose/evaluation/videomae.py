@@ -32,8 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dispose.checkpoints import load_strict, read_state_dict
 from dispose.errors import UserError
 
+_WHAT = "a checkpoint in the VideoMAE-v2 layout (vit_g_hybrid_pt_1200e_ssv2_ft.pth)"
+_SOURCE = "https://huggingface.co/OpenGVLab/InternVideoMAE_models (mae-g/)"
 _HEADS = {384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
 #: tubelet grid of the position table (16 frames / tubelet 2, 224 / 14)
 _TABLE_FRAMES, _TABLE_SIDE = 8, 16
@@ -120,15 +123,8 @@ def videomae_input(frames: np.ndarray, device: torch.device | str = "cpu") -> to
 
 def load_videomae(path: str | Path, device: str | torch.device = "cpu") -> VideoMAEv2:
     """VideoMAE-v2 encoder from a fine-tuned checkpoint (``{"model"|"module": state}`` or a bare state dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"VideoMAE-v2 checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "module"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or "patch_embed.proj.weight" not in state:
+    state = read_state_dict(path, what=_WHAT, source=_SOURCE, nested=("model", "module"))
+    if "patch_embed.proj.weight" not in state:
         raise UserError(f"{path} is not a VideoMAE-v2 checkpoint (expected vit_g_hybrid_pt_1200e_ssv2_ft.pth)")
     if "head.weight" not in state or "head.bias" not in state:
         raise UserError(f"{path} has no classification head: use the fine-tuned VideoMAE-v2 checkpoint "
@@ -140,8 +136,5 @@ def load_videomae(path: str | Path, device: str | torch.device = "cpu") -> Video
     model = VideoMAEv2(dim=dim, depth=depth, heads=_HEADS.get(dim, max(1, dim // 64)),
                        hidden=int(state["blocks.0.mlp.fc1.weight"].shape[0]), patch=int(embed.shape[-1]),
                        tubelet=int(embed.shape[2]))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise UserError(f"{path} does not match the VideoMAE-v2 layout: {str(error).splitlines()[0]}") from error
+    load_strict(model, state, path, what=_WHAT)
     return model.eval().to(device)
