@@ -70,7 +70,7 @@ def test_checkpoint_errors(tmp_path) -> None:
     (tmp_path / "evil.ckpt").write_bytes(pickle.dumps({"params": {}, "batch_stats": {}, "x": print}))
     with pytest.raises(UserError, match="refusing"):
         load_i3d(tmp_path / "evil.ckpt")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match=r"missing\.ckpt not found: expected a Kinetics-400 I3D checkpoint"):
         load_i3d(tmp_path / "missing.ckpt")
 
 

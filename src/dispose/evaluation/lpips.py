@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dispose.errors import UserError
+from dispose.checkpoints import load_strict, read_state_dict
 
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 _CUTS = {"alex": (2, 5, 8, 10, 12), "vgg": (4, 9, 16, 23, 30)}
@@ -85,39 +85,18 @@ class LPIPS(nn.Module):
         return sum(lin((a - b) ** 2).mean(dim=(1, 2, 3)) for lin, a, b in zip(self.lins, fx, fy, strict=True))
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"LPIPS weight file {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise UserError(f"{path} is not a state dict")
-    return state
-
-
 def load_lpips(backbone: str | Path, heads: str | Path, net: str = "alex",
                device: str | torch.device = "cpu") -> LPIPS:
     """LPIPS with a torchvision backbone state dict and the lpips v0.1 linear-head file (both strict)."""
     model = LPIPS(net)
-    backbone, heads = Path(backbone), Path(heads)
-    state = _load_state(backbone)
-    unknown = [k for k in state if not k.startswith(("features.", "classifier."))]
-    if unknown:
-        raise UserError(f"{backbone} is not a torchvision {net} state dict (unexpected keys {unknown[:3]})")
-    try:
-        model.features.load_state_dict({k[len("features."):]: v for k, v in state.items()
-                                        if k.startswith("features.")}, strict=True)
-    except RuntimeError as error:
-        raise UserError(f"{backbone} does not fit the LPIPS {net} backbone: {str(error).splitlines()[0]}") from error
-    lin_state = {k.replace(".model.1.", "."): v for k, v in _load_state(heads).items()}
-    try:
-        model.lins.load_state_dict({k[len("lin"):]: v for k, v in lin_state.items()}, strict=True)
-    except RuntimeError as error:
-        raise UserError(f"{heads} is not an lpips v0.1 {net}.pth linear-head file: "
-                        f"{str(error).splitlines()[0]}") from error
+    what = f"a torchvision {'alexnet' if net == 'alex' else 'vgg16'} state dict"
+    state = read_state_dict(backbone, what=what, source="https://download.pytorch.org/models")
+    load_strict(nn.ModuleDict({"features": model.features}),
+                {k: v for k, v in state.items() if not k.startswith("classifier.")}, backbone, what=what)
+    what = f"an lpips v0.1 {net}.pth linear-head file"
+    state = read_state_dict(heads, what=what, source="the lpips package (lpips/weights/v0.1/)")
+    load_strict(nn.ModuleDict({f"lin{i}": lin for i, lin in enumerate(model.lins)}),
+                {k.replace(".model.1.", "."): v for k, v in state.items()}, heads, what=what)
     return model.eval().to(device)
 
 

@@ -65,6 +65,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dispose.checkpoints import load_strict, read_state_dict
 from dispose.errors import UserError
 
 #: dimension -> (the backbone VBench uses, the option(s) that give it)
@@ -187,14 +188,13 @@ def background_consistency(clip_model: torch.nn.Module, frames: np.ndarray) -> f
 
 def load_aesthetic_head(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Linear:
     """LAION aesthetic predictor (a single ``Linear(768, 1)``), strictly."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"aesthetic predictor {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or set(state) != {"weight", "bias"} or state["weight"].ndim != 2:
-        raise UserError(f"{path} is not the LAION aesthetic predictor (expected a Linear state dict)")
-    head = torch.nn.Linear(state["weight"].shape[1], 1)
-    head.load_state_dict(state, strict=True)
+    what = "the LAION aesthetic predictor (a Linear state dict: sa_0_4_vit_l_14_linear.pth)"
+    state = read_state_dict(path, what=what, source="https://github.com/LAION-AI/aesthetic-predictor")
+    weight = state.get("weight")
+    if weight is None or weight.ndim != 2:
+        raise UserError(f"{path} is not {what}: it has no 2-d 'weight'")
+    head = torch.nn.Linear(weight.shape[1], 1)
+    load_strict(head, state, path, what=what)
     return head.eval().to(device)
 
 
