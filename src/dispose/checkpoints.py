@@ -8,7 +8,8 @@ functions, so the rules of DEVELOPERS.md ("Strict loading", "Errors") hold the s
   ``torch.load(map_location="cpu", weights_only=True)`` (no code runs while unpickling), memory-mapped
   on request when the file is a zip archive (legacy PyTorch files cannot be mapped).  A missing file, a
   damaged one (any unpickling, zip or header error) and a file that holds no state dict each raise one
-  :class:`~dispose.errors.UserError` naming the file, what it should be and where to get it.  A state
+  :class:`~dispose.errors.UserError` naming the file, what it should be and where to get it (formats
+  read elsewhere, such as I3D's Flax pickle, check the file with :func:`checkpoint_file`).  A state
   dict nested under ``"state_dict"`` (training checkpoints) is unwrapped.
 * :func:`strip_prefix` removes a training wrapper's key prefix (``module.`` from ``DataParallel``) when
   every key carries it; a file where only some keys carry it is an error.
@@ -84,7 +85,7 @@ def read_state_dict(path: str | Path, *, what: str, source: str | None = None, m
             data = load_file(str(path))
         else:
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _is_zip(path))
-    except PermissionError:
+    except PermissionError:  # not damage: the command line reports it as it is
         raise
     except Exception as error:  # unpickling, zip and header errors come in many types
         raise UserError(f"{path} could not be read as a {'safetensors' if safetensors else 'PyTorch'} file "
