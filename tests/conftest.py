@@ -11,6 +11,18 @@ import torch
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="session")
+def _hash_cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dispose-cache")
+
+
+@pytest.fixture(autouse=True)
+def private_hash_cache(_hash_cache_dir, monkeypatch):
+    """File hashes are cached in a folder of the test session, never in the user's ~/.cache
+    (see dispose.hashing)."""
+    monkeypatch.setenv("DISPOSE_CACHE_DIR", str(_hash_cache_dir))
+
+
 def _find_shared_data() -> Path | None:
     env = os.environ.get("DISPOSE_SHARED_DATA")
     if env:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -125,15 +126,15 @@ def test_weights_dir_must_exist(tmp_path):
         resolve_weights(tmp_path / "missing", required=["svd"])
 
 
-def test_fingerprint_cheap_and_sensitive(tmp_path):
+def test_fingerprint_is_size_and_full_hash(tmp_path):
     big = tmp_path / "big.pth"
     data = bytearray(os.urandom(3 << 20))
     big.write_bytes(bytes(data))
     first = fingerprint(big)
-    assert first["size"] == 3 << 20
-    data[-1] ^= 0xFF
+    assert first == {"size": 3 << 20, "sha256": hashlib.sha256(data).hexdigest()}
+    data[len(data) // 2] ^= 0xFF  # a change in the middle of the file is seen
     big.write_bytes(bytes(data))
-    assert fingerprint(big)["sha256_head_tail"] != first["sha256_head_tail"]
+    assert fingerprint(big)["sha256"] != first["sha256"]
     folder = make_layout(tmp_path / "w")
     assert "vae/config.json" in fingerprint(folder / "stable-video-diffusion-img2vid-xt-1-1")
 

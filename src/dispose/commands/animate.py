@@ -4,7 +4,7 @@ Defaults are the release's test settings (configs/test.yaml): resolution 576, ti
 overlapping by 6, 25 steps, guidance 2.0, every 2nd driving frame, 15 fps output, noise aug 0, VAE
 decode chunks of 8, seed 42.  Before loading anything, every weight file the run needs is checked and
 all missing ones are listed with where to get them.  Writes OUT.mp4 atomically and OUT.json (every
-setting, the seed, input and weight fingerprints, timings); --side-by-side adds
+setting, the seed, sha256 of the inputs and weight files (cached per file version), timings); --side-by-side adds
 reference | skeleton | result.  --baseline runs plain MimicMotion with the same pipeline and seed.
 
 Several jobs: --config jobs.yaml (see dispose.pipelines.job) with --out FOLDER; --resume skips jobs

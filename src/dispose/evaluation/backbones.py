@@ -56,7 +56,7 @@ class Backbones:
 
 def _hash(weights: EvalWeights, key: str, path: Path) -> None:
     """Record sha256 of a weight file, or of every weight file in a model folder."""
-    from dispose.evaluation.i3d_weights import file_sha256
+    from dispose.hashing import file_sha256
 
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin", ".pth", ".pt"))

@@ -21,15 +21,13 @@ its own (a path, or a Hugging Face id ``owner/name`` for folders, ``owner/name/p
 files); a component found nowhere else is looked up under its default id in the local Hugging Face
 cache.  The cache is only read (``local_files_only``): nothing is ever downloaded.
 
-Fingerprints (:func:`fingerprint`) are size + mtime + sha256 of the first and last MiB of each file:
-enough to tell two checkpoints apart in a sidecar without reading gigabytes; they are not a content
-hash (a change confined to the middle of a file with the same size and mtime goes unnoticed).
+Fingerprints (:func:`fingerprint`) are the size and full sha256 of each weight/config file, for the
+sidecar; hashes are cached per file version (:mod:`dispose.hashing`), so only the first run reads the
+gigabytes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +35,6 @@ from pathlib import Path
 
 from dispose.errors import UserError
 
-_MIB = 1 << 20
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.+-]+)+$")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".onnx", ".tar")
 CMP_RELEASE_PATH = ("mimicmotion/modules/cmp/experiments/semiauto_annot/resnet50_vip+mpii_liteflow/checkpoints/"
@@ -232,23 +229,8 @@ def resolve_weights(weights_dir: str | Path | None, overrides: Mapping[str, str 
     return paths
 
 
-def _file_fingerprint(path: Path) -> dict:
-    stat = path.stat()
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        digest.update(handle.read(_MIB))
-        if stat.st_size > 2 * _MIB:
-            handle.seek(-_MIB, os.SEEK_END)
-            digest.update(handle.read(_MIB))
-        elif stat.st_size > _MIB:
-            digest.update(handle.read())
-    return {"size": stat.st_size, "mtime": stat.st_mtime, "sha256_head_tail": digest.hexdigest()}
-
-
 def fingerprint(path: str | Path) -> dict:
-    """Cheap identity of a weight file, or of every weight/config file of a folder (see module docstring)."""
-    path = Path(path)
-    if path.is_file():
-        return _file_fingerprint(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.suffix == ".json"))
-    return {str(p.relative_to(path)): _file_fingerprint(p) for p in files}
+    """Size and sha256 of a weight file, or of every weight/config file of a folder (see module docstring)."""
+    from dispose.hashing import fingerprint as content_fingerprint
+
+    return content_fingerprint(path, (*_WEIGHT_SUFFIXES, ".json"))
