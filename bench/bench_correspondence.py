@@ -7,9 +7,8 @@ dense grid dominates) and 300 frames x 64 channels (the per-point work dominates
 
 from __future__ import annotations
 
-import time
-
 import torch
+from timing import best_of
 
 from dispose.guidance.correspondence import correspondence_map
 
@@ -33,14 +32,6 @@ def release_loop(embeddings, points, visible, width, height, stride=16):
             mask[f, row, col] = 1
     return state / count[:, None], mask
 
-
-def best_of(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
 
 
 def run(frames: int, channels: int) -> None:

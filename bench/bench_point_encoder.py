@@ -11,10 +11,10 @@ largest difference of the outputs.
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import best_of
 
 from dispose.guidance.correspondence import correspondence_map
 from dispose.models.point_encoder import PointEncoder
@@ -30,15 +30,6 @@ def dense_release(encoder: PointEncoder, features: torch.Tensor, mask: torch.Ten
         level = F.interpolate(level, size=size, mode="bilinear")
         out.append(level * F.interpolate(mask[:, None], size=size, mode="nearest"))
     return out
-
-
-def best_of(fn, repeats: int = 3):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
 
 
 def main() -> None:
