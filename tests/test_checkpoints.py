@@ -49,7 +49,7 @@ def test_missing_file_names_what_and_where(tmp_path) -> None:
         read_state_dict(tmp_path, what=WHAT)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "random", "empty", "other pickle", "safetensors"])
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty", "safetensors"])
 def test_damaged_file_is_one_clear_error(tmp_path, damage) -> None:
     path = tmp_path / ("net.safetensors" if damage == "safetensors" else "net.pth")
     torch.save(_weights(), path)
@@ -58,10 +58,8 @@ def test_damaged_file_is_one_clear_error(tmp_path, damage) -> None:
     elif damage in ("random", "safetensors"):
         path.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
                                        dtype=torch.uint8).numpy().tobytes())
-    elif damage == "empty":
-        path.write_bytes(b"")
     else:
-        torch.save({"options": torch.optim.Adam}, path)  # an object weights_only refuses to build
+        path.write_bytes(b"")
     kind = "safetensors" if damage == "safetensors" else "PyTorch"
     for mmap in (False, True):
         with pytest.raises(UserError, match=rf"could not be read as a {kind} file \(.+\): it is damaged or "
@@ -70,6 +68,57 @@ def test_damaged_file_is_one_clear_error(tmp_path, damage) -> None:
             read_state_dict(path, what=WHAT, source="example.org", mmap=mmap)
         message = str(info.value)
         assert str(path) in message and "\n" not in message and "weights_only` set to `False" not in message
+
+
+class _Touch:
+    """Unpickling this calls Path.touch: code a weight file must never be allowed to run."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return type(self.marker).touch, (self.marker,)
+
+
+@pytest.mark.parametrize("content", ["code", "class", "module"])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_file_holding_code_is_refused_and_explained(tmp_path, recwarn, content, legacy) -> None:
+    marker = tmp_path / "code-ran"
+    objects = {"code": _Touch(marker), "class": torch.optim.Adam, "module": torch.nn.Linear(2, 2)}
+    path = tmp_path / "net.pth"
+    torch.save({"weight": torch.zeros(2), "extra": objects[content]}, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(UserError) as info:
+        read_state_dict(path, what=WHAT, source="example.org")
+    message = str(info.value)
+    assert message.startswith(f"{path} holds Python objects beside its tensors (") and "\n" not in message
+    assert "never runs code from weight files; get the official file again from example.org" in message
+    assert "torch.load(weights_only=False)" in message and "damaged" not in message
+    assert not marker.exists() and not recwarn.list
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_other_pickle_protocol_is_explained_without_torch_warnings(tmp_path, recwarn, legacy) -> None:
+    # torch warns "Detected pickle protocol 4" before failing on such files: the warning must not show.
+    torch.save(_weights(), tmp_path / "net.pth", pickle_protocol=4, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(UserError, match=r"net\.pth was saved with pickle protocol 4, which the safe reader .+ "
+                                        r"cannot read; get the official file again from example\.org"):
+        read_state_dict(tmp_path / "net.pth", what=WHAT, source="example.org")
+    assert not recwarn.list
+
+
+def test_integer_tensor_where_a_weight_belongs(tmp_path) -> None:
+    state = _weights()
+    state["conv.weight"] = state["conv.weight"].to(torch.int32)
+    save_file(state, str(tmp_path / "net.safetensors"))
+    loaded = read_state_dict(tmp_path / "net.safetensors", what=WHAT)
+    expected = (rf"^{tmp_path / 'net.safetensors'} is not a tiny test checkpoint: 1 integer tensors where the "
+                r"network has floating-point weights \(conv\.weight int32\)$")
+    with pytest.raises(UserError, match=expected):
+        load_strict(_Net(), loaded, tmp_path / "net.safetensors", what=WHAT)
+    with torch.device("meta"):  # the file's tensors would become the parameters
+        net = _Net()
+    with pytest.raises(UserError, match=expected):
+        load_strict(net, loaded, tmp_path / "net.safetensors", what=WHAT)
 
 
 def test_files_without_a_state_dict(tmp_path) -> None:

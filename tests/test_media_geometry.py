@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from dispose.errors import UserError
 from dispose.media.geometry import (
     center_crop_box,
+    check_resolution,
     resize_and_crop,
     resize_bilinear,
     resize_crop_transform,
@@ -121,3 +123,18 @@ def test_resize_crop_transform_follows_the_pixels(frame, size):
     scale, offset = resize_crop_transform(width, height, size)
     expected = np.array([x + 0.5, y + 0.5]) * scale + offset
     assert np.allclose([xs.mean() + 0.5, ys.mean() + 0.5], expected, atol=1.0)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (577, r"--resolution 577 is not a multiple of 64; use 576 or 640"),
+    (65, r"--resolution 65 is not a multiple of 64; use 64 or 128"),
+    (2047, r"--resolution 2047 is not a multiple of 64; use 1984 or 2048"),
+    (63, r"--resolution 63 is too small; the smallest is 64"),
+    (0, r"--resolution 0 is too small; the smallest is 64"),
+    (100000, (r"--resolution 100000 is too large: frames of 100000x177728 pixels would need 198\.6 GiB each "
+              r"in float32; the largest is 2048")),
+])
+def test_resolution_is_checked_before_anything_is_allocated(value, message):
+    with pytest.raises(UserError, match=f"^{message}"):
+        check_resolution(value)
+    assert [check_resolution(v, "--size") for v in (64, 576, 2048)] == [64, 576, 2048]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dispose.errors import UserError
-from dispose.media.video import effective_stride, read_video, write_video
+from dispose.media.video import VideoFrames, effective_stride, read_video, write_video
 
 
 def _numbered_video(path, count: int, fps: float, size=(48, 32)) -> None:
@@ -57,6 +57,23 @@ def test_rotation_tag_is_applied(tmp_path):
     assert clip.frames.shape == (2, 64, 32, 3)
     rows, cols = np.nonzero(clip.frames[0, ..., 0] > 200)
     assert rows.mean() > 48 and cols.mean() < 8  # counterclockwise: the top-left corner went bottom-left
+    streamed = list(VideoFrames(tmp_path / "phone.mp4"))
+    assert len(streamed) == 2 and np.array_equal(streamed[0], clip.frames[0])
+
+
+def test_streaming_uses_the_plain_stride_and_matches_read_video(tmp_path, shared_data):
+    _numbered_video(tmp_path / "fast.mp4", 24, 60)
+    video = VideoFrames(tmp_path / "fast.mp4", stride=3)  # no release rule: exactly every 3rd frame
+    assert (video.stride, video.expected_count, video.fps) == (3, 8, pytest.approx(20))
+    assert [round(frame.mean() / 8) for frame in video] == list(range(0, 24, 3))
+    assert video.decoded_frame_count == 24 and video.source_frame_count == 24
+    dancer = VideoFrames(shared_data / "musepose_dance.mp4", stride=4, max_frames=3)
+    frames = iter(dancer)
+    first = next(frames)  # one frame at a time
+    assert first.shape == (1920, 1080, 3) and dancer.expected_count == 3
+    clip = read_video(shared_data / "musepose_dance.mp4", sample_stride=4, max_frames=3)
+    assert np.array_equal(np.stack([first, *frames]), clip.frames)
+    assert dancer.decoded_frame_count is None  # stopped at max_frames: the rest of the file was not read
 
 
 def test_missing_video(tmp_path):
@@ -103,6 +120,30 @@ def test_truncated_and_garbled_videos(tmp_path, shared_data):
     (tmp_path / "garbled.mp4").write_bytes(bytes(garbled))
     with pytest.raises(UserError, match="garbled.mp4 is corrupt"):
         read_video(tmp_path / "garbled.mp4", sample_stride=4)
+
+
+def _cut_in_half(shared_data, tmp_path):
+    """A fast-start mp4 (index first) cut in half: FFmpeg decodes the frames that are there and stops."""
+    data = (shared_data / "animatex_ubc_fashion.mp4").read_bytes()
+    (tmp_path / "half.mp4").write_bytes(data[: len(data) // 2])
+    return tmp_path / "half.mp4"
+
+
+def test_video_cut_short_is_reported_with_both_counts(shared_data, tmp_path, capsys):
+    path = _cut_in_half(shared_data, tmp_path)
+    clip = read_video(path, sample_stride=4)
+    assert clip.source_frame_count == 380 and 0 < clip.decoded_frame_count < 200 and clip.truncated
+    assert len(clip) == -(-clip.decoded_frame_count // 4)
+    warning = capsys.readouterr().err.strip()
+    assert warning == (f"dispose: warning: video {path} is cut short or damaged: its container declares 380 frames "
+                       f"but only {clip.decoded_frame_count} could be decoded; using those (--strict refuses such "
+                       "files)")
+    with pytest.raises(UserError, match=rf"{path} is cut short or damaged: its container declares 380 frames but "
+                                        rf"only {clip.decoded_frame_count} could be decoded; repair or re-export it"):
+        read_video(path, sample_stride=4, strict=True)
+    whole = read_video(shared_data / "animatex_dance2_generated.mp4", sample_stride=1, strict=True)
+    assert whole.decoded_frame_count == whole.source_frame_count == 32 and not whole.truncated
+    assert capsys.readouterr().err == ""
 
 
 def test_bad_options(shared_data):

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from dispose.errors import UserError
-from dispose.pose.detectors import load_detector
+from dispose.pose.detector_factory import load_detector
 from dispose.pose.dwpose import BODY_FROM_COCO, DWPose, wholebody_pose
 from dispose.pose.rtmpose import (
     box_center_scale,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import pytest
 
@@ -9,9 +14,9 @@ from dispose.errors import UserError
 from dispose.media.geometry import resize_and_crop, target_size
 from dispose.media.image import load_image
 from dispose.media.video import read_video
-from dispose.pose.detectors import load_detector
+from dispose.pose.detector_factory import load_detector
 from dispose.pose.extract import extract_poses
-from dispose.pose.mediapipe_pose import BODY_FROM_BLAZEPOSE, blazepose_pose
+from dispose.pose.mediapipe_pose import BODY_FROM_BLAZEPOSE, _forward_except_noise, blazepose_pose
 
 pytest.importorskip("mediapipe", reason="MediaPipe is the optional 'pose' extra")
 
@@ -122,3 +127,31 @@ def test_missing_mediapipe_is_explained(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_mediapipe)
     with pytest.raises(UserError, match=r"pip install 'dispose-animate\[pose\]'"):
         load_detector(None)
+
+
+def test_native_start_up_lines_are_dropped_and_everything_else_kept():
+    source, sink = os.pipe()
+    result, target = os.pipe()
+    pieces = [b"\rMediaPipe:   0%|   | 0/6", b"INFO: ", b"Created TensorFlow Lite XNNPACK delegate for CPU.", b"\n",
+              b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+              b"W0000 00:00:1796224012.608105   11675 inference_feedback_manager.cc:114] Feedback manager ...\n",
+              b"\rMediaPipe: 100%|###| 6/6\n", b"E0000 00:00:17.5   11 graph.cc:10] a real error\n", b"last words"]
+    forwarder = threading.Thread(target=_forward_except_noise, args=(source, target))
+    forwarder.start()
+    for piece in pieces:
+        os.write(sink, piece)
+    os.close(sink)
+    forwarder.join()
+    os.close(target)
+    with os.fdopen(result, "rb") as shown:
+        assert shown.read() == (b"\rMediaPipe:   0%|   | 0/6\rMediaPipe: 100%|###| 6/6\n"
+                                b"E0000 00:00:17.5   11 graph.cc:10] a real error\nlast words")
+    os.close(source)
+
+
+def test_dispose_pose_stderr_has_no_mediapipe_start_up_lines(shared_data, tmp_path):
+    # Standard error is a pipe here, as in `dispose pose ... 2>&1 | cat`.
+    run = subprocess.run([sys.executable, "-m", "dispose.cli", "pose", "--image", str(shared_data / "musepose_ref.png"),
+                          "--resolution", "128", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                         check=True)
+    assert run.stderr == "" and "wrote poses.json" in run.stdout

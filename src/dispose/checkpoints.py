@@ -7,14 +7,18 @@ functions, so the rules of DEVELOPERS.md ("Strict loading", "Errors") hold the s
 * :func:`read_state_dict` reads ``.safetensors`` files with safetensors and any other file with
   ``torch.load(map_location="cpu", weights_only=True)`` (no code runs while unpickling), memory-mapped
   on request when the file is a zip archive (legacy PyTorch files cannot be mapped).  A missing file, a
-  damaged one (any unpickling, zip or header error) and a file that holds no state dict each raise one
-  :class:`~dispose.errors.UserError` naming the file, what it should be and where to get it (formats
+  damaged one (any unpickling, zip or header error), one that holds Python objects whose loading would run
+  code (refused by ``weights_only``; the message says so, and how to get a plain copy), one saved with a
+  pickle protocol other than 2 (which ``weights_only`` cannot read) and a file that holds no state dict each
+  raise one :class:`~dispose.errors.UserError` naming the file, what it should be and where to get it;
+  torch's warnings while reading ("Detected pickle protocol 4") are not shown (formats
   read elsewhere, such as I3D's Flax pickle, check the file with :func:`checkpoint_file`).  A state
   dict nested under ``"state_dict"`` (training checkpoints) is unwrapped.
 * :func:`strip_prefix` removes a training wrapper's key prefix (``module.`` from ``DataParallel``) when
   every key carries it; a file where only some keys carry it is an error.
 * :func:`load_strict` loads with every key matching; a mismatch is one UserError listing the first
-  missing, unexpected and mis-shaped keys with their counts.  On request it fills the BatchNorm step
+  missing, unexpected and mis-shaped keys with their counts; integer tensors where the network has
+  floating-point weights (a damaged or foreign file) are listed the same way.  On request it fills the BatchNorm step
   counters that old checkpoints lack.  A module built on the meta device (accelerate's
   ``init_empty_weights``) takes the file's tensors as its own (``assign``: no second copy, the file's
   dtype); a tensor still on the meta device afterwards is an error.
@@ -22,6 +26,8 @@ functions, so the rules of DEVELOPERS.md ("Strict loading", "Errors") hold the s
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -55,6 +61,19 @@ def _reason(error: Exception) -> str:
     return line.split(". ", 1)[0].rstrip(".") or type(error).__name__
 
 
+def _refused_code(error: Exception) -> str | None:
+    """The Python object a weights-only unpickler refused to build (``"posix.system"``), or None when ``error``
+    is another kind of failure (damage)."""
+    match = re.search(r"GLOBAL ([\w.]+)|call reduce for (\S+)", str(error))
+    return None if match is None else (match.group(1) or match.group(2)).rstrip(".,")
+
+
+def _pickle_protocol(caught: list[warnings.WarningMessage]) -> int | None:
+    """The pickle protocol torch's weights-only reader warned about (it reads protocol 2 only), if any."""
+    found = (re.search(r"Detected pickle protocol (\d+)", str(warning.message)) for warning in caught)
+    return next((int(match.group(1)) for match in found if match), None)
+
+
 def _is_zip(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
@@ -84,13 +103,28 @@ def read_state_dict(path: str | Path, *, what: str, source: str | None = None, m
 
             data = load_file(str(path))
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _is_zip(path))
+            with warnings.catch_warnings(record=True) as caught:  # torch's warnings: our errors say more
+                warnings.simplefilter("always")
+                data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _is_zip(path))
     except PermissionError:  # not damage: the command line reports it as it is
         raise
     except Exception as error:  # unpickling, zip and header errors come in many types
+        code = None if safetensors else _refused_code(error)
+        origin = " from " + source if source else ""
+        if code is not None:
+            raise UserError(
+                f"{path} holds Python objects beside its tensors ({code}) whose loading would run code, and "
+                f"dispose never runs code from weight files; get the official file again{origin}, or, only if "
+                "you trust where this one comes from, load it with torch.load(weights_only=False) yourself and "
+                "save its state dict of tensors (torch.save(model.state_dict()) or safetensors)") from error
+        protocol = None if safetensors else _pickle_protocol(caught)
+        if protocol is not None:
+            raise UserError(
+                f"{path} was saved with pickle protocol {protocol}, which the safe reader (torch.load with "
+                f"weights_only=True) cannot read; get the official file again{origin}, or re-save a trusted copy "
+                "with torch.save's default protocol or as .safetensors") from error
         raise UserError(f"{path} could not be read as a {'safetensors' if safetensors else 'PyTorch'} file "
-                        f"({_reason(error)}): it is damaged or incomplete, or not {what}; download it again"
-                        + (f" from {source}" if source else "")) from error
+                        f"({_reason(error)}): it is damaged or incomplete, or not {what}; download it again{origin}") from error
     return _state_dict(data, path, what, nested)
 
 
@@ -153,7 +187,8 @@ def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], orig
     the existing parameters.
 
     Raises:
-        UserError: keys are missing, unexpected or mis-shaped (up to 5 of each are listed, with counts).
+        UserError: keys are missing, unexpected or mis-shaped, or hold integers where the network has
+            floating-point tensors (up to 5 of each are listed, with counts).
         RuntimeError: a tensor of ``module`` that is not in a state dict is still on the meta device.
     """
     own = module.state_dict()
@@ -166,10 +201,12 @@ def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], orig
     unexpected = [file_prefix + key for key in state if key not in own]
     mis_shaped = [f"{file_prefix}{key} {tuple(state[key].shape)} != {tuple(value.shape)}"
                   for key, value in own.items() if key in state and state[key].shape != value.shape]
-    if missing or unexpected or mis_shaped:
+    not_float = [f"{file_prefix}{key} {str(state[key].dtype).removeprefix('torch.')}" for key, value in own.items()
+                 if key in state and value.is_floating_point() and not state[key].is_floating_point()]
+    if missing or unexpected or mis_shaped or not_float:
         parts = [f"{len(keys)} {label} ({_few(keys)})" for label, keys in
-                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mis_shaped))
-                 if keys]
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mis_shaped),
+                  ("integer tensors where the network has floating-point weights", not_float)) if keys]
         raise UserError(f"{origin} is not {what or f'a {type(module).__name__} checkpoint'}: " + "; ".join(parts))
     module.load_state_dict(state, strict=True, assign=any(tensor.is_meta for tensor in own.values()))
     left = [name for name, tensor in [*module.named_parameters(), *module.named_buffers()] if tensor.is_meta]

@@ -4,17 +4,29 @@ Each subcommand lives in a module of :mod:`dispose.commands` that exposes ``add_
 and ``run(args) -> int``; its docstring's first line is the command's help.  Modules are imported
 only when their command runs, so ``dispose --help`` stays fast and a missing optional extra only
 affects the command that needs it.
+
+Errors are one line on standard error, never a traceback: a :class:`~dispose.errors.UserError`, a bad value,
+a missing or unreadable file, and an operating-system error about a file the user chose (read-only disk,
+permissions, disk full) exit with status 2; Ctrl-C (SIGINT) exits with status 130 and ``kill`` (SIGTERM) with
+143, each after one line saying which finished outputs were kept (outputs are written atomically,
+:mod:`dispose.media.files`, so nothing unfinished is left: SIGTERM unwinds like Ctrl-C instead of ending the
+process on the spot).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import dispose.commands
-from dispose.errors import UserError
+from dispose.errors import UserError, os_error_line
+from dispose.media.files import finished_outputs
 
 
 def _command_modules() -> list[str]:
@@ -36,13 +48,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _interrupted(signum: int, kept: list) -> str:
+    what = "terminated" if signum == signal.SIGTERM else "interrupted"
+    if not kept:
+        return f"{what}; nothing was written"
+    names = ", ".join(map(str, kept[-3:]))
+    return f"{what}; kept the {len(kept)} finished output(s) ({'..., ' if len(kept) > 3 else ''}{names}), " \
+           "nothing else was written"
+
+
+@contextlib.contextmanager
+def _signals_noted(noted: list) -> Iterator[None]:
+    """SIGINT (Ctrl-C) and SIGTERM raise KeyboardInterrupt and are noted: a library that turns the interruption
+    into another error (a C extension's import failing with ImportError, say) cannot make it look like a real
+    one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return int(args._run(args) or 0)
-    except (UserError, FileNotFoundError, PermissionError, ValueError) as error:
-        print(f"dispose {args.command}: error: {error}", file=sys.stderr)
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    before = len(finished_outputs())
+    prog = "dispose"
+    interrupted: list = []
+    try:
+        with _signals_noted(interrupted):
+            args = build_parser().parse_args(argv)
+            prog = f"dispose {args.command}"
+            return int(args._run(args) or 0)
+    except BaseException as error:
+        if interrupted or isinstance(error, KeyboardInterrupt):
+            signum = interrupted[0] if interrupted else signal.SIGINT
+            print(f"{prog}: {_interrupted(signum, finished_outputs()[before:])}", file=sys.stderr)
+            return 128 + signum
+        line = _error_line(error)
+        if line is None:  # a bug, or --help / a bad option (SystemExit): as it is
+            raise
+        print(f"{prog}: error: {line}", file=sys.stderr)
         return 2
+
+
+def _error_line(error: BaseException) -> str | None:
+    """The one line for an error the user can fix, None for anything else."""
+    if isinstance(error, (UserError, ValueError)):
+        return str(error)
+    return os_error_line(error) if isinstance(error, OSError) else None
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Convert DisPose.pth / MimicMotion_1-1.pth to .safetensors once (faster, safer loading), verified.
 
-Each file is read with ``torch.load(weights_only=True)``, written atomically next to it (or to --out) with
-the same tensor names, then read back: every tensor must be equal and the file must load strictly into its
-network (DisPose.pth: the hybrid ControlNet; MimicMotion_1-1.pth: UNet + PoseNet, whose config comes from
---unet-config, by default SVD-xt-1.1's).  Pass the new file with --dispose-ckpt / --mimicmotion.
+Each file is read with ``torch.load(weights_only=True)``, written next to it (or to --out) with the same
+tensor names and read back before it takes its name: every tensor must be equal and the file must load
+strictly into its network (DisPose.pth: the hybrid ControlNet; MimicMotion_1-1.pth: UNet + PoseNet, whose
+config comes from --unet-config, by default SVD-xt-1.1's).  A failure or Ctrl-C leaves no output file.
+Pass the new file with --dispose-ckpt / --mimicmotion.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def _unshared(state: dict) -> dict:
     return out
 
 
-def _verify(kind: str, source: dict, out: Path, unet_config: dict) -> None:
+def _verify(kind: str, source: dict, written_file: Path, out: Path, unet_config: dict) -> None:
+    """Check ``written_file`` (the temporary file that becomes ``out``) against ``source``."""
     import torch
     from accelerate import init_empty_weights
 
@@ -55,7 +57,7 @@ def _verify(kind: str, source: dict, out: Path, unet_config: dict) -> None:
     from dispose.models.unet_mimicmotion import MimicMotionUNet
     from dispose.pipelines.loading import load_controlnet, load_mimicmotion, read_checkpoint
 
-    written = read_checkpoint(out, kind)
+    written = read_checkpoint(written_file, kind)
     if written.keys() != source.keys():
         raise UserError(f"{out}: the written tensor names differ from the source; the disk may be full")
     for key, tensor in source.items():
@@ -63,11 +65,11 @@ def _verify(kind: str, source: dict, out: Path, unet_config: dict) -> None:
             raise UserError(f"{out}: tensor {key} differs from the source; the disk may be faulty")
     del written
     if kind == "mimicmotion":
-        load_mimicmotion(out, unet_config=unet_config)
+        load_mimicmotion(written_file, unet_config=unet_config)
     else:
         with init_empty_weights():
             unet = MimicMotionUNet.from_config(unet_config)
-        load_controlnet(out, unet)
+        load_controlnet(written_file, unet)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from dispose.errors import UserError
-    from dispose.media.files import atomic_path
+    from dispose.media.files import atomic_path, check_writable_dir
     from dispose.pipelines.loading import read_checkpoint, read_unet_config
 
     if args.out is not None and len(args.checkpoints) != 1:
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{path} is already the output; pass a different --out")
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; pass --force to overwrite it")
+        check_writable_dir(out)
         jobs.append((path, out))
     unet_config = read_unet_config(args.unet_config)
 
@@ -101,13 +104,9 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"writing {out.name}")
             with atomic_path(out) as tmp:
                 save_file(_unshared(state), str(tmp), metadata={"format": "pt", "source": path.name})
-            bar.update()
-            bar.set_postfix_str(f"verifying {out.name}")
-            try:
-                _verify(kind, state, out, unet_config)
-            except UserError:
-                out.unlink(missing_ok=True)
-                raise
+                bar.update()
+                bar.set_postfix_str(f"verifying {out.name}")
+                _verify(kind, state, tmp, out, unet_config)
             bar.update()
             size = out.stat().st_size
             tqdm.write(f"{out}: {len(state)} tensors, {size / 2**30:.2f} GiB, verified ({kind})")

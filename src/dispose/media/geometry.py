@@ -19,6 +19,10 @@ Reproduces the release's ``inference_ctrl.py::preprocess`` (DisPose), itself Mim
 
 The same mapping, as an affine map of coordinates, is :func:`resize_crop_transform` (used to carry
 keypoints of a driving frame into the generation frame).
+
+Every ``--resolution`` is checked by :func:`check_resolution` before anything is read or allocated: a
+multiple of 64 (the VAE divides sizes by 8 and the UNet halves them three more times; ``animate`` needs it) from 64 to :data:`MAX_RESOLUTION`; other values are refused with the nearest valid ones (the
+release accepts any value and fails later, or silently crops).
 """
 
 from __future__ import annotations
@@ -29,6 +33,30 @@ import numpy as np
 
 #: Width / height of the portrait generation frame (the release's ``constants.ASPECT_RATIO``).
 ASPECT_RATIO = 9 / 16
+#: Generation sizes are multiples of this many pixels.
+SIZE_STEP = 64
+#: Largest accepted ``--resolution``: 2048 x 3584 frames, 12.4 times the release's 576 x 1024 pixels (one
+#: float32 RGB frame is 84 MiB, each two-channel float32 motion field 56 MiB per frame).
+MAX_RESOLUTION = 2048
+
+
+def check_resolution(value: int, option: str = "--resolution") -> int:
+    """``value`` if it is a valid short side of the generation frame (module docstring), else a UserError
+    naming ``option`` and the nearest valid values."""
+    from dispose.errors import UserError
+
+    if value < SIZE_STEP:
+        raise UserError(f"{option} {value} is too small; the smallest is {SIZE_STEP} (the release uses 576)")
+    if value > MAX_RESOLUTION:
+        width, height = target_size(9, 16, value)
+        raise UserError(f"{option} {value} is too large: frames of {width}x{height} pixels would need "
+                        f"{width * height * 12 / 2**30:.1f} GiB each in float32; the largest is {MAX_RESOLUTION} "
+                        "(the release uses 576)")
+    if value % SIZE_STEP:
+        below = value // SIZE_STEP * SIZE_STEP
+        nearest = " or ".join(str(v) for v in (below, below + SIZE_STEP) if SIZE_STEP <= v <= MAX_RESOLUTION)
+        raise UserError(f"{option} {value} is not a multiple of {SIZE_STEP}; use {nearest} (the release uses 576)")
+    return value
 
 
 def target_size(width: int, height: int, resolution: int = 576) -> tuple[int, int]:

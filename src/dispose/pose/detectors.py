@@ -1,19 +1,16 @@
-"""Pose detectors behind one interface, and the choice between them.
+"""Pose detectors behind one interface (the choice between them: :mod:`dispose.pose.detector_factory`).
 
 A detector turns RGB frames into :class:`~dispose.pose.keypoints.Pose` objects in coordinates normalised
 to each frame.  :meth:`PoseDetector.detect_people` returns every person found in each frame, in the
 detector's order of confidence (DWPose: YOLOX box score, best first); :meth:`PoseDetector.detect` keeps the
 first one, which is the person DisPose animates (the release uses the first person's body keypoints for its
 motion guidance and for the alignment fit).
-
-:func:`load_detector` picks DWPose (the paper's detector) when given its ONNX folder, else MediaPipe.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -41,17 +38,11 @@ class PoseDetector(ABC):
         return [people[0] if people else None for people in self.detect_people(frames, progress)]
 
 
-def load_detector(dwpose_dir: Path | None, device: str = "cpu") -> PoseDetector:
-    """DWPose from a folder holding ``yolox_l.onnx`` and ``dw-ll_ucoco_384.onnx``; MediaPipe when ``None``.
+def __getattr__(name: str):
+    # Transition: callers outside dispose.pose (runner, guidance, engine, training, app, bench) still import load_detector from here; once they
+    # import it from dispose.pose.detector_factory, delete this function.
+    if name == "load_detector":
+        from dispose.pose.detector_factory import load_detector
 
-    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``...) selects ONNX Runtime's CUDA provider for
-    DWPose when it is installed (onnxruntime-gpu; ``"auto"``: whenever it is); MediaPipe always runs on the
-    CPU.
-    """
-    if dwpose_dir is None:
-        from dispose.pose.mediapipe_pose import MediaPipePose
-
-        return MediaPipePose()
-    from dispose.pose.dwpose import DWPose
-
-    return DWPose.from_folder(Path(dwpose_dir), device=device)
+        return load_detector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,6 +5,9 @@ person of each frame (the detector's best, see :mod:`dispose.pose.detectors`), a
 reference (:mod:`dispose.pose.alignment`) and returns them normalised to the reference (generation) frame,
 as the release's ``get_video_pose`` does before drawing.
 
+:func:`align_sequence` does the same for poses that come from a file (``--poses``,
+:func:`dispose.pose.json_poses.load_pose_file`) instead of a detector.
+
 Frames without a person are filled (the release draws an empty or partial skeleton for them): each takes
 the aligned pose of the closest earlier frame that has one; frames before the first detection take the
 first detected pose.  The number of filled frames is reported; a video where nobody is found at all, or a
@@ -35,7 +38,7 @@ from dispose.pose.keypoints import Pose, PoseSequence
 class PoseExtraction:
     """Poses of one reference / driving pair, in the reference frame."""
 
-    reference: Pose
+    reference: Pose | None  # None: no reference (alignment "none" to a frame of the reference size)
     driving: PoseSequence  # N poses aligned and normalised to the reference frame
     filled: int  # driving frames with nobody detected, filled with a neighbour's pose
     filled_frames: list[int] = field(default_factory=list)  # their indices
@@ -100,7 +103,27 @@ def extract_poses(reference: np.ndarray, frames: np.ndarray | Sequence[np.ndarra
     if not any(people):
         raise UserError(f"no person found in any of the {len(frames)} driving frames by {detector.name}")
     frame_h, frame_w = np.asarray(frames[0]).shape[:2]
-    aligned, fit = align_people(reference_pose, people, (ref_w, ref_h), (frame_w, frame_h), align)
+    return align_and_fill(reference_pose, people, (ref_w, ref_h), (frame_w, frame_h), align, fps)
+
+
+def align_sequence(reference_pose: Pose | None, driving: PoseSequence, reference_size: tuple[int, int], *,
+                   align: str = "global") -> PoseExtraction:
+    """Poses read from a file (``driving``, normalised to its ``width`` x ``height`` frames) aligned to
+    ``reference_pose`` and normalised to the reference frame of ``reference_size = (W, H)``, as
+    :func:`extract_poses` does with detected poses; frames without a person are filled the same way.
+    ``align="none"`` needs no reference pose (the frames are resized and cropped to ``reference_size``)."""
+    people = [[pose] if pose.has_person else [] for pose in driving.poses]
+    if not any(people):
+        raise UserError(f"the {len(driving)} poses given hold no person (no visible body keypoint)")
+    return align_and_fill(reference_pose, people, reference_size, (driving.width, driving.height), align,
+                          driving.fps)
+
+
+def align_and_fill(reference_pose: Pose | None, people: Sequence[Sequence[Pose]], reference_size: tuple[int, int],
+                   frame_size: tuple[int, int], align: str = "global", fps: float | None = None) -> PoseExtraction:
+    """The first person of each frame of ``people`` (every person of every ``frame_size`` frame, normalised)
+    aligned to ``reference_pose`` (:func:`~dispose.pose.alignment.align_people`), empty frames filled."""
+    aligned, fit = align_people(reference_pose, people, reference_size, frame_size, align)
     poses, filled = fill_missing(aligned)
-    return PoseExtraction(reference=reference_pose, driving=PoseSequence(poses, ref_w, ref_h, fps),
+    return PoseExtraction(reference=reference_pose, driving=PoseSequence(poses, *reference_size, fps),
                           filled=len(filled), filled_frames=filled, fit=fit)

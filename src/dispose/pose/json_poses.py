@@ -1,34 +1,34 @@
-"""Pre-computed poses read from JSON, usable wherever a detector is.
+"""Pre-computed poses read from JSON (``--poses FILE``): :func:`load_pose_file`.
 
-Accepted inputs (:class:`JsonPoses`):
+Accepted inputs:
 
-* our ``dispose-poses/1`` file (written by ``dispose pose``): one pose per frame, normalised coordinates;
-  they are used as they are, so the frames they are matched with must have the file's aspect ratio
-  (a :class:`~dispose.errors.UserError` otherwise: such poses describe other, e.g. cropped, frames);
+* our ``dispose-poses/1`` file (written by ``dispose pose``): one pose per frame, normalised coordinates of
+  the file's ``width`` x ``height`` frames; when the frames they are used with are given, those must have
+  the file's aspect ratio (a :class:`~dispose.errors.UserError` otherwise: such poses describe other, e.g.
+  cropped, frames);
 * an OpenPose JSON file, one frame (``{"people": [...]}``): each person's ``pose_keypoints_2d`` (18 COCO
   points or 25 BODY_25 points, as x, y, confidence triplets; BODY_25's mid-hip and feet are dropped),
   ``hand_left_keypoints_2d``, ``hand_right_keypoints_2d`` (21 points each) and ``face_keypoints_2d`` (or
   ``face_keypoints_70``; 70 points whose first 68 are kept, or 68).  Coordinates are pixels; the frame size
   is the file's ``canvas_width`` / ``canvas_height`` when present (as ControlNet's tools write them), else
-  the size of the frames the poses are matched with;
+  the size of the frames the poses belong to (a UserError when neither is known);
 * a folder of such per-frame files, taken in natural name order (``frame_2`` before ``frame_10``).
 
 A point is visible when its confidence exceeds 0.3 (DWPose's threshold); a point with confidence 0 at
-(0, 0) is missing, as OpenPose writes them.  People keep the file's order (the first is animated).
+(0, 0) is missing, as OpenPose writes them.  The first person of each frame is kept (the one DisPose
+animates, as with the detectors); a frame without anybody holds a pose with no visible point.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dispose.errors import UserError
-from dispose.pose.detectors import Frames, PoseDetector
 from dispose.pose.keypoints import DEFAULT_SCORE_THRESHOLD, NUM_BODY, NUM_FACE, NUM_HAND, Pose, PoseSequence
 
 #: BODY_25 index of each of the 18 COCO/OpenPose body points (BODY_25 adds mid-hip 8 and six foot points).
@@ -40,6 +40,7 @@ class _Frame:
     people: list[Pose]
     size: tuple[int, int] | None  # (width, height) of the frame the coordinates refer to (None: not given)
     pixels: bool  # True: pixels of ``size`` (or of the matched frame when size is None); False: normalised
+    fps: float | None = None  # frame rate the file states (dispose-poses/1 only)
 
 
 def _triplets(values, count: int, key: str, source: Path) -> np.ndarray:
@@ -94,7 +95,7 @@ def _read_file(path: Path) -> list[_Frame]:
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"pose file {path} is a damaged dispose-poses/1 file ({error})") from None
         size = (sequence.width, sequence.height)
-        return [_Frame([pose] if pose.has_person else [], size, False) for pose in sequence.poses]
+        return [_Frame([pose] if pose.has_person else [], size, False, sequence.fps) for pose in sequence.poses]
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
         data = data[0]  # some tools wrap the frame in a list
     if not isinstance(data, dict) or "people" not in data:
@@ -106,47 +107,46 @@ def _read_file(path: Path) -> list[_Frame]:
     return [_Frame([pose for pose in people if pose.has_person], size, True)]
 
 
-class JsonPoses(PoseDetector):
-    """Poses from a JSON file or a folder of per-frame files; ``detect`` returns them for as many frames."""
+def _read_path(path: Path) -> list[_Frame]:
+    if path.is_dir():
+        files = sorted(path.glob("*.json"), key=_natural_key)
+        if not files:
+            raise UserError(f"pose folder {path} holds no .json file")
+        return [frame for file in files for frame in _read_file(file)]
+    if path.is_file():
+        return _read_file(path)
+    raise UserError(f"pose file {path} does not exist")
 
-    def __init__(self, path: str | Path) -> None:
-        path = Path(path)
-        if path.is_dir():
-            files = sorted(path.glob("*.json"), key=_natural_key)
-            if not files:
-                raise UserError(f"pose folder {path} holds no .json file")
-            self.frames = [frame for file in files for frame in _read_file(file)]
-        elif path.is_file():
-            self.frames = _read_file(path)
-        else:
-            raise UserError(f"pose file {path} does not exist")
-        self.path = path
-        self.name = f"poses from {path}"
 
-    def __len__(self) -> int:
-        return len(self.frames)
+def load_pose_file(path: str | Path, frame_size: tuple[int, int] | None = None) -> PoseSequence:
+    """The poses of a JSON file or a folder of per-frame files (module docstring), one per frame.
 
-    def subsample(self, stride: int, max_frames: int | None = None) -> JsonPoses:
-        """Keep every ``stride``-th frame (the video's sampling), at most ``max_frames``."""
-        kept = self.frames[::stride][:max_frames]
-        copy = object.__new__(JsonPoses)
-        copy.__dict__.update(self.__dict__, frames=kept)
-        return copy
+    ``frame_size = (W, H)`` is the size of the frames the poses belong to (the driving video's), when known.
+    The result is normalised to the file's own frame size when it gives one (checked against
+    ``frame_size``: same aspect ratio), else to ``frame_size``; its ``fps`` is the file's (dispose-poses/1)
+    or None.
+    """
+    path = Path(path)
+    frames = _read_path(path)
+    sizes = {frame.size for frame in frames if frame.size is not None}
+    if len(sizes) > 1:
+        raise UserError(f"pose file {path} mixes frame sizes ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}); "
+                        "give the poses of one video")
+    size = next(iter(sizes), None) or frame_size
+    if size is None:
+        raise UserError(f"pose file {path} gives pixel coordinates but not the frame size (canvas_width, "
+                        "canvas_height); give the driving video the poses belong to as well")
+    width, height = size
+    if frame_size is not None and abs(width / height - frame_size[0] / frame_size[1]) > 0.01 * width / height:
+        raise UserError(f"{path} holds poses of {width}x{height} frames but the video's frames are "
+                        f"{frame_size[0]}x{frame_size[1]}: a different shape (e.g. poses of resized and cropped "
+                        "frames); pose the video itself instead")
+    poses = []
+    for frame in frames:
+        pose = frame.people[0] if frame.people else _nobody()
+        poses.append(pose.transformed((1.0 / width, 1.0 / height), (0.0, 0.0)) if frame.pixels else pose)
+    return PoseSequence(poses, int(width), int(height), frames[0].fps)
 
-    def detect_people(self, frames: Frames, progress: bool = True) -> list[list[Pose]]:
-        if len(frames) != len(self.frames):
-            raise UserError(f"{self.path} holds poses for {len(self.frames)} frames but {len(frames)} frames were "
-                            "given; match the sample stride and frame count to the poses")
-        return [self._normalised(frame, image) for frame, image in zip(self.frames, frames)]
 
-    def _normalised(self, frame: _Frame, image: np.ndarray | Sequence) -> list[Pose]:
-        image_h, image_w = np.asarray(image).shape[:2]
-        if not frame.pixels:
-            width, height = frame.size
-            if abs(width / height - image_w / image_h) > 0.01 * image_w / image_h:
-                raise UserError(f"{self.path} holds poses of {width}x{height} frames but the frames given are "
-                                f"{image_w}x{image_h}: a different shape (e.g. poses of resized and cropped "
-                                "frames); pose the frames themselves instead")
-            return list(frame.people)
-        width, height = frame.size or (image_w, image_h)
-        return [pose.transformed((1.0 / width, 1.0 / height), (0.0, 0.0)) for pose in frame.people]
+def _nobody() -> Pose:
+    return Pose(body=np.zeros((NUM_BODY, 2)), body_score=np.zeros(NUM_BODY), body_visible=np.zeros(NUM_BODY, bool))

@@ -18,11 +18,13 @@ call are tracked as a video (MediaPipe's ``static_image_mode=False``, with its l
 single frame is processed as a still image.  This detector is not the paper's: skeletons are sparser (no
 hands, almost no face) than the DWPose ones the released weights were trained on.
 
-MediaPipe's C++ core prints start-up lines (TFLite's "Created XNNPACK delegate" on standard output, absl
-warnings on standard error) straight to the file descriptors, and no option or environment variable
-turns them off; they are discarded while a graph is created and runs its first frame, so they do not
-break up the progress bar.  (When standard output is a pipe, the TFLite line can still turn up once at exit:
-part of MediaPipe keeps its own output buffer, which only its exit handlers flush.)
+MediaPipe's C++ core prints start-up lines straight to file descriptor 2 (TFLite's "INFO: Created TensorFlow
+Lite XNNPACK delegate for CPU.", absl's "WARNING: All log messages before absl::InitializeLog()..." and
+``W0000 ... *.cc:NNN]`` warnings), from its graph threads and at moments of their choosing (measured: often
+just after the first frame is processed), and no option or environment variable turns them off.  While a
+graph exists, descriptor 2 is therefore routed through a pipe whose reader forwards everything except those
+lines, so Python's own output (the progress bar, warnings) still appears as it is written, whether standard
+error is a terminal, a file or a pipe.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import sys
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -46,6 +50,10 @@ BLAZEPOSE_SHOULDERS = (11, 12)
 #: 68-point face index -> BlazePose landmark (eye corners and mouth corners).
 FACE_FROM_BLAZEPOSE: dict[int, int] = {36: 6, 39: 4, 42: 1, 45: 3, 48: 10, 54: 9}
 VISIBILITY_THRESHOLD = 0.5
+#: Lines MediaPipe's C++ core writes to standard error on start-up (TFLite, absl): not shown.  They can
+#: start in the middle of a progress bar's line, and always end with a newline.
+NATIVE_NOISE = re.compile(rb"(INFO: Created TensorFlow Lite|WARNING: All log messages before absl::InitializeLog"
+                          rb"|[IW]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\])[^\r\n]*\n")
 
 
 def _import_mediapipe():
@@ -58,22 +66,37 @@ def _import_mediapipe():
 
 
 @contextlib.contextmanager
-def _native_output_discarded() -> Iterator[None]:
-    """Point file descriptors 1 and 2 at the null device for the duration (exceptions still propagate)."""
-    sys.stdout.flush()
+def _native_noise_filtered() -> Iterator[None]:
+    """Route file descriptor 2 through a filter that drops MediaPipe's start-up lines (module docstring)."""
     sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    null = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    forwarder = threading.Thread(target=_forward_except_noise, args=(read_end, saved), daemon=True)
+    forwarder.start()
     try:
-        os.dup2(null, 1)
-        os.dup2(null, 2)
         yield
     finally:
-        _flush_c_stdio()  # what the C library still buffers belongs to the discarded output
-        for fd, copy in zip((1, 2), saved):
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(null)
+        sys.stderr.flush()
+        _flush_c_stdio()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the forwarder sees the end and stops
+        forwarder.join()
+        os.close(read_end)
+        os.close(saved)
+
+
+def _forward_except_noise(source: int, target: int) -> None:
+    """Copy ``source`` to ``target`` a line at a time (``\\r`` ends a line too: progress bars), without
+    :data:`NATIVE_NOISE`."""
+    pending = b""
+    while chunk := os.read(source, 65536):
+        *lines, pending = re.split(rb"(?<=[\r\n])", pending + chunk)
+        for line in lines:
+            if line := NATIVE_NOISE.sub(b"", line):
+                os.write(target, line)
+    if pending:
+        os.write(target, pending)
 
 
 def _flush_c_stdio() -> None:
@@ -118,12 +141,9 @@ class MediaPipePose(PoseDetector):
         people: list[list[Pose]] = []
         options = {"static_image_mode": len(frames) == 1, "model_complexity": 1,
                    "min_detection_confidence": self.min_detection_confidence}
-        with _native_output_discarded():
-            solution = self.solutions.pose.Pose(**options)
-        with solution:
-            for index, frame in enumerate(tqdm(frames, desc="MediaPipe", unit="frame", disable=not progress)):
-                with _native_output_discarded() if index == 0 else contextlib.nullcontext():
-                    result = solution.process(np.ascontiguousarray(frame, dtype=np.uint8))
+        with _native_noise_filtered(), self.solutions.pose.Pose(**options) as solution:
+            for frame in tqdm(frames, desc="MediaPipe", unit="frame", disable=not progress):
+                result = solution.process(np.ascontiguousarray(frame, dtype=np.uint8))
                 if result.pose_landmarks is None:
                     people.append([])
                     continue

@@ -1,0 +1,133 @@
+"""The command line's failure modes: one line on standard error, the documented exit code, nothing left behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import dispose.commands.pose
+from dispose.cli import main
+from dispose.media.files import MANIFEST, atomic_folder, atomic_write_text
+
+
+def _one_line_error(capsys, command: str = "pose") -> str:
+    err = capsys.readouterr().err
+    assert err.startswith(f"dispose {command}: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err.strip()
+
+
+def _earlier_result(out: Path) -> None:
+    with atomic_folder(out) as tmp:
+        (tmp / "poses.json").write_text("earlier")
+
+
+@pytest.mark.parametrize(("moment", "signum", "said"), [("starting", signal.SIGINT, "interrupted"),
+                                                        ("detecting", signal.SIGTERM, "terminated")])
+def test_ctrl_c_or_kill_leaves_the_earlier_result_and_says_nothing_was_written(shared_data, tmp_path, moment,
+                                                                              signum, said):
+    out = tmp_path / "out"
+    _earlier_result(out)
+    run = subprocess.Popen([sys.executable, "-m", "dispose.cli", "pose", "--video",
+                            str(shared_data / "musepose_dance.mp4"), "--max-frames", "60", "--resolution", "128",
+                            "--no-progress", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if moment == "starting":  # as soon as the output is locked (imports, detector start-up)
+        lock = tmp_path / ".out.lock"
+        while not lock.exists() and run.poll() is None:
+            time.sleep(0.01)
+    else:  # the detector is loaded: decoding and detecting
+        assert run.stdout.readline().startswith("detector: MediaPipe")
+    assert run.poll() is None, "the run ended before it could be interrupted"
+    run.send_signal(signum)
+    _, err = run.communicate(timeout=120)
+    assert (run.returncode, err) == (128 + signum, f"dispose pose: {said}; nothing was written\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "poses.json").read_text() == "earlier"
+
+
+def test_ctrl_c_names_the_outputs_already_finished(tmp_path, monkeypatch, capsys):
+    def run(args):
+        atomic_write_text(tmp_path / "job1.json", "{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dispose.commands.pose, "run", run)
+    assert main(["pose", "--image", "x.png", "--out", str(tmp_path / "out")]) == 130
+    assert _one_line_error(capsys) == (f"dispose pose: interrupted; kept the 1 finished output(s) "
+                                       f"({tmp_path / 'job1.json'}), nothing else was written")
+
+
+@pytest.mark.parametrize(("code", "expected"), [(errno.ENOSPC, "no space left on the disk"),
+                                                (errno.EROFS, "the file system is read-only"),
+                                                (errno.EACCES, "permission denied")])
+def test_os_errors_about_files_are_one_line(tmp_path, monkeypatch, capsys, code, expected):
+    def run(args):
+        raise OSError(code, os.strerror(code), str(tmp_path / "out.mp4"))
+
+    monkeypatch.setattr(dispose.commands.pose, "run", run)
+    assert main(["pose", "--image", "x.png", "--out", str(tmp_path / "out")]) == 2
+    assert _one_line_error(capsys).startswith(f"dispose pose: error: {tmp_path / 'out.mp4'}: {expected}")
+
+
+def test_other_os_errors_keep_their_traceback(monkeypatch):
+    def run(args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(dispose.commands.pose, "run", run)
+    with pytest.raises(OSError, match="Input/output error"):
+        main(["pose", "--image", "x.png", "--out", "out"])
+
+
+def test_output_folder_on_a_read_only_disk(shared_data, tmp_path, monkeypatch, capsys):
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    out = tmp_path / "mnt" / "out"
+    assert main(["pose", "--image", str(shared_data / "musepose_ref.png"), "--out", str(out)]) == 2
+    assert _one_line_error(capsys) == (f"dispose pose: error: --out {out}: cannot create the folder {out.parent} "
+                                       "(the file system is read-only; write to a folder on a writable disk)")
+
+
+@pytest.mark.parametrize(("value", "message"), [("100000", "is too large"), ("577", "use 576 or 640"),
+                                                ("65", "use 64 or 128"), ("32", "is too small")])
+def test_bad_resolution_is_refused_before_any_work(shared_data, tmp_path, capsys, value, message):
+    out = tmp_path / "out"
+    assert main(["pose", "--image", str(shared_data / "musepose_ref.png"), "--resolution", value,
+                 "--out", str(out)]) == 2
+    assert message in _one_line_error(capsys) and list(tmp_path.iterdir()) == []
+
+
+def test_second_writer_of_the_same_folder_is_refused(shared_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    with atomic_folder(out):
+        assert main(["pose", "--image", str(shared_data / "musepose_ref.png"), "--out", str(out)]) == 2
+    assert f"--out {out} is being written by another dispose run" in _one_line_error(capsys)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == [MANIFEST]
+
+
+def test_video_cut_short_with_strict(shared_data, tmp_path, capsys):
+    data = (shared_data / "animatex_ubc_fashion.mp4").read_bytes()
+    (tmp_path / "half.mp4").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    assert main(["pose", "--video", str(tmp_path / "half.mp4"), "--strict", "--out", str(out)]) == 2
+    assert "half.mp4 is cut short or damaged: its container declares 380 frames but only" in _one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["half.mp4"]
+
+
+def test_weight_file_holding_code(tmp_path, capsys):
+    class Payload:
+        def __reduce__(self):
+            return os.system, ("echo ran",)
+
+    torch.save({"unet.conv.weight": torch.zeros(1), "x": Payload()}, tmp_path / "MimicMotion_1-1.pth")
+    assert main(["convert", str(tmp_path / "MimicMotion_1-1.pth"), "--no-progress"]) == 2
+    error = _one_line_error(capsys, "convert")
+    assert "holds Python objects beside its tensors (posix.system) whose loading would run code" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MimicMotion_1-1.pth"]
