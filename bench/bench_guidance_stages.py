@@ -24,7 +24,7 @@ from dispose.guidance.trajectories import body_trajectories
 from dispose.media.geometry import resize_and_crop, target_size
 from dispose.media.image import load_image
 from dispose.media.video import read_video
-from dispose.pose.detectors import load_detector
+from dispose.pose.detector_factory import load_detector
 from dispose.pose.extract import extract_poses
 
 SHARED = Path(os.environ.get("DISPOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -1,13 +1,15 @@
-"""DisPose vs plain MimicMotion (the ``--baseline`` switch): seconds per frame, same job, one run.
+"""DisPose vs plain MimicMotion (the ``--baseline`` switch), and a saved guidance vs computing it: seconds per
+frame, same job, one run, through the engine (:mod:`dispose.engine`).
 
 Run by hand: ``python bench/pipeline.py [--frames 16] [--resolution 256] [--steps 4]``.  Builds the tiny
-random weights of :mod:`dispose.pipelines.tiny` in a temporary folder, animates the shared dancer video
-with identical poses, steps, tiles and seed: once with ``baseline``, once with DisPose (guidance encoded
-once per tile, the default) and once with DisPose re-encoding its guidance at every step
-(``cache_guidance=False``; the release re-encodes at every step and for both CFG halves).  Prints seconds
-per output frame, the ratios, and where DisPose's extra time goes: DIFT, motion fields, guidance encoding
-(motion encoder + point MLPs), ControlNet forward passes (both timed with hooks inside sampling) and the
-rest.
+random weights of :mod:`dispose.pipelines.tiny` in a temporary folder, loads them once, and animates the
+shared dancer video with identical poses, steps, tiles and seed, in alternating rounds: with ``baseline``,
+with DisPose (guidance encoded once per tile, the default), with DisPose re-encoding its guidance at every
+step (``cache_guidance=False``; the release re-encodes at every step and for both CFG halves), and with
+DisPose from a guidance computed beforehand (what ``dispose animate --guidance DIR`` does: no poses, DIFT or
+dense field).  Prints seconds per output frame, the ratios, and where DisPose's extra time goes: DIFT,
+motion fields, guidance encoding (motion encoder + point MLPs), ControlNet forward passes (both timed with
+hooks inside sampling) and the rest.
 
 The tiny models are far cheaper than the real ones relative to the guidance stages (DIFT, CMP/propagation,
 pose detection do not shrink with them), so the ratio here overstates the overhead of the real pipeline;
@@ -17,6 +19,7 @@ the paper's figure is 2.36 / 1.61 = 1.47 at 576x1024 on a GPU.  The split is wha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -24,8 +27,7 @@ from pathlib import Path
 
 import torch
 
-from dispose.pipelines.job import JobSettings
-from dispose.pipelines.runner import Animator, Runtime
+from dispose.engine import Animator, Runtime
 from dispose.pipelines.tiny import build_tiny_weights
 
 SHARED = Path(os.environ.get("DISPOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -66,27 +68,30 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
         root = build_tiny_weights(Path(folder) / "weights")
-        common = {"ref": SHARED / "musepose_ref.png", "driving": SHARED / "musepose_dance.mp4",
-                  "resolution": args.resolution, "max_frames": args.frames, "num_inference_steps": args.steps}
-        jobs = [JobSettings(out=Path(folder) / f"{name}.mp4", baseline=name == "baseline", **common)
-                for name in ("baseline", "dispose", "dispose_uncached")]
         runtime = Runtime(device="cpu", dtype="fp32", detector="mediapipe", dense=args.dense, progress=False)
-        animator = Animator.prepare(jobs, runtime, root, {})
+        engine = Animator.load(weights=root, runtime=runtime)
+        settings = engine.settings(resolution=args.resolution, max_frames=args.frames,
+                                   num_inference_steps=args.steps)
+        inputs = (SHARED / "musepose_ref.png", SHARED / "musepose_dance.mp4")
+        saved = engine.compute_guidance(*inputs, settings=settings)
         totals: dict[str, float] = {}
-        _time_module(animator.pipeline.controlnet, totals, "controlnet")
-        _time_method(animator.pipeline.controlnet, "encode_guidance", totals, "encoding")
+        _time_module(engine.pipeline.controlnet, totals, "controlnet")
+        _time_method(engine.pipeline.controlnet, "encode_guidance", totals, "encoding")
+        runs = {"baseline": {"baseline": True}, "dispose": {}, "dispose_uncached": {}, "from_guidance": {}}
         results: dict[str, dict] = {}
         for _ in range(args.repeats):  # the first round also warms up MediaPipe and the kernels
-            for job in jobs:
+            for name, change in runs.items():
                 totals["controlnet"] = totals["encoding"] = 0.0
-                runtime.cache_guidance = job.out.stem != "dispose_uncached"
+                runtime.cache_guidance = name != "dispose_uncached"
                 start = time.perf_counter()
-                sidecar = animator.run(job)
-                run = {"total": time.perf_counter() - start, **sidecar["timings"],
+                result = engine.animate(*inputs, guidance=saved if name == "from_guidance" else None,
+                                        settings=dataclasses.replace(settings, **change))
+                meta = result.metadata
+                run = {"total": time.perf_counter() - start, "dift": 0.0, "motion_fields": 0.0, **meta["timings"],
                        "controlnet": totals["controlnet"], "encoding": totals["encoding"],
-                       "frames": sidecar["result"]["frames"], "tiles": sidecar["result"]["tiles"]}
-                if job.out.stem not in results or run["total"] < results[job.out.stem]["total"]:
-                    results[job.out.stem] = run
+                       "frames": meta["result"]["frames"], "tiles": meta["result"]["tiles"]}
+                if name not in results or run["total"] < results[name]["total"]:
+                    results[name] = run
     base, ours, uncached = results["baseline"], results["dispose"], results["dispose_uncached"]
     frames = ours["frames"]
     print(f"{frames} frames at resolution {args.resolution}, {ours['tiles']} tile(s), {args.steps} steps, "
@@ -94,6 +99,8 @@ def main() -> None:
     print(f"baseline (MimicMotion):              {base['total'] / frames:.3f} s/frame")
     print(f"DisPose (guidance encoded per tile): {ours['total'] / frames:.3f} s/frame")
     print(f"DisPose (guidance encoded per step): {uncached['total'] / frames:.3f} s/frame")
+    print(f"DisPose from a saved guidance:       {results['from_guidance']['total'] / frames:.3f} s/frame "
+          f"(one-shot / saved: {ours['total'] / results['from_guidance']['total']:.2f})")
     print(f"ratio DisPose / baseline: {ours['total'] / base['total']:.2f} (per step: "
           f"{uncached['total'] / base['total']:.2f}; paper, real models on GPU: 1.47)")
     print(f"guidance encoding: {uncached['encoding']:.2f} s per step -> {ours['encoding']:.2f} s per tile; "

@@ -181,7 +181,7 @@ def test_models_command_prints_full_size_counts(capsys):
 def test_tiny_layout_samples_through_load_pipeline(tmp_path):
     from dispose.guidance.correspondence import point_embeddings
     from dispose.guidance.dift import DiftFeaturizer, DiftSetting
-    from dispose.pipelines.guidance_inputs import DisPoseGuidance
+    from dispose.guidance.stage import GuidanceTensors
 
     frames = 4  # one tile of 4
     root = build_tiny_weights(tmp_path / "fresh", controlnet="fresh")
@@ -194,10 +194,10 @@ def test_tiny_layout_samples_through_load_pipeline(tmp_path):
     features = DiftFeaturizer.from_pretrained(root / "stable-diffusion-v1-5")(reference, DiftSetting(ensemble_size=2))
     points = torch.rand(frames, 18, 2, generator=torch.Generator().manual_seed(0))
     visible = torch.ones(frames, 18, dtype=torch.bool)
-    guidance = DisPoseGuidance(sparse_flow=torch.randn(frames - 1, 2, SIZE, SIZE),
+    guidance = GuidanceTensors(trajectories=(points * (SIZE - 1)).double(), visible=visible, points=points,
                                dense_flow=torch.randn(frames - 1, 2, SIZE, SIZE),
                                point_embeddings=point_embeddings(features, points[0], visible[0], (SIZE, SIZE)),
-                               points=points, visible=visible)
+                               width=SIZE, height=SIZE)
     poses = torch.rand(frames, 3, SIZE, SIZE) * 2 - 1
 
     def sample(pipeline, with_guidance, **options):

@@ -61,7 +61,9 @@ def test_build_jobs_precedence_and_outputs(tmp_path):
     assert [j.seed for j in jobs] == [3, 9]
     assert all(j.num_inference_steps == 4 for j in jobs)
     assert jobs[0].out == tmp_path / "outs" / "a_to_d.mp4"
-    assert jobs[1].out == tmp_path / "x.mp4"
+    assert jobs[1].out == tmp_path / "outs" / "x.mp4"  # a relative out: is relative to --out when given
+    jobs, _ = load_job_file(path)
+    assert jobs[1].out == tmp_path / "x.mp4"  # ... and to the job file without it
 
 
 def test_single_job_from_options(tmp_path):
@@ -73,7 +75,7 @@ def test_single_job_from_options(tmp_path):
 @pytest.mark.parametrize(("text", "match"), [
     ("jobs: []\n", "non-empty list"),
     ("jobs:\n  - {ref: a.png, driving: d.mp4, colour: red}\n", "unknown setting 'colour'"),
-    ("jobs:\n  - {ref: a.png, driving: d.mp4, resolution: 500}\n", "multiple of 64"),
+    ("jobs:\n  - {ref: a.png, driving: d.mp4, resolution: 500}\n", "multiple of 64; use 448 or 512"),
     ("jobs:\n  - {ref: a.png}\n", "driving video"),
     ("weights: x\njobs:\n  - {ref: a.png, driving: d.mp4}\n", "unknown top-level"),
     ("jobs: [\n", "not valid YAML"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_pipeline_tiny_models import tiny_pipeline
 
-from dispose.pipelines.guidance_inputs import DisPoseGuidance
+from dispose.guidance.stage import GuidanceTensors
 from dispose.pipelines.tiling import tile_indices
 
 SIZE = 64
@@ -19,13 +19,12 @@ def _inputs(frames: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     reference = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     poses = torch.rand(frames, 3, SIZE, SIZE, generator=gen) * 2 - 1
-    guidance = DisPoseGuidance(
-        sparse_flow=torch.randn(frames - 1, 2, SIZE, SIZE, generator=gen),
+    points = torch.rand(frames, 18, 2, generator=gen)
+    visible = torch.rand(frames, 18, generator=gen) > 0.3
+    guidance = GuidanceTensors(
+        trajectories=(points * (SIZE - 1)).double() * visible[..., None], visible=visible, points=points,
         dense_flow=torch.randn(frames - 1, 2, SIZE, SIZE, generator=gen),
-        point_embeddings=torch.randn(18, 32, generator=gen),
-        points=torch.rand(frames, 18, 2, generator=gen),
-        visible=torch.rand(frames, 18, generator=gen) > 0.3,
-    )
+        point_embeddings=torch.randn(18, 32, generator=gen), width=SIZE, height=SIZE)
     return reference, poses, guidance
 
 
@@ -124,12 +123,12 @@ class _Counter:
 
 
 @pytest.mark.parametrize("frames", [3, 4, 11])
-def test_any_length_and_progress_counts_tiles(pipe, frames):
+def test_any_length_and_progress_counts_tiles_and_decoding(pipe, frames):
     reference, poses, guidance = _inputs(frames, seed=frames)
     counter = _Counter()
-    out = _run(pipe, reference, poses, guidance, progress_bar=counter)
+    out = _run(pipe, reference, poses, guidance, progress_bar=counter, decode_chunk_size=2)
     assert out.shape[1] == frames - 1
-    assert counter.count == STEPS * len(tile_indices(frames, 4, 1))
+    assert counter.count == STEPS * len(tile_indices(frames, 4, 1)) + -(-frames // 2)  # + one per decoded chunk
     assert np.isfinite(out).all()
 
 
@@ -154,14 +153,12 @@ def test_save_and_load_pretrained_round_trip(tmp_path, pipe, video, reference_ou
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_release_pixel_arithmetic(dtype):
-    from dispose.pipelines.inputs import JobInputs
+    from dispose.bases.mimicmotion import release_pixels
 
     rng = np.random.default_rng(1)
     reference = rng.integers(0, 256, (16, 8, 3), dtype=np.uint8)
     skeletons = rng.integers(0, 256, (2, 16, 8, 3), dtype=np.uint8)
-    inputs = JobInputs(reference=reference, pose_images=skeletons, reference_pose=None, driving=None, fps=15.0,
-                       filled=0)
-    ours_reference, ours_poses = inputs.sampling_inputs(dtype)
+    ours_reference, ours_poses = release_pixels(reference, skeletons, dtype)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # the release's script: fp16 default dtype, float32 with --no_use_float16
     try:

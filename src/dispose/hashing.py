@@ -40,7 +40,7 @@ def _write_cache(path: Path, data: dict) -> None:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(data, indent=0, sort_keys=True))
+        atomic_write_text(path, json.dumps(data, indent=0, sort_keys=True), cache=True)
     except OSError:
         pass  # a read-only home: hashes are recomputed next time
 

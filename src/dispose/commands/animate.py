@@ -1,15 +1,18 @@
-"""Animate a reference image with the poses of a driving video (DisPose on MimicMotion).
+"""Animate a reference image with the poses of a driving video (DisPose on a base model, MimicMotion by default).
 
-Defaults are the release's test settings (configs/test.yaml): resolution 576, tiles of 16 frames
-overlapping by 6, 25 steps, guidance 2.0, every 2nd driving frame, 15 fps output, noise aug 0, VAE
-decode chunks of 8, seed 42.  Before loading anything, every weight file the run needs is checked and
-all missing ones are listed with where to get them.  Writes OUT.mp4 atomically and OUT.json (every
-setting, the seed, sha256 of the inputs and weight files (cached per file version), timings); --side-by-side adds
-reference | skeleton | result.  --baseline runs plain MimicMotion with the same pipeline and seed.
+Defaults are the base model's release settings (MimicMotion: configs/test.yaml: resolution 576, tiles of 16
+frames overlapping by 6, 25 steps, guidance 2.0, every 2nd driving frame, 15 fps output, noise aug 0, VAE
+decode chunks of 8, seed 42).  Before loading any model, every input, option and weight file the run needs is
+checked, and all missing weights are listed with where to get them and what to run instead.  Writes OUT.mp4
+atomically (its folder is created) and OUT.json (every setting, the seed, sha256 of the inputs and weight
+files (cached per file version), timings); --side-by-side adds reference | skeleton | result.  --baseline runs
+the base model alone with the same pipeline and seed.  --guidance DIR reuses what `dispose guidance` wrote
+(no pose detection, CMP or DIFT); --poses FILE takes the driving poses from a file.  --match-release reproduces
+the official release as it ships (README "Release-exact mode").
 
-Several jobs: --config jobs.yaml (see dispose.pipelines.job) with --out FOLDER; --resume skips jobs
-whose output exists.  Multi-GPU: accelerate launch --num_processes K -m dispose.cli animate --config
-jobs.yaml --out FOLDER (each process runs every K-th job on its own GPU).
+Several jobs: --config jobs.yaml (see dispose.pipelines.job) with --out FOLDER; a relative `out:` in the file
+is then relative to FOLDER.  --resume skips jobs whose output exists.  Multi-GPU: accelerate launch
+--num_processes K -m dispose.cli animate --config jobs.yaml --out FOLDER (each process runs every K-th job).
 """
 
 from __future__ import annotations
@@ -26,31 +29,45 @@ _JOB_OPTIONS = {
     "min_guidance_scale": "min_guidance_scale", "noise_aug_strength": "noise_aug_strength",
     "sample_stride": "sample_stride", "fps": "fps", "decode_chunk_size": "decode_chunk_size", "seed": "seed",
     "max_frames": "max_frames", "controlnet_scale": "controlnet_scale", "side_by_side": "side_by_side",
+    "base": "base", "guidance": "guidance", "poses": "poses",
 }
-_WEIGHT_OPTIONS = {"svd": "svd", "mimicmotion": "mimicmotion", "dispose_ckpt": "dispose", "sd15": "sd15",
-                   "dwpose": "dwpose", "cmp": "cmp"}
+_FLAGS = ("baseline", "release_missing_points", "match_release", "strict")
+
+
+def _weight_options():
+    """(dest, component key, option, help) of every registered weight component (bases add theirs)."""
+    from dispose.pipelines.weights import COMPONENTS
+
+    return [(c.option.lstrip("-").replace("-", "_"), c.key, c.option, c.what) for c in COMPONENTS.values()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dispose.bases import BASES, DEFAULT_BASE
+
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--ref", type=Path, help="reference image")
     io.add_argument("--driving", type=Path, help="driving video")
-    io.add_argument("--out", type=Path, help="output .mp4 (one job) or folder (job file)")
-    io.add_argument("--config", type=Path, help="YAML job file (one or more jobs; release test.yaml accepted)")
+    io.add_argument("--poses", type=Path, help="driving poses from a file (dispose-poses JSON, or OpenPose JSON: "
+                    "one file or a folder of per-frame files) instead of detecting them; --driving still gives "
+                    "the frame rate and size")
+    io.add_argument("--guidance", type=Path, help="a folder written by `dispose guidance`: reuse its poses and "
+                    "guidance (no detection, CMP or DIFT); refused when made from another reference or settings")
+    io.add_argument("--out", type=Path, help="output .mp4 (one job; its folder is created) or folder (job file)")
+    io.add_argument("--config", type=Path, help="YAML job file (one or more jobs; release test.yaml accepted); a "
+                    "relative `out:` in it is relative to --out when given")
     io.add_argument("--side-by-side", type=Path, help="also write reference | skeleton | result to this .mp4")
     io.add_argument("--resume", action="store_true", help="skip jobs whose output already exists")
+    io.add_argument("--strict", action="store_true", help="refuse a driving video that ends before the frame count "
+                    "its container declares (default: a warning; both counts go to the sidecar)")
 
     weights = parser.add_argument_group("weights (checked before anything loads)")
     weights.add_argument("--weights", type=Path, help="folder in the release's pretrained_weights/ layout")
-    weights.add_argument("--svd", help="stable-video-diffusion-img2vid-xt-1-1 folder or HF id")
-    weights.add_argument("--mimicmotion", help="MimicMotion_1-1.pth (or HF id/path)")
-    weights.add_argument("--dispose-ckpt", help="DisPose.pth (or HF id/path)")
-    weights.add_argument("--sd15", help="stable-diffusion-v1-5 folder or HF id (DIFT)")
-    weights.add_argument("--dwpose", "--dwpose-dir", dest="dwpose",
-                         help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
-    weights.add_argument("--cmp", "--cmp-checkpoint", dest="cmp", help="CMP ckpt_iter_42000.pth.tar")
+    for dest, _, option, what in _weight_options():
+        aliases = {"--dwpose": ("--dwpose-dir",), "--cmp": ("--cmp-checkpoint",)}.get(option, ())
+        weights.add_argument(option, *aliases, dest=dest, help=f"{what} (path or Hugging Face id in the local cache)")
 
-    gen = parser.add_argument_group("generation (default: release test settings)")
+    gen = parser.add_argument_group("generation (default: the base model's release settings)")
+    gen.add_argument("--base", choices=sorted(BASES), help=f"base animation model ({DEFAULT_BASE})")
     gen.add_argument("--resolution", type=int, help="short side of the output, multiple of 64 (576)")
     gen.add_argument("--num-frames", type=int, help="frames per tile (16)")
     gen.add_argument("--frames-overlap", type=int, help="overlap of consecutive tiles (6)")
@@ -64,9 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--decode-chunk-size", type=int, help="frames per VAE decode (8); 1 = least memory")
     gen.add_argument("--seed", type=int, help="random seed (42)")
     gen.add_argument("--controlnet-scale", type=float, help="scale of DisPose's residuals (1.0)")
-    gen.add_argument("--baseline", action="store_true", help="plain MimicMotion: same pipeline without DisPose")
+    gen.add_argument("--baseline", action="store_true", help="the base model alone: same pipeline without DisPose")
     gen.add_argument("--release-missing-points", action="store_true",
                      help="treat undetected keypoints in the motion fields as the release does (default: ignored)")
+    gen.add_argument("--match-release", action="store_true",
+                     help="reproduce the official release as it ships (its diffusers-0.27 temporal context order in "
+                          "batched CFG, its missing-keypoint handling, float32 F_d); see the README")
 
     run = parser.add_argument_group("runtime")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
@@ -83,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="pose detector (dwpose as the release; mediapipe needs no weights)")
     run.add_argument("--dense", default="cmp", choices=("cmp", "propagate", "none"),
                      help="dense motion field: CMP (release), a weight-free propagation, or none")
-    run.add_argument("--align", help="pose alignment of dispose.pose.extract (default: its default)")
+    run.add_argument("--align", default="global", help="pose alignment: global (release), bones or none")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -98,17 +118,72 @@ def _process_shard() -> tuple[int, int]:
     return state.process_index, state.num_processes
 
 
+def _check_inputs(job) -> None:
+    """Cheap checks of one job's inputs and outputs, before any model loads."""
+    from dispose.guidance.stage import Guidance
+    from dispose.media.files import check_writable_dir, ensure_folder
+
+    for label, path in (("reference image", job.ref), ("driving video", job.driving), ("poses file", job.poses)):
+        if path is not None and not Path(path).exists():
+            raise _error(f"{label} {path} does not exist")
+    if job.guidance is not None:
+        Guidance.load(job.guidance)
+    for option, path in (("--out", job.out), ("--side-by-side", job.side_by_side)):
+        if path is not None:
+            ensure_folder(Path(path).parent, option)
+            check_writable_dir(Path(path))
+
+
+def _error(message: str):
+    from dispose.errors import UserError
+
+    return UserError(message)
+
+
+def _load_guidance(job, explicit: set[str]):
+    """The saved guidance of a job, checked against its reference and the settings the user gave."""
+    from dispose.guidance.stage import Guidance, input_fingerprint
+
+    guidance = Guidance.load(job.guidance)
+    inputs = {"reference": input_fingerprint(job.ref)} if job.ref is not None else {}
+    if job.driving is not None:
+        inputs["driving"] = input_fingerprint(job.driving)
+    settings = {key: getattr(job, key) for key in ("resolution", "sample_stride", "max_frames",
+                                                   "release_missing_points") if key in explicit}
+    guidance.check_matches(str(job.guidance), inputs=inputs, settings=settings)
+    return guidance
+
+
+def _write(job, result, engine) -> None:
+    from dispose.media.video import write_video
+    from dispose.pipelines.job import Sidecar, sidecar_path
+
+    write_video(job.out, result.frames, job.fps)
+    if job.side_by_side is not None:
+        write_video(job.side_by_side, result.side_by_side(), job.fps)
+    meta = result.metadata
+    outputs = {"fps": job.fps, "out": str(job.out),
+               "side_by_side": None if job.side_by_side is None else str(job.side_by_side)}
+    Sidecar(job=job, runtime={**meta["runtime"], "base": meta["base"]}, inputs=meta["inputs"],
+            weights=meta["weights"], result={**meta["result"], **outputs},
+            timings=meta["timings"]).write(sidecar_path(Path(job.out)))
+
+
 def run(args: argparse.Namespace) -> int:
-    from dispose.pipelines.job import build_jobs, shard
-    from dispose.pipelines.runner import Animator, Runtime
+    from dispose.engine import Animator, Runtime
+    from dispose.pipelines.job import build_jobs, explicit_settings, shard
 
     overrides = {field: getattr(args, dest) for dest, field in _JOB_OPTIONS.items()}
-    for flag in ("baseline", "release_missing_points"):
+    for flag in _FLAGS:
         if getattr(args, flag):
             overrides[flag] = True
+    explicit = {key for key, value in overrides.items() if value is not None}
     jobs, weight_overrides = build_jobs(args.config, overrides, args.out)
-    weight_overrides.update({key: getattr(args, dest) for dest, key in _WEIGHT_OPTIONS.items()
-                             if getattr(args, dest) is not None})
+    weight_overrides.update({key: getattr(args, dest) for dest, key, _, _ in _weight_options()
+                             if getattr(args, dest, None) is not None})
+    bases = {job.base for job in jobs}
+    if len(bases) > 1:
+        raise _error(f"a job file must use one base model per run, got {sorted(map(str, bases))}; split it")
     index, count = _process_shard()
     device = args.device
     if count > 1:
@@ -126,13 +201,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     runtime = Runtime(device=device, dtype=args.dtype, cfg_mode=args.cfg_mode, offload=args.offload,
                       compile=args.compile, cache_guidance=args.cache_guidance, detector=args.detector,
-                      dense=args.dense, align=args.align,
-                      progress=not args.no_progress)
+                      dense=args.dense, align=args.align, progress=not args.no_progress)
+    runtime.check()
+    for job in jobs:
+        _check_inputs(job)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # one bar of our own, not one per model file loaded
-    animator = Animator.prepare(jobs, runtime, args.weights, weight_overrides)
+    engine = Animator.load(jobs[0].base, args.weights, weight_overrides, runtime,
+                           dispose=any(not job.baseline for job in jobs))
     for job in jobs:
-        animator.run(job)
+        guidance = _load_guidance(job, explicit | set(explicit_settings(job))) if job.guidance else None
+        result = engine.animate(job.ref, job.driving, poses=job.poses, guidance=guidance, settings=job)
+        _write(job, result, engine)
         print(f"wrote {job.out}", file=sys.stderr)
     return 0

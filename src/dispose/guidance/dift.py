@@ -246,7 +246,7 @@ class DiftFeaturizer:
         features = self.compute(image, setting, seed=seed)
         if cache_file is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(cache_file) as tmp:
+            with atomic_path(cache_file, cache=True) as tmp:
                 save_file({"features": features.detach().to("cpu").contiguous()}, str(tmp),
                           metadata={"format": _CACHE_FORMAT, "setting": json.dumps(asdict(setting)),
                                     "seed": str(seed)})

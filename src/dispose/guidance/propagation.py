@@ -14,7 +14,8 @@ Method (OpenCV functions of the main modules only -- all present in ``opencv-pyt
    limbs are sure foreground, thick limbs, the torso polygon and a head disc are probable foreground, a
    box around the skeleton (margin ``box_margin`` x body size) is probable background and everything
    outside it sure background.  Only connected components holding a sure-foreground pixel are kept,
-   and the mask is upsampled bilinearly.  Its edges are those of the image at the working resolution
+   and the mask is upsampled bilinearly.  OpenCV's random generator is seeded before GrabCut, so the
+   region (and the field) is the same in every call, whatever ran before in the process.  Its edges are those of the image at the working resolution
    (384 on the long side by default, the resolution CMP works at; the ControlNet reads the field at 1/8
    of the generation size).
 2. **Geodesic distances** ``D_k`` from every visible reference keypoint over the working grid
@@ -159,6 +160,7 @@ class FlowPropagator:
         if foreground.all() or not foreground.any():
             return foreground.astype(np.float32)
         try:
+            cv2.setRNGSeed(0)  # GrabCut's k-means draws from OpenCV's global RNG: the same mask every time
             cv2.grabCut(small, mask, None, np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64),
                         self.settings.grabcut_iterations, cv2.GC_INIT_WITH_MASK)
             foreground = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD))

@@ -10,8 +10,10 @@ the release's ``configs/test.yaml`` names are accepted (``ref_image_path`` -> ``
       - {ref: a.png, driving: dance.mp4, out: a_dance.mp4}
       - {ref: b.png, driving: dance.mp4, seed: 7, baseline: true}
 
-Relative paths in a job file are relative to the file's folder.  Precedence: defaults of
-:class:`JobSettings` < the file's ``defaults`` < the job's own fields < options given on the command line.
+Relative paths in a job file are relative to the file's folder, except ``out``: with ``--out FOLDER`` a
+relative ``out`` is relative to that folder (without ``--out``, to the file's folder).  Precedence: defaults
+of :class:`JobSettings` < the base model's defaults (:mod:`dispose.bases`) < the file's ``defaults`` < the
+job's own fields < options given on the command line.
 """
 
 from __future__ import annotations
@@ -58,14 +60,21 @@ class JobSettings:
     controlnet_scale: float = 1.0
     baseline: bool = False  # True = plain MimicMotion (no DisPose guidance)
     release_missing_points: bool = False  # undetected keypoints in F_s / P_d as the release (default: ignored)
+    match_release: bool = False  # reproduce the release as it ships (dispose.models.release_compat, README)
+    strict: bool = False  # refuse a driving video shorter than its container declares (default: warn)
+    base: str | None = None  # base model (dispose.bases); None = the default
     side_by_side: Path | None = None
+    guidance: Path | None = None  # a folder written by `dispose guidance`, reused instead of recomputing
+    poses: Path | None = None  # driving poses from a file (our JSON or OpenPose JSON) instead of the detector
 
     def validate(self) -> None:
+        from dispose.media.geometry import check_resolution
+
+        check_resolution(self.resolution)
         problems = []
-        if self.ref is None or self.driving is None:
-            problems.append("each job needs a reference image (--ref / ref) and a driving video (--driving / driving)")
-        if self.resolution < 64 or self.resolution % 64:
-            problems.append(f"resolution must be a positive multiple of 64, got {self.resolution}")
+        if self.guidance is None and (self.ref is None or self.driving is None):
+            problems.append("each job needs a reference image (--ref / ref) and a driving video (--driving / "
+                            "driving), or a saved guidance (--guidance / guidance)")
         for name in ("num_inference_steps", "sample_stride", "decode_chunk_size", "fps", "conditioning_fps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -88,10 +97,10 @@ class JobSettings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(JobSettings)}
-_PATH_FIELDS = {"ref", "driving", "out", "side_by_side"}
-
-
-def _apply(settings: JobSettings, values: Mapping[str, Any], base: Path | None, where: str) -> JobSettings:
+_PATH_FIELDS = {"ref", "driving", "out", "side_by_side", "guidance", "poses"}
+def _normalised(values: Mapping[str, Any], base: Path | None, where: str, *, out_base: Path | None = None) -> dict:
+    """Settings of one source with release key names mapped and relative paths made absolute to ``base``
+    (``out`` to ``out_base`` when given)."""
     updates = {}
     for raw_key, value in values.items():
         key = RELEASE_JOB_KEYS.get(raw_key, raw_key)
@@ -99,17 +108,23 @@ def _apply(settings: JobSettings, values: Mapping[str, Any], base: Path | None, 
             raise UserError(f"{where}: unknown setting {raw_key!r}; known: {', '.join(sorted(_FIELDS))}")
         if key in _PATH_FIELDS and value is not None:
             value = Path(str(value)).expanduser()
-            if base is not None and not value.is_absolute():
-                value = base / value
+            folder = out_base if key == "out" and out_base is not None else base
+            if folder is not None and not value.is_absolute():
+                value = folder / value
         updates[key] = value
-    return dataclasses.replace(settings, **updates)
+    return updates
 
 
-def load_job_file(path: str | Path) -> tuple[list[JobSettings], dict[str, str]]:
-    """Jobs of a YAML file and the weight overrides it names (release keys); see module docstring."""
+def settings_for(values: Mapping[str, Any]) -> JobSettings:
+    """JobSettings from explicit ``values`` over the defaults of the base model they name."""
+    from dispose.bases import get_base
+
+    return dataclasses.replace(JobSettings(), **{**get_base(values.get("base")).defaults, **values})
+
+
+def _read_job_file(path: Path) -> tuple[dict, list[dict], dict[str, str]]:
     import yaml
 
-    path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -127,12 +142,19 @@ def load_job_file(path: str | Path) -> tuple[list[JobSettings], dict[str, str]]:
     unknown = set(data) - {"jobs", "test_case", "defaults", *RELEASE_WEIGHT_KEYS}
     if unknown:
         raise UserError(f"job file {path}: unknown top-level keys {sorted(unknown)}")
-    defaults = _apply(JobSettings(), data.get("defaults") or {}, base, f"{path}: defaults")
-    jobs = []
     for number, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):
             raise UserError(f"job file {path}: job {number} is not a mapping")
-        jobs.append(_apply(defaults, entry, base, f"{path}: job {number}"))
+    return data.get("defaults") or {}, entries, weights
+
+
+def load_job_file(path: str | Path, out: Path | None = None) -> tuple[list[JobSettings], dict[str, str]]:
+    """Jobs of a YAML file and the weight overrides it names (release keys); see module docstring."""
+    path = Path(path)
+    defaults, entries, weights = _read_job_file(path)
+    common = _normalised(defaults, path.parent, f"{path}: defaults", out_base=out)
+    jobs = [settings_for({**common, **_normalised(entry, path.parent, f"{path}: job {number}", out_base=out)})
+            for number, entry in enumerate(entries, 1)]
     return jobs, weights
 
 
@@ -140,13 +162,14 @@ def build_jobs(job_file: str | Path | None, overrides: Mapping[str, Any], out: P
         list[JobSettings], dict[str, str]]:
     """Jobs from the job file (or one job from the options alone) with command-line ``overrides`` applied
     (keys with value None are ignored).  ``out`` is the output file of a single job, or the folder of
-    jobs that name no ``out``."""
-    given = {key: value for key, value in overrides.items() if value is not None}
+    jobs (relative ``out`` entries of the file are relative to it)."""
+    given = _normalised({key: value for key, value in overrides.items() if value is not None}, None, "command line")
     if job_file is None:
-        jobs, weights = [JobSettings()], {}
+        jobs, weights = [settings_for(given)], {}
     else:
-        jobs, weights = load_job_file(job_file)
-    jobs = [_apply(job, given, None, "command line") for job in jobs]
+        folder = out if out is not None and out.suffix.lower() != ".mp4" else None
+        jobs, weights = load_job_file(job_file, folder)
+        jobs = [settings_for({**explicit_settings(job), **given}) for job in jobs]
     for number, job in enumerate(jobs):
         if job.out is None:
             if out is None:
@@ -156,16 +179,25 @@ def build_jobs(job_file: str | Path | None, overrides: Mapping[str, Any], out: P
                     raise UserError(f"--out {out} is a file but the job file has {len(jobs)} jobs; pass a folder")
                 jobs[number] = dataclasses.replace(job, out=out)
             elif job_file is not None or out.is_dir():
-                name = f"{Path(job.ref).stem}_to_{Path(job.driving).stem}.mp4" if job.ref and job.driving else ""
+                name = (f"{Path(job.ref).stem}_to_{Path(job.driving).stem}.mp4" if job.ref and job.driving
+                        else f"{Path(job.guidance).name}.mp4" if job.guidance else "")
                 jobs[number] = dataclasses.replace(job, out=out / name)
             else:
-                raise UserError(f"--out {out}: give an .mp4 file (or an existing folder)")
+                raise UserError(f"--out {out}: give an .mp4 file (or a folder)")
         jobs[number].validate()
     outs = [job.out for job in jobs]
     duplicates = sorted({str(o) for o in outs if outs.count(o) > 1})
     if duplicates:
         raise UserError(f"several jobs write the same output: {', '.join(duplicates)}; give each job its own 'out'")
     return jobs, weights
+
+
+def explicit_settings(job: JobSettings) -> dict:
+    """The fields of ``job`` that differ from its base's defaults (so that command-line values and a base
+    change apply on top)."""
+    reference = settings_for({"base": job.base})
+    return {f.name: getattr(job, f.name) for f in dataclasses.fields(job)
+            if getattr(job, f.name) != getattr(reference, f.name)}
 
 
 def shard(jobs: Sequence[JobSettings], index: int, count: int) -> list[JobSettings]:

@@ -2,7 +2,7 @@
 
 Components: SVD's VAE (``AutoencoderKLTemporalDecoder``), CLIP image encoder, EDM Euler scheduler; the
 MimicMotion UNet with its PoseNet; DisPose's hybrid ControlNet (motion + point encoders), which adds
-residuals to the UNet's skip connections (Eq. 7).  ``controlnet`` is optional: without it, or with
+residuals to the UNet's skip connections (Eq. 8).  ``controlnet`` is optional: without it, or with
 ``guidance=None``, the same code samples plain MimicMotion (the baseline for identical-seed comparisons).
 
 Sampling, as the release (``inference_ctrl.py`` + ``pipeline_ctrl.py``) does it, with its numbers:
@@ -19,7 +19,7 @@ Sampling, as the release (``inference_ctrl.py`` + ``pipeline_ctrl.py``) does it,
   The guidance scale is per frame, ``linspace(min, max, frames)``; the release uses 2.0 for both.
 * Tiles of ``tile_size`` (16) frames overlapping by ``tile_overlap`` (6), each including frame 0, fused
   with triangular weights (:mod:`dispose.pipelines.tiling`); the ControlNet sees the tile's slice of
-  ``F_s``, ``F_d`` and ``F_p`` (:mod:`dispose.pipelines.guidance_inputs`).
+  ``F_s``, ``F_d`` and ``F_p`` (:meth:`dispose.guidance.stage.GuidanceTensors.window`).
 * Initial noise: one tile-length block drawn with the generator (after a pixel-noise draw for the noise
   augmentation, drawn even at strength 0), repeated along the video.
 * VAE decoding in chunks of ``decode_chunk_size`` frames, starting at frame 0.
@@ -61,12 +61,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPVisionModelWithProjection
 from transformers.utils import logging as transformers_logging
 
-from dispose.pipelines.guidance_inputs import DisPoseGuidance
 from dispose.pipelines.tiling import fusion_normaliser, fusion_weights, repeat_tile_noise, tile_indices
 
 if TYPE_CHECKING:  # importing it at run time makes transformers warn that torchvision is missing
     from transformers import CLIPImageProcessor
 
+    from dispose.guidance.stage import Guidance, GuidanceTensors
     from dispose.models.hybrid_controlnet import EncodedGuidance
 
 # SVD's antialiased resize (the CLIP input of the release).  Its module imports CLIPImageProcessor, whose
@@ -184,7 +184,7 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         self,
         image: PIL.Image.Image | np.ndarray | torch.Tensor,
         pose_images: torch.Tensor,
-        guidance: DisPoseGuidance | None = None,
+        guidance: Guidance | GuidanceTensors | None = None,
         *,
         tile_size: int = 16,
         tile_overlap: int = 6,
@@ -203,6 +203,7 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         keep_reference: bool = False,
         output_type: Literal["np", "pt", "pil", "latent"] = "np",
         progress_bar=None,
+        callback_on_step_end=None,
         return_dict: bool = True,
     ) -> AnimationOutput | tuple:
         """Animate ``image`` following ``pose_images``.
@@ -217,7 +218,11 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
                 memory: see the module docstring), instead of once per step.
             latents: optional initial noise block (B, tile_size, 4, h, w) replacing the generator's draw.
             keep_reference: return frame 0 too (the release drops it).
-            progress_bar: a tqdm-like object to ``update()`` once per tile and step (default: own bar).
+            progress_bar: a tqdm-like object to ``update()`` once per tile and step and once per decoded chunk
+                (default: own bar).
+            callback_on_step_end: diffusers' ``f(pipeline, step_index, timestep, {"latents": ...}) -> dict``,
+                called after every denoising step; a returned ``latents`` replaces the latents.  An exception
+                it raises (e.g. a cancellation) ends sampling.
         """
         frames, _, height, width = pose_images.shape
         ref01 = _to_unit_tensor(image)
@@ -260,8 +265,10 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         norm = fusion_normaliser(tiles, frames, device)
 
         encoded: dict[int, EncodedGuidance] = {}  # tile -> its encoded guidance (kept across steps with cache_guidance)
-        bar = progress_bar if progress_bar is not None else self.progress_bar(total=len(timesteps) * len(tiles))
-        for t in timesteps:
+        decode_units = 0 if output_type == "latent" else -(-frames // max(decode_chunk_size, 1))
+        bar = progress_bar if progress_bar is not None else self.progress_bar(
+            total=len(timesteps) * len(tiles) + decode_units)
+        for step, t in enumerate(timesteps):
             scaled = self.scheduler.scale_model_input(latents, t)
             model_ins = [torch.cat([scaled.expand(half["batch"], *scaled.shape[1:]).to(dtype), half["ref_latents"]],
                                    dim=2) for half in halves]
@@ -284,16 +291,18 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + scale * (cond - uncond)
             latents = self.scheduler.step(noise_pred, t, latents, generator=generator, return_dict=False)[0].float()
+            if callback_on_step_end is not None:
+                latents = callback_on_step_end(self, step, t, {"latents": latents}).get("latents", latents)
         encoded.clear()
-        if progress_bar is None:
-            bar.close()
 
         if output_type == "latent":
             result = latents if keep_reference else latents[:, 1:]
         else:
-            video = self.decode_latents(latents, decode_chunk_size)  # (B, F, 3, H, W) in [0, 1]
+            video = self.decode_latents(latents, decode_chunk_size, bar)  # (B, F, 3, H, W) in [0, 1]
             video = video if keep_reference else video[:, 1:]
             result = self._format(video, output_type)
+        if progress_bar is None:
+            bar.close()
         self.maybe_free_model_hooks()
         return AnimationOutput(frames=result) if return_dict else (result,)
 
@@ -310,8 +319,9 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8) -> torch.Tensor:
-        """(B, F, 4, h, w) latents -> (B, F, 3, H, W) float32 frames in [0, 1], decoded ``chunk`` frames at a time."""
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None) -> torch.Tensor:
+        """(B, F, 4, h, w) latents -> (B, F, 3, H, W) float32 frames in [0, 1] on the CPU, decoded
+        ``decode_chunk_size`` frames at a time (``progress_bar.update()`` after each chunk)."""
         if decode_chunk_size < 1:
             raise ValueError(f"decode_chunk_size must be positive, got {decode_chunk_size}")
         batch, frames = latents.shape[:2]
@@ -320,6 +330,8 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         for start in range(0, flat.shape[0], decode_chunk_size):
             part = flat[start:start + decode_chunk_size].to(self.vae.dtype)
             chunks.append(self.vae.decode(part, num_frames=part.shape[0]).sample.float().cpu())
+            if progress_bar is not None:
+                progress_bar.update()
         video = torch.cat(chunks).reshape(batch, frames, *chunks[0].shape[1:])
         return (video / 2 + 0.5).clamp(0, 1)
 

@@ -1,7 +1,9 @@
-"""Where the animation weights live: the release's folder layout, per-file overrides, the local Hugging
-Face cache, one up-front check listing everything missing, and cheap fingerprints for the sidecar.
+"""Where the weights live: the release's folder layout, per-file overrides, the local Hugging Face cache,
+one up-front check listing everything missing, and fingerprints for the sidecar.
 
-Layout of ``--weights DIR`` (the release's ``pretrained_weights/``; README "Prepare model weights")::
+:data:`COMPONENTS` holds every known weight component: the guidance stage's own (SD1.5 for DIFT, DWPose,
+CMP) are declared here, each base model's are added by its registry entry (:mod:`dispose.bases`).
+Layout of ``--weights DIR`` for MimicMotion (the release's ``pretrained_weights/``)::
 
     DIR/
       MimicMotion_1-1.pth                      tencent/MimicMotion            (UNet + PoseNet)
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dispose.errors import UserError
@@ -63,27 +65,17 @@ class Component:
         return f"{url} ({self.hub_file})" if self.hub_file else url
 
 
-def _model_files(sub: str, stems: tuple[str, ...]) -> tuple[str, ...]:
+def model_files(sub: str, stems: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f"{sub}/{stem}{variant}{suffix}" for stem in stems for variant in ("", ".fp16")
                  for suffix in (".safetensors", ".bin"))
 
 
+#: Every known component, by key: the guidance stage's below, the bases' added by :mod:`dispose.bases`.
 COMPONENTS: dict[str, Component] = {c.key: c for c in (
-    Component("svd", "--svd", ("stable-video-diffusion-img2vid-xt-1-1",),
-              "stabilityai/stable-video-diffusion-img2vid-xt-1-1", None,
-              (("vae/config.json",), _model_files("vae", ("diffusion_pytorch_model",)),
-               ("image_encoder/config.json",), _model_files("image_encoder", ("model", "pytorch_model")),
-               ("scheduler/scheduler_config.json",), ("feature_extractor/preprocessor_config.json",),
-               ("unet/config.json",)),
-              "Stable Video Diffusion img2vid-xt 1.1 (VAE, CLIP image encoder, scheduler, UNet config)"),
-    Component("mimicmotion", "--mimicmotion", ("MimicMotion_1-1.pth",), "tencent/MimicMotion",
-              "MimicMotion_1-1.pth", what="MimicMotion 1.1 UNet + PoseNet"),
-    Component("dispose", "--dispose-ckpt", ("DisPose.pth",), "lihxxx/DisPose", "DisPose.pth",
-              what="DisPose hybrid ControlNet"),
     Component("sd15", "--sd15", ("stable-diffusion-v1-5",), "stable-diffusion-v1-5/stable-diffusion-v1-5", None,
-              (("unet/config.json",), _model_files("unet", ("diffusion_pytorch_model",)),
-               ("vae/config.json",), _model_files("vae", ("diffusion_pytorch_model",)),
-               ("text_encoder/config.json",), _model_files("text_encoder", ("model", "pytorch_model")),
+              (("unet/config.json",), model_files("unet", ("diffusion_pytorch_model",)),
+               ("vae/config.json",), model_files("vae", ("diffusion_pytorch_model",)),
+               ("text_encoder/config.json",), model_files("text_encoder", ("model", "pytorch_model")),
                ("tokenizer/vocab.json", "tokenizer/tokenizer.json")),
               "Stable Diffusion 1.5 (DIFT features)"),
     Component("dwpose", "--dwpose", ("dwpose",), "yzd-v/DWPose", None,
@@ -93,12 +85,30 @@ COMPONENTS: dict[str, Component] = {c.key: c for c in (
               what="CMP motion propagation (dense motion field F_d; without it, pass --dense propagate)"),
 )}
 
+#: What a run can do instead of each weight-free-replaceable component (listed when it is missing).
+ALTERNATIVES = {"dwpose": "--detector mediapipe (weight-free poses, no hand keypoints)",
+                "cmp": "--dense propagate (weight-free dense field) or --dense none",
+                "dispose": "--baseline (the base model without DisPose)"}
 
-def required_components(*, dispose: bool = True, detector: str = "dwpose", dense: str = "cmp") -> list[str]:
-    """Keys of the components a run needs: baseline runs skip DisPose.pth, SD1.5 and CMP."""
-    keys = ["svd", "mimicmotion"]
+
+def register_components(components) -> None:
+    """Add a base model's components (called by :func:`dispose.bases.register`)."""
+    for component in components:
+        known = COMPONENTS.get(component.key)
+        if known is not None and known != component:
+            raise ValueError(f"weight component {component.key!r} is declared twice, differently")
+        COMPONENTS[component.key] = component
+
+
+def required_components(*, dispose: bool = True, detector: str = "dwpose", dense: str = "cmp",
+                        base: str = "mimicmotion") -> list[str]:
+    """Keys of the components a run needs: the base's (:mod:`dispose.bases`), SD1.5 and CMP for DisPose runs
+    (CMP only with ``dense="cmp"``), DWPose with ``detector="dwpose"``."""
+    from dispose.bases import get_base
+
+    keys = list(get_base(base).required_components(dispose))
     if dispose:
-        keys += ["dispose", "sd15"]
+        keys.append("sd15")
         if dense == "cmp":
             keys.append("cmp")
     if detector == "dwpose":
@@ -106,20 +116,24 @@ def required_components(*, dispose: bool = True, detector: str = "dwpose", dense
     return keys
 
 
-@dataclass
 class WeightPaths:
-    """Resolved local paths of the components (None = not needed / not resolved)."""
+    """Resolved local paths of components by key (``paths.svd`` or ``paths["svd"]``; None = not resolved)
+    and how each was found (``origins``)."""
 
-    svd: Path | None = None
-    mimicmotion: Path | None = None
-    dispose: Path | None = None
-    sd15: Path | None = None
-    dwpose: Path | None = None
-    cmp: Path | None = None
-    origins: dict[str, str] = field(default_factory=dict)  # key -> how it was found
+    def __init__(self) -> None:
+        self.found: dict[str, Path] = {}
+        self.origins: dict[str, str] = {}
 
-    def as_dict(self) -> dict[str, str | None]:
-        return {key: (None if getattr(self, key) is None else str(getattr(self, key))) for key in COMPONENTS}
+    def __getitem__(self, key: str) -> Path | None:
+        return self.found.get(key)
+
+    def __getattr__(self, key: str) -> Path | None:
+        if key in COMPONENTS:
+            return self.found.get(key)
+        raise AttributeError(key)
+
+    def as_dict(self) -> dict[str, str]:
+        return {key: str(value) for key, value in self.found.items()}
 
 
 def is_hub_id(text: str) -> bool:
@@ -173,7 +187,18 @@ def _missing_inside(component: Component, folder: Path) -> list[str]:
 
 def resolve_weights(weights_dir: str | Path | None, overrides: Mapping[str, str | Path | None] | None = None,
                     required: Iterable[str] = ("svd", "mimicmotion")) -> WeightPaths:
-    """Find every required component, or raise ONE UserError listing all that are missing and where to get them.
+    """Find every required component, or raise ONE UserError listing all that are missing and where to get
+    them (:func:`find_weights` gives the list without raising)."""
+    paths, problems = find_weights(weights_dir, overrides, required)
+    if problems:
+        raise UserError("missing weights (nothing was loaded):\n" + "\n".join(problems))
+    return paths
+
+
+def find_weights(weights_dir: str | Path | None, overrides: Mapping[str, str | Path | None] | None = None,
+                 required: Iterable[str] = ("svd", "mimicmotion")) -> tuple[WeightPaths, list[str]]:
+    """The components found, and one line (or two) per component that is missing: what, where it was looked
+    for, where to get it, and what to run instead where a weight-free alternative exists.
 
     ``overrides`` maps component keys (see :data:`COMPONENTS`) to a path or hub id given on its own.
     Order of search: the override; ``weights_dir``/layout path(s); the default hub id in the local cache.
@@ -208,9 +233,10 @@ def resolve_weights(weights_dir: str | Path | None, overrides: Mapping[str, str 
                 found, origin = cached, f"Hugging Face cache ({component.hub_repo})"
             else:
                 looked.append(f"Hugging Face cache: {component.hub_repo}")
+                instead = f" Or run without it: {ALTERNATIVES[key]}." if key in ALTERNATIVES else ""
                 problems.append(f"  - {component.what}: not found (looked in: {'; '.join(looked)}).\n"
                                 f"    Get it from {component.source}; put it at "
-                                f"{'WEIGHTS/' + component.layout[0]} or pass {component.option}.")
+                                f"{'WEIGHTS/' + component.layout[0]} or pass {component.option}.{instead}")
                 continue
         if component.is_folder != found.is_dir():
             kind = "a folder" if component.is_folder else "a file"
@@ -222,11 +248,9 @@ def resolve_weights(weights_dir: str | Path | None, overrides: Mapping[str, str 
                 problems.append(f"  - {component.what}: {found} lacks {', '.join(inside)}.\n"
                                 f"    Get the complete folder from {component.source}.")
                 continue
-        setattr(paths, key, found)
+        paths.found[key] = found
         paths.origins[key] = origin
-    if problems:
-        raise UserError("missing weights (nothing was loaded):\n" + "\n".join(problems))
-    return paths
+    return paths, problems
 
 
 def fingerprint(path: str | Path) -> dict:

@@ -1,0 +1,171 @@
+"""MimicMotion (Stable Video Diffusion) as a DisPose base: its weights, loader, sampling call and tables.
+
+Sampling (:func:`sample`) hands the pipeline (:class:`~dispose.pipelines.mimicmotion.DisPoseMimicMotionPipeline`)
+the reference and skeletons with the release script's pixel arithmetic: it runs with torch's default dtype
+set to fp16 (float32 with ``--no_use_float16``), so the skeletons become ``uint8 / 127.5 - 1`` computed in
+that dtype, and the reference reaches the pipeline after a round trip ``((uint8 / 127.5 - 1) + 1) * 127.5``
+truncated back to uint8, which lowers some dark grey levels by one (in fp16: 1-8, 18-21 and 36-43; in
+float32: 63 of the 256 levels).  Both the CLIP embedding and the VAE latent see that reference; DIFT, the
+pose detector and the side-by-side video see the original.  We do this arithmetic in fp16 when the models
+run in fp16, else in float32.  fp16 on CUDA samples and decodes under ``torch.autocast("cuda")``, as the
+release's script does (norms and a few other ops then run in float32).
+
+``match_release`` also turns on the temporal cross-attention context order of diffusers 0.27, which the
+release pins (:mod:`dispose.models.release_compat`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dispose.bases import Base, SamplingRequest
+from dispose.pipelines.weights import Component, model_files
+
+COMPONENTS = (
+    Component("svd", "--svd", ("stable-video-diffusion-img2vid-xt-1-1",),
+              "stabilityai/stable-video-diffusion-img2vid-xt-1-1", None,
+              (("vae/config.json",), model_files("vae", ("diffusion_pytorch_model",)),
+               ("image_encoder/config.json",), model_files("image_encoder", ("model", "pytorch_model")),
+               ("scheduler/scheduler_config.json",), ("feature_extractor/preprocessor_config.json",),
+               ("unet/config.json",)),
+              "Stable Video Diffusion img2vid-xt 1.1 (VAE, CLIP image encoder, scheduler, UNet config)"),
+    Component("mimicmotion", "--mimicmotion", ("MimicMotion_1-1.pth",), "tencent/MimicMotion",
+              "MimicMotion_1-1.pth", what="MimicMotion 1.1 UNet + PoseNet"),
+    Component("dispose", "--dispose-ckpt", ("DisPose.pth",), "lihxxx/DisPose", "DisPose.pth",
+              what="DisPose hybrid ControlNet"),
+)
+
+
+def required_components(dispose: bool) -> list[str]:
+    return ["svd", "mimicmotion", *(["dispose"] if dispose else [])]
+
+
+def load(paths, dispose: bool, dtype: torch.dtype, device):
+    from dispose.pipelines.loading import load_pipeline
+
+    return load_pipeline(paths, dispose=dispose, dtype=dtype, device=device)
+
+
+def release_autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """``torch.autocast("cuda")`` for fp16 models on CUDA (the release's script); no change elsewhere."""
+    if device.type == "cuda" and dtype == torch.float16:
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def release_pixels(reference: np.ndarray, skeletons: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, torch.Tensor]:
+    """The reference (H, W, 3) uint8 and skeletons (N + 1, 3, H, W) in [-1, 1] as the release's script hands
+    them to its pipeline, for models running in ``dtype`` (module docstring)."""
+    arithmetic = torch.float16 if dtype == torch.float16 else torch.float32
+    ref = torch.from_numpy(reference).to(arithmetic) / 127.5 - 1.0
+    ref = ((ref + 1.0) * 127.5).to(torch.uint8).numpy()
+    poses = torch.from_numpy(skeletons).permute(0, 3, 1, 2).to(arithmetic) / 127.5 - 1.0
+    return ref, poses
+
+
+def sample(pipeline, request: SamplingRequest) -> np.ndarray:
+    from dispose.models.release_compat import release_temporal_context
+    from dispose.pipelines.mimicmotion import to_uint8
+
+    job, runtime = request.settings, request.runtime
+    device, dtype = pipeline._execution_device, pipeline.unet.dtype
+    reference, pose_images = release_pixels(request.reference, request.skeletons, dtype)
+    low, high = job.guidance_range
+    models = [pipeline.unet, pipeline.controlnet]
+    with release_autocast(device, dtype), release_temporal_context(models, enabled=job.match_release):
+        frames = pipeline(
+            reference, pose_images, request.guidance, tile_size=job.num_frames, tile_overlap=job.frames_overlap,
+            num_inference_steps=job.num_inference_steps, min_guidance_scale=low, max_guidance_scale=high,
+            fps=job.conditioning_fps, motion_bucket_id=job.motion_bucket_id,
+            noise_aug_strength=job.noise_aug_strength, controlnet_conditioning_scale=job.controlnet_scale,
+            decode_chunk_size=job.decode_chunk_size, cfg_mode=runtime.cfg_mode,
+            cache_guidance=runtime.cache_guidance, generator=request.generator, output_type="np",
+            progress_bar=request.progress_bar, callback_on_step_end=request.callback_on_step_end).frames[0]
+    return to_uint8(frames)
+
+
+def tiles(num_frames: int, settings) -> list[list[int]]:
+    from dispose.pipelines.tiling import tile_indices
+
+    return tile_indices(num_frames, settings.num_frames, settings.frames_overlap)
+
+
+def sampling_steps(num_frames: int, settings) -> int:
+    """One unit per tile and step."""
+    return settings.num_inference_steps * len(tiles(num_frames, settings))
+
+
+def steps_per_video(num_frames: int, settings) -> int:
+    """One unit per tile and step, one per decoded chunk."""
+    return sampling_steps(num_frames, settings) + -(-num_frames // settings.decode_chunk_size)
+
+
+#: Top-level parts of the hybrid ControlNet, with what they are.
+CONTROLNET_PARTS = (
+    ("conv_in", "input conv (copied from the UNet)"),
+    ("time_embedding", "timestep embedding (copied)"),
+    ("add_embedding", "added-time-ids embedding"),
+    ("down_blocks", "encoder down blocks (copied)"),
+    ("mid_block", "mid block (copied)"),
+    ("controlnet_down_blocks", "zero 1x1 convs, skips"),
+    ("controlnet_mid_block", "zero 1x1 conv, mid"),
+    ("controlnet_cond_embedding", "motion encoder (Eq. 5)"),
+    ("point_adapter", "point encoder (Eq. 7)"),
+)
+
+
+def _count(module) -> tuple[int, int]:
+    state = module.state_dict()
+    return len(state), sum(tensor.numel() for tensor in state.values())
+
+
+def parameter_counts(config: str | Path | None = None) -> list:
+    """Tensor and parameter counts of the full-size networks, built empty: the hybrid ControlNet (total and
+    per part), MimicMotion's UNet and PoseNet, for SVD-xt-1.1's UNet config or the one at ``config``."""
+    from accelerate import init_empty_weights
+
+    from dispose.models.controlnet_svd import HybridControlNetSVD
+    from dispose.models.pose_net import PoseNet
+    from dispose.models.unet_mimicmotion import MimicMotionUNet
+    from dispose.pipelines.loading import read_unet_config
+
+    with init_empty_weights():
+        unet = MimicMotionUNet.from_config(read_unet_config(config))
+        controlnet = HybridControlNetSVD.from_unet(unet, load_weights_from_unet=False)
+        pose_net = PoseNet(noise_latent_channels=unet.config.block_out_channels[0])
+    return [
+        ("DisPose hybrid ControlNet (DisPose.pth, trainable)",
+         [("total", *_count(controlnet), "")] + [(name, *_count(getattr(controlnet, name)), note)
+                                                 for name, note in CONTROLNET_PARTS]),
+        ("MimicMotion (MimicMotion_1-1.pth, frozen in DisPose)",
+         [("unet", *_count(unet), "SVD UNet"), ("pose_net", *_count(pose_net), "PoseNet")]),
+    ]
+
+
+def verify_checkpoint(kind: str, path: Path, config: str | Path | None = None) -> None:
+    """Load a checkpoint file of ``kind`` ("mimicmotion" or "dispose") strictly into its network."""
+    from accelerate import init_empty_weights
+
+    from dispose.models.unet_mimicmotion import MimicMotionUNet
+    from dispose.pipelines.loading import load_controlnet, load_mimicmotion, read_unet_config
+
+    unet_config = read_unet_config(config)
+    if kind == "mimicmotion":
+        load_mimicmotion(path, unet_config=unet_config)
+        return
+    with init_empty_weights():
+        unet = MimicMotionUNet.from_config(unet_config)
+    load_controlnet(path, unet)
+
+
+MIMICMOTION = Base(
+    name="mimicmotion", title="MimicMotion 1.1 on Stable Video Diffusion img2vid-xt 1.1",
+    components=COMPONENTS, required_components=required_components, load_pipeline=load, sample=sample,
+    tiles=tiles, sampling_steps=sampling_steps, steps_per_video=steps_per_video, parameter_counts=parameter_counts,
+    checkpoint_kinds={"mimicmotion": "unet.", "dispose": "controlnet_cond_embedding."},
+    verify_checkpoint=verify_checkpoint,
+)

@@ -1,0 +1,301 @@
+"""The in-memory animation engine behind every front door (CLI, web app, ComfyUI nodes, training validation).
+
+An :class:`Animator` loads a base model's pipeline once (:mod:`dispose.bases`) and then animates any number
+of inputs: a reference (path, PIL image or uint8 array) with driving frames (a video path or frames), a poses
+file, or a ready :class:`~dispose.guidance.stage.Guidance`.  It returns an :class:`AnimationResult` (frames
+and metadata) and writes nothing: files, sidecars and side-by-side videos are the front doors' business.
+Progress goes to ``on_progress(stage, done, total)`` (and a tqdm bar when ``Runtime.progress``), the
+diffusers-style ``callback_on_step_end`` is passed to the pipeline, and ``cancel`` (a ``threading.Event``
+or a callable) is checked after every denoising step and between stages (:class:`Cancelled`).
+
+Memory and speed controls (:class:`Runtime`), and what each saves:
+
+* ``dtype`` fp16 / bf16 halve the weights and activations against fp32 (fp16 is the release's choice on
+  CUDA; bf16 where fp16 overflows; fp32 on CPU, where half-precision convolutions are slow).
+* ``cfg_mode="sequential"`` runs the unconditional and conditional halves as two passes: half the
+  UNet/ControlNet activation memory, about the same time on a saturated GPU.
+* ``offload``: diffusers' ``enable_model_cpu_offload`` (accelerate hooks): each model moves to the GPU
+  when it runs; the UNet and the ControlNet stay resident while sampling.
+* DIFT (SD1.5) and CMP are loaded per job, used once and freed before sampling; only their outputs stay.
+* ``compile``: ``torch.compile`` of the UNet and ControlNet; slow first job, faster later ones.
+* ``cache_guidance`` (default on): each tile's encoded DisPose guidance is computed once and kept for all
+  denoising steps (:mod:`dispose.pipelines.mimicmotion`).
+
+Multi-GPU: one process per GPU (``accelerate launch``), each with its own Animator (see ``dispose animate``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dispose.bases import Base, SamplingRequest, get_base
+from dispose.errors import UserError
+from dispose.guidance.stage import Guidance, GuidanceModels, compute_guidance
+from dispose.pipelines.job import JobSettings
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+Progress = Callable[[str, int, int], None]
+
+
+class Cancelled(UserError):
+    """The caller cancelled the animation (``cancel`` was set); nothing was produced."""
+
+
+@dataclass
+class Runtime:
+    """How to run (not what to generate): device, precision, memory controls, detector, dense flow."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    cfg_mode: str = "batch"
+    offload: bool = False
+    compile: bool = False
+    cache_guidance: bool = True
+    detector: str = "dwpose"  # dwpose | mediapipe
+    dense: str = "cmp"  # cmp | propagate | none (dense motion field F_d)
+    align: str = "global"  # pose alignment of dispose.pose.extract
+    progress: bool = True
+
+    def torch_device(self) -> torch.device:
+        from dispose.devices import resolve_device
+
+        return resolve_device(self.device)
+
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.float16 if self.torch_device().type == "cuda" else torch.float32
+        if self.dtype not in DTYPES:
+            raise UserError(f"--dtype must be one of auto, {', '.join(DTYPES)}; got {self.dtype!r}")
+        return DTYPES[self.dtype]
+
+    def check(self) -> None:
+        """Validate every option without loading anything (a UserError names the option and the fix)."""
+        from dispose.pose.alignment import ALIGN_MODES
+
+        self.torch_dtype()
+        choices = {"cfg_mode": ("batch", "sequential"), "detector": ("dwpose", "mediapipe"),
+                   "dense": ("cmp", "propagate", "none"), "align": ALIGN_MODES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UserError(f"--{name.replace('_mode', '')} must be one of {', '.join(allowed)}; "
+                                f"got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return {"device": str(self.torch_device()), "dtype": str(self.torch_dtype()).replace("torch.", ""),
+                "cfg_mode": self.cfg_mode, "offload": self.offload, "compile": self.compile,
+                "cache_guidance": self.cache_guidance, "detector": self.detector, "dense": self.dense,
+                "align": self.align}
+
+
+@dataclass
+class AnimationResult:
+    """One animation: ``frames`` (N, H, W, 3) uint8, the ``reference`` (H, W, 3) and ``skeletons`` (N, H, W, 3)
+    it was made from, the ``guidance`` used (None for the baseline) and ``metadata`` (settings, runtime,
+    seed, inputs and weight fingerprints, sizes, timings)."""
+
+    frames: np.ndarray
+    reference: np.ndarray
+    skeletons: np.ndarray
+    guidance: Guidance | None
+    metadata: dict = field(default_factory=dict)
+
+    def side_by_side(self) -> np.ndarray:
+        """(reference | driving skeleton | result) per frame, (N, H, 3W, 3) uint8."""
+        count = len(self.frames)
+        reference = np.broadcast_to(self.reference, (count, *self.reference.shape))
+        return np.concatenate([reference, self.skeletons[:count], self.frames], axis=2)
+
+
+class _Bar:
+    """Forwards ``update()`` of the pipeline to ``on_progress`` and an optional tqdm bar: ``sampling`` for the
+    first ``sampling`` units, then ``decoding``; :attr:`switched` is when decoding began."""
+
+    def __init__(self, sampling: int, total: int, on_progress: Progress | None, show: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.sampling, self.total, self.done, self.on_progress = sampling, total, 0, on_progress
+        self.stage = "sampling"
+        self.switched: float | None = None
+        self.tqdm = tqdm(total=total, desc=self.stage, unit="step", disable=not show)
+
+    def update(self, count: int = 1) -> None:
+        self.done += count
+        self.tqdm.update(count)
+        if self.done >= self.sampling and self.switched is None:
+            self.switched = time.perf_counter()
+            self.stage = "decoding"
+            self.tqdm.set_description(self.stage)
+        if self.on_progress is not None:
+            self.on_progress(self.stage, self.done, self.total)
+
+    def close(self) -> None:
+        self.tqdm.close()
+
+
+def _cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    return cancel.is_set() if isinstance(cancel, threading.Event) else bool(cancel())
+
+
+class Animator:
+    """A loaded base model and its guidance models; :meth:`animate` runs one animation in memory."""
+
+    def __init__(self, base: Base, pipeline, runtime: Runtime, *, guidance_models: GuidanceModels | None = None,
+                 weight_fingerprints: dict | None = None) -> None:
+        self.base = base
+        self.pipeline = pipeline
+        self.runtime = runtime
+        self.guidance_models = guidance_models or GuidanceModels()
+        self.weight_fingerprints = weight_fingerprints or {}
+
+    # ------------------------------------------------------------------ loading
+    @staticmethod
+    def required(base: str | None, runtime: Runtime, dispose: bool) -> list[str]:
+        """Weight component keys a run needs."""
+        from dispose.pipelines.weights import required_components
+
+        return required_components(dispose=dispose, detector=runtime.detector, dense=runtime.dense,
+                                   base=get_base(base).name)
+
+    @classmethod
+    def missing_weights(cls, base: str | None = None, weights: str | Path | None = None,
+                        overrides: dict | None = None, runtime: Runtime | None = None,
+                        dispose: bool = True) -> list[str]:
+        """What a run would still need, one entry per missing component (empty when all are there)."""
+        from dispose.pipelines.weights import find_weights
+
+        runtime = runtime or Runtime()
+        return find_weights(weights, overrides, cls.required(base, runtime, dispose))[1]
+
+    @classmethod
+    def load(cls, base: str | None = None, weights: str | Path | None = None, overrides: dict | None = None,
+             runtime: Runtime | None = None, dispose: bool = True) -> Animator:
+        """Check every weight file the runs need (one error listing all missing ones), then load them once.
+        ``dispose=False`` loads the base alone (baseline runs only)."""
+        from dispose.pipelines.weights import fingerprint, resolve_weights
+        from dispose.pose.detector_factory import load_detector
+
+        runtime = runtime or Runtime()
+        runtime.check()
+        spec = get_base(base)
+        paths = resolve_weights(weights, overrides, cls.required(spec.name, runtime, dispose))
+        fingerprints = {key: {"path": str(value), "found_by": paths.origins.get(key), "fingerprint": fingerprint(value)}
+                        for key, value in paths.found.items()}
+        device, dtype = runtime.torch_device(), runtime.torch_dtype()
+        pipeline = spec.load_pipeline(paths, dispose, dtype, "cpu" if runtime.offload else device)
+        if runtime.offload:
+            pipeline.enable_model_cpu_offload(device=device)
+        if runtime.compile:
+            pipeline.enable_compile()
+        pipeline.set_progress_bar_config(disable=True)
+        detector = load_detector(dwpose_dir=paths.dwpose if runtime.detector == "dwpose" else None,
+                                 device=str(device))
+        models = GuidanceModels(detector=detector, cmp=paths.cmp, sd15=paths.sd15)
+        return cls(spec, pipeline, runtime, guidance_models=models, weight_fingerprints=fingerprints)
+
+    @classmethod
+    def from_pipeline(cls, pipeline, base: str | None = None, runtime: Runtime | None = None,
+                      guidance_models: GuidanceModels | None = None) -> Animator:
+        """An engine around an already built pipeline (training validation, tests)."""
+        return cls(get_base(base), pipeline, runtime or Runtime(detector="mediapipe", dense="propagate"),
+                   guidance_models=guidance_models)
+
+    # ------------------------------------------------------------------ running
+    def settings(self, **values) -> JobSettings:
+        """Settings with this base's defaults, then ``values``."""
+        return replace(JobSettings(), **{**self.base.defaults, **values})
+
+    def compute_guidance(self, reference, driving=None, *, poses=None, settings: JobSettings | None = None,
+                         dispose: bool = True, on_progress: Progress | None = None,
+                         timings: dict | None = None) -> Guidance:
+        """Poses (and, with ``dispose``, DisPose's guidance) of a reference and driving input with this
+        engine's detector, CMP and SD1.5 (:func:`dispose.guidance.stage.compute_guidance`)."""
+        job = settings or self.settings()
+        models = self.guidance_models if dispose else GuidanceModels(detector=self.guidance_models.detector)
+        return compute_guidance(
+            reference, driving, poses=poses, resolution=job.resolution, sample_stride=job.sample_stride,
+            max_frames=job.max_frames, align=self.runtime.align, dense=self.runtime.dense if dispose else "none",
+            models=models, release_missing_points=job.release_missing_points, match_release=job.match_release,
+            seed=job.seed, device=self.runtime.torch_device(), dtype=self.runtime.torch_dtype(), strict=job.strict,
+            on_progress=on_progress, timings=timings)
+
+    def animate(self, reference=None, driving=None, *, poses=None, guidance: Guidance | None = None,
+                settings: JobSettings | None = None, callback_on_step_end: Callable | None = None,
+                on_progress: Progress | None = None, cancel=None) -> AnimationResult:
+        """Animate ``reference`` with the motion of ``driving`` (or ``poses``, or a ready ``guidance``).
+
+        Without ``guidance``, poses and guidance are computed here (:meth:`compute_guidance`).  Raises
+        :class:`Cancelled` when ``cancel`` is set.  ``settings.baseline`` samples the base model alone.
+        """
+        job = settings or self.settings()
+        dispose = not job.baseline
+        if dispose and getattr(self.pipeline, "controlnet", None) is None:
+            raise UserError("this engine was loaded without DisPose (baseline only); load it with dispose=True "
+                            "or ask for a baseline run")
+        timings: dict[str, float] = {}
+        if guidance is None:
+            if reference is None:
+                raise UserError("give a reference image (--ref) or a saved guidance (--guidance)")
+            guidance = self.compute_guidance(reference, driving, poses=poses, settings=job, dispose=dispose,
+                                             on_progress=on_progress, timings=timings)
+        elif dispose and guidance.point_embeddings is None:
+            models = self.guidance_models
+            if models.sd15 is None:
+                raise UserError("the saved guidance has no point embeddings and no SD1.5 weights were given: "
+                                "pass --sd15 (or --weights), or write the guidance with them")
+            from dispose.guidance.stage import reference_point_embeddings
+
+            start = time.perf_counter()
+            guidance.point_embeddings = reference_point_embeddings(
+                guidance, models.sd15, seed=job.seed, device=self.runtime.torch_device(),
+                dtype=self.runtime.torch_dtype())
+            timings["dift"] = time.perf_counter() - start
+        if _cancelled(cancel):
+            raise Cancelled("cancelled before sampling; nothing was produced")
+
+        device = self.runtime.torch_device()
+        frames_total = guidance.num_frames
+        tiles = self.base.tiles(frames_total, job)
+        bar = _Bar(self.base.sampling_steps(frames_total, job), self.base.steps_per_video(frames_total, job),
+                   on_progress, self.runtime.progress)
+
+        def step_end(pipeline, step, timestep, kwargs):
+            if callback_on_step_end is not None:
+                kwargs = callback_on_step_end(pipeline, step, timestep, kwargs) or kwargs
+            if _cancelled(cancel):
+                raise Cancelled(f"cancelled after step {step + 1} of {job.num_inference_steps}; nothing was produced")
+            return kwargs
+
+        request = SamplingRequest(
+            reference=guidance.reference, skeletons=guidance.skeleton_images(),
+            guidance=guidance.tensors if dispose else None, settings=job, runtime=self.runtime,
+            generator=torch.Generator(device=device).manual_seed(job.seed), progress_bar=bar,
+            callback_on_step_end=step_end)
+        start = time.perf_counter()
+        try:
+            frames = self.base.sample(self.pipeline, request)
+        finally:
+            bar.close()
+        end = time.perf_counter()
+        timings["sampling"] = (bar.switched or end) - start
+        timings["decoding"] = end - (bar.switched or end)
+        skeletons = request.skeletons[1:]
+        metadata = {
+            "base": self.base.name, "job": job.to_dict(), "seed": job.seed, "runtime": self.runtime.to_dict(),
+            "inputs": {**guidance.inputs, "fps_after_stride": guidance.fps, "frames_without_person": guidance.filled,
+                       "guidance_fingerprint": guidance.fingerprint, "guidance_settings": guidance.settings},
+            "weights": self.weight_fingerprints,
+            "result": {"frames": int(frames.shape[0]), "width": int(frames.shape[2]), "height": int(frames.shape[1]),
+                       "tiles": len(tiles)},
+            "timings": {key: round(value, 3) for key, value in timings.items()},
+        }
+        return AnimationResult(frames=frames, reference=guidance.reference, skeletons=skeletons,
+                               guidance=guidance if dispose else None, metadata=metadata)
