@@ -1,0 +1,1 @@
+"""Training DisPose: dataset preparation (``dispose prepare``), the training dataset reader, the trainer."""
