@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 
 import dispose.commands
-from dispose.errors import UserError, os_error_line
+from dispose.errors import error_line
 from dispose.media.files import finished_outputs
 
 
@@ -92,18 +92,11 @@ def main(argv: list[str] | None = None) -> int:
             signum = interrupted[0] if interrupted else signal.SIGINT
             print(f"{prog}: {_interrupted(signum, finished_outputs()[before:])}", file=sys.stderr)
             return 128 + signum
-        line = _error_line(error)
+        line = error_line(error)
         if line is None:  # a bug, or --help / a bad option (SystemExit): as it is
             raise
         print(f"{prog}: error: {line}", file=sys.stderr)
         return 2
-
-
-def _error_line(error: BaseException) -> str | None:
-    """The one line for an error the user can fix, None for anything else."""
-    if isinstance(error, (UserError, ValueError)):
-        return str(error)
-    return os_error_line(error) if isinstance(error, OSError) else None
 
 
 if __name__ == "__main__":

@@ -213,24 +213,25 @@ class Animator:
         """Settings with this base's defaults, then ``values``."""
         return replace(JobSettings(), **{**self.base.defaults, **values})
 
-    def compute_guidance(self, reference, driving=None, *, poses=None, settings: JobSettings | None = None,
-                         dispose: bool = True, on_progress: Progress | None = None,
-                         timings: dict | None = None) -> Guidance:
+    def compute_guidance(self, reference, driving=None, *, poses=None, fps: float | None = None,
+                         settings: JobSettings | None = None, dispose: bool = True,
+                         on_progress: Progress | None = None, timings: dict | None = None) -> Guidance:
         """Poses (and, with ``dispose``, DisPose's guidance) of a reference and driving input with this
         engine's detector, CMP and SD1.5 (:func:`dispose.guidance.stage.compute_guidance`)."""
         job = settings or self.settings()
         models = self.guidance_models if dispose else GuidanceModels(detector=self.guidance_models.detector)
         return compute_guidance(
-            reference, driving, poses=poses, resolution=job.resolution, sample_stride=job.sample_stride,
+            reference, driving, poses=poses, fps=fps, resolution=job.resolution, sample_stride=job.sample_stride,
             max_frames=job.max_frames, align=self.runtime.align, dense=self.runtime.dense if dispose else "none",
             models=models, release_missing_points=job.release_missing_points, match_release=job.match_release,
             seed=job.seed, device=self.runtime.torch_device(), dtype=self.runtime.torch_dtype(), strict=job.strict,
             on_progress=on_progress, timings=timings)
 
-    def animate(self, reference=None, driving=None, *, poses=None, guidance: Guidance | None = None,
-                settings: JobSettings | None = None, callback_on_step_end: Callable | None = None,
+    def animate(self, reference=None, driving=None, *, poses=None, fps: float | None = None,
+                guidance: Guidance | None = None, settings: JobSettings | None = None, callback_on_step_end: Callable | None = None,
                 on_progress: Progress | None = None, cancel=None) -> AnimationResult:
-        """Animate ``reference`` with the motion of ``driving`` (or ``poses``, or a ready ``guidance``).
+        """Animate ``reference`` with the motion of ``driving`` (or ``poses``, or a ready ``guidance``); ``fps`` is
+        the rate of driving frames given as arrays (:func:`dispose.guidance.stage.compute_guidance`).
 
         Without ``guidance``, poses and guidance are computed here (:meth:`compute_guidance`).  Raises
         :class:`Cancelled` when ``cancel`` is set.  ``settings.baseline`` samples the base model alone.
@@ -244,7 +245,7 @@ class Animator:
         if guidance is None:
             if reference is None:
                 raise UserError("give a reference image (--ref) or a saved guidance (--guidance)")
-            guidance = self.compute_guidance(reference, driving, poses=poses, settings=job, dispose=dispose,
+            guidance = self.compute_guidance(reference, driving, poses=poses, fps=fps, settings=job, dispose=dispose,
                                              on_progress=on_progress, timings=timings)
         elif dispose and guidance.point_embeddings is None:
             models = self.guidance_models

@@ -38,3 +38,11 @@ def os_error_line(error: OSError) -> str | None:
         return None
     names = [str(name) for name in (error.filename, error.filename2) if name is not None]
     return f"{' -> '.join(names) or 'a file'}: {fix}"
+
+
+def error_line(error: BaseException) -> str | None:
+    """The one line the command line (and the app) shows for an error the user can fix: a UserError's or
+    ValueError's message, a file problem's :func:`os_error_line`; None for anything else (a bug)."""
+    if isinstance(error, (UserError, ValueError)):
+        return str(error)
+    return os_error_line(error) if isinstance(error, OSError) else None

@@ -154,24 +154,9 @@ def _load_guidance(job, explicit: set[str]):
     return guidance
 
 
-def _write(job, result, engine) -> None:
-    from dispose.media.video import write_video
-    from dispose.pipelines.job import Sidecar, sidecar_path
-
-    write_video(job.out, result.frames, job.fps)
-    if job.side_by_side is not None:
-        write_video(job.side_by_side, result.side_by_side(), job.fps)
-    meta = result.metadata
-    outputs = {"fps": job.fps, "out": str(job.out),
-               "side_by_side": None if job.side_by_side is None else str(job.side_by_side)}
-    Sidecar(job=job, runtime={**meta["runtime"], "base": meta["base"]}, inputs=meta["inputs"],
-            weights=meta["weights"], result={**meta["result"], **outputs},
-            timings=meta["timings"]).write(sidecar_path(Path(job.out)))
-
-
 def run(args: argparse.Namespace) -> int:
     from dispose.engine import Animator, Runtime
-    from dispose.pipelines.job import build_jobs, explicit_settings, shard
+    from dispose.pipelines.job import build_jobs, explicit_settings, shard, write_result
 
     overrides = {field: getattr(args, dest) for dest, field in _JOB_OPTIONS.items()}
     for flag in _FLAGS:
@@ -213,6 +198,6 @@ def run(args: argparse.Namespace) -> int:
     for job in jobs:
         guidance = _load_guidance(job, explicit | set(explicit_settings(job))) if job.guidance else None
         result = engine.animate(job.ref, job.driving, poses=job.poses, guidance=guidance, settings=job)
-        _write(job, result, engine)
+        write_result(job, result)
         print(f"wrote {job.out}", file=sys.stderr)
     return 0

@@ -388,7 +388,7 @@ def _poses_from_file(poses, driving, reference: np.ndarray, reference_pose: Pose
     elif driving is not None:
         first = np.asarray(driving[0])
         frame_size, stride = (first.shape[1], first.shape[0]), 1
-    sequence = load_pose_file(poses, frame_size)
+    sequence = poses if isinstance(poses, PoseSequence) else load_pose_file(poses, frame_size)
     kept = sequence.poses[::stride][:max_frames]
     rate = float(rate or (sequence.fps / stride if sequence.fps else 30.0))
     extraction = align_sequence(reference_pose, PoseSequence(kept, sequence.width, sequence.height, rate),
@@ -413,7 +413,8 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
     ``reference``: a path, PIL image or (H, W, 3) uint8 array of any size.  ``driving``: a video path
     (every ``sample_stride``-th frame, times int(fps / 24) as the release, at most ``max_frames``) or
     (N, H, W, 3) uint8 frames used as given (at most ``max_frames``; ``fps`` their rate).  ``poses``: a
-    poses file (our JSON or OpenPose JSON) replacing the detector on the driving frames.  ``dense`` and
+    poses file (our JSON or OpenPose JSON) or a :class:`~dispose.pose.keypoints.PoseSequence` replacing the
+    detector on the driving frames.  ``dense`` and
     ``models`` select ``F_d`` and the point embeddings; ``timings`` (a dict) receives seconds per stage.
     A video shorter than its container declares is a warning (both counts land in ``settings``), or with
     ``strict`` a UserError.
@@ -463,8 +464,11 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
     inputs = {"reference": input_fingerprint(reference)}
     if driving is not None:
         inputs["driving"] = input_fingerprint(driving)
-    if poses is not None:
+    if isinstance(poses, (str, Path)):
         inputs["poses"] = input_fingerprint(poses)
+    elif poses is not None:
+        text = json.dumps(poses.to_json(), sort_keys=True).encode()
+        inputs["poses"] = {"path": None, "sha256": hashlib.sha256(text).hexdigest(), "size": len(text)}
     settings = {"resolution": resolution, "sample_stride": sample_stride, "max_frames": max_frames, "align": align,
                 "detector": getattr(detector, "name", type(detector).__name__), "dense": dense,
                 "release_missing_points": bool(release_missing_points or match_release),

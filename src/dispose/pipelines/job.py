@@ -240,3 +240,21 @@ class Sidecar:
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+
+
+def write_result(job: JobSettings, result) -> Path:
+    """Write an engine result (:class:`dispose.engine.AnimationResult`) as ``job.out`` (+ ``job.side_by_side``)
+    and its sidecar, each atomically; the sidecar format is the same for every front door.  Returns the
+    sidecar's path."""
+    from dispose.media.video import write_video
+
+    write_video(job.out, result.frames, job.fps)
+    if job.side_by_side is not None:
+        write_video(job.side_by_side, result.side_by_side(), job.fps)
+    meta = result.metadata
+    outputs = {"fps": job.fps, "out": str(job.out),
+               "side_by_side": None if job.side_by_side is None else str(job.side_by_side)}
+    path = sidecar_path(Path(job.out))
+    Sidecar(job=job, runtime={**meta["runtime"], "base": meta["base"]}, inputs=meta["inputs"],
+            weights=meta["weights"], result={**meta["result"], **outputs}, timings=meta["timings"]).write(path)
+    return path
