@@ -1,60 +1,80 @@
-"""Sparse motion field F_s: our separable splatting vs the release's direct per-frame 199x199 cv2.filter2D.
+"""Sparse motion field F_s: ``sparse_field_torch`` (separable, batched matrix product) vs the release's
+``points_to_flows`` + per-frame 199x199 ``cv2.filter2D``, on the example dancer's real poses.
 
-Both run on the same random trajectories (64 driving frames at 576x1024, 18 keypoints, ~10 % missing);
-prints each time, the ratio and the largest difference.  Run by hand: ``python bench/bench_sparse_field.py``.
+Poses: MediaPipe on the shared reference image and dancer video (every 2nd frame), aligned to the reference,
+576x1024.  The baseline is written here after the release's behaviour: a float64 (N, H, W, 2) map with each
+visible keypoint's step written at its start pixel (keypoint by keypoint, frame by frame), then each frame
+filtered by ``cv2.filter2D`` with the normalised 2-D Gaussian (default border, reflect-101).  Both use the
+release's missing-keypoint rule.  Ours is timed twice: returning a fresh tensor, and writing into one
+buffer reused from call to call (``out=``, what a pipeline does per tile; on the CPU the first touch of
+fresh pages costs about as much as the computation).  Prints min and median of interleaved runs for the whole
+clip and for one 16-frame tile (what the pipeline generates per tile), the ratios and the largest difference.
+Run by hand: ``python bench/bench_sparse_field.py [--frames 64] [--repeats 5]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import cv2
 import numpy as np
+import torch
+from timing import dancer_poses, interleaved, report, set_threads
 
-from dispose.guidance.sparse_field import gaussian_kernel_1d, sparse_motion_field, trajectory_map
-from dispose.guidance.trajectories import Trajectories
-
-
-def random_trajectories(frames: int, width: int, height: int, seed: int = 0) -> Trajectories:
-    rng = np.random.default_rng(seed)
-    points = np.cumsum(rng.normal(0, 4, (frames + 1, 18, 2)), axis=0) + rng.uniform(0, [width, height], (18, 2))
-    points = np.clip(points, 0, [width - 1, height - 1])
-    visible = rng.random((frames + 1, 18)) > 0.1
-    points[~visible] = 0
-    return Trajectories(points, visible, width, height)
+from dispose.guidance.sparse_field import KERNEL_SIZE, SIGMA, sparse_field_torch
+from dispose.guidance.trajectories import Trajectories, body_trajectories
 
 
-def direct(traj: Trajectories, kernel_size: int, sigma: float) -> np.ndarray:
-    """The release: float64 map, then cv2.filter2D with the full 2-D kernel, frame by frame."""
-    g = gaussian_kernel_1d(kernel_size, sigma)
-    kernel = np.outer(g, g)
-    maps = trajectory_map(traj, release_missing_points=True).astype(np.float64).transpose(0, 2, 3, 1)
-    return np.stack([cv2.filter2D(m, -1, kernel) for m in maps]).transpose(0, 3, 1, 2)
+def release_kernel(kernel_size: int, sigma: float) -> np.ndarray:
+    """The isotropic 2-D Gaussian pdf on the grid -(k//2)..k//2 of both axes, normalised to sum 1."""
+    axis = np.arange(-(kernel_size // 2), kernel_size // 2 + 1, dtype=np.float64)
+    xx, yy = np.meshgrid(axis, axis)
+    pdf = np.exp(-0.5 * (xx ** 2 + yy ** 2) / sigma ** 2)
+    return pdf / pdf.sum()
+
+
+def release_field(traj: Trajectories, frames: range, kernel: np.ndarray) -> np.ndarray:
+    """points_to_flows + filter2D for the steps ``frames`` (N, 2, H, W) float64."""
+    drag = np.zeros((len(frames), traj.height, traj.width, 2))
+    for k in range(traj.num_keypoints):  # one track per keypoint, as the release loops
+        for i, n in enumerate(frames):
+            if traj.visible[n, k]:
+                start, end = traj.points[n, k], traj.points[n + 1, k]
+                drag[i, int(start[1]), int(start[0])] = end - start
+    for i in range(len(frames)):
+        drag[i] = cv2.filter2D(drag[i], -1, kernel)
+    return drag.transpose(0, 3, 1, 2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64)
-    parser.add_argument("--width", type=int, default=576)
-    parser.add_argument("--height", type=int, default=1024)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tile", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch and OpenCV threads (default: theirs)")
     args = parser.parse_args()
-    traj = random_trajectories(args.frames, args.width, args.height)
-    ours_times, direct_times = [], []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        ours = sparse_motion_field(traj, release_missing_points=True)
-        ours_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        reference = direct(traj, 199, 20.0)
-        direct_times.append(time.perf_counter() - start)
-    t_ours, t_direct = min(ours_times), min(direct_times)
-    print(f"{args.frames} frames at {args.width}x{args.height}, cv2 threads {cv2.getNumThreads()}")
-    print(f"ours   {t_ours:.3f} s ({1000 * t_ours / args.frames:.2f} ms/frame)")
-    print(f"direct {t_direct:.3f} s ({1000 * t_direct / args.frames:.2f} ms/frame)")
-    print(f"ratio direct/ours {t_direct / t_ours:.1f}x; max |diff| {np.abs(ours - reference).max():.2e} "
-          f"(field max {np.abs(reference).max():.3e})")
+    set_threads(args.threads)
+    _, extraction = dancer_poses(args.frames)
+    width, height = extraction.driving.width, extraction.driving.height
+    traj = body_trajectories(extraction.reference, extraction.driving, width, height)
+    points, visible = torch.from_numpy(traj.points), torch.from_numpy(traj.visible)
+    kernel = release_kernel(KERNEL_SIZE, SIGMA)
+    n = traj.num_driving
+    print(f"dancer: {n} driving frames at {width}x{height}, {int(traj.visible.sum())} visible keypoints, "
+          f"torch threads {torch.get_num_threads()}, cv2 threads {cv2.getNumThreads()}")
+
+    def ours(frames: range, out: torch.Tensor | None = None) -> torch.Tensor:
+        return sparse_field_torch(points, visible, frames, height, width, release_missing_points=True, out=out)
+
+    for frames in (range(n), range(min(args.tile, n))):
+        diff = (ours(frames).double() - torch.from_numpy(release_field(traj, frames, kernel))).abs().max()
+        print(f"{len(frames)} frames: max |ours - release| {diff:.2e}")
+        buffer = torch.empty(len(frames), 2, height, width)
+        times = interleaved({"release": lambda f=frames: release_field(traj, f, kernel),
+                             "sparse_field_torch": lambda f=frames: ours(f),
+                             "sparse_field_torch, reused out": lambda f=frames, b=buffer: ours(f, b)}, args.repeats)
+        report(times, "release")
+        report(times, "release", unit=len(frames) / 1000, unit_name="ms/frame")
 
 
 if __name__ == "__main__":

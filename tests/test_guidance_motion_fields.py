@@ -11,7 +11,6 @@ from dispose.guidance import motion_fields
 from dispose.guidance.cmp import CMP, cmp_dense_flow, release_image_tensor
 from dispose.guidance.motion_fields import dense_motion_field
 from dispose.guidance.reference_flow import reference_displacements, reference_sparse_flow
-from dispose.guidance.sparse_field import sparse_motion_field
 from dispose.guidance.trajectories import Trajectories
 
 

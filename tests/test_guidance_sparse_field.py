@@ -1,17 +1,20 @@
-"""Trajectories and the sparse motion field F_s (Eq. 3) against a slow reimplementation of the release."""
+"""Trajectories and the sparse motion field F_s (Eq. 3) against a slow reimplementation of the release
+(``points_to_flows`` + per-frame ``cv2.filter2D``)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from dispose.errors import UserError
 from dispose.guidance.sparse_field import (
     gaussian_kernel_1d,
+    keypoint_steps,
     reflect_101,
+    sparse_field_torch,
     sparse_motion_field,
-    step_displacements,
     trajectory_map,
 )
 from dispose.guidance.trajectories import Trajectories, body_trajectories
@@ -45,14 +48,16 @@ def release_tracks(poses: list[Pose], height: int, width: int) -> tuple[np.ndarr
 
 
 def release_sparse_field(poses: list[Pose], height: int, width: int, kernel_size: int = 199,
-                         sigma: float = 20.0) -> np.ndarray:
-    """``points_to_flows`` + per-frame ``cv2.filter2D`` (float64, default border), as (N, 2, H, W)."""
+                         sigma: float = 20.0, *, both_visible: bool = False) -> np.ndarray:
+    """``points_to_flows`` + per-frame ``cv2.filter2D`` (float64, default border), as (N, 2, H, W).
+
+    ``both_visible``: write a step only when the keypoint is found at both ends (our default rule)."""
     tracks, subsets = release_tracks(poses, height, width)
     length = len(poses)
     drag = np.zeros((length - 1, height, width, 2))
     for track, subset in zip(tracks, subsets):
         for i in range(length - 1):
-            if subset[i] != -1:
+            if subset[i] != -1 and not (both_visible and subset[i + 1] == -1):
                 start, end = track[i], track[i + 1]
                 drag[i, int(start[1]), int(start[0])] = end - start
     kernel = release_kernel(kernel_size, sigma)
@@ -155,6 +160,65 @@ def test_equals_release_computation(width, height, kernel_size, sigma) -> None:
     assert np.abs(expected).max() > 1e-3
 
 
+def border_poses(rng: np.random.Generator, frames: int, width: int, height: int) -> list[Pose]:
+    """Random poses with half of the keypoints on, next to or beyond a border or a corner in every frame."""
+    poses = random_poses(rng, frames)
+    offsets = np.array([-3.0, 0.0, 0.4, 1.0, 1.7, 2.0, 60.0])  # pixels from the border
+    for pose in poses:
+        for k in rng.choice(18, 9, replace=False):
+            x, y = rng.choice(offsets, 2) / (width, height)
+            corner_x, corner_y = rng.integers(0, 2, 2)
+            pose.body[k] = [1 - x if corner_x else x, 1 - y if corner_y else y]
+            if rng.random() < 0.3:  # on one border only
+                pose.body[k, rng.integers(0, 2)] = rng.uniform(0.2, 0.8)
+    return poses
+
+
+@pytest.mark.parametrize("release_rule", [False, True])
+@pytest.mark.parametrize("width,height", [(48, 32), (90, 70), (301, 23)])
+def test_torch_field_equals_release_near_every_border(release_rule, width, height) -> None:
+    rng = np.random.default_rng(width + 7 * height + release_rule)
+    poses = border_poses(rng, 8, width, height)
+    poses[4].body[6] = poses[4].body[2]  # a collision: the later keypoint wins
+    poses[4].body_visible[[2, 6]] = True
+    expected = release_sparse_field(poses, height, width, both_visible=not release_rule)
+    assert np.abs(expected).max() > 1e-3
+    traj = trajectories_of(poses, width, height)
+    frames = [6, 0, 3, 3, 4]  # any order, repeats allowed
+    for points, visible, dtype in ((torch.from_numpy(traj.points), torch.from_numpy(traj.visible), torch.float32),
+                                   (traj.points, traj.visible, torch.float64)):
+        field = sparse_field_torch(points, visible, frames, height, width, release_missing_points=release_rule,
+                                   dtype=dtype)
+        assert field.shape == (5, 2, height, width) and field.dtype == dtype
+        np.testing.assert_allclose(field.double().numpy(), expected[frames], atol=1e-6, rtol=0)
+    whole = sparse_motion_field(traj, release_missing_points=release_rule, chunk_frames=3)
+    np.testing.assert_allclose(whole, expected, atol=1e-6, rtol=0)
+
+
+def test_torch_field_writes_into_a_given_buffer_and_checks_its_input() -> None:
+    width, height = 40, 30
+    points = np.zeros((4, 18, 2))
+    visible = np.zeros((4, 18), bool)
+    points[:, 3] = [[5.0, 6.0], [7.0, 6.5], [9.0, 8.0], [9.0, 8.0]]
+    visible[:, 3] = True
+    points[2, 5] = np.nan  # coordinates of a keypoint that is not visible are ignored
+    buffer = torch.full((2, 2, height, width), 7.0)
+    field = sparse_field_torch(points, visible, [1, 2], height, width, kernel_size=21, sigma=3.0, out=buffer)
+    assert field is buffer
+    np.testing.assert_allclose(field.numpy(), sparse_motion_field(Trajectories(np.nan_to_num(points), visible,
+                                                                               width, height),
+                                                                  kernel_size=21, sigma=3.0)[1:3], atol=1e-7)
+    assert field[1].abs().max() == 0  # a still keypoint: zero everywhere
+    with pytest.raises(ValueError, match="out must be"):
+        sparse_field_torch(points, visible, [0], height, width, out=torch.zeros(2, 2, height, width))
+    with pytest.raises(ValueError, match=r"driving frames \(0..2\)"):
+        sparse_field_torch(points, visible, [3], height, width)
+    with pytest.raises(ValueError, match="outside the 4x30 image"):
+        sparse_field_torch(points, visible, [0], height, 4)
+    with pytest.raises(ValueError, match=r"\(N \+ 1, K, 2\)"):
+        sparse_field_torch(points[:1], visible[:1], [0], height, width)
+
+
 def test_missing_points_release_rule_and_default() -> None:
     width, height = 50, 40
     points = np.zeros((4, 18, 2))
@@ -175,8 +239,8 @@ def test_missing_points_release_rule_and_default() -> None:
     assert ours[0, :, 20, 10].tolist() == [1.5, 0.5]
     assert np.count_nonzero(np.abs(ours[1]).sum(0)) == 1 and ours[1, :, 5, 41].tolist() == [1.0, 0.0]
     assert np.count_nonzero(np.abs(ours[2]).sum(0)) == 1
-    steps = step_displacements(traj)
-    assert [len(rows) for rows, _, _ in steps] == [2, 1, 1]
+    _, _, vectors = keypoint_steps(traj.points, traj.visible, [0, 1, 2], height, width)
+    assert (vectors != 0).any(-1).sum(1).tolist() == [2, 1, 1]
 
 
 def test_trajectories_from_poses() -> None:

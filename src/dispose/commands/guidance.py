@@ -26,7 +26,7 @@ earlier result whole; a second writer at the same time is refused):
   guidance.mp4               per driving frame: skeleton | F_s | F_d in the Middlebury colour code (direction
                              = hue, length = saturation; one scale per field for the whole video, the 90th
                              percentile of the frames' largest vectors; arrows on F_d), --picture-width wide
-                             per panel (default 288; 0 = the generation size)
+                             per panel (default 384; 0 = the generation size)
   frames/NNNN.png            the same pictures one file per frame, with --frame-pictures
 
 Needs no weights with the defaults (MediaPipe poses, propagated F_d).  Missing keypoints contribute nothing
@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "count its container declares (default: a warning; both counts go to guidance.json)")
     parser.add_argument("--no-pictures", action="store_true", help="skip guidance.mp4")
     parser.add_argument("--frame-pictures", action="store_true", help="also write frames/NNNN.png")
-    parser.add_argument("--picture-width", type=int, default=288,
-                        help="width of each picture panel in pixels (288; 0 = the generation size)")
+    parser.add_argument("--picture-width", type=int, default=384,
+                        help="width of each picture panel in pixels (384; 0 = the generation size)")
     parser.add_argument("--device", default="auto",
                         help="device for DWPose, CMP and DIFT: auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -97,8 +97,8 @@ def _check_args(args: argparse.Namespace) -> str:
     if args.driving is None and args.poses is None:
         raise UserError("give the driving video (--driving) or its poses (--poses)")
     check_resolution(args.resolution)
-    if args.picture_width < 0:
-        raise UserError(f"--picture-width must be 0 (full size) or positive, got {args.picture_width}")
+    if args.picture_width != 0 and args.picture_width < 16:
+        raise UserError(f"--picture-width must be 0 (full size) or at least 16, got {args.picture_width}")
     dense = args.dense or ("cmp" if args.cmp_checkpoint is not None else "propagate")
     if dense == "cmp" and args.cmp_checkpoint is None:
         raise UserError("--dense cmp needs --cmp-checkpoint (ckpt_iter_42000.pth.tar); use --dense propagate "

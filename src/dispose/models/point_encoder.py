@@ -20,10 +20,16 @@ What the release (``point_adapter.py``) does, and we reproduce:
 
 Deliberate differences from the release (same numbers, up to float rounding of the matrix products):
 
-* The MLPs run only on the occupied cells (at most 18 per frame) and are scattered into a zero grid,
-  instead of on every cell of every frame followed by the mask; everything is vectorised (no loop
-  over frames or points).  Building the grid from keypoints is done beforehand, also vectorised
-  (:mod:`dispose.guidance.correspondence`); the release does it inside this module, point by point.
+* The MLPs run only on the occupied cells (at most 18 per frame) instead of on every cell of every frame
+  followed by the mask, and the bilinear resize is applied to those cells only: a level is
+  ``sum_i mlp(v_i) (x) a_y[row_i] (x) a_x[col_i]`` over the occupied cells ``i`` of a frame, where ``a[p]``
+  is how ``F.interpolate`` (bilinear, ``align_corners=False``) spreads grid cell ``p`` over the level's axis
+  (the weights are taken from ``F.interpolate`` itself, :func:`bilinear_spread`).  That is one batched
+  matrix product ``(N, C_l, slots) @ (N, slots, h_l * w_l)`` per level, written channel-first; no 1/16
+  grid of ``C_l`` channels is ever built (at the grid's own size the values are scattered into a zero
+  grid).  Nothing loops over frames or points.  Building the grid from
+  keypoints is done beforehand, also vectorised (:mod:`dispose.guidance.correspondence`); the release does
+  it inside this module, point by point.
 * The target size of each level is the actual size of the ControlNet hidden state it is added to; the
   release uses ``(H // r, W // r)`` for r = 16, 32, 64, 64, the same for sizes that are multiples of 64
   (others fail there with a shape error).  Resizing to the grid's own size is skipped (an identity).
@@ -54,21 +60,40 @@ class PointMLP(nn.Module):
 
 @dataclass
 class OccupiedCells:
-    """The occupied cells of N correspondence grids of size (h, w).
+    """The M occupied cells of N correspondence grids of size (h, w).
 
     Attributes:
-        values: (K, C_p) embeddings of the occupied cells.
-        index: (K,) flat index ``(n * h + y) * w + x`` of each cell.
+        values: (M, C_p) embeddings of the occupied cells, frame by frame.
+        frame, row, col: (M,) int64 position of each cell.
+        slot: (M,) int64 rank of each cell among the occupied cells of its frame.
         mask: (N, 1, h, w) occupancy (1 where a point landed).
     """
 
     values: torch.Tensor
-    index: torch.Tensor
+    frame: torch.Tensor
+    row: torch.Tensor
+    col: torch.Tensor
+    slot: torch.Tensor
     mask: torch.Tensor
 
     @property
     def grid_size(self) -> tuple[int, int]:
         return self.mask.shape[-2], self.mask.shape[-1]
+
+    @property
+    def slots(self) -> int:
+        """The largest number of occupied cells in one frame."""
+        return int(self.slot.max()) + 1 if self.slot.numel() else 0
+
+
+def bilinear_spread(size_in: int, size_out: int, *, device: torch.device | None = None,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(size_in, size_out)``: row ``p`` holds the weights with which input cell ``p`` enters each output cell
+    when ``F.interpolate(mode="bilinear", align_corners=False)`` resizes one axis from ``size_in`` to
+    ``size_out`` (computed by ``F.interpolate`` on one-hot inputs, so the weights are its own)."""
+    eye = torch.eye(size_in, device=device, dtype=torch.float32).reshape(size_in, 1, size_in, 1)
+    spread = F.interpolate(eye, size=(size_out, 1), mode="bilinear", align_corners=False)
+    return spread.reshape(size_in, size_out).to(dtype)
 
 
 class PointEncoder(nn.Module):
@@ -98,26 +123,35 @@ class PointEncoder(nn.Module):
         if mask.shape != (features.shape[0], *features.shape[2:]):
             raise ValueError(f"point mask {tuple(mask.shape)} does not match the features {tuple(features.shape)}")
         dtype = self.model_list[0].mlp[0].weight.dtype
-        _, channels, height, width = features.shape
+        frames, channels, height, width = features.shape
         index = mask.reshape(-1).nonzero().squeeze(1)
         frame, cell = index // (height * width), index % (height * width)
-        values = features.reshape(features.shape[0], channels, -1)[frame, :, cell]
-        return OccupiedCells(values.to(dtype), index, mask.unsqueeze(1).to(dtype))
+        values = features.reshape(frames, channels, -1).transpose(1, 2)[frame, cell]
+        counts = torch.bincount(frame, minlength=frames)
+        slot = torch.arange(len(index), device=index.device) - (counts.cumsum(0) - counts)[frame]
+        return OccupiedCells(values.to(dtype), frame, cell // width, cell % width, slot,
+                             mask.unsqueeze(1).to(dtype))
 
     def level(self, level: int, cells: OccupiedCells, size: tuple[int, int]) -> torch.Tensor:
-        """``F_c^level`` (N, C_level, size[0], size[1]) of the gathered cells."""
+        """``F_c^level`` (N, C_level, size[0], size[1]) of the gathered cells (see module docstring)."""
         mlp = self.model_list[level]
         mask = cells.mask
-        num_frames = mask.shape[0]
+        num_frames, slots, count = mask.shape[0], cells.slots, len(cells.frame)
         height, width = cells.grid_size
-        out_channels = mlp.mlp[2].out_features
-        grid = mask.new_zeros(num_frames * height * width, out_channels)
-        grid[cells.index] = mlp(cells.values)
-        grid = grid.reshape(num_frames, height, width, out_channels).permute(0, 3, 1, 2)
-        if tuple(size) == (height, width):
-            return grid
-        resized = F.interpolate(grid, size=tuple(size), mode="bilinear", align_corners=False)
-        return resized * F.interpolate(mask, size=tuple(size), mode="nearest")
+        size = (int(size[0]), int(size[1]))
+        values = mlp(cells.values)
+        if size == (height, width):  # no resize: the values scattered into a zero grid
+            out = values.new_zeros(num_frames, values.shape[1], height * width)
+            out.transpose(1, 2)[cells.frame, cells.row * width + cells.col] = values
+            return out.view(num_frames, -1, height, width)
+        along_y = bilinear_spread(height, size[0], device=mask.device, dtype=mask.dtype)[cells.row]
+        along_x = bilinear_spread(width, size[1], device=mask.device, dtype=mask.dtype)[cells.col]
+        spread = mask.new_zeros(num_frames, slots, size[0] * size[1])
+        spread[cells.frame, cells.slot] = (along_y[:, :, None] * along_x[:, None, :]).reshape(count, -1)
+        spread *= F.interpolate(mask, size=size, mode="nearest").view(num_frames, 1, -1)  # the nearest mask
+        padded = values.new_zeros(num_frames, slots, values.shape[1])
+        padded[cells.frame, cells.slot] = values
+        return torch.bmm(padded.transpose(1, 2), spread).view(num_frames, -1, *size)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor,
                 sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
