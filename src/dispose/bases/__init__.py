@@ -96,8 +96,10 @@ def get_base(name: str | None) -> Base:
 
 def _register_builtin() -> None:
     from dispose.bases.mimicmotion import MIMICMOTION
+    from dispose.bases.musepose import MUSEPOSE
 
     register(MIMICMOTION)
+    register(MUSEPOSE)
 
 
 _register_builtin()

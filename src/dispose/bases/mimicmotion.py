@@ -166,6 +166,6 @@ MIMICMOTION = Base(
     name="mimicmotion", title="MimicMotion 1.1 on Stable Video Diffusion img2vid-xt 1.1",
     components=COMPONENTS, required_components=required_components, load_pipeline=load, sample=sample,
     tiles=tiles, sampling_steps=sampling_steps, steps_per_video=steps_per_video, parameter_counts=parameter_counts,
-    checkpoint_kinds={"mimicmotion": "unet.", "dispose": "controlnet_cond_embedding."},
+    checkpoint_kinds={"dispose": "add_embedding.", "mimicmotion": "unet."},  # the SD1.5 ControlNet has no add_embedding
     verify_checkpoint=verify_checkpoint,
 )

@@ -1,4 +1,5 @@
-"""Convert DisPose.pth / MimicMotion_1-1.pth to .safetensors once (faster, safer loading), verified.
+"""Convert DisPose.pth / MimicMotion_1-1.pth (or another base's checkpoints, --base) to .safetensors once
+(faster, safer loading), verified.
 
 Each file is read with ``torch.load(weights_only=True)``, written next to it (or to --out) with the same
 tensor names and read back before it takes its name: every tensor must be equal and the file must load
@@ -12,11 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-#: Name of a key that only each kind of checkpoint has.
-_KINDS = (("mimicmotion", "unet."), ("dispose", "controlnet_cond_embedding."))
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dispose.bases import BASES, DEFAULT_BASE
+
+    parser.add_argument("--base", choices=sorted(BASES), default=DEFAULT_BASE,
+                        help=f"the base model the checkpoints belong to ({DEFAULT_BASE})")
     parser.add_argument("checkpoints", nargs="+", type=Path, metavar="FILE.pth",
                         help="DisPose.pth and/or MimicMotion_1-1.pth")
     parser.add_argument("--out", type=Path, help="output file (one input only; default: FILE.safetensors)")
@@ -26,14 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _kind(state: dict, path: Path) -> str:
+def _kind(state: dict, path: Path, base) -> str:
+    """Which of the base's checkpoint files ``state`` is (by a key prefix only that file has)."""
     from dispose.errors import UserError
 
-    for kind, marker in _KINDS:
+    for kind, marker in base.checkpoint_kinds.items():
         if any(key.startswith(marker) for key in state):
             return kind
-    raise UserError(f"{path} is neither DisPose.pth nor MimicMotion_1-1.pth (no unet.* or "
-                    "controlnet_cond_embedding.* entries)")
+    from dispose.pipelines.weights import COMPONENTS
+
+    names = " nor ".join(COMPONENTS[kind].layout[0] for kind in base.checkpoint_kinds)
+    markers = " or ".join(f"{marker}*" for marker in base.checkpoint_kinds.values())
+    raise UserError(f"{path} is neither {names} (no {markers} entries); check --base ({base.name})")
 
 
 def _unshared(state: dict) -> dict:
@@ -48,14 +54,13 @@ def _unshared(state: dict) -> dict:
     return out
 
 
-def _verify(kind: str, source: dict, written_file: Path, out: Path, unet_config: dict) -> None:
-    """Check ``written_file`` (the temporary file that becomes ``out``) against ``source``."""
+def _verify(kind: str, source: dict, written_file: Path, out: Path, base, config: Path | None) -> None:
+    """Check ``written_file`` (the temporary file that becomes ``out``) against ``source``, then load it strictly
+    into its network (``base.verify_checkpoint``)."""
     import torch
-    from accelerate import init_empty_weights
 
     from dispose.errors import UserError
-    from dispose.models.unet_mimicmotion import MimicMotionUNet
-    from dispose.pipelines.loading import load_controlnet, load_mimicmotion, read_checkpoint
+    from dispose.pipelines.loading import read_checkpoint
 
     written = read_checkpoint(written_file, kind)
     if written.keys() != source.keys():
@@ -64,21 +69,17 @@ def _verify(kind: str, source: dict, written_file: Path, out: Path, unet_config:
         if not torch.equal(written[key], tensor):
             raise UserError(f"{out}: tensor {key} differs from the source; the disk may be faulty")
     del written
-    if kind == "mimicmotion":
-        load_mimicmotion(written_file, unet_config=unet_config)
-    else:
-        with init_empty_weights():
-            unet = MimicMotionUNet.from_config(unet_config)
-        load_controlnet(written_file, unet)
+    base.verify_checkpoint(kind, written_file, config)
 
 
 def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
+    from dispose.bases import get_base
     from dispose.errors import UserError
     from dispose.media.files import atomic_path, check_writable_dir
-    from dispose.pipelines.loading import read_checkpoint, read_unet_config
+    from dispose.pipelines.loading import read_checkpoint
 
     if args.out is not None and len(args.checkpoints) != 1:
         raise UserError("--out needs exactly one input checkpoint")
@@ -93,20 +94,20 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{out} exists; pass --force to overwrite it")
         check_writable_dir(out)
         jobs.append((path, out))
-    unet_config = read_unet_config(args.unet_config)
+    base = get_base(args.base)
 
     with tqdm(total=3 * len(jobs), desc="convert", unit="step", disable=args.no_progress) as bar:
         for path, out in jobs:
             bar.set_postfix_str(f"reading {path.name}")
             state = read_checkpoint(path, "")
-            kind = _kind(state, path)
+            kind = _kind(state, path, base)
             bar.update()
             bar.set_postfix_str(f"writing {out.name}")
             with atomic_path(out) as tmp:
                 save_file(_unshared(state), str(tmp), metadata={"format": "pt", "source": path.name})
                 bar.update()
                 bar.set_postfix_str(f"verifying {out.name}")
-                _verify(kind, state, tmp, out, unet_config)
+                _verify(kind, state, tmp, out, base, args.unet_config)
             bar.update()
             size = out.stat().st_size
             tqdm.write(f"{out}: {len(state)} tensors, {size / 2**30:.2f} GiB, verified ({kind})")

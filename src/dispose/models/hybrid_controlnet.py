@@ -12,9 +12,10 @@ blocks, mid block) with two guidance encoders and zero-initialised 1x1 output co
   ``conditioning_scale``, are the residuals ``r`` of Eq. 8 that the frozen UNet adds to its skip
   connections and to its mid-block output.
 
-:class:`HybridControlNetMixin` holds these shared parts so the SVD version
-(:class:`~dispose.models.controlnet_svd.HybridControlNetSVD`) and a later SD1.5 + motion-module version
-(as MusePose) differ only in their encoder blocks and time conditioning.
+:class:`HybridControlNetMixin` holds these shared parts (and reads their widths from a checkpoint) so the
+SVD version (:class:`~dispose.models.controlnet_svd.HybridControlNetSVD`) and the SD1.5 version for MusePose
+(:class:`~dispose.models.controlnet_sd.HybridControlNetSD`) differ only in their encoder blocks and time
+conditioning.
 
 The guidance encoders see only the guidance (flows, correspondence grids), never the noisy latent, the
 timestep or the CFG half, so :meth:`HybridControlNetMixin.encode_guidance` can run them once per window
@@ -104,6 +105,26 @@ class HybridControlNetMixin:
             convs += [zero_conv(width, width) for _ in range(layers + int(has_downsampler))]
         self.controlnet_down_blocks = nn.ModuleList(convs)
         self.controlnet_mid_block = zero_conv(widths[-1], widths[-1])
+
+    @staticmethod
+    def options_from_state_dict(state: dict[str, torch.Tensor]) -> dict:
+        """The DisPose-specific constructor arguments (``point_channels``, ``point_hidden_channels``,
+        ``motion_block_out_channels``) implied by a checkpoint's tensor shapes (defaults for whatever is absent;
+        a checkpoint that lacks those keys then fails the strict load, naming them)."""
+        options = {}
+        first = state.get("point_adapter.model_list.0.mlp.0.weight")
+        if first is not None:
+            options["point_hidden_channels"], options["point_channels"] = first.shape
+        widths = []
+        conv = state.get("controlnet_cond_embedding.conv_in_flow.weight")
+        index = 1
+        while conv is not None:
+            widths.append(conv.shape[0])
+            conv = state.get(f"controlnet_cond_embedding.blocks_flow.{index}.weight")
+            index += 2
+        if widths:
+            options["motion_block_out_channels"] = tuple(widths)
+        return options
 
     @apply_forward_hook  # under model CPU offload, moves the ControlNet in as its forward would
     def encode_guidance(self, sparse_flow: torch.Tensor | None = None, dense_flow: torch.Tensor | None = None,

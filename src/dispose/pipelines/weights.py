@@ -61,6 +61,8 @@ class Component:
 
     @property
     def source(self) -> str:
+        if not self.hub_repo:  # no public file (e.g. a ControlNet only our trainer makes): ``what`` says how
+            return self.what
         url = f"https://huggingface.co/{self.hub_repo}"
         return f"{url} ({self.hub_file})" if self.hub_file else url
 
@@ -228,11 +230,13 @@ def find_weights(weights_dir: str | Path | None, overrides: Mapping[str, str | P
                     found, origin = candidate, "--weights"
                     break
         if found is None or not found.exists():
-            cached = from_hub_cache(component.hub_repo, component.hub_file) if spec is None else None
+            cached = (from_hub_cache(component.hub_repo, component.hub_file)
+                      if spec is None and component.hub_repo else None)
             if cached is not None:
                 found, origin = cached, f"Hugging Face cache ({component.hub_repo})"
             else:
-                looked.append(f"Hugging Face cache: {component.hub_repo}")
+                if component.hub_repo:
+                    looked.append(f"Hugging Face cache: {component.hub_repo}")
                 instead = f" Or run without it: {ALTERNATIVES[key]}." if key in ALTERNATIVES else ""
                 problems.append(f"  - {component.what}: not found (looked in: {'; '.join(looked)}).\n"
                                 f"    Get it from {component.source}; put it at "

@@ -1,0 +1,23 @@
+"""MusePose (Stable Diffusion 1.5 + reference UNet + motion modules) as a DisPose base.
+
+Everything lives in :mod:`dispose.pipelines.musepose_weights` (components, loader, sampling call, tiling in
+context windows, defaults, tables) and :mod:`dispose.pipelines.musepose` (the pipeline); this is its registry
+entry.  Difference from MusePose's own script: frames are made at the generation size of every base
+(``--resolution`` on the short side, 9:16, :mod:`dispose.media.geometry`), not resized to a 768x768 square and
+back.
+"""
+
+from __future__ import annotations
+
+from dispose.bases import Base
+from dispose.pipelines import musepose_weights as weights
+
+MUSEPOSE = Base(
+    name="musepose", title="MusePose (SD1.5, reference UNet, pose guider, motion modules)",
+    components=weights.COMPONENTS, required_components=weights.required_components,
+    load_pipeline=weights.load_pipeline, sample=weights.sample, tiles=weights.tiles,
+    sampling_steps=weights.sampling_steps, steps_per_video=weights.steps_per_video,
+    defaults=weights.DEFAULT_SETTINGS, parameter_counts=weights.parameter_counts,
+    checkpoint_kinds={"dispose_musepose": "controlnet_cond_embedding."},
+    verify_checkpoint=weights.verify_checkpoint,
+)

@@ -1,0 +1,298 @@
+"""DisPose on MusePose (SD1.5 + reference UNet + motion modules): the sampling pipeline (paper sec. 5.1).
+
+Components: the sd-vae-ft-mse VAE, the sd-image-variations CLIP image encoder, MusePose's reference UNet,
+denoising UNet (with motion modules) and pose guider (:mod:`dispose.models.musepose`), a DDIM scheduler, and
+optionally DisPose's SD1.5 hybrid ControlNet (:mod:`dispose.models.controlnet_sd`), whose per-frame residuals
+are added to the denoising UNet's skip connections and mid block.  ``guidance=None`` (or no ControlNet)
+samples plain MusePose, the baseline for identical-seed comparisons.
+
+Sampling, as the release (``test_stage_2.py`` + ``musepose/pipelines/pipeline_pose2vid_long.py``) does it:
+
+* Scheduler: DDIM, v-prediction, betas rescaled to zero terminal SNR, "trailing" timesteps, eta 0
+  (:data:`MUSEPOSE_SCHEDULER`, from ``configs/inference_v2.yaml``).  Defaults of ``test_stage_2.py``: 20 steps,
+  guidance scale 3.5, 768x768, windows of 48 frames overlapping by 4 (:data:`DEFAULTS`).
+* Conditioning: the CLIP image embedding of the reference (resized to 224x224 with PIL's bicubic filter,
+  CLIP's normalisation; zeros for the unconditional half); the reference latent (posterior mean x 0.18215)
+  through the reference UNet once, at timestep 0, read by the denoising UNet's self-attentions (only in the
+  conditional half: :mod:`dispose.models.musepose.reference`); the pose guider's features of the skeleton
+  images in [0, 1], added after ``conv_in``.
+* Long videos: the video is padded by repeating its last pose until the windows tile it exactly
+  (``(L - S) % (S - O)`` rule of ``test_stage_2.py``; a video shorter than a window is padded to a
+  window), the windows of the release's "uniform" context scheduler at ``context_stride=1`` start every
+  ``S - O`` frames, each step averages the windows' noise predictions per frame (plain mean), and the
+  padding is dropped after decoding.
+* Initial noise: one draw of the whole padded video, (1, 4, F, h, w), in the model dtype.
+* VAE decoding frame by frame (here in chunks of ``decode_chunk_size`` frames; the VAE has no temporal
+  layers, so the chunking does not change the result).
+
+Against the release's ``Pose2VideoPipeline`` on identical tiny random weights, inputs and seed (7 frames, two
+windows, 3 steps, guidance 3.5), the frames differ by at most 1.5e-4 on [0, 1] (PSNR 98.9 dB; fp32 rounding;
+``bench/bench_musepose_vs_release.py``).
+
+Input convention (shared with the MimicMotion pipeline, so both bases take the same inputs): the pose
+images and the DisPose guidance cover ``F`` frames whose frame 0 is the reference pose.  MusePose has no
+reference frame in its video: it generates frames ``1..F-1`` (the driving frames) and the window of video
+frames ``j`` reads the guidance of frames ``j + 1``.
+
+Deliberate differences:
+
+* Latents between steps and the fused noise prediction are float32 (the release keeps the model dtype).
+* The reference UNet runs on the conditional embedding only (the release also runs the unconditional
+  half, whose states are never read).
+* The CLIP input is the reference at the generation size resized to 224x224 (the release resizes the
+  original image file).  The release scales its output back to the input video's size; here the frames
+  stay at the generation size (the caller resizes).
+* The DisPose guidance encodings (motion encoder, point MLPs) are computed once per window and, with
+  ``cache_guidance``, kept for all steps, as in the MimicMotion pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+
+from dispose.models.musepose.reference import connect_reference_attention
+from dispose.pipelines.mimicmotion import (
+    CLIP_MEAN,
+    CLIP_STD,
+    AnimationOutput,
+    DisPoseMimicMotionPipeline,
+    _to_unit_tensor,
+)
+
+if TYPE_CHECKING:
+    from dispose.guidance.stage import Guidance, GuidanceTensors
+    from dispose.models.hybrid_controlnet import EncodedGuidance
+
+#: DDIM settings of MusePose's ``configs/inference_v2.yaml`` (``noise_scheduler_kwargs``).
+MUSEPOSE_SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                      "clip_sample": False, "steps_offset": 1, "prediction_type": "v_prediction",
+                      "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+#: Defaults of MusePose's ``test_stage_2.py`` (``-W -H -S -O --cfg --steps --seed --skip``; ``-L 300`` frames of
+#: the pose video, i.e. 150 after the stride).
+DEFAULTS = {"width": 768, "height": 768, "context_frames": 48, "context_overlap": 4, "guidance_scale": 3.5,
+            "num_inference_steps": 20, "seed": 99, "sample_stride": 2, "max_frames": 150}
+#: The SD1.5 latent scaling factor the release hard-codes.
+LATENT_SCALE = 0.18215
+
+
+def padded_length(frames: int, context_frames: int, context_overlap: int) -> int:
+    """Frames after the release's padding (``test_stage_2.py``), so that the windows tile the video."""
+    if not 0 <= context_overlap < context_frames:
+        raise ValueError(f"context overlap must be in [0, {context_frames - 1}], got {context_overlap}")
+    stride = context_frames - context_overlap
+    short = (frames - context_frames) % stride
+    return frames + (stride - short) % stride
+
+
+def context_windows(frames: int, context_frames: int, context_overlap: int) -> list[list[int]]:
+    """Frame indices of each window: the release's "uniform" context scheduler at step 0 and stride 1
+    (windows every ``S - O`` frames while they start before ``frames - O``, indices modulo ``frames``)."""
+    if frames <= context_frames:
+        return [list(range(frames))]
+    stride = context_frames - context_overlap
+    return [[index % frames for index in range(start, start + context_frames)]
+            for start in range(0, frames - context_overlap, stride)]
+
+
+class DisPoseMusePosePipeline(DiffusionPipeline):
+    """MusePose sampling with optional DisPose ControlNet guidance (see module docstring)."""
+
+    model_cpu_offload_seq = "image_encoder->reference_unet->pose_guider->denoising_unet->vae"
+    _optional_components: ClassVar[list[str]] = ["controlnet"]
+
+    def __init__(self, vae: AutoencoderKL, image_encoder: torch.nn.Module, reference_unet: torch.nn.Module,
+                 denoising_unet: torch.nn.Module, pose_guider: torch.nn.Module, scheduler: DDIMScheduler,
+                 controlnet: torch.nn.Module | None = None) -> None:
+        super().__init__()
+        self.register_modules(vae=vae, image_encoder=image_encoder, reference_unet=reference_unet,
+                              denoising_unet=denoising_unet, pose_guider=pose_guider, scheduler=scheduler,
+                              controlnet=controlnet)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.reference_bank = connect_reference_attention(reference_unet, denoising_unet)
+
+    # ------------------------------------------------------------------ conditioning
+    def _clip_embedding(self, image01: torch.Tensor, device: torch.device) -> torch.Tensor:
+        pixels = (image01[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+        small = np.asarray(PIL.Image.fromarray(pixels).resize((224, 224), PIL.Image.BICUBIC), np.float32) / 255.0
+        mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+        clip_in = ((torch.from_numpy(small).permute(2, 0, 1) - mean) / std)[None]
+        encoder = self.image_encoder
+        return encoder(clip_in.to(device, encoder.dtype)).image_embeds.unsqueeze(1)
+
+    def _reference_latent(self, image01: torch.Tensor, device: torch.device) -> torch.Tensor:
+        pixels = (image01.to(device) * 2.0 - 1.0).to(self.vae.dtype)
+        return self.vae.encode(pixels).latent_dist.mean * LATENT_SCALE
+
+    def _pose_features(self, pose01: torch.Tensor, device: torch.device, chunk: int) -> torch.Tensor:
+        """(F, 3, H, W) in [0, 1] -> (1, C, F, h, w) pose-guider features."""
+        dtype = next(self.pose_guider.parameters()).dtype
+        parts = [self.pose_guider(pose01[i:i + chunk].to(device, dtype)) for i in range(0, len(pose01), chunk)]
+        return torch.cat(parts).transpose(0, 1).unsqueeze(0)
+
+    def _write_reference(self, ref_latent: torch.Tensor, embeds: torch.Tensor, do_cfg: bool) -> None:
+        bank = self.reference_bank
+        bank.clear()
+        self.reference_unet(ref_latent, torch.zeros((), device=ref_latent.device), encoder_hidden_states=embeds,
+                            return_dict=False)
+        bank.reads = [None, 0] if do_cfg else [0]
+
+    @staticmethod
+    def _guidance_window(guidance: Guidance | GuidanceTensors, window: list[int], driving: int, device, dtype) -> dict:
+        """ControlNet inputs of the video frames ``window`` (padding frames repeat the last driving frame)."""
+        indices = [0] + [min(frame, driving - 1) + 1 for frame in window]
+        return {key: value[1:] for key, value in guidance.window(indices, device=device, dtype=dtype).items()}
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: PIL.Image.Image | np.ndarray | torch.Tensor,
+        pose_images: torch.Tensor,
+        guidance: Guidance | GuidanceTensors | None = None,
+        *,
+        num_inference_steps: int = DEFAULTS["num_inference_steps"],
+        guidance_scale: float = DEFAULTS["guidance_scale"],
+        context_frames: int = DEFAULTS["context_frames"],
+        context_overlap: int = DEFAULTS["context_overlap"],
+        controlnet_conditioning_scale: float = 1.0,
+        decode_chunk_size: int = 8,
+        cache_guidance: bool = True,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: Literal["np", "pt", "pil", "latent"] = "np",
+        progress_bar=None,
+        callback_on_step_end=None,
+        return_dict: bool = True,
+    ) -> AnimationOutput | tuple:
+        """Animate ``image`` following ``pose_images[1:]``.
+
+        Args:
+            image: reference at the generation size (uint8 / float [0, 1] (H, W, 3), PIL, or (1, 3, H, W)).
+            pose_images: (F, 3, H, W) skeleton images in [-1, 1]; frame 0 (the reference pose) is not generated.
+            guidance: DisPose guidance of the same F frames, or None for plain MusePose.
+            latents: optional initial noise (1, 4, F_padded, h, w) replacing the generator's draw.
+            progress_bar: a tqdm-like object to ``update()`` once per window and step and once per decoded
+                chunk (default: own bar).
+            callback_on_step_end: diffusers' ``f(pipeline, step_index, timestep, {"latents": ...}) -> dict``,
+                called after every denoising step; a returned ``latents`` replaces the latents.  An exception
+                it raises (e.g. a cancellation) ends sampling.
+
+        Returns:
+            :class:`AnimationOutput` with ``frames`` of the F - 1 driving frames.
+        """
+        frames_in, _, height, width = pose_images.shape
+        driving = frames_in - 1
+        ref01 = _to_unit_tensor(image)
+        if driving < 1:
+            raise ValueError("pose_images: need the reference pose and at least one driving frame")
+        if ref01.shape[-2:] != (height, width):
+            raise ValueError(f"reference image is {tuple(ref01.shape[-2:])}, pose images are {(height, width)}")
+        if height % 64 or width % 64:
+            raise ValueError(f"height and width must be multiples of 64 (SD1.5 UNet), got {height}x{width}")
+        if guidance is not None:
+            if self.controlnet is None:
+                raise ValueError("guidance given but the pipeline has no controlnet (load a DisPose checkpoint)")
+            if guidance.num_frames != frames_in or guidance.size != (width, height):
+                raise ValueError(f"guidance covers {guidance.num_frames} frames of {guidance.size}, pose images "
+                                 f"{frames_in} of {(width, height)}")
+        frames = padded_length(driving, context_frames, context_overlap)
+        windows = context_windows(frames, context_frames, context_overlap)
+        device = self._execution_device
+        dtype = self.denoising_unet.dtype
+        do_cfg = guidance_scale > 1.0
+
+        embeds = self._clip_embedding(ref01, device).to(dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        shape = (1, self.denoising_unet.config.in_channels, frames, height // self.vae_scale_factor,
+                 width // self.vae_scale_factor)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents: expected initial noise of shape {shape}, got {tuple(latents.shape)}")
+        latents = latents.to(device).float() * self.scheduler.init_noise_sigma
+
+        ref_latent = self._reference_latent(ref01, device).to(dtype)
+        pose01 = (pose_images[1:] + 1.0) / 2.0
+        pose01 = torch.cat([pose01, pose01[-1:].expand(frames - driving, -1, -1, -1)])
+        pose_features = self._pose_features(pose01, device, chunk=max(context_frames, 1)).to(dtype)
+        self._write_reference(ref_latent, embeds, do_cfg)
+        context = torch.cat([torch.zeros_like(embeds), embeds]) if do_cfg else embeds
+        halves = 2 if do_cfg else 1
+
+        encoded: dict[int, EncodedGuidance] = {}
+        decode_units = 0 if output_type == "latent" else -(-driving // max(decode_chunk_size, 1))
+        bar = progress_bar if progress_bar is not None else self.progress_bar(
+            total=len(timesteps) * len(windows) + decode_units)
+        try:
+            for step, t in enumerate(timesteps):
+                fused = torch.zeros(halves, *latents.shape[1:], device=device)
+                counts = torch.zeros(frames, device=device)
+                for index, window in enumerate(windows):
+                    where = torch.as_tensor(window, device=device)
+                    model_in = self.scheduler.scale_model_input(latents[:, :, where], t).to(dtype)
+                    model_in = model_in.expand(halves, -1, -1, -1, -1)
+                    down = mid = None
+                    if guidance is not None:
+                        control = encoded.get(index)
+                        if control is None:
+                            control = self.controlnet.encode_guidance(
+                                **self._guidance_window(guidance, window, driving, device, dtype))
+                            if cache_guidance:
+                                encoded[index] = control
+                        down, mid = self.controlnet(model_in.transpose(1, 2), t, encoder_hidden_states=context,
+                                                    guidance=control, conditioning_scale=controlnet_conditioning_scale)
+                    pred = self.denoising_unet(model_in, t, encoder_hidden_states=context,
+                                               pose_features=pose_features[:, :, where].expand(halves, -1, -1, -1, -1),
+                                               down_block_additional_residuals=down,
+                                               mid_block_additional_residual=mid, return_dict=False)[0]
+                    fused.index_add_(2, where, pred.float())
+                    counts.index_add_(0, where, torch.ones(len(window), device=device))
+                    bar.update()
+                noise_pred = fused / counts.view(1, 1, -1, 1, 1)
+                if do_cfg:
+                    uncond, cond = noise_pred.chunk(2)
+                    noise_pred = uncond + guidance_scale * (cond - uncond)
+                latents = self.scheduler.step(noise_pred, t, latents, eta=0.0, generator=generator,
+                                              return_dict=False)[0].float()
+                if callback_on_step_end is not None:
+                    latents = callback_on_step_end(self, step, t, {"latents": latents}).get("latents", latents)
+        finally:
+            self.reference_bank.clear()
+            encoded.clear()
+
+        latents = latents[:, :, :driving]
+        if output_type == "latent":
+            result = latents
+        else:
+            video = self.decode_latents(latents, decode_chunk_size, bar)
+            result = DisPoseMimicMotionPipeline._format(video, output_type)
+        if progress_bar is None:
+            bar.close()
+        self.maybe_free_model_hooks()
+        return AnimationOutput(frames=result) if return_dict else (result,)
+
+    # ------------------------------------------------------------------ decoding
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None) -> torch.Tensor:
+        """(B, 4, F, h, w) latents -> (B, F, 3, H, W) float32 frames in [0, 1] on the CPU, decoded
+        ``decode_chunk_size`` frames at a time (``progress_bar.update()`` after each chunk)."""
+        if decode_chunk_size < 1:
+            raise ValueError(f"decode_chunk_size must be positive, got {decode_chunk_size}")
+        batch, _, frames = latents.shape[:3]
+        flat = latents.transpose(1, 2).flatten(0, 1) / LATENT_SCALE
+        chunks = []
+        for start in range(0, flat.shape[0], decode_chunk_size):
+            chunks.append(self.vae.decode(flat[start:start + decode_chunk_size].to(self.vae.dtype)).sample.float().cpu())
+            if progress_bar is not None:
+                progress_bar.update()
+        video = torch.cat(chunks).reshape(batch, frames, *chunks[0].shape[1:])
+        return (video / 2 + 0.5).clamp(0, 1)
+
