@@ -36,13 +36,3 @@ class PoseDetector(ABC):
     def detect(self, frames: Frames, progress: bool = True) -> list[Pose | None]:
         """The first person of each frame, ``None`` when a frame has nobody."""
         return [people[0] if people else None for people in self.detect_people(frames, progress)]
-
-
-def __getattr__(name: str):
-    # Transition: callers outside dispose.pose (runner, guidance, engine, training, app, bench) still import load_detector from here; once they
-    # import it from dispose.pose.detector_factory, delete this function.
-    if name == "load_detector":
-        from dispose.pose.detector_factory import load_detector
-
-        return load_detector
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

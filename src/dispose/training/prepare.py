@@ -8,7 +8,7 @@ Per clip (a video, or a folder of frames; :mod:`dispose.training.sources`):
    its inputs (:func:`dispose.media.geometry.resize_and_crop`; default 768x1024, the paper's MimicMotion
    training size).  They are stored as JPEG (quality 95).
 2. Poses: every person of every *source* frame (full resolution) is detected (DWPose with ``--dwpose-dir``,
-   else MediaPipe, :func:`dispose.pose.detectors.load_detector`); the first person is kept and carried into
+   else MediaPipe, :func:`dispose.pose.detector_factory.load_detector`); the first person is kept and carried into
    the W x H crop.  Frames with nobody take the previous frame's pose (:func:`dispose.pose.extract.fill_missing`).
    The people count of a frame is the detector's (MediaPipe finds at most one person).
 3. Filters (a rejected clip is recorded as ``failed`` with the reason): fewer than ``--min-frames`` frames;

@@ -1,0 +1,339 @@
+"""The training model: a frozen animation base plus DisPose's trainable hybrid ControlNet (paper sec. 4.3).
+
+Shaped like Champ's ``ChampModel`` (one ``nn.Module`` holding every network, whose ``forward`` is one training
+step's computation, so accelerate / DDP / DeepSpeed wrap a single module).  For the MimicMotion base
+(:class:`MimicMotionTrainingModel`):
+
+* frozen (``requires_grad=False``, eval mode, cast to the mixed-precision dtype): SVD's VAE and CLIP image
+  encoder, MimicMotion's UNet and PoseNet;
+* trainable: the hybrid ControlNet with its motion encoder (``controlnet_cond_embedding``) and point encoder
+  (``point_adapter``), initialised from the UNet (``HybridControlNetSVD.from_unet``: encoder weights
+  copied, zero output convolutions; the paper initialises from SVD-xt, whose encoder MimicMotion's UNet
+  fine-tuned) or from a given ``DisPose.pth``.
+
+One training forward on a sample ``[reference, f1 .. f(T-1)]`` is one sampling step of the pipeline on one
+tile (:mod:`dispose.pipelines.mimicmotion`): the CLIP embedding of the reference, its VAE latent
+(posterior mode, unscaled) concatenated to the noisy latents of every frame, PoseNet latents of the
+skeletons added in the UNet, added time ids ``[fps - 1, motion_bucket_id, noise_aug_strength]``, the tile's
+guidance built by ``GuidanceTensors.window`` (:mod:`dispose.guidance.stage`) and encoded by ``controlnet.encode_guidance``, the ControlNet's
+residuals into the UNet.  The conditioning and the denoiser call are the pipeline's own methods
+(``_clip_embedding``, ``_pose_latents``, ``_time_ids``, ``_denoise_tile``), applied to this module (it has the
+attributes they read), so training cannot drift from sampling; a test checks a training forward at the
+first sampling sigma against a one-step sampling run.  The EDM objective is :mod:`dispose.training.loss`.
+
+Training choices (not in the paper, which gives none of these):
+
+* Target latents are the VAE posterior *mode* times the scaling factor (SVD fine-tuning scripts draw a
+  posterior sample; SVD's posterior std is tiny, and the mode keeps a resumed run bit-identical).
+* ``conditioning_dropout``: with this probability a clip is trained as the unconditional half of
+  classifier-free guidance sees it at inference (zero CLIP embedding, reference latent and pose latents,
+  DisPose guidance unchanged), so the ControlNet also learns what that half gives it.
+* ``F_s`` of a sample is generated from its keypoint trajectories on the training device, by the same
+  ``GuidanceTensors.window`` sampling uses; its step 0 is reference -> f1, as in the first inference tile
+  (later inference tiles see the step from the frame before the tile instead).
+
+A second base (MusePose / SD1.5, epsilon prediction) plugs in as another :class:`TrainingBase` in
+:data:`TRAINING_BASES` with its own model and objective; the trainer only uses the ``TrainingBase`` interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+from torch import nn
+
+from dispose.guidance.stage import GuidanceTensors
+from dispose.pipelines.mimicmotion import DisPoseMimicMotionPipeline
+from dispose.training.loss import EDMVObjective
+
+if TYPE_CHECKING:
+    from dispose.training.config import TrainConfig
+
+
+def random_sample(num_frames: int = 4, width: int = 64, height: int = 64, *, keypoints: int = 18,
+                  point_channels: int = 1280, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """A random training sample in the dataset's contract (what ``dispose.training.dataset`` yields; for smoke
+    runs, tests and benches): ``pixels`` / ``pose_images`` (T, 3, H, W) in [-1, 1] ([0] = the reference),
+    ``trajectories`` (T, K, 2) pixels of W x H, ``visible`` (T, K) bool, ``dense_flow`` (T - 1, 2, H, W) relative
+    to the reference, ``point_embeddings`` (K, C), ``points`` (T, K, 2) normalised."""
+    def uniform(*shape):
+        return torch.rand(*shape, generator=generator)
+
+    scale = torch.tensor([width, height], dtype=torch.float32)
+    trajectories = uniform(num_frames, keypoints, 2) * (scale - 1)
+    visible = uniform(num_frames, keypoints) > 0.2
+    trajectories = torch.where(visible[..., None], trajectories, 0.0)
+    return {"pixels": uniform(num_frames, 3, height, width) * 2 - 1,
+            "pose_images": uniform(num_frames, 3, height, width) * 2 - 1,
+            "trajectories": trajectories, "visible": visible,
+            "dense_flow": torch.randn(num_frames - 1, 2, height, width, generator=generator) * 2,
+            "point_embeddings": torch.randn(keypoints, point_channels, generator=generator),
+            "points": trajectories / scale}
+
+
+#: Blocks of the SVD UNet / ControlNet recomputed in the backward pass with gradient checkpointing: every
+#: spatio-temporal resnet and every spatio-temporal transformer (spatial and temporal attention together).
+CHECKPOINTED_BLOCKS = ("SpatioTemporalResBlock", "TransformerSpatioTemporalModel")
+
+
+def checkpoint_blocks(module: nn.Module, checkpoint: Callable | None = None) -> int:
+    """Gradient checkpointing of every block of ``module`` named in :data:`CHECKPOINTED_BLOCKS` (once); returns
+    how many blocks it wrapped.
+
+    diffusers' own ``enable_gradient_checkpointing`` of the SVD UNet recomputes the resnets and the spatial
+    transformer blocks only, and keeps the temporal transformer blocks' activations (``bench/train_memory.py``:
+    58 GiB of activations per 16-frame 768x1024 clip against 21 GiB here).  ``checkpoint(fn, *args, **kwargs)``
+    defaults to ``torch.utils.checkpoint.checkpoint`` (non-reentrant).
+    """
+    import functools
+
+    from torch.utils.checkpoint import checkpoint as torch_checkpoint
+
+    run = checkpoint or functools.partial(torch_checkpoint, use_reentrant=False)
+    count = 0
+    for block in module.modules():
+        if type(block).__name__ in CHECKPOINTED_BLOCKS and not getattr(block, "_checkpointed", False):
+            block.forward = functools.partial(_checkpointed, run, block.forward)
+            block._checkpointed = True
+            count += 1
+    return count
+
+
+def _checkpointed(run: Callable, forward: Callable, *args, **kwargs):
+    return run(forward, *args, **kwargs) if torch.is_grad_enabled() else forward(*args, **kwargs)
+
+
+@dataclass
+class NoiseDraw:
+    """The random inputs of one training forward (drawn by the trainer, fixed for evaluation).
+
+    sigmas (B,), noise like the latents (B, T, C, h, w), reference_noise (B, 3, H, W) for the noise
+    augmentation of the reference, keep (B,) bool: False = the clip is trained as the unconditional half.
+    """
+
+    sigmas: torch.Tensor
+    noise: torch.Tensor
+    reference_noise: torch.Tensor
+    keep: torch.Tensor
+
+    def to(self, device: torch.device) -> NoiseDraw:
+        return NoiseDraw(*(tensor.to(device) for tensor in (self.sigmas, self.noise, self.reference_noise, self.keep)))
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """The UNet conditioning of training samples (inference's values by default) and the CFG dropout."""
+
+    fps: int = 7
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.0
+    dropout: float = 0.1
+
+
+class MimicMotionTrainingModel(nn.Module):
+    """Frozen MimicMotion/SVD base + trainable hybrid ControlNet; ``forward`` gives the per-clip loss."""
+
+    def __init__(self, *, vae: nn.Module, image_encoder: nn.Module, unet: nn.Module, pose_net: nn.Module,
+                 controlnet: nn.Module, feature_extractor=None, objective: EDMVObjective | None = None,
+                 conditioning: Conditioning | None = None, vae_encode_chunk: int = 8,
+                 frozen_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.vae, self.image_encoder, self.unet, self.pose_net = vae, image_encoder, unet, pose_net
+        self.controlnet = controlnet
+        self.feature_extractor = feature_extractor
+        self.objective = objective or EDMVObjective()
+        self.conditioning = conditioning or Conditioning()
+        self.vae_encode_chunk = vae_encode_chunk
+        for module in self.frozen_modules():
+            nn.Module.to(module, dtype=frozen_dtype)  # ModelMixin.to warns about fp32 modules on dtype casts
+            module.requires_grad_(False).eval()
+        self.controlnet.requires_grad_(True)
+
+    # ------------------------------------------------------------------ parameter sets
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.vae, self.image_encoder, self.unet, self.pose_net]
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.controlnet]
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute every spatio-temporal block of the UNet and the ControlNet in the backward pass."""
+        for module in (self.unet, self.controlnet):
+            checkpoint_blocks(module)
+
+    def train(self, mode: bool = True) -> MimicMotionTrainingModel:
+        """Only the ControlNet switches to training mode; the frozen base stays in eval mode."""
+        self.training = mode
+        self.controlnet.train(mode)
+        return self
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def latent_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def latent_shape(self, batch: dict) -> tuple[int, ...]:
+        b, t, _, height, width = batch["pixels"].shape
+        return b, t, self.vae.config.latent_channels, height // self.latent_scale, width // self.latent_scale
+
+    def draw(self, batch: dict, generator: torch.Generator) -> NoiseDraw:
+        """Random sigmas, noise and CFG-dropout flags for ``batch`` from ``generator`` (on its device)."""
+        shape = self.latent_shape(batch)
+        device = generator.device
+        sigmas = self.objective.sample_sigmas(shape[0], generator, device)
+        noise = torch.randn(shape, generator=generator, device=device)
+        reference_noise = torch.randn(batch["pixels"][:, 0].shape, generator=generator, device=device)
+        keep = torch.rand(shape[0], generator=generator, device=device) >= self.conditioning.dropout
+        return NoiseDraw(sigmas, noise, reference_noise, keep)
+
+    @torch.no_grad()
+    def encode(self, batch: dict, reference_noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Target latents and the conditioning, computed as the pipeline does (frozen, no gradients)."""
+        pixels = batch["pixels"]
+        device, dtype = pixels.device, self.unet.dtype
+        b, t = pixels.shape[:2]
+        frames = pixels.flatten(0, 1)
+        parts = [self.vae.encode(frames[i:i + self.vae_encode_chunk].to(self.vae.dtype)).latent_dist.mode()
+                 for i in range(0, len(frames), self.vae_encode_chunk)]
+        latents = torch.cat(parts).float().unflatten(0, (b, t)) * self.vae.config.scaling_factor
+        reference = pixels[:, 0]
+        strength = self.conditioning.noise_aug_strength
+        reference_latent = self.vae.encode((reference + strength * reference_noise).to(self.vae.dtype)
+                                           ).latent_dist.mode()
+        pipeline = DisPoseMimicMotionPipeline
+        embeds = pipeline._clip_embedding(self, (reference.float() + 1.0) / 2.0, device).to(dtype)
+        pose_latents = pipeline._pose_latents(self, batch["pose_images"].flatten(0, 1), device,
+                                              chunk=self.vae_encode_chunk).unflatten(0, (b, t))
+        time_ids = pipeline._time_ids(self, self.conditioning.fps, self.conditioning.motion_bucket_id, strength,
+                                      device).to(dtype).expand(b, -1)
+        return {"latents": latents, "embeds": embeds, "reference_latents": reference_latent.to(dtype),
+                "pose_latents": pose_latents, "time_ids": time_ids}
+
+    def guidance_window(self, batch: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The ControlNet's guidance inputs for all B*T frames, each sample built as an inference tile."""
+        pixels = batch["pixels"]
+        height, width = pixels.shape[-2:]
+        windows = []
+        for index in range(pixels.shape[0]):
+            guidance = GuidanceTensors(trajectories=batch["trajectories"][index], visible=batch["visible"][index],
+                                       points=batch["points"][index], dense_flow=batch["dense_flow"][index],
+                                       point_embeddings=batch["point_embeddings"][index], width=width, height=height)
+            windows.append(guidance.window(range(pixels.shape[1]), device=pixels.device, dtype=dtype))
+        return {key: torch.cat([window[key] for window in windows]) for key in windows[0]}
+
+    # ------------------------------------------------------------------ the step
+    def denoise(self, noisy: torch.Tensor, sigmas: torch.Tensor, cond: dict[str, torch.Tensor],
+                control, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``D(x; sigma)`` (float32) of noisy latents (B, T, C, h, w): the pipeline's denoiser call on one tile;
+        ``keep`` False zeroes a clip's CLIP embedding, reference latent and pose latents (the CFG half)."""
+        embeds, reference, pose = cond["embeds"], cond["reference_latents"], cond["pose_latents"]
+        if keep is not None:
+            embeds = embeds * keep.view(-1, 1, 1).to(embeds.dtype)
+            reference = reference * keep.view(-1, 1, 1, 1).to(reference.dtype)
+            pose = pose * keep.view(-1, 1, 1, 1, 1).to(pose.dtype)
+        pre = self.objective.preconditioning(sigmas, noisy)
+        frames = noisy.shape[1]
+        model_in = torch.cat([(noisy * pre.c_in).to(self.unet.dtype),
+                              reference.unsqueeze(1).expand(-1, frames, -1, -1, -1)], dim=2)
+        output = DisPoseMimicMotionPipeline._denoise_tile(self, model_in, pre.c_noise.to(noisy.device), embeds,
+                                                          cond["time_ids"], pose, control, 1.0)
+        return self.objective.denoised(noisy, output, pre)
+
+    def forward(self, batch: dict, draw: NoiseDraw) -> torch.Tensor:
+        """Per-clip loss (B,) of one training step (module docstring)."""
+        cond = self.encode(batch, draw.reference_noise)
+        control = self.controlnet.encode_guidance(**self.guidance_window(batch, self.controlnet.dtype))
+        noisy = self.objective.noisy(cond["latents"], draw.noise, draw.sigmas)
+        denoised = self.denoise(noisy, draw.sigmas, cond, control, draw.keep)
+        return self.objective.loss(denoised, cond["latents"], draw.sigmas)
+
+
+# ---------------------------------------------------------------------- bases
+class TrainingBase(Protocol):
+    """What the trainer needs from a base model family (MimicMotion now; MusePose next)."""
+
+    name: str
+
+    def build(self, config: TrainConfig) -> nn.Module:
+        """The training model (frozen base + trainable ControlNet) on the CPU, with ``trainable_modules()``,
+        ``enable_gradient_checkpointing()``, ``draw(batch, generator)`` and ``forward(batch, draw) -> per-clip
+        loss`` (its objective is the base's: EDM v-prediction here, MusePose's own for MusePose)."""
+
+    def controlnet(self, model: nn.Module) -> nn.Module:
+        """The trainable network whose state dict is the exported checkpoint."""
+
+    def pipeline(self, model: nn.Module):
+        """A sampling pipeline sharing the model's networks (validation)."""
+
+
+class MimicMotionBase:
+    """DisPose on MimicMotion / SVD (EDM v-prediction)."""
+
+    name = "mimicmotion"
+
+    def build(self, config: TrainConfig) -> MimicMotionTrainingModel:
+        from dispose.bases import get_base
+        from dispose.models.controlnet_svd import HybridControlNetSVD
+        from dispose.pipelines.loading import load_controlnet
+        from dispose.pipelines.weights import resolve_weights
+
+        weights = config.weights
+        spec = get_base(self.name)
+        overrides = {key: value for key, value in (("svd", weights.svd), ("mimicmotion", weights.mimicmotion))
+                     if value is not None}
+        paths = resolve_weights(weights.dir, overrides, spec.required_components(False))
+        base = spec.load_pipeline(paths, False, torch.float32, "cpu")
+        if weights.controlnet is not None:
+            from pathlib import Path
+
+            controlnet = load_controlnet(Path(weights.controlnet), base.unet)
+        else:
+            controlnet = HybridControlNetSVD.from_unet(base.unet, point_channels=weights.point_channels)
+        loss = config.loss
+        frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.train.mixed_precision, torch.float32)
+        model = MimicMotionTrainingModel(
+            vae=base.vae, image_encoder=base.image_encoder, unet=base.unet, pose_net=base.pose_net,
+            controlnet=controlnet.float(), feature_extractor=base.feature_extractor,
+            objective=EDMVObjective(loss.p_mean, loss.p_std),
+            conditioning=Conditioning(loss.fps, loss.motion_bucket_id, loss.noise_aug_strength,
+                                      loss.conditioning_dropout),
+            vae_encode_chunk=config.train.vae_encode_chunk, frozen_dtype=frozen)
+        model.scheduler = base.scheduler  # plain attribute (not a module): for validation pipelines
+        return model
+
+    def controlnet(self, model: MimicMotionTrainingModel) -> nn.Module:
+        return model.controlnet
+
+    def pipeline(self, model: MimicMotionTrainingModel) -> DisPoseMimicMotionPipeline:
+        pipeline = DisPoseMimicMotionPipeline(vae=model.vae, image_encoder=model.image_encoder, unet=model.unet,
+                                              pose_net=model.pose_net, scheduler=model.scheduler,
+                                              controlnet=model.controlnet,
+                                              feature_extractor=model.feature_extractor)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+
+#: Base name -> its training recipe (``dispose train --base`` / ``base:`` in the config).  Another base's recipe
+#: lives in ``dispose/training/model_<name>.py``, which adds itself here when imported (:func:`training_base`
+#: imports it on first use).
+TRAINING_BASES: dict[str, Callable[[], TrainingBase]] = {"mimicmotion": MimicMotionBase}
+
+
+def training_base(name: str) -> TrainingBase:
+    """The training recipe of base ``name`` (a UserError lists the known ones)."""
+    import importlib
+
+    from dispose.errors import UserError
+
+    if name not in TRAINING_BASES and name.isidentifier():
+        try:
+            importlib.import_module(f"dispose.training.model_{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"dispose.training.model_{name}":
+                raise
+    if name not in TRAINING_BASES:
+        raise UserError(f"base {name!r} cannot be trained (yet); known: {', '.join(sorted(TRAINING_BASES))}")
+    return TRAINING_BASES[name]()
