@@ -42,3 +42,21 @@ def shared_data() -> Path:
         pytest.fail("shared example data not found: set DISPOSE_SHARED_DATA to the folder holding "
                     "musepose_ref.png and musepose_dance.mp4")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Tiny random MimicMotion/DisPose weights in the release layout (dispose.pipelines.tiny), built once per
+    session; tests only read them (copy the folder before changing anything in it)."""
+    from dispose.pipelines.tiny import build_tiny_weights
+
+    return build_tiny_weights(tmp_path_factory.mktemp("tiny-weights"))
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """Nothing may come from a developer's Hugging Face cache or the network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))

@@ -20,7 +20,6 @@ from PIL import Image
 
 from dispose.cli import main
 from dispose.media.video import read_video
-from dispose.pipelines.tiny import build_tiny_weights
 
 
 def free_port() -> int:
@@ -37,8 +36,8 @@ def settings(weights: str = "", *, resolution=128, max_frames=3, steps=2, baseli
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return build_tiny_weights(tmp_path_factory.mktemp("weights"))
+def weights(tiny_weights) -> Path:
+    return tiny_weights
 
 
 @pytest.fixture(scope="module")

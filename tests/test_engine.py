@@ -15,7 +15,6 @@ from dispose.cli import main
 from dispose.engine import Animator, Cancelled, Runtime
 from dispose.media.image import load_image
 from dispose.media.video import read_video
-from dispose.pipelines.tiny import build_tiny_weights
 
 FAST = {"resolution": 128, "max_frames": 4, "num_inference_steps": 2, "num_frames": 4, "frames_overlap": 2}
 #: Options that shape the guidance, then those of sampling (the only ones given with --guidance).
@@ -25,17 +24,12 @@ SAMPLE = ["--steps", "2", "--num-frames", "4", "--frames-overlap", "2", "--detec
 CLI_FAST = SHAPE + SAMPLE
 
 
-@pytest.fixture(autouse=True)
-def offline_empty_hf_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return build_tiny_weights(tmp_path_factory.mktemp("weights"))
+def weights(tiny_weights):
+    return tiny_weights
 
 
 @pytest.fixture(scope="module")

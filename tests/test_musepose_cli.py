@@ -16,12 +16,7 @@ FAST = ["--base", "musepose", "--resolution", "128", "--max-frames", "3", "--ste
         "--frames-overlap", "1", "--detector", "mediapipe", "--dense", "propagate", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def offline_empty_hf_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 @pytest.fixture(scope="module")

@@ -15,25 +15,18 @@ import pytest
 
 from dispose.cli import main
 from dispose.media.video import read_video
-from dispose.pipelines.tiny import build_tiny_weights
 
 #: Small enough for CPU, large enough for MediaPipe to find the dancer: 128 x 192 portrait frames.
 FAST = ["--resolution", "128", "--max-frames", "4", "--steps", "2", "--detector", "mediapipe",
         "--dense", "propagate", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def offline_empty_hf_cache(tmp_path, monkeypatch):
-    """Nothing may come from a developer's Hugging Face cache or the network."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return build_tiny_weights(tmp_path_factory.mktemp("weights"))
+def weights(tiny_weights) -> Path:
+    return tiny_weights
 
 
 def _inputs(shared_data: Path) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dispose.bases import required_components
 from dispose.checkpoints import load_strict
 from dispose.errors import UserError
 from dispose.pipelines.loading import read_checkpoint, split_mimicmotion
@@ -16,7 +17,6 @@ from dispose.pipelines.weights import (
     CMP_RELEASE_PATH,
     COMPONENTS,
     fingerprint,
-    required_components,
     resolve_weights,
 )
 

@@ -160,10 +160,9 @@ class Animator:
     @staticmethod
     def required(base: str | None, runtime: Runtime, dispose: bool) -> list[str]:
         """Weight component keys a run needs."""
-        from dispose.pipelines.weights import required_components
+        from dispose.bases import required_components
 
-        return required_components(dispose=dispose, detector=runtime.detector, dense=runtime.dense,
-                                   base=get_base(base).name)
+        return required_components(dispose=dispose, detector=runtime.detector, dense=runtime.dense, base=base)
 
     @classmethod
     def missing_weights(cls, base: str | None = None, weights: str | Path | None = None,

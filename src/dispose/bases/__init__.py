@@ -94,6 +94,20 @@ def get_base(name: str | None) -> Base:
     return BASES[name]
 
 
+def required_components(*, dispose: bool = True, detector: str = "dwpose", dense: str = "cmp",
+                        base: str | None = None) -> list[str]:
+    """Keys of the weight components a run needs: the base's, SD1.5 and CMP for DisPose runs (CMP only with
+    ``dense="cmp"``), DWPose with ``detector="dwpose"``."""
+    keys = list(get_base(base).required_components(dispose))
+    if dispose:
+        keys.append("sd15")
+        if dense == "cmp":
+            keys.append("cmp")
+    if detector == "dwpose":
+        keys.append("dwpose")
+    return keys
+
+
 def _register_builtin() -> None:
     from dispose.bases.mimicmotion import MIMICMOTION
     from dispose.bases.musepose import MUSEPOSE

@@ -141,25 +141,6 @@ class HybridControlNetSVD(ModelMixin, ConfigMixin, HybridControlNetMixin):
         # nn.Module.to: diffusers' ModelMixin.to logs a spurious fp32-modules warning on every dtype cast.
         return nn.Module.to(controlnet, param.device, param.dtype)
 
-    @staticmethod
-    def options_from_state_dict(state: dict[str, torch.Tensor]) -> dict:
-        """The DisPose-specific constructor arguments implied by a checkpoint's tensor shapes (defaults for
-        whatever is absent; a checkpoint that lacks those keys then fails the strict load, naming them)."""
-        options = {}
-        first = state.get("point_adapter.model_list.0.mlp.0.weight")
-        if first is not None:
-            options["point_hidden_channels"], options["point_channels"] = first.shape
-        widths = []
-        conv = state.get("controlnet_cond_embedding.conv_in_flow.weight")
-        index = 1
-        while conv is not None:
-            widths.append(conv.shape[0])
-            conv = state.get(f"controlnet_cond_embedding.blocks_flow.{index}.weight")
-            index += 2
-        if widths:
-            options["motion_block_out_channels"] = tuple(widths)
-        return options
-
     def _embedding(self, sample: torch.Tensor, timestep, added_time_ids: torch.Tensor) -> torch.Tensor:
         batch = sample.shape[0]
         if torch.is_tensor(timestep):

@@ -102,22 +102,6 @@ def register_components(components) -> None:
         COMPONENTS[component.key] = component
 
 
-def required_components(*, dispose: bool = True, detector: str = "dwpose", dense: str = "cmp",
-                        base: str = "mimicmotion") -> list[str]:
-    """Keys of the components a run needs: the base's (:mod:`dispose.bases`), SD1.5 and CMP for DisPose runs
-    (CMP only with ``dense="cmp"``), DWPose with ``detector="dwpose"``."""
-    from dispose.bases import get_base
-
-    keys = list(get_base(base).required_components(dispose))
-    if dispose:
-        keys.append("sd15")
-        if dense == "cmp":
-            keys.append("cmp")
-    if detector == "dwpose":
-        keys.append("dwpose")
-    return keys
-
-
 class WeightPaths:
     """Resolved local paths of components by key (``paths.svd`` or ``paths["svd"]``; None = not resolved)
     and how each was found (``origins``)."""
