@@ -1,10 +1,10 @@
 """Print the parameter counts of a base model's full-size networks and its DisPose ControlNet (built empty: no
 weights needed, no memory).
 
---base mimicmotion (default): the DisPose hybrid ControlNet (what DisPose.pth holds and what DisPose trains; the
-paper's "653.40 MB" in appendix G is its parameter count / 2^20), MimicMotion's UNet and PoseNet
-(MimicMotion_1-1.pth), for SVD-xt-1.1's UNet config or the one given with --unet-config.  --base musepose:
-MusePose's four networks (the paper's "2072.64 MB" is their total / 2^20) and the SD1.5 hybrid ControlNet.
+--base mimicmotion (default): the DisPose hybrid ControlNet (what DisPose.pth holds and what DisPose trains),
+MimicMotion's UNet and PoseNet (MimicMotion_1-1.pth), for SVD-xt-1.1's UNet config or the one given with
+--unet-config.  --base musepose: MusePose's four networks and the SD1.5 hybrid ControlNet.  The paper's Table 7
+"MB" are these parameter counts / 2^20 (the Mi column).
 """
 
 from __future__ import annotations

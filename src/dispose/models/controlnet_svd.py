@@ -7,8 +7,7 @@ after ``conv_in`` and the point features ``F_c^l`` (Eq. 7) after each down block
 residual per UNet skip connection plus one for the mid block (shared parts:
 :mod:`dispose.models.hybrid_controlnet`).  diffusers has no SVD ControlNet; this one is built from
 diffusers' blocks with the release's parameter names (``ControlNetSVDModel``), so ``DisPose.pth``
-loads strictly: 705 tensors, 685,139,601 parameters for SVD-xt-1.1 (the paper's "653.40 MB" of
-trainable parameters is that count divided by 2^20).
+loads strictly (its tensor and parameter counts: ``dispose models``).
 
 What the release does, and we reproduce:
 

@@ -38,10 +38,9 @@ Deliberate differences:
   here they run once per tile for both halves (``controlnet.encode_guidance``), and with
   ``cache_guidance=True`` (default) their output is kept for all steps.  Same maths: cached and per-step
   encodings are bit-identical; against the release's doubled batch, a convolution or matrix product over
-  fewer rows may round differently (last-bit differences, as measured on CPU).  The cache costs, per tile
-  of 16 frames at 576x1024 in fp16, 94 MB of motion features and 47 MB of point features (~141 MB; a
-  100-frame video has 10 tiles); ``cache_guidance=False`` encodes once per step instead and keeps
-  one tile's encoding at a time.
+  fewer rows may round differently (last-bit differences, as measured on CPU).  The cache holds the motion
+  and point features of every tile (its size: README, ``--no-guidance-cache``); ``cache_guidance=False``
+  encodes once per step instead and keeps one tile's encoding at a time.
 * The CLIP preprocessing is done here (antialiased resize to 224 as SVD, then CLIP's mean/std from the
   feature extractor), equal to the release's ``CLIPImageProcessor`` call.
 """
