@@ -9,7 +9,8 @@ with accelerate for several GPUs or nodes, e.g.
 
 Writes OUT/checkpoints/checkpoint-STEP (accelerate states; --resume latest continues), OUT/logs (TensorBoard),
 OUT/validation/step-STEP.mp4 and OUT/export/DisPose.pth + DisPose.safetensors, which dispose animate loads
-with --dispose-ckpt.
+with --dispose-ckpt (--base musepose, configs/train/musepose.yaml: OUT/export/DisPose_MusePose.pth, loaded with
+--dispose-musepose).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="training YAML (default: built-in defaults = the paper's)")
-    parser.add_argument("--base", help="base model to train on (mimicmotion)")
+    parser.add_argument("--base", help="base model to train on: mimicmotion | musepose (base)")
     parser.add_argument("--data", help="dataset folder written by dispose prepare (data.root)")
     parser.add_argument("--weights", help="folder in the release's pretrained_weights/ layout (weights.dir)")
     parser.add_argument("--out", help="output folder (output_dir)")

@@ -78,6 +78,8 @@ class LossConfig:
     fps: int = 7  # the conditioning the UNet sees at inference: added time ids [fps - 1, bucket, noise aug]
     motion_bucket_id: int = 127
     noise_aug_strength: float = 0.0
+    noise_offset: float = 0.05  # MusePose base only (dispose.training.loss_sd): offset noise, min-SNR gamma
+    snr_gamma: float = 5.0
 
 
 @dataclass

@@ -25,15 +25,15 @@ def controlnet_state(controlnet: nn.Module) -> dict[str, torch.Tensor]:
             for key, value in controlnet.state_dict().items()}
 
 
-def export_controlnet(controlnet: nn.Module, folder: str | Path, *, metadata: dict[str, str] | None = None
-                      ) -> tuple[Path, Path]:
-    """Write ``folder/DisPose.pth`` and ``folder/DisPose.safetensors``; returns their paths."""
+def export_controlnet(controlnet: nn.Module, folder: str | Path, *, metadata: dict[str, str] | None = None,
+                      name: str = CHECKPOINT_NAME) -> tuple[Path, Path]:
+    """Write ``folder/NAME.pth`` and ``folder/NAME.safetensors`` (``DisPose`` by default); returns their paths."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = controlnet_state(controlnet)
-    pth, safetensors = folder / f"{CHECKPOINT_NAME}.pth", folder / f"{CHECKPOINT_NAME}.safetensors"
+    pth, safetensors = folder / f"{name}.pth", folder / f"{name}.safetensors"
     with atomic_path(pth) as tmp:
         torch.save(state, tmp)
     with atomic_path(safetensors) as tmp:

@@ -32,14 +32,16 @@ Training choices (not in the paper, which gives none of these):
   ``GuidanceTensors.window`` sampling uses; its step 0 is reference -> f1, as in the first inference tile
   (later inference tiles see the step from the frame before the tile instead).
 
-A second base (MusePose / SD1.5, epsilon prediction) plugs in as another :class:`TrainingBase` in
-:data:`TRAINING_BASES` with its own model and objective; the trainer only uses the ``TrainingBase`` interface.
+A second base (MusePose / SD1.5, v-prediction: :mod:`dispose.training.model_musepose`) plugs in as another
+:class:`TrainingBase` in :data:`TRAINING_BASES` with its own model, objective and export file name; the
+trainer only uses the ``TrainingBase`` interface.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -253,7 +255,7 @@ class MimicMotionTrainingModel(nn.Module):
 
 # ---------------------------------------------------------------------- bases
 class TrainingBase(Protocol):
-    """What the trainer needs from a base model family (MimicMotion now; MusePose next)."""
+    """What the trainer needs from a base model family (MimicMotion, MusePose)."""
 
     name: str
 
@@ -267,6 +269,9 @@ class TrainingBase(Protocol):
 
     def pipeline(self, model: nn.Module):
         """A sampling pipeline sharing the model's networks (validation)."""
+
+    def export(self, controlnet: nn.Module, folder: Path, metadata: dict[str, str]) -> tuple[Path, ...]:
+        """Write the checkpoint file(s) ``dispose animate`` loads for this base into ``folder``."""
 
 
 class MimicMotionBase:
@@ -287,8 +292,6 @@ class MimicMotionBase:
         paths = resolve_weights(weights.dir, overrides, spec.required_components(False))
         base = spec.load_pipeline(paths, False, torch.float32, "cpu")
         if weights.controlnet is not None:
-            from pathlib import Path
-
             controlnet = load_controlnet(Path(weights.controlnet), base.unet)
         else:
             controlnet = HybridControlNetSVD.from_unet(base.unet, point_channels=weights.point_channels)
@@ -314,6 +317,12 @@ class MimicMotionBase:
                                               feature_extractor=model.feature_extractor)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
+
+    def export(self, controlnet: nn.Module, folder: Path, metadata: dict[str, str]) -> tuple[Path, ...]:
+        """``folder/DisPose.pth`` + ``.safetensors`` (what ``--dispose-ckpt`` loads)."""
+        from dispose.training.export import export_controlnet
+
+        return export_controlnet(controlnet, folder, metadata=metadata)
 
 
 #: Base name -> its training recipe (``dispose train --base`` / ``base:`` in the config).  Another base's recipe

@@ -16,7 +16,8 @@ What runs (:func:`train`):
 * Checkpoints: ``accelerate save_state`` into ``OUT/checkpoints/checkpoint-STEP`` every
   ``checkpoints.every`` steps (model, optimiser, LR schedule, EMA, generator, RNG states); the last
   ``checkpoints.keep`` are kept.  ``resume="latest"`` or a checkpoint folder continues from it.
-* Export: ``OUT/export/DisPose.pth`` + ``.safetensors`` at the end (:mod:`dispose.training.export`), plus
+* Export: ``OUT/export/DisPose.pth`` + ``.safetensors`` at the end (:mod:`dispose.training.export`;
+  ``DisPose_MusePose.pth`` for the MusePose base: the base's ``export``), plus
   ``OUT/export/step-STEP/`` every ``checkpoints.export_every`` steps.
 * Validation every ``validation.every`` steps: a callable ``animate(pipeline) -> (N, H, W, 3) uint8`` runs
   on the main process with the current (EMA) weights; the video goes to ``OUT/validation/step-STEP.mp4`` and
@@ -264,7 +265,7 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
             if step % config.checkpoints.every == 0 or step == config.train.max_steps:
                 save_checkpoint(accelerator, output_dir, step, config.checkpoints.keep, use_ema=ema is not None)
             if config.checkpoints.export_every and step % config.checkpoints.export_every == 0:
-                _export(accelerator, controlnet, ema, output_dir / "export" / f"step-{step}", step)
+                _export(accelerator, base, controlnet, ema, output_dir / "export" / f"step-{step}", step)
             if animate is not None and config.validation.every and step % config.validation.every == 0:
                 run_validation(accelerator, base.pipeline(inner), controlnet, ema, animate, output_dir, step)
             if on_step is not None and accelerator.is_main_process:
@@ -275,7 +276,7 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
         epoch += 1
 
     result.step = step
-    result.exported = _export(accelerator, controlnet, ema, output_dir / "export", step)
+    result.exported = _export(accelerator, base, controlnet, ema, output_dir / "export", step)
     accelerator.end_training()
     return result
 
@@ -335,14 +336,12 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, *, use_
     return folder
 
 
-def _export(accelerator, controlnet, ema, folder: Path, step: int) -> tuple[Path, ...]:
-    from dispose.training.export import export_controlnet
-
+def _export(accelerator, base, controlnet, ema, folder: Path, step: int) -> tuple[Path, ...]:
     paths: tuple[Path, ...] = ()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with _ema_weights(controlnet, ema):
-            paths = export_controlnet(controlnet, folder, metadata={"step": str(step)})
+            paths = base.export(controlnet, folder, {"step": str(step)})
     accelerator.wait_for_everyone()
     return paths
 

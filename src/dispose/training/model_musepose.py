@@ -1,0 +1,238 @@
+"""The MusePose training base: frozen MusePose (SD1.5) plus DisPose's trainable SD1.5 hybrid ControlNet.
+
+Registers ``"musepose"`` in :data:`dispose.training.model.TRAINING_BASES` when imported (``dispose train --base
+musepose`` imports it on first use).  :class:`MusePoseTrainingModel` holds
+
+* frozen (``requires_grad=False``, eval mode, cast to the mixed-precision dtype): the sd-vae-ft-mse VAE, the
+  sd-image-variations CLIP image encoder, MusePose's reference UNet, denoising UNet (with its motion modules)
+  and pose guider, loaded strictly from the release's files (:mod:`dispose.pipelines.musepose_weights`);
+* trainable: :class:`~dispose.models.controlnet_sd.HybridControlNetSD` with its motion encoder and point
+  encoder, initialised from the 2D encoder of MusePose's denoising UNet (``from_unet``: weights copied, zero
+  output convolutions) or from a given ``DisPose_MusePose.pth``.  The paper says "initialised from
+  stable-diffusion-v1-5"; MusePose's denoising UNet *is* SD1.5 (image-variation context) fine-tuned by
+  MusePose, the network the ControlNet's residuals are added to, as the MimicMotion base copies the
+  MimicMotion UNet rather than SVD-xt.
+
+One training forward on a sample ``[reference, f1 .. f(T-1)]`` is one sampling step of
+:class:`~dispose.pipelines.musepose.DisPoseMusePosePipeline` on one window covering ``f1 .. f(T-1)``: the
+CLIP embedding of the reference, its latent through the reference UNet at timestep 0 into the reference
+attention bank, the pose guider's features of the driving skeletons, the window's guidance (the pipeline's
+``_guidance_window``: driving frame ``j`` reads guidance frame ``j + 1``) encoded by
+``controlnet.encode_guidance``, the ControlNet's residuals into the denoising UNet.  The conditioning is the
+pipeline's own methods (``_clip_embedding``, ``_reference_latent``, ``_pose_features``, ``_write_reference``)
+applied to this module; a test checks a training forward at ``t = 999`` against a one-step sampling run.
+The objective is MusePose's (:mod:`dispose.training.loss_sd`: v-prediction on zero-terminal-SNR betas, offset
+noise, min-SNR weighting).
+
+Training choices (the paper gives none of these; the release's ``train_stage_2.py`` where noted):
+
+* Target latents are the VAE posterior *mean* x 0.18215, as the pipeline encodes the reference (the release
+  draws a posterior sample).
+* ``loss.conditioning_dropout``: with this probability a clip is trained as the unconditional half of
+  classifier-free guidance sees it at inference (zero CLIP embedding, no reference attention; pose features
+  and DisPose guidance unchanged).  The release drops whole batches and feeds a zero *image* to CLIP; here it
+  is per clip and exactly what the sampler's unconditional half computes.
+* Each clip of a batch reads its own reference (``bank.reads = [0 .. B-1]``, None for a dropped clip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from dispose.guidance.stage import GuidanceTensors
+from dispose.pipelines.musepose import LATENT_SCALE, DisPoseMusePosePipeline
+from dispose.training.loss_sd import SDNoiseObjective
+from dispose.training.model import TRAINING_BASES
+
+if TYPE_CHECKING:
+    from dispose.training.config import TrainConfig
+
+
+@dataclass
+class SDNoiseDraw:
+    """The random inputs of one training forward: timesteps (B,), noise (B, 4, F, h, w) for the F = T - 1 driving
+    frames, keep (B,) bool (False = the clip is trained as the unconditional half)."""
+
+    timesteps: torch.Tensor
+    noise: torch.Tensor
+    keep: torch.Tensor
+
+    def to(self, device: torch.device) -> SDNoiseDraw:
+        return SDNoiseDraw(self.timesteps.to(device), self.noise.to(device), self.keep.to(device))
+
+
+def sample_guidance(batch: dict, index: int) -> GuidanceTensors:
+    """The DisPose guidance of clip ``index`` of a collated batch (all its T frames, [0] = the reference)."""
+    height, width = batch["pixels"].shape[-2:]
+    return GuidanceTensors(trajectories=batch["trajectories"][index], visible=batch["visible"][index],
+                           points=batch["points"][index], dense_flow=batch["dense_flow"][index],
+                           point_embeddings=batch["point_embeddings"][index], width=width, height=height)
+
+
+class MusePoseTrainingModel(nn.Module):
+    """Frozen MusePose + trainable SD1.5 hybrid ControlNet; ``forward`` gives the per-clip loss."""
+
+    def __init__(self, *, vae: nn.Module, image_encoder: nn.Module, reference_unet: nn.Module,
+                 denoising_unet: nn.Module, pose_guider: nn.Module, controlnet: nn.Module, reference_bank,
+                 objective: SDNoiseObjective | None = None, conditioning_dropout: float = 0.1,
+                 vae_encode_chunk: int = 8, frozen_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.vae, self.image_encoder, self.pose_guider = vae, image_encoder, pose_guider
+        self.reference_unet, self.denoising_unet = reference_unet, denoising_unet
+        self.controlnet = controlnet
+        self.reference_bank = reference_bank  # shared with the attention processors of the two UNets
+        self.objective = objective or SDNoiseObjective()
+        self.noise_scheduler = self.objective.scheduler()
+        self.conditioning_dropout = conditioning_dropout
+        self.vae_encode_chunk = vae_encode_chunk
+        for module in self.frozen_modules():
+            nn.Module.to(module, dtype=frozen_dtype)  # ModelMixin.to warns about fp32 modules on dtype casts
+            module.requires_grad_(False).eval()
+        self.controlnet.requires_grad_(True)
+
+    # ------------------------------------------------------------------ parameter sets
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.vae, self.image_encoder, self.reference_unet, self.denoising_unet, self.pose_guider]
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.controlnet]
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the blocks of the denoising UNet (motion modules included) and the ControlNet in the backward
+        pass (diffusers' own block checkpointing)."""
+        for module in (self.denoising_unet, self.controlnet):
+            module.enable_gradient_checkpointing()
+
+    def train(self, mode: bool = True) -> MusePoseTrainingModel:
+        """Only the ControlNet switches to training mode; the frozen base stays in eval mode."""
+        self.training = mode
+        self.controlnet.train(mode)
+        return self
+
+    # ------------------------------------------------------------------ inputs
+    def latent_shape(self, batch: dict) -> tuple[int, ...]:
+        """(B, C, F, h, w) latents of the F = T - 1 driving frames (MusePose's layout)."""
+        b, t, _, height, width = batch["pixels"].shape
+        scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return b, self.vae.config.latent_channels, t - 1, height // scale, width // scale
+
+    def draw(self, batch: dict, generator: torch.Generator) -> SDNoiseDraw:
+        """Random timesteps, (offset) noise and CFG-dropout flags for ``batch`` from ``generator``."""
+        shape = self.latent_shape(batch)
+        timesteps, noise = self.objective.draw(torch.empty(shape, device=generator.device), generator)
+        keep = torch.rand(shape[0], generator=generator, device=generator.device) >= self.conditioning_dropout
+        return SDNoiseDraw(timesteps, noise, keep)
+
+    @torch.no_grad()
+    def encode(self, batch: dict, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Target latents and the conditioning as the pipeline computes them (frozen, no gradients); fills the
+        reference bank (clip ``i`` reads reference ``i``; a dropped clip none)."""
+        pipeline = DisPoseMusePosePipeline
+        pixels = batch["pixels"]
+        device, dtype = pixels.device, self.denoising_unet.dtype
+        b, t = pixels.shape[:2]
+        frames = pixels[:, 1:].flatten(0, 1)
+        parts = [self.vae.encode(frames[i:i + self.vae_encode_chunk].to(self.vae.dtype)).latent_dist.mean
+                 for i in range(0, len(frames), self.vae_encode_chunk)]
+        latents = (torch.cat(parts).float() * LATENT_SCALE).unflatten(0, (b, t - 1)).transpose(1, 2)
+        ref01 = (pixels[:, 0].float() + 1.0) / 2.0
+        embeds = torch.cat([pipeline._clip_embedding(self, ref01[i:i + 1], device) for i in range(b)]).to(dtype)
+        ref_latents = pipeline._reference_latent(self, ref01, device).to(dtype)
+        pose01 = (batch["pose_images"][:, 1:].float() + 1.0) / 2.0
+        pose = torch.cat([pipeline._pose_features(self, clip, device, chunk=self.vae_encode_chunk) for clip in pose01])
+        pipeline._write_reference(self, ref_latents, embeds, False)
+        self.reference_bank.reads = [index if kept else None for index, kept in enumerate(keep.tolist())]
+        embeds = embeds * keep.view(-1, 1, 1).to(dtype)
+        return {"latents": latents, "embeds": embeds, "pose_features": pose.to(dtype)}
+
+    def guidance_window(self, batch: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The ControlNet's guidance inputs of the B * (T - 1) driving frames, each clip as one sampling window."""
+        driving = batch["pixels"].shape[1] - 1
+        windows = [DisPoseMusePosePipeline._guidance_window(sample_guidance(batch, index), list(range(driving)),
+                                                            driving, batch["pixels"].device, dtype)
+                   for index in range(batch["pixels"].shape[0])]
+        return {key: torch.cat([window[key] for window in windows]) for key in windows[0]}
+
+    # ------------------------------------------------------------------ the step
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: dict[str, torch.Tensor],
+                control) -> torch.Tensor:
+        """The denoising UNet's output (B, 4, F, h, w) for noisy latents: the pipeline's window step (the
+        reference bank must hold this batch's references: :meth:`encode`)."""
+        model_in = self.noise_scheduler.scale_model_input(noisy, timesteps).to(self.denoising_unet.dtype)
+        down, mid = self.controlnet(model_in.transpose(1, 2), timesteps, encoder_hidden_states=cond["embeds"],
+                                    guidance=control)
+        return self.denoising_unet(model_in, timesteps, encoder_hidden_states=cond["embeds"],
+                                   pose_features=cond["pose_features"], down_block_additional_residuals=down,
+                                   mid_block_additional_residual=mid, return_dict=False)[0]
+
+    def forward(self, batch: dict, draw: SDNoiseDraw) -> torch.Tensor:
+        """Per-clip loss (B,) of one training step (module docstring); its mean is the objective's batch loss."""
+        cond = self.encode(batch, draw.keep)
+        control = self.controlnet.encode_guidance(**self.guidance_window(batch, self.controlnet.dtype))
+        noisy, target = self.objective.noisy_and_target(cond["latents"], draw.noise, draw.timesteps,
+                                                        self.noise_scheduler)
+        prediction = self.predict(noisy, draw.timesteps, cond, control)
+        # the bank keeps this batch's references until the next encode: checkpointed blocks read them again
+        return torch.stack([self.objective.loss(prediction[i:i + 1], target[i:i + 1], draw.timesteps[i:i + 1],
+                                                self.noise_scheduler) for i in range(len(prediction))])
+
+
+class MusePoseBase:
+    """DisPose on MusePose / SD1.5 (v-prediction, zero terminal SNR, min-SNR weighting)."""
+
+    name = "musepose"
+
+    def build(self, config: TrainConfig) -> MusePoseTrainingModel:
+        from dispose.bases import get_base
+        from dispose.models.controlnet_sd import HybridControlNetSD
+        from dispose.pipelines.musepose_weights import load_controlnet
+        from dispose.pipelines.weights import resolve_weights
+
+        weights = config.weights
+        spec = get_base(self.name)
+        paths = resolve_weights(weights.dir, {}, spec.required_components(False))
+        base = spec.load_pipeline(paths, False, torch.float32, "cpu")
+        if weights.controlnet is not None:
+            controlnet = load_controlnet(Path(weights.controlnet), base.denoising_unet)
+        else:
+            controlnet = HybridControlNetSD.from_unet(base.denoising_unet, point_channels=weights.point_channels)
+        loss = config.loss
+        frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.train.mixed_precision, torch.float32)
+        model = MusePoseTrainingModel(
+            vae=base.vae, image_encoder=base.image_encoder, reference_unet=base.reference_unet,
+            denoising_unet=base.denoising_unet, pose_guider=base.pose_guider, controlnet=controlnet.float(),
+            reference_bank=base.reference_bank,
+            objective=SDNoiseObjective(noise_offset=loss.noise_offset, snr_gamma=loss.snr_gamma),
+            conditioning_dropout=loss.conditioning_dropout, vae_encode_chunk=config.train.vae_encode_chunk,
+            frozen_dtype=frozen)
+        model.scheduler = base.scheduler  # plain attribute (not a module): the sampler, for validation pipelines
+        return model
+
+    def controlnet(self, model: MusePoseTrainingModel) -> nn.Module:
+        return model.controlnet
+
+    def pipeline(self, model: MusePoseTrainingModel) -> DisPoseMusePosePipeline:
+        """A sampling pipeline on the model's networks; it reconnects the reference attention to a new bank,
+        which the model then shares."""
+        pipeline = DisPoseMusePosePipeline(vae=model.vae, image_encoder=model.image_encoder,
+                                           reference_unet=model.reference_unet, denoising_unet=model.denoising_unet,
+                                           pose_guider=model.pose_guider, scheduler=model.scheduler,
+                                           controlnet=model.controlnet)
+        model.reference_bank = pipeline.reference_bank
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+    def export(self, controlnet: nn.Module, folder: Path, metadata: dict[str, str]) -> tuple[Path, ...]:
+        """``folder/DisPose_MusePose.pth`` + ``.safetensors`` (what ``--dispose-musepose`` loads strictly)."""
+        from dispose.pipelines.musepose_weights import DISPOSE_MUSEPOSE_FILE
+        from dispose.training.export import export_controlnet
+
+        return export_controlnet(controlnet, folder, metadata=metadata, name=Path(DISPOSE_MUSEPOSE_FILE).stem)
+
+
+TRAINING_BASES[MusePoseBase.name] = MusePoseBase
