@@ -22,7 +22,7 @@ def main() -> None:
     sys.path.insert(0, sys.argv[1])
     data = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parents[2] / "shared" / "data"
     from dispose.evaluation.amt import AMT, pad_to_16
-    from dispose.evaluation.videos import read_clip
+    from dispose.evaluation.videos import read_frames
 
     torch.manual_seed(0)
     reference = importlib.import_module("vbench.third_party.amt.networks.AMT-S").Model().eval()
@@ -34,7 +34,7 @@ def main() -> None:
                 param.normal_(0.0, 0.02)
     ours = AMT().eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
-    frames = read_clip("dance", data / "musepose_dance.mp4", (288, 512), 1, 3).frames
+    frames = read_frames(data / "musepose_dance.mp4", (288, 512), 1, 3)
     x0, x1 = pad_to_16(*[torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255 for f in (frames[0], frames[2])])
     embt = torch.tensor(0.5).view(1, 1, 1, 1)
     with torch.no_grad():

@@ -23,7 +23,7 @@ def main() -> None:
 
     from dispose.evaluation.dino import DinoViT
     from dispose.evaluation.vbench import dino_input
-    from dispose.evaluation.videos import read_clip
+    from dispose.evaluation.videos import read_frames
 
     torch.manual_seed(0)
     reference = vision_transformer.vit_base(patch_size=16, num_classes=0).eval()
@@ -32,7 +32,7 @@ def main() -> None:
             param.add_(torch.randn_like(param) * 0.02)
     ours = DinoViT().eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
-    frames = read_clip("dance", data / "musepose_dance.mp4", (288, 512), 1, 2).frames
+    frames = read_frames(data / "musepose_dance.mp4", (288, 512), 1, 2)
     for x in (dino_input(frames), torch.randn(2, 3, 224, 224)):
         with torch.no_grad():
             start = time.perf_counter()

@@ -32,7 +32,7 @@ def main() -> None:
     source = Path(sys.argv[1])
     data = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parents[2] / "shared" / "data"
     from dispose.evaluation.lpips import LPIPS, load_lpips, lpips_distance
-    from dispose.evaluation.videos import read_clip
+    from dispose.evaluation.videos import read_frames
 
     torch.manual_seed(0)
     backbones = {"alexnet": LPIPS("alex").features, "vgg16": LPIPS("vgg").features}
@@ -42,7 +42,7 @@ def main() -> None:
     sys.path.insert(0, str(source))
     import lpips
 
-    frames = read_clip("dance", data / "musepose_dance.mp4", (288, 512), 1, 2).frames
+    frames = read_frames(data / "musepose_dance.mp4", (288, 512), 1, 2)
     rng = np.random.default_rng(0)
     degraded = np.clip(frames + rng.normal(0, 12, frames.shape), 0, 255).astype(np.uint8)
     folder = Path(tempfile.mkdtemp(prefix="lpips_ref_"))

@@ -50,8 +50,8 @@ def main() -> None:
     sys.path.insert(0, str(_reference_package(source)))
     from pyiqa.archs.musiq_arch import MUSIQ as ReferenceMUSIQ
 
-    from dispose.evaluation.musiq import MUSIQ
-    from dispose.evaluation.videos import read_clip
+    from dispose.evaluation.musiq import MUSIQ, checkpoint_names
+    from dispose.evaluation.videos import read_frames
 
     torch.manual_seed(0)
     reference = ReferenceMUSIQ(pretrained=False).eval()  # AVA layout (10 bins) when not pretrained
@@ -60,9 +60,9 @@ def main() -> None:
         for param in reference.parameters():
             param.add_(torch.randn_like(param) * 0.05)
     ours = MUSIQ().eval()
-    ours.load_state_dict(reference.state_dict(), strict=True)
+    ours.load_state_dict(checkpoint_names(reference.state_dict()), strict=True)
     for size in ((512, 288), (288, 512), (200, 130)):
-        frame = read_clip("dance", data / "musepose_dance.mp4", size, 1, 1).frames[0]
+        frame = read_frames(data / "musepose_dance.mp4", size, 1, 1)[0]
         x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad():
             start = time.perf_counter()

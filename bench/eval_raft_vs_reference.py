@@ -27,7 +27,7 @@ def main() -> None:
     sys.path.insert(0, sys.argv[1])
     data = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parents[2] / "shared" / "data"
     from dispose.evaluation.raft import RAFT, pad_to_8
-    from dispose.evaluation.videos import read_clip
+    from dispose.evaluation.videos import read_frames
 
     module = importlib.import_module("vbench.third_party.RAFT.core.raft")
     torch.manual_seed(0)
@@ -40,7 +40,7 @@ def main() -> None:
                 tensor.uniform_(0.5, 1.5)
     ours = RAFT().eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
-    frames = read_clip("dance", data / "musepose_dance.mp4", (288, 500), 3, 2).frames
+    frames = read_frames(data / "musepose_dance.mp4", (288, 500), 3, 2)
     a, b = pad_to_8(*[torch.from_numpy(f).permute(2, 0, 1)[None].float() for f in frames])
     with torch.no_grad():
         start = time.perf_counter()

@@ -30,7 +30,7 @@ def main() -> None:
     source = Path(sys.argv[1]) / "tool" / "metrics"
     data = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parents[2] / "shared" / "data"
     from dispose.evaluation.resnet3d import ResNet3D, disco_segments, video_feature
-    from dispose.evaluation.videos import read_clip
+    from dispose.evaluation.videos import read_frames
 
     resnet3d, resize = _load(source / "resnet3d.py", "disco_resnet3d"), _load(source / "resize.py", "disco_resize")
     torch.manual_seed(0)
@@ -44,7 +44,7 @@ def main() -> None:
                 tensor.uniform_(20.0, 200.0)
     ours = ResNet3D().eval()
     ours.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}, strict=True)
-    frames = read_clip("dance", data / "musepose_dance.mp4", (288, 512), 1, 20).frames
+    frames = read_frames(data / "musepose_dance.mp4", (288, 512), 1, 20)
 
     resizer = resize.make_resizer("PIL", False, "bicubic", (112, 112))
     video = torch.as_tensor(np.stack([resizer(f) for f in frames])).float()

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from dispose.cli import main as cli_main
-from dispose.evaluation.videos import read_clip
+from dispose.evaluation.videos import read_frames
 
 
 def _write(path: Path, frames: np.ndarray, fps: int) -> None:
@@ -34,14 +34,14 @@ def _write(path: Path, frames: np.ndarray, fps: int) -> None:
 def main() -> None:
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared" / "data"
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.mkdtemp(prefix="dispose_eval_"))
-    clip = read_clip("dance", data / "musepose_dance.mp4", (288, 512), 1, 96)
+    frames = read_frames(data / "musepose_dance.mp4", (288, 512), 1, 96)
     rng = np.random.default_rng(0)
     noisy = [np.clip(cv2.GaussianBlur(f, (0, 0), 1.5) + rng.normal(0, 8, f.shape), 0, 255).astype(np.uint8)
-             for f in clip.frames]
+             for f in frames]
     (out / "gt").mkdir(parents=True, exist_ok=True)
     (out / "pred").mkdir(exist_ok=True)
     for part in range(3):
-        _write(out / "gt" / f"dance_{part + 1}.mp4", clip.frames[32 * part:32 * (part + 1)], 24)
+        _write(out / "gt" / f"dance_{part + 1}.mp4", frames[32 * part:32 * (part + 1)], 24)
         _write(out / "pred" / f"dance_{part + 1}.mp4", np.stack(noisy[32 * part:32 * (part + 1)]), 24)
     start = time.perf_counter()
     code = cli_main(["eval", "--pred", str(out / "pred"), "--gt", str(out / "gt"), "--out", str(out / "report.json"),

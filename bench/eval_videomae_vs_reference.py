@@ -31,7 +31,7 @@ def main() -> None:
     spec.loader.exec_module(module)
 
     from dispose.evaluation.videomae import VideoMAEv2, videomae_input
-    from dispose.evaluation.videos import read_clip
+    from dispose.evaluation.videos import read_frames
 
     torch.manual_seed(0)
     if giant:
@@ -50,7 +50,7 @@ def main() -> None:
     state = {k: v for k, v in reference.state_dict().items() if not k.startswith("head.")}
     ours.load_state_dict(state, strict=True)
     ours.eval()
-    frames = read_clip("dance", data / "musepose_dance.mp4", (288, 512), 1, 32).frames
+    frames = read_frames(data / "musepose_dance.mp4", (288, 512), 1, 32)
     for count in (16, 32):
         clip = videomae_input(frames[:count])
         with torch.no_grad():

@@ -86,6 +86,21 @@ def test_musiq_patch_sequence() -> None:
     assert original[:, 0].tolist() == [10 * math.floor(r * 10 / 9) for r in range(9)]
 
 
+def _pyiqa_layout(state: dict) -> dict:
+    """Our MUSIQ state dict in pyiqa's file layout: separate attention.query/key/value/out projections."""
+    file = {}
+    for key, value in state.items():
+        block, _, rest = key.partition(".attn.")
+        if rest.startswith("qkv."):
+            for part, chunk in zip(("query", "key", "value"), value.chunk(3), strict=True):
+                file[f"{block}.attention.{part}.{rest[4:]}"] = chunk
+        elif rest.startswith("proj."):
+            file[f"{block}.attention.out.{rest[5:]}"] = value
+        else:
+            file[key] = value
+    return file
+
+
 def _tiny_musiq(tmp_path, ava: bool = False):
     torch.manual_seed(0)
     model = MUSIQ(num_classes=10 if ava else 1, layers=2).eval()
@@ -93,7 +108,7 @@ def _tiny_musiq(tmp_path, ava: bool = False):
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.02)
     path = tmp_path / ("musiq_ava.pth" if ava else "musiq_spaq.pth")
-    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
+    torch.save({f"module.{k}": v for k, v in _pyiqa_layout(model.state_dict()).items()}, path)
     return model, path
 
 
@@ -113,10 +128,16 @@ def test_musiq_loader_and_imaging_quality(tmp_path) -> None:
         assert torch.equal(score, ava(x))
     assert bool(((score >= 1) & (score <= 10)).all())  # mean of a 10-bin distribution
     state = torch.load(path, weights_only=True)
+    assert "module.transformer_encoder.transformer.encoderblock_1.attention.key.weight" in state
     del state["module.gn_root.bias"]
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(UserError, match="not a MUSIQ"):
         load_musiq(tmp_path / "broken.pth")
+    state = torch.load(path, weights_only=True)
+    del state["module.transformer_encoder.transformer.encoderblock_0.attention.key.bias"]
+    torch.save(state, tmp_path / "no_key_bias.pth")
+    with pytest.raises(UserError, match="encoderblock_0.attention.query.bias"):  # strict after the name map
+        load_musiq(tmp_path / "no_key_bias.pth")
 
 
 def _tiny_videomae(tmp_path):

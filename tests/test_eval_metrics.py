@@ -13,14 +13,14 @@ from dispose.errors import UserError
 from dispose.evaluation import frame_metrics, vbench
 from dispose.evaluation.frechet import feature_statistics, frechet_distance, frechet_distance_features
 from dispose.evaluation.lpips import LPIPS, load_lpips, lpips_distance
-from dispose.evaluation.videos import read_clip
+from dispose.evaluation.videos import read_frames
 
 skimage_metrics = pytest.importorskip("skimage.metrics", reason="scikit-image is the reference for SSIM/PSNR")
 
 
 @pytest.fixture(scope="module")
 def real_frames(shared_data) -> np.ndarray:
-    return read_clip("dance", shared_data / "musepose_dance.mp4", (72, 128), 1, 6).frames
+    return read_frames(shared_data / "musepose_dance.mp4", (72, 128), 1, 6)
 
 
 def _pairs(real_frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -140,7 +140,7 @@ def test_dino_loader_and_subject_consistency(tmp_path, real_frames: np.ndarray) 
 
     source, path = _tiny_dino(tmp_path)
     model = load_dino(path)
-    assert len(model.blocks) == 2 and model.blocks[0].heads == 1
+    assert len(model.blocks) == 2 and model.blocks[0].attn.heads == 1
     x = vbench.dino_input(real_frames[:2])  # 128x72 frames: short side (width) -> 224
     assert x.shape == (2, 3, 398, 224)
     with torch.no_grad():

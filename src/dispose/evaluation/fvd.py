@@ -22,18 +22,23 @@ caps the clips per video.  A video shorter than one clip is an error.
   (:mod:`.videomae`: frames resized to 224x224 bilinear, values in ``[0, 1]``), covariances
   divided by ``N`` as the ``cd-fvd`` package computes them.
 
-All distances need at least two samples per side; with fewer samples than feature dimensions
-the covariances are singular and the value is dominated by the sample count, so numbers are only
-comparable between runs with the same number of clips/videos.
+Clips are collected while the video streams (:class:`ClipFeatures` holds one clip at a time).  Each
+distance needs at least two samples per side; ``dispose eval`` applies one rule to all of them (at
+least two video pairs, :mod:`.suite`).  With fewer samples than feature dimensions the covariances
+are singular and the value is dominated by the sample count, so numbers are only comparable between
+runs with the same number of clips/videos.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dispose.evaluation.frechet import frechet_distance_features
+from dispose.evaluation.streaming import FrameMeter
 
 I3D_SIZE = 224
 
@@ -54,30 +59,55 @@ def preprocess_clip(frames: np.ndarray, device: torch.device | str = "cpu") -> t
     return (x / 127.5 - 1.0).permute(1, 0, 2, 3).unsqueeze(0)
 
 
+class ClipFeatures(FrameMeter):
+    """Per-clip features of one video, computed as each clip completes (at most one clip is held):
+    ``logits`` (K, 400) and ``pool`` (K, 1024) with an I3D, ``videomae`` (K, D) with a VideoMAE-v2 encoder.
+    The clip starts depend on the video's length, given up front; a video shorter than one clip is refused
+    here, before any frame is read."""
+
+    def __init__(self, frame_count: int, i3d: torch.nn.Module | None = None, videomae: torch.nn.Module | None = None,
+                 clip_frames: int = 16, clip_stride: int | None = None, max_clips: int | None = None) -> None:
+        starts = clip_starts(frame_count, clip_frames, clip_stride, max_clips)
+        if not starts:
+            raise ValueError(f"the video has {frame_count} frames, fewer than one {clip_frames}-frame clip")
+        self.ends = {start + clip_frames for start in starts}
+        self.last = max(self.ends)
+        self.i3d, self.videomae = i3d, videomae
+        self.window: deque[np.ndarray] = deque(maxlen=clip_frames)
+        self.seen = 0
+        self.features: dict[str, list[np.ndarray]] = {}
+
+    def update(self, frame: np.ndarray) -> None:
+        if self.seen >= self.last:
+            return
+        self.window.append(frame)
+        self.seen += 1
+        if self.seen in self.ends:
+            self._clip(np.stack(self.window))
+
+    def _clip(self, clip: np.ndarray) -> None:
+        with torch.no_grad():
+            if self.i3d is not None:
+                param = next(self.i3d.parameters())
+                logits, pool = self.i3d(preprocess_clip(clip, param.device).to(param.dtype))
+                self.features.setdefault("logits", []).append(logits.float().cpu().numpy())
+                self.features.setdefault("pool", []).append(pool.float().cpu().numpy())
+            if self.videomae is not None:
+                from dispose.evaluation.videomae import videomae_input
+
+                param = next(self.videomae.parameters())
+                features = self.videomae(videomae_input(clip, param.device).to(param.dtype))
+                self.features.setdefault("videomae", []).append(features.float().cpu().numpy())
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {key: np.concatenate(value) for key, value in self.features.items()}
+
+
 def clip_features(frames: np.ndarray, i3d: torch.nn.Module | None = None, videomae: torch.nn.Module | None = None,
                   clip_frames: int = 16, clip_stride: int | None = None,
                   max_clips: int | None = None) -> dict[str, np.ndarray]:
-    """Per-clip features of one video: ``logits`` (K, 400) and ``pool`` (K, 1024) with an I3D,
-    ``videomae`` (K, D) with a VideoMAE-v2 encoder."""
-    starts = clip_starts(len(frames), clip_frames, clip_stride, max_clips)
-    if not starts:
-        raise ValueError(f"the video has {len(frames)} frames, fewer than one {clip_frames}-frame clip")
-    out: dict[str, list[np.ndarray]] = {}
-    with torch.no_grad():
-        for start in starts:
-            clip = frames[start:start + clip_frames]
-            if i3d is not None:
-                param = next(i3d.parameters())
-                logits, pool = i3d(preprocess_clip(clip, param.device).to(param.dtype))
-                out.setdefault("logits", []).append(logits.float().cpu().numpy())
-                out.setdefault("pool", []).append(pool.float().cpu().numpy())
-            if videomae is not None:
-                from dispose.evaluation.videomae import videomae_input
-
-                param = next(videomae.parameters())
-                features = videomae(videomae_input(clip, param.device).to(param.dtype))
-                out.setdefault("videomae", []).append(features.float().cpu().numpy())
-    return {key: np.concatenate(value) for key, value in out.items()}
+    """:class:`ClipFeatures` of a whole ``(N, H, W, 3)`` video."""
+    return ClipFeatures(len(frames), i3d, videomae, clip_frames, clip_stride, max_clips).run(frames)
 
 
 def fvd(pred: list[dict[str, np.ndarray]], gt: list[dict[str, np.ndarray]]) -> float:

@@ -117,4 +117,28 @@ def lpips_distance(model: LPIPS, pred: np.ndarray, gt: np.ndarray, batch: int = 
     return out
 
 
-__all__ = ["LPIPS", "load_lpips", "lpips_distance"]
+class LpipsMeans:
+    """A video's mean LPIPS, fed one frame pair at a time (``batch`` pairs are held at most)."""
+
+    def __init__(self, model: LPIPS, batch: int = 8) -> None:
+        self.model, self.batch, self.values = model, batch, []
+        self._pred: list[np.ndarray] = []
+        self._gt: list[np.ndarray] = []
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        self._pred.append(pred)
+        self._gt.append(gt)
+        if len(self._pred) == self.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pred:
+            self.values.extend(lpips_distance(self.model, np.stack(self._pred), np.stack(self._gt), self.batch))
+            self._pred, self._gt = [], []
+
+    def result(self) -> float:
+        self._flush()
+        return float(np.mean(self.values))
+
+
+__all__ = ["LPIPS", "LpipsMeans", "load_lpips", "lpips_distance"]

@@ -21,8 +21,10 @@ zero padding, GroupNorm(32, eps 1e-6), ReLU, 3x3/2 max-pool on zero ``SAME`` pad
 bottleneck block with weight standardisation and GroupNorm eps 1e-4), is flattened in
 height-width-channel order (TensorFlow's) and embedded to 384-d; hashed position and scale
 embeddings are added, a CLS token is prepended, and 14 pre-norm transformer layers (6 heads,
-MLP 1152, LayerNorm eps 1e-6) follow, with padded patches masked out of the attention by
-``-1000`` logits (the reference's value, not ``-inf``).  The head reads the CLS token: a single
+MLP 1152, LayerNorm eps 1e-6: the shared :class:`~dispose.evaluation.vit.Block`; the checkpoint's
+separate ``attention.query/key/value/out`` projections are mapped onto its fused ``attn.qkv`` and
+``attn.proj`` when loading, :func:`~dispose.evaluation.vit.fuse_qkv`) follow, with padded patches
+masked out of the attention by ``-1000`` logits (the reference's value, not ``-inf``).  The head reads the CLS token: a single
 score for SPAQ/KonIQ checkpoints, or a 10-bin distribution turned into its mean for AVA.
 Weight standardisation divides by the *unbiased* standard deviation plus ``1e-5``, as the
 reference does.  Checked against pyiqa's ``MUSIQ`` with one random state dict: identical scores
@@ -40,6 +42,7 @@ from torch import nn
 
 from dispose.checkpoints import load_strict, read_state_dict, strip_prefix
 from dispose.errors import UserError
+from dispose.evaluation.vit import Block, fuse_qkv
 
 _WHAT = "a MUSIQ checkpoint (pyiqa's musiq_spaq_ckpt-358bb6af.pth)"
 _SOURCE = "https://github.com/chaofengc/IQA-PyTorch releases (v0.1-weights)"
@@ -84,43 +87,6 @@ class Bottleneck(nn.Module):
         return F.relu(self.gn3(self.conv3(x)) + identity)
 
 
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.query = nn.Linear(dim, dim)
-        self.key = nn.Linear(dim, dim)
-        self.value = nn.Linear(dim, dim)
-        self.out = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(b, n, self.heads, c // self.heads).transpose(1, 2)
-
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        logits = (q @ k.transpose(-2, -1)) * (c // self.heads) ** -0.5
-        pair = mask[:, None, :, None] & mask[:, None, None, :]
-        logits = logits.masked_fill(~pair, -1e3)
-        return self.out((logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, c))
-
-
-class EncoderBlock(nn.Module):
-    def __init__(self, dim: int, mlp_dim: int, heads: int) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attention = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Module()
-        self.mlp.fc1 = nn.Linear(dim, mlp_dim)
-        self.mlp.fc2 = nn.Linear(mlp_dim, dim)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.norm1(x), mask)
-        return x + self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
-
-
 class TransformerEncoder(nn.Module):
     def __init__(self, dim: int, mlp_dim: int, heads: int, layers: int, scales: int) -> None:
         super().__init__()
@@ -130,8 +96,7 @@ class TransformerEncoder(nn.Module):
         self.scaleembed_input.scale_emb = nn.Parameter(torch.zeros(scales, dim))
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.encoder_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.transformer = nn.ModuleDict({f"encoderblock_{i}": EncoderBlock(dim, mlp_dim, heads)
-                                          for i in range(layers)})
+        self.transformer = nn.ModuleDict({f"encoderblock_{i}": Block(dim, heads, mlp_dim) for i in range(layers)})
 
     def forward(self, x: torch.Tensor, spatial: torch.Tensor, scale: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
@@ -209,6 +174,11 @@ class MUSIQ(nn.Module):
         return (q.softmax(dim=-1) * bins).sum(dim=-1)
 
 
+def checkpoint_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A pyiqa MUSIQ state dict (``module.`` prefix removed) with this module's names (see module docstring)."""
+    return fuse_qkv(state, "attention")
+
+
 def load_musiq(path: str | Path, device: str | torch.device = "cpu") -> MUSIQ:
     """MUSIQ from a pyiqa checkpoint (``musiq_spaq_ckpt-358bb6af.pth`` for VBench), strictly.
 
@@ -220,5 +190,5 @@ def load_musiq(path: str | Path, device: str | torch.device = "cpu") -> MUSIQ:
     if head is None or not blocks:
         raise UserError(f"{path} is not {_WHAT}: it has no head.weight or transformer blocks")
     model = MUSIQ(num_classes=1 if "head.weight" in state else int(head.shape[0]), layers=len(blocks))
-    load_strict(model, state, path, what=_WHAT, file_prefix=prefix)
+    load_strict(model, checkpoint_names(state), path, what=_WHAT, file_prefix=prefix)
     return model.eval().to(device)

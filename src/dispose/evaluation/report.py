@@ -7,6 +7,9 @@ listed in ``skipped`` with the reason -- it is never given a placeholder number.
 The printed tables follow the paper: Table 1 (VBench columns x100, FID-FVD, FVD, CD-FVD) and
 Table 6 (SSIM, PSNR, LPIPS, L1), plus the columns the paper does not print (aesthetic quality, which
 its text lists, DisCo's 3D-ResNet FID-VID, the DisCo-scale L1 and the DIS-flow dynamic degree).
+Both L1 columns are printed in one format, the paper's: scientific notation with three significant
+digits (``2.46E-05``), whatever their size; other values get 3 decimals below 1, 2 above, and
+scientific notation below 0.01.
 """
 
 from __future__ import annotations
@@ -44,12 +47,18 @@ def write_report(report: dict, path: str | Path) -> None:
     atomic_write_text(Path(path), json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
 
 
+#: columns printed in the paper's L1 format
+SCIENTIFIC = ("l1", "l1_disco")
+
+
 def _cell(report: dict, key: str, scale: float) -> str:
     if key not in report["aggregate"]:
         return "skipped" if key in report["skipped"] else "-"
     value = report["aggregate"][key] * scale
     if math.isinf(value):
         return "inf"
+    if key in SCIENTIFIC:
+        return f"{value:.2E}"
     if value != 0 and abs(value) < 1e-2:
         return f"{value:.3e}"
     return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"

@@ -35,6 +35,7 @@ from torch import nn
 
 from dispose.checkpoints import load_strict, read_state_dict, strip_prefix
 from dispose.errors import UserError
+from dispose.evaluation.streaming import BatchedMeter
 
 _WHAT = "a 3D ResNet-50 (Hara et al.) Kinetics checkpoint (resnet-50-kinetics.pth)"
 _SOURCE = "https://github.com/kenshohara/3D-ResNets-PyTorch"
@@ -101,12 +102,25 @@ def disco_segments(frames: np.ndarray) -> torch.Tensor:
     return video.view(-1, SEGMENT, SIZE, SIZE, 3).permute(0, 4, 1, 2, 3).contiguous()
 
 
+class VideoFeature(BatchedMeter):
+    """DisCo's FID-VID feature of one video, one 16-frame segment at a time: the mean 2048-d feature of
+    its segments (the last one padded with its last frame)."""
+
+    def __init__(self, model: ResNet3D) -> None:
+        super().__init__(SEGMENT)
+        self.model, self.param, self.features = model, next(model.parameters()), []
+
+    def process(self, frames: np.ndarray) -> None:
+        with torch.no_grad():
+            self.features.append(self.model(disco_segments(frames).to(self.param.device, self.param.dtype)).float())
+
+    def summary(self) -> np.ndarray:
+        return torch.cat(self.features).mean(dim=0).cpu().numpy()
+
+
 def video_feature(model: ResNet3D, frames: np.ndarray) -> np.ndarray:
-    """DisCo's FID-VID feature of one video: mean 2048-d feature of its 16-frame segments."""
-    param = next(model.parameters())
-    with torch.no_grad():
-        features = model(disco_segments(frames).to(param.device, param.dtype))
-    return features.float().mean(dim=0).cpu().numpy()
+    """:class:`VideoFeature` of a whole ``(N, H, W, 3)`` video."""
+    return VideoFeature(model).run(frames)
 
 
 def load_resnet3d(path: str | Path, device: str | torch.device = "cpu") -> ResNet3D:

@@ -1,13 +1,26 @@
 """Running every requested metric over paired generated / ground-truth videos (``dispose eval``).
 
-Per pair: both videos are read with their frame strides and ``max_frames``, resized to the common
+Cheap checks first: every video is counted (:func:`.videos.probe`, one read that keeps no frame), the
+pairs' frame counts and clip lengths are checked, and only then are the models loaded.  Per pair:
+both videos are read with their frame strides and ``max_frames`` and resized to the common
 evaluation size (``size``, default: the generated video's own frame size; the ground truth is
-resized to it, see :mod:`.videos`), and must then have the same frame count (or are cut to the
-shorter one with ``truncate``).  Frame metrics are averaged over a video's frames, then over
-videos; VBench dimensions are computed on the generated videos only (set scores as VBench forms
-them, :mod:`.vbench`); FVD, FID-VID and CD-FVD compare features of both sets (:mod:`.fvd`).  Any
-metric that cannot be computed is reported as skipped with its reason, never as a number.  The
-report records the wall time of every video (all its metrics) and of the video-feature models.
+resized to it, see :mod:`.videos`); they must have the same frame count (or are cut to the shorter
+one with ``truncate``).  Each pair is decoded once and streamed: every metric is a meter fed one
+frame pair at a time (:mod:`.streaming`), holding at most one batch or clip, so memory does not
+grow with video length; the progress bar of a video advances per frame and names the metric
+running.  Frame metrics are averaged over a video's frames, then over videos; VBench dimensions are
+computed on the generated videos only (set scores as VBench forms them, :mod:`.vbench`); FVD,
+FID-VID and CD-FVD compare features of both sets (:mod:`.fvd`).  Any metric that cannot be
+computed is reported as skipped with its reason, never as a number.  The report records the wall
+time of every video and the compute time of every metric.
+
+Fréchet distances follow one rule (:data:`MIN_FRECHET_PAIRS`): they compare *sets* of videos, so
+with fewer than two video pairs every one of them (FVD, FID-VID, CD-FVD, FID-VID r3d) is skipped
+with the same reason, before any model loads -- even FVD and CD-FVD, whose samples are clips and
+could be counted in a single long video.  Otherwise all are computed, and ``frechet_samples``
+records each one's sample count per side (clips or videos) and feature dimension: with fewer
+samples than dimensions (the usual case) the value depends on the counts, so compare only runs
+with equal counts.
 
 TikTok protocol (``protocol="tiktok"``, the paper's Sec. 5.2): ground truth = sequences 00335 to
 00340 of the TikTok dataset (Jafarian & Park 2021), read from ``<root>/00335/images/*.png`` (the
@@ -35,11 +48,13 @@ from dispose.devices import resolve_device
 from dispose.errors import UserError
 from dispose.evaluation import frame_metrics, vbench
 from dispose.evaluation.backbones import Backbones, EvalWeights, load_backbones
-from dispose.evaluation.fvd import clip_features
-from dispose.evaluation.metric_names import ALL_METRICS
-from dispose.evaluation.videos import collect_videos, frame_size, pair_videos, read_clip
+from dispose.evaluation.metric_names import ALL_METRICS, VIDEO_SET_METRICS
+from dispose.evaluation.streaming import FrameMeter, batch_size
+from dispose.evaluation.videos import VideoInput, collect_videos, pair_videos, probe, stream
 
 TIKTOK_SEQUENCES = tuple(f"{n:05d}" for n in range(335, 341))
+#: the fewest video pairs any Fréchet distance (FVD, FID-VID, CD-FVD, FID-VID r3d) is computed from
+MIN_FRECHET_PAIRS = 2
 
 DEFINITIONS = {
     "ssim": "skimage structural_similarity defaults (7x7 uniform window, data_range 1), channel mean",
@@ -140,53 +155,129 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _video_metrics(wanted: set[str], models: Backbones, pred: np.ndarray, gt: np.ndarray,
-                   fps: float) -> dict[str, float]:
-    """Every per-video metric that was asked for and can run."""
-    values: dict[str, float] = {}
-    pairs = list(zip(pred, gt, strict=True))
+@dataclass
+class _Meter:
+    """One metric (or one side's video features) of the video being read, with its compute time."""
+
+    update: Callable[[np.ndarray, np.ndarray], None]  # (generated frame, ground-truth frame)
+    result: Callable[[], object]
+    seconds: float = 0.0
+
+
+def _one_side(meter: FrameMeter, side: str = "pred") -> _Meter:
+    """A meter of one video of the pair (VBench dimensions: the generated one)."""
+    if side == "pred":
+        return _Meter(lambda pred, gt: meter.update(pred), meter.result)
+    return _Meter(lambda pred, gt: meter.update(gt), meter.result)
+
+
+def _meters(wanted: set[str], models: Backbones, settings: EvalSettings, pair: _Pair) -> dict[str, _Meter]:
+    """A meter for every metric of this pair that was asked for and can run; ``pred:``/``gt:`` keys hold
+    the features the set metrics (FVD, FID-VID, CD-FVD) need."""
+    from dispose.evaluation.fvd import ClipFeatures
+    from dispose.evaluation.lpips import LpipsMeans
+    from dispose.evaluation.resnet3d import VideoFeature
+
+    meters: dict[str, _Meter] = {}
     for metric in ("ssim", "psnr", "l1", "l1_disco"):
         if metric in wanted:
-            fn = getattr(frame_metrics, metric)
-            values[metric] = frame_metrics.mean_or_inf([fn(a, b) for a, b in pairs])
+            means = frame_metrics.FrameMeans(getattr(frame_metrics, metric))
+            meters[metric] = _Meter(means.update, means.result)
     if models.lpips is not None:
-        from dispose.evaluation.lpips import lpips_distance
+        lpips = LpipsMeans(models.lpips, batch_size(pair.size, 8))
+        meters["lpips"] = _Meter(lpips.update, lpips.result)
+    vbench_meters = {
+        "temporal_flickering": ("temporal_flickering" in wanted, vbench.TemporalFlickering),
+        "dynamic_degree_dis": ("dynamic_degree_dis" in wanted,
+                               lambda: vbench.DynamicDegree(vbench.dis_score(), pair.fps, pair.frames)),
+        "subject_consistency": (models.dino is not None, lambda: vbench.subject_consistency_meter(models.dino)),
+        "background_consistency": (models.clip_b32 is not None,
+                                   lambda: vbench.background_consistency_meter(models.clip_b32)),
+        "aesthetic_quality": (models.aesthetic_head is not None,
+                              lambda: vbench.Aesthetic(models.clip_l14, models.aesthetic_head)),
+        "dynamic_degree": (models.raft is not None,
+                           lambda: vbench.DynamicDegree(vbench.raft_score(models.raft), pair.fps, pair.frames)),
+        "motion_smoothness": (models.amt is not None, lambda: vbench.MotionSmoothness(models.amt)),
+        "imaging_quality": (models.musiq is not None, lambda: vbench.ImagingQuality(models.musiq)),
+    }
+    try:
+        for metric, (runs, make) in vbench_meters.items():
+            if runs:
+                meters[metric] = _one_side(make())
+        for side in ("pred", "gt"):
+            features: list[FrameMeter] = []
+            if models.i3d is not None or models.videomae is not None:
+                features.append(ClipFeatures(pair.frames, models.i3d, models.videomae, settings.clip_frames,
+                                             settings.clip_stride, settings.max_clips))
+            if models.resnet3d is not None:
+                features.append(VideoFeature(models.resnet3d))
+            for meter in features:
+                meters[f"{side}:{type(meter).__name__}"] = _one_side(meter, side)
+    except ValueError as error:
+        raise UserError(f"{pair.name}: {error} (check --max-frames, the strides and --clip-frames, minimum 9)") \
+            from error
+    return meters
 
-        values["lpips"] = float(np.mean(lpips_distance(models.lpips, pred, gt)))
-    if "temporal_flickering" in wanted:
-        values["temporal_flickering"] = vbench.temporal_flickering(pred)
-    if "dynamic_degree_dis" in wanted:
-        values["dynamic_degree_dis"] = vbench.dynamic_degree_dis(pred, fps)
-    if models.dino is not None:
-        values["subject_consistency"] = vbench.subject_consistency(models.dino, pred)
-    if models.clip_b32 is not None:
-        values["background_consistency"] = vbench.background_consistency(models.clip_b32, pred)
-    if models.clip_l14 is not None and models.aesthetic_head is not None:
-        values["aesthetic_quality"] = vbench.aesthetic_quality(models.clip_l14, models.aesthetic_head, pred)
-    if models.raft is not None:
-        values["dynamic_degree"] = vbench.dynamic_degree(models.raft, pred, fps)
-    if models.amt is not None:
-        values["motion_smoothness"] = vbench.motion_smoothness(models.amt, pred)
-    if models.musiq is not None:
-        values["imaging_quality"] = vbench.imaging_quality(models.musiq, pred)
+
+@dataclass(frozen=True)
+class _Pair:
+    name: str
+    pred: VideoInput
+    gt: VideoInput
+    frames: int  # frames compared
+    size: tuple[int, int]  # evaluation size (W, H)
+
+    @property
+    def fps(self) -> float:
+        return self.pred.fps
+
+
+def _probe_pairs(pairs: list[tuple[str, Path, Path]], settings: EvalSettings) -> list[_Pair]:
+    """Count every video's frames and check the pairs agree, before any model is loaded."""
+    checked = []
+    for name, pred_path, gt_path in tqdm(pairs, desc="checking videos", unit="pair", leave=False,
+                                         disable=not settings.progress):
+        pred = probe(name, pred_path, settings.pred_stride, settings.max_frames)
+        gt_max = pred.frames if settings.protocol == "tiktok" else settings.max_frames
+        gt = probe(name, gt_path, settings.gt_stride, gt_max)
+        if pred.frames != gt.frames and not settings.truncate:
+            raise UserError(f"{name}: generated video has {pred.frames} frames, ground truth {gt.frames} "
+                            f"(after strides {settings.pred_stride}/{settings.gt_stride}); "
+                            "fix the strides, or pass --truncate / --max-frames")
+        checked.append(_Pair(name, pred, gt, min(pred.frames, gt.frames), settings.size or pred.size))
+    return checked
+
+
+def _evaluate_pair(pair: _Pair, meters: dict[str, _Meter], progress: bool) -> None:
+    """Decode both videos once, frame by frame, and feed every meter (at most a clip is held per meter)."""
+    frames = zip(stream(pair.pred, pair.size, pair.frames), stream(pair.gt, pair.size, pair.frames), strict=True)
+    with tqdm(frames, total=pair.frames, desc=pair.name, unit="frame", leave=False, disable=not progress) as bar:
+        for pred, gt in bar:
+            for key, meter in meters.items():
+                bar.set_postfix_str(key, refresh=False)
+                start = time.perf_counter()
+                meter.update(pred, gt)
+                meter.seconds += time.perf_counter() - start
+
+
+def _results(meters: dict[str, _Meter], features: dict[str, list[dict[str, np.ndarray]]],
+             seconds: dict[str, float]) -> dict[str, float]:
+    """The pair's metric values; its video features are appended to ``features``, the time of each meter
+    added to ``seconds``.  The meters are emptied, so the frames they held are freed."""
+    values: dict[str, float] = {}
+    for side in ("pred", "gt"):
+        features[side].append({})
+    while meters:
+        key, meter = meters.popitem()
+        side, _, metric = key.rpartition(":")
+        start = time.perf_counter()
+        result = meter.result()
+        seconds[key] = seconds.get(key, 0.0) + meter.seconds + time.perf_counter() - start
+        if side:
+            features[side][-1].update(result if isinstance(result, dict) else {"r3d": result})
+        else:
+            values[metric] = result
     return values
-
-
-def _video_features(models: Backbones, frames: np.ndarray, settings: EvalSettings,
-                    name: str) -> dict[str, np.ndarray]:
-    """Features of one video for the set metrics: per-clip I3D / VideoMAE-v2, per-video 3D ResNet-50."""
-    features: dict[str, np.ndarray] = {}
-    if models.i3d is not None or models.videomae is not None:
-        try:
-            features = clip_features(frames, models.i3d, models.videomae, settings.clip_frames, settings.clip_stride,
-                                     settings.max_clips)
-        except ValueError as error:
-            raise UserError(f"{name}: {error} (lower --clip-frames, minimum 9)") from error
-    if models.resnet3d is not None:
-        from dispose.evaluation.resnet3d import video_feature
-
-        features["r3d"] = video_feature(models.resnet3d, frames)
-    return features
 
 
 def _aggregate(per_video: list[dict]) -> dict[str, float]:
@@ -204,25 +295,36 @@ def _aggregate(per_video: list[dict]) -> dict[str, float]:
     return aggregate
 
 
-def _set_metrics(wanted: set[str], models: Backbones, features: dict[str, list[dict[str, np.ndarray]]],
-                 skipped: dict[str, str]) -> dict[str, float]:
-    """FVD, FID-VID and CD-FVD over the whole set, or the reason each cannot be computed."""
+def _set_metrics(wanted: set[str], models: Backbones, features: dict[str, list[dict[str, np.ndarray]]]
+                 ) -> tuple[dict[str, float], dict[str, dict]]:
+    """FVD, FID-VID, CD-FVD and DisCo's FID-VID over the whole set, with the samples each used."""
     from dispose.evaluation import fvd
 
-    jobs = {"fvd": (models.i3d, fvd.fvd, "clip"), "fid_vid": (models.i3d, fvd.fid_vid, "video"),
-            "cd_fvd": (models.videomae, fvd.cd_fvd, "clip"), "fid_vid_r3d": (models.resnet3d, fvd.fid_vid_r3d, "video")}
+    jobs = {"fvd": (models.i3d, fvd.fvd, "logits", "clip"), "fid_vid": (models.i3d, fvd.fid_vid, "pool", "video"),
+            "cd_fvd": (models.videomae, fvd.cd_fvd, "videomae", "clip"),
+            "fid_vid_r3d": (models.resnet3d, fvd.fid_vid_r3d, "r3d", "video")}
     values: dict[str, float] = {}
-    for metric, (model, distance, unit) in jobs.items():
+    samples: dict[str, dict] = {}
+    for metric, (model, distance, key, unit) in jobs.items():
         if metric not in wanted or model is None:
             continue
-        key = "videomae" if metric == "cd_fvd" else "logits"
-        counts = [len(features[side]) if unit == "video" else sum(len(f[key]) for f in features[side])
-                  for side in ("pred", "gt")]
-        if min(counts) < 2:
-            skipped[metric] = f"a Frechet distance needs at least 2 {unit}s per side, got {min(counts)}"
-        else:
-            values[metric] = distance(features["pred"], features["gt"])
-    return values
+        values[metric] = distance(features["pred"], features["gt"])
+        counts = {side: len(features[side]) if unit == "video" else sum(len(f[key]) for f in features[side])
+                  for side in ("pred", "gt")}
+        samples[metric] = {"unit": unit, **counts, "dims": int(features["pred"][0][key].shape[-1])}
+    return values, samples
+
+
+def _frechet_rule(wanted: set[str], pairs: int, skipped: dict[str, str]) -> set[str]:
+    """The one rule for every Fréchet distance: it compares sets of videos, so it needs at least
+    ``MIN_FRECHET_PAIRS`` video pairs; with fewer, all of them are skipped alike (before any model loads)."""
+    if pairs >= MIN_FRECHET_PAIRS:
+        return wanted
+    refused = wanted & set(VIDEO_SET_METRICS)
+    for metric in sorted(refused):
+        skipped[metric] = (f"a Frechet distance compares sets of videos and needs at least {MIN_FRECHET_PAIRS} "
+                           f"video pairs, got {pairs} (the same rule for FVD, FID-VID, CD-FVD and FID-VID r3d)")
+    return wanted - refused
 
 
 def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weights: EvalWeights) -> dict:
@@ -230,53 +332,42 @@ def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weight
     unknown = sorted(set(settings.metrics) - set(ALL_METRICS))
     if unknown:
         raise UserError(f"unknown metrics {unknown}; choose from {', '.join(ALL_METRICS)}")
-    wanted = set(settings.metrics)
-    device = resolve_device(settings.device)
     skipped: dict[str, str] = {}
-
+    wanted = _frechet_rule(set(settings.metrics), len(pairs), skipped)
+    device = resolve_device(settings.device)
+    checked = _probe_pairs(pairs, settings)
     models = load_backbones(wanted, weights, settings.lpips_net, device, skipped)
+    meters_per_pair = [_meters(wanted, models, settings, pair) for pair in checked]  # refuses short videos now
 
     per_video: list[dict] = []
     features: dict[str, list[dict[str, np.ndarray]]] = {"pred": [], "gt": []}
-    feature_time, clip_count = 0.0, 0
-    for name, pred_path, gt_path in tqdm(pairs, desc="videos", unit="video", disable=not settings.progress):
+    seconds: dict[str, float] = {}
+    for pair, meters in zip(tqdm(checked, desc="videos", unit="video", disable=not settings.progress),
+                            meters_per_pair, strict=True):
         video_start = time.perf_counter()
-        size = settings.size or frame_size(pred_path)
-        pred = read_clip(name, pred_path, size, settings.pred_stride, settings.max_frames)
-        gt_max = len(pred.frames) if settings.protocol == "tiktok" else settings.max_frames
-        gt = read_clip(name, gt_path, size, settings.gt_stride, gt_max)
-        if len(pred.frames) != len(gt.frames):
-            if not settings.truncate:
-                raise UserError(f"{name}: generated video has {len(pred.frames)} frames, ground truth "
-                                f"{len(gt.frames)} (after strides {settings.pred_stride}/{settings.gt_stride}); "
-                                "fix the strides, or pass --truncate / --max-frames")
-            count = min(len(pred.frames), len(gt.frames))
-            pred_frames, gt_frames = pred.frames[:count], gt.frames[:count]
-        else:
-            pred_frames, gt_frames = pred.frames, gt.frames
-        values = _video_metrics(wanted, models, pred_frames, gt_frames, pred.fps)
-        for side, frames in (("pred", pred_frames), ("gt", gt_frames)):
-            start = time.perf_counter()
-            side_features = _video_features(models, frames, settings, name)
-            feature_time += time.perf_counter() - start
-            clip_count += len(side_features.get("logits", side_features.get("videomae", [])))
-            features[side].append(side_features)
-        per_video.append({"name": name, "pred": str(pred_path), "gt": str(gt_path), "frames": len(pred_frames),
-                          "size": list(size), "fps": pred.fps, "metrics": values,
+        _evaluate_pair(pair, meters, settings.progress)
+        values = _results(meters, features, seconds)
+        per_video.append({"name": pair.name, "pred": str(pair.pred.path), "gt": str(pair.gt.path),
+                          "frames": pair.frames, "size": list(pair.size), "fps": pair.fps, "metrics": values,
                           "seconds": round(time.perf_counter() - video_start, 3)})
 
     aggregate = _aggregate(per_video)
-    aggregate.update(_set_metrics(wanted, models, features, skipped))
+    set_values, samples = _set_metrics(wanted, models, features)
+    aggregate.update(set_values)
+    feature_seconds = sum(value for key, value in seconds.items() if ":" in key)
+    clip_counts = [len(f.get("logits", f.get("videomae", []))) for f in features["pred"] + features["gt"]]
     settings_dict = asdict(settings) | {"device": str(device), "metrics": list(settings.metrics)}
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {"dispose": _version("dispose-animate"), "torch": torch.__version__, "numpy": np.__version__},
         "settings": settings_dict,
         "weights": weights.hashes,
-        "definitions": {k: v for k, v in DEFINITIONS.items() if k in wanted},
+        "definitions": {k: v for k, v in DEFINITIONS.items() if k in set(settings.metrics)},
         "aggregate": aggregate,
+        "frechet_samples": samples,
         "skipped": skipped,
-        "timing": {"feature_clips": clip_count, "video_feature_seconds": round(feature_time, 3),
+        "timing": {"feature_clips": sum(clip_counts), "video_feature_seconds": round(feature_seconds, 3),
+                   "metric_seconds": {k: round(v, 3) for k, v in seconds.items() if ":" not in k},
                    "seconds_per_video": round(sum(v["seconds"] for v in per_video) / max(1, len(per_video)), 3)},
         "videos": per_video,
     }

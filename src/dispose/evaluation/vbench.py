@@ -48,6 +48,13 @@ Weights-free substitute (a different metric, hence a different name):
 * ``dynamic_degree_dis``: the dynamic-degree rule above with OpenCV's DIS optical flow
   (``PRESET_MEDIUM`` on grey frames, no padding) instead of RAFT.
 
+Every dimension is a :class:`~dispose.evaluation.streaming.FrameMeter` fed one frame at a time (the
+functions below feed a whole sequence), so a video is never held in memory: temporal flickering keeps
+the previous frame and sums absolute differences exactly in integers (VBench: float32 on the whole
+video), the consistency rules keep the first and previous embeddings, dynamic degree is told the frame
+count up front (its threshold needs the sampled count) and stops computing flow once decided, as VBench
+does.
+
 CLIP models are read with ``transformers.CLIPVisionModelWithProjection`` from a local Hugging Face
 folder (``openai/clip-vit-base-patch32``, ``openai/clip-vit-large-patch14``), whose
 ``image_embeds`` equal OpenAI's ``encode_image``; VBench runs OpenAI's ``clip`` package, in fp16
@@ -56,8 +63,7 @@ on GPU, so expect differences in the last digits.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import cv2
@@ -67,6 +73,7 @@ import torch.nn.functional as F
 
 from dispose.checkpoints import load_strict, read_state_dict
 from dispose.errors import UserError
+from dispose.evaluation.streaming import BatchedMeter, FrameMeter
 
 #: dimension -> (the backbone VBench uses, the option(s) that give it)
 BACKBONES = {
@@ -134,22 +141,47 @@ def musiq_input(frames: np.ndarray, longest: int = 512) -> torch.Tensor:
     return x / 255.0
 
 
-def _embed(encode: Encoder, prepare: Callable[[np.ndarray], torch.Tensor], frames: np.ndarray,
-           param: torch.Tensor, batch: int = 8) -> torch.Tensor:
-    features = []
-    with torch.no_grad():
-        for start in range(0, len(frames), batch):
-            x = prepare(frames[start:start + batch]).to(param.device, param.dtype)
-            features.append(F.normalize(encode(x).float(), dim=-1).cpu())
-    return torch.cat(features)
+class Embedding(BatchedMeter):
+    """L2-normalised per-frame embeddings, batch by batch; :meth:`take` hands each batch to a subclass."""
+
+    def __init__(self, encode: Encoder, prepare: Callable[[np.ndarray], torch.Tensor], param: torch.Tensor,
+                 batch: int = 8) -> None:
+        super().__init__(batch)
+        self.encode, self.prepare, self.param = encode, prepare, param
+
+    def process(self, frames: np.ndarray) -> None:
+        with torch.no_grad():
+            x = self.prepare(frames).to(self.param.device, self.param.dtype)
+            self.take(F.normalize(self.encode(x).float(), dim=-1).cpu())
+
+    def take(self, features: torch.Tensor) -> None:
+        raise NotImplementedError
 
 
-def _consistency(features: torch.Tensor) -> float:
-    if len(features) < 2:
-        raise ValueError("consistency needs at least 2 frames")
-    previous = (features[1:] * features[:-1]).sum(-1).clamp(min=0)
-    first = (features[1:] * features[:1]).sum(-1).clamp(min=0)
-    return float(((previous + first) / 2).mean())
+class Consistency(Embedding):
+    """VBench's consistency rule over the embeddings of one video (see module docstring)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.first: torch.Tensor | None = None
+        self.previous: torch.Tensor | None = None
+        self.total, self.pairs = 0.0, 0
+
+    def take(self, features: torch.Tensor) -> None:
+        if self.first is None:
+            self.first, self.previous = features[:1], features[:1]
+            features = features[1:]
+        before = torch.cat([self.previous, features[:-1]])
+        scores = ((features * before).sum(-1).clamp(min=0) + (features * self.first).sum(-1).clamp(min=0)) / 2
+        self.total += float(scores.double().sum())
+        self.pairs += len(features)
+        if len(features):
+            self.previous = features[-1:]
+
+    def summary(self) -> float:
+        if not self.pairs:
+            raise ValueError("consistency needs at least 2 frames")
+        return self.total / self.pairs
 
 
 def frame_weighted_mean(scores: list[float], frame_counts: list[int]) -> float:
@@ -158,9 +190,13 @@ def frame_weighted_mean(scores: list[float], frame_counts: list[int]) -> float:
     return float(sum(s * p for s, p in zip(scores, pairs, strict=True)) / sum(pairs))
 
 
-def subject_consistency(model: torch.nn.Module, frames: np.ndarray) -> float:
+def subject_consistency_meter(model: torch.nn.Module) -> Consistency:
+    return Consistency(model, dino_input, next(model.parameters()))
+
+
+def subject_consistency(model: torch.nn.Module, frames: Iterable[np.ndarray]) -> float:
     """VBench subject consistency of one video with a DINO ViT-B/16 (see module docstring)."""
-    return _consistency(_embed(model, dino_input, frames, next(model.parameters())))
+    return subject_consistency_meter(model).run(frames)
 
 
 def load_clip_vision(folder: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -181,9 +217,13 @@ def _clip_encoder(model: torch.nn.Module) -> Encoder:
     return lambda x: model(pixel_values=x).image_embeds
 
 
-def background_consistency(clip_model: torch.nn.Module, frames: np.ndarray) -> float:
+def background_consistency_meter(clip_model: torch.nn.Module) -> Consistency:
+    return Consistency(_clip_encoder(clip_model), clip_input, next(clip_model.parameters()))
+
+
+def background_consistency(clip_model: torch.nn.Module, frames: Iterable[np.ndarray]) -> float:
     """VBench background consistency of one video with CLIP ViT-B/32 (see module docstring)."""
-    return _consistency(_embed(_clip_encoder(clip_model), clip_input, frames, next(clip_model.parameters())))
+    return background_consistency_meter(clip_model).run(frames)
 
 
 def load_aesthetic_head(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Linear:
@@ -198,53 +238,107 @@ def load_aesthetic_head(path: str | Path, device: str | torch.device = "cpu") ->
     return head.eval().to(device)
 
 
-def aesthetic_quality(clip_model: torch.nn.Module, head: torch.nn.Linear, frames: np.ndarray) -> float:
+class Aesthetic(Embedding):
+    """Mean LAION score / 10 over the CLIP ViT-L/14 embeddings of one video's frames."""
+
+    def __init__(self, clip_model: torch.nn.Module, head: torch.nn.Linear) -> None:
+        super().__init__(_clip_encoder(clip_model), clip_input, next(clip_model.parameters()))
+        self.head, self.scores = head, []
+
+    def take(self, features: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.scores.extend((self.head(features.to(self.head.weight.device)).squeeze(-1) / 10.0).tolist())
+
+    def summary(self) -> float:
+        return float(np.mean(self.scores))
+
+
+def aesthetic_quality(clip_model: torch.nn.Module, head: torch.nn.Linear, frames: Iterable[np.ndarray]) -> float:
     """VBench aesthetic quality of one video: mean LAION score / 10 over frames."""
-    features = _embed(_clip_encoder(clip_model), clip_input, frames, next(clip_model.parameters()))
-    with torch.no_grad():
-        scores = head(features.to(head.weight.device)).squeeze(-1) / 10.0
-    return float(scores.mean())
+    return Aesthetic(clip_model, head).run(frames)
 
 
-def imaging_quality(musiq: torch.nn.Module, frames: np.ndarray, batch: int = 4) -> float:
+class ImagingQuality(BatchedMeter):
+    """Mean MUSIQ (SPAQ) score / 100 over one video's frames."""
+
+    def __init__(self, musiq: torch.nn.Module, batch: int = 4) -> None:
+        super().__init__(batch)
+        self.musiq, self.param, self.scores = musiq, next(musiq.parameters()), []
+
+    def process(self, frames: np.ndarray) -> None:
+        with torch.no_grad():
+            x = musiq_input(frames).to(self.param.device, self.param.dtype)
+            self.scores.extend(float(s) for s in self.musiq(x).float().cpu())
+
+    def summary(self) -> float:
+        return float(np.mean(self.scores)) / 100.0
+
+
+def imaging_quality(musiq: torch.nn.Module, frames: Iterable[np.ndarray], batch: int = 4) -> float:
     """VBench imaging quality of one video: mean MUSIQ (SPAQ) score over frames, / 100."""
-    param = next(musiq.parameters())
-    scores = []
-    with torch.no_grad():
-        for start in range(0, len(frames), batch):
-            x = musiq_input(frames[start:start + batch]).to(param.device, param.dtype)
-            scores.extend(float(s) for s in musiq(x).float().cpu())
-    return float(np.mean(scores)) / 100.0
+    return ImagingQuality(musiq, batch).run(frames)
 
 
-def motion_smoothness(amt: torch.nn.Module, frames: np.ndarray) -> float:
+class MotionSmoothness(FrameMeter):
+    """AMT-S interpolation error of every odd frame from its even neighbours (see module docstring)."""
+
+    def __init__(self, amt: torch.nn.Module) -> None:
+        self.amt, self.param = amt, next(amt.parameters())
+        self.index, self.even, self.odd, self.errors = 0, None, None, []
+
+    def _tensor(self, frame: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(frame).to(self.param.device).permute(2, 0, 1)[None].float() / 255.0
+        return x.to(self.param.dtype)
+
+    def update(self, frame: np.ndarray) -> None:
+        from dispose.evaluation.amt import pad_to_16
+
+        if self.index % 2:
+            self.odd = frame
+        else:
+            if self.even is not None:
+                height, width = frame.shape[:2]
+                padded = pad_to_16(self._tensor(self.even), self._tensor(frame))
+                top, left = (padded[0].shape[2] - height) // 2, (padded[0].shape[3] - width) // 2
+                with torch.no_grad():
+                    middle = self.amt(*padded)[0, :, top:top + height, left:left + width]
+                middle = (middle.float() * 255.0).permute(1, 2, 0).cpu().numpy().clip(0, 255).astype(np.uint8)
+                self.errors.append(float(np.mean(cv2.absdiff(self.odd, middle))))
+            self.even = frame
+        self.index += 1
+
+    def result(self) -> float:
+        if self.index < 3:
+            raise ValueError("motion smoothness needs at least 3 frames")
+        return float((255.0 - np.mean(self.errors)) / 255.0)
+
+
+def motion_smoothness(amt: torch.nn.Module, frames: Iterable[np.ndarray]) -> float:
     """VBench motion smoothness of one video with AMT-S (see module docstring)."""
-    from dispose.evaluation.amt import pad_to_16
-
-    if len(frames) < 3:
-        raise ValueError("motion smoothness needs at least 3 frames")
-    param = next(amt.parameters())
-    height, width = frames.shape[1:3]
-    errors = []
-    with torch.no_grad():
-        for k in range(0, len(frames) - 2, 2):
-            pair = [(torch.from_numpy(f).to(param.device).permute(2, 0, 1)[None].float() / 255.0).to(param.dtype)
-                    for f in (frames[k], frames[k + 2])]
-            padded = pad_to_16(*pair)
-            top, left = (padded[0].shape[2] - height) // 2, (padded[0].shape[3] - width) // 2
-            middle = amt(*padded)[0, :, top:top + height, left:left + width]
-            middle = (middle.float() * 255.0).permute(1, 2, 0).cpu().numpy().clip(0, 255).astype(np.uint8)
-            errors.append(float(np.mean(cv2.absdiff(frames[k + 1], middle))))
-    return float((255.0 - np.mean(errors)) / 255.0)
+    return MotionSmoothness(amt).run(frames)
 
 
-def temporal_flickering(frames: np.ndarray) -> float:
-    """VBench temporal flickering of uint8 (N, H, W, 3) frames, in ``[0, 1]``."""
-    if len(frames) < 2:
-        raise ValueError("temporal flickering needs at least 2 frames")
-    x = frames.astype(np.float32)
-    mae = np.abs(x[1:] - x[:-1]).mean(axis=(1, 2, 3))
-    return float((255.0 - mae.mean()) / 255.0)
+class TemporalFlickering(FrameMeter):
+    """Mean absolute difference of consecutive frames, summed exactly in integers."""
+
+    def __init__(self) -> None:
+        self.previous: np.ndarray | None = None
+        self.pair_means: list[float] = []
+
+    def update(self, frame: np.ndarray) -> None:
+        if self.previous is not None:
+            self.pair_means.append(int(cv2.absdiff(frame, self.previous).sum(dtype=np.int64)) / frame.size)
+        self.previous = frame
+
+    def result(self) -> float:
+        if not self.pair_means:
+            raise ValueError("temporal flickering needs at least 2 frames")
+        return float((255.0 - np.mean(self.pair_means)) / 255.0)
+
+
+def temporal_flickering(frames: Iterable[np.ndarray]) -> float:
+    """VBench temporal flickering of uint8 (H, W, 3) frames, in ``[0, 1]``."""
+    return TemporalFlickering().run(frames)
 
 
 def _top5_flow_magnitude(flow: np.ndarray) -> float:
@@ -253,35 +347,59 @@ def _top5_flow_magnitude(flow: np.ndarray) -> float:
     return float(np.sort(magnitude)[::-1][:count].mean())
 
 
-def _is_dynamic(frames: np.ndarray, fps: float, pair_score: Callable[[np.ndarray, np.ndarray], float]) -> float:
-    """VBench's dynamic-degree decision (see module docstring) with a pluggable flow score."""
-    sampled = frames[::max(1, round(fps / 8))]
-    if len(sampled) < 2:
-        raise ValueError(f"dynamic degree needs at least 2 frames after sampling every {max(1, round(fps / 8))}")
-    threshold = 6.0 * min(sampled.shape[1:3]) / 256.0
-    needed = round(4 * len(sampled) / 16.0)
-    moving = 0
-    for a, b in itertools.pairwise(sampled):
-        if pair_score(a, b) > threshold:
-            moving += 1
-        if moving >= needed:
-            return 1.0
-    return 0.0
+PairScore = Callable[[np.ndarray, np.ndarray], float]
 
 
-def dynamic_degree_dis(frames: np.ndarray, fps: float) -> float:
-    """1.0 if the video is dynamic by VBench's rule (with DIS flow instead of RAFT), else 0.0."""
+class DynamicDegree(FrameMeter):
+    """VBench's dynamic-degree decision (see module docstring) with a pluggable flow score.
+
+    The rule needs the number of sub-sampled frames, so the meter is told the video's frame count
+    up front; once the video is judged dynamic no more flow is computed, as in VBench.
+    """
+
+    def __init__(self, pair_score: PairScore, fps: float, frame_count: int) -> None:
+        self.step = max(1, round(fps / 8))
+        sampled = -(-frame_count // self.step)
+        if sampled < 2:
+            raise ValueError(f"dynamic degree needs at least 2 frames after sampling every {self.step}")
+        self.needed = round(4 * sampled / 16.0)
+        self.pair_score, self.index, self.previous, self.moving, self.dynamic = pair_score, 0, None, 0, False
+
+    def update(self, frame: np.ndarray) -> None:
+        if self.index % self.step == 0 and not self.dynamic:
+            if self.previous is not None:
+                if self.pair_score(self.previous, frame) > 6.0 * min(frame.shape[:2]) / 256.0:
+                    self.moving += 1
+                self.dynamic = self.moving >= self.needed
+            self.previous = frame
+        self.index += 1
+
+    def result(self) -> float:
+        return 1.0 if self.dynamic else 0.0
+
+
+def _is_dynamic(frames: np.ndarray, fps: float, pair_score: PairScore) -> float:
+    return DynamicDegree(pair_score, fps, len(frames)).run(frames)
+
+
+def dis_score() -> PairScore:
+    """Top-5% DIS optical-flow magnitude of two RGB frames (``PRESET_MEDIUM`` on grey frames)."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
     def score(a: np.ndarray, b: np.ndarray) -> float:
         grey_a, grey_b = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
         return _top5_flow_magnitude(dis.calc(grey_a, grey_b, None))
 
-    return _is_dynamic(frames, fps, score)
+    return score
 
 
-def dynamic_degree(raft: torch.nn.Module, frames: np.ndarray, fps: float, iters: int = 20) -> float:
-    """VBench dynamic degree with RAFT (:mod:`.raft`, 20 iterations, flow of the padded frames)."""
+def dynamic_degree_dis(frames: np.ndarray, fps: float) -> float:
+    """1.0 if the video is dynamic by VBench's rule (with DIS flow instead of RAFT), else 0.0."""
+    return _is_dynamic(frames, fps, dis_score())
+
+
+def raft_score(raft: torch.nn.Module, iters: int = 20) -> PairScore:
+    """Top-5% RAFT flow magnitude of two RGB frames (20 iterations, flow of the frames padded to 8)."""
     from dispose.evaluation.raft import pad_to_8
 
     param = next(raft.parameters())
@@ -292,4 +410,9 @@ def dynamic_degree(raft: torch.nn.Module, frames: np.ndarray, fps: float, iters:
             flow = raft(*pad_to_8(*x), iters=iters)
         return _top5_flow_magnitude(flow[0].permute(1, 2, 0).float().cpu().numpy())
 
-    return _is_dynamic(frames, fps, score)
+    return score
+
+
+def dynamic_degree(raft: torch.nn.Module, frames: np.ndarray, fps: float, iters: int = 20) -> float:
+    """VBench dynamic degree with RAFT (:mod:`.raft`, 20 iterations, flow of the padded frames)."""
+    return _is_dynamic(frames, fps, raft_score(raft, iters))

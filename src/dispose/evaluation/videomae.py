@@ -10,7 +10,8 @@ parameter names, so the checkpoint loads strictly:
   inputs in ``[0, 1]`` (cd-fvd applies *no* mean/std normalisation);
 * fixed sinusoid position table for 8 x 16 x 16 tubelets; for other clip lengths it is resized
   along time (trilinear, ``scale_factor = (t + 0.1) / 8``), as the reference does;
-* 40 pre-norm blocks (1408-d, 16 heads, MLP 6144, LayerNorm eps 1e-6, qkv without a k bias);
+* 40 pre-norm blocks (1408-d, 16 heads, MLP 6144, LayerNorm eps 1e-6, qkv without a k bias: the
+  shared :class:`~dispose.evaluation.vit.Block` with ``qkv_bias="qv"``, VideoMAE-v2's names);
 * the feature is ``fc_norm(mean over all tokens)`` (1408-d).  The classification head is not
   used: its ``head.*`` tensors are required in the file (so a wrong file is still caught) and then
   dropped.
@@ -34,6 +35,7 @@ from torch import nn
 
 from dispose.checkpoints import load_strict, read_state_dict
 from dispose.errors import UserError
+from dispose.evaluation.vit import Block
 
 _WHAT = "a checkpoint in the VideoMAE-v2 layout (vit_g_hybrid_pt_1200e_ssv2_ft.pth)"
 _SOURCE = "https://huggingface.co/OpenGVLab/InternVideoMAE_models (mae-g/)"
@@ -50,37 +52,6 @@ def sinusoid_table(positions: int, dim: int) -> torch.Tensor:
     return torch.tensor(angles, dtype=torch.float32).unsqueeze(0)
 
 
-class _Attention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
-        self.q_bias = nn.Parameter(torch.zeros(dim))
-        self.v_bias = nn.Parameter(torch.zeros(dim))
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
-        q, k, v = F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
-
-
-class _Block(nn.Module):
-    def __init__(self, dim: int, heads: int, hidden: int) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = _Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Module()
-        self.mlp.fc1 = nn.Linear(dim, hidden)
-        self.mlp.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
-
-
 class VideoMAEv2(nn.Module):
     """``forward(clips (B, 3, T, 224, 224) in [0, 1]) -> (B, dim)`` mean-pooled features."""
 
@@ -92,7 +63,7 @@ class VideoMAEv2(nn.Module):
         self.patch_embed.proj = nn.Conv3d(3, dim, (tubelet, patch, patch), stride=(tubelet, patch, patch))
         side = image_size // patch
         self.register_buffer("pos_embed", sinusoid_table(_TABLE_FRAMES * side * side, dim), persistent=False)
-        self.blocks = nn.ModuleList(_Block(dim, heads, hidden) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, hidden, qkv_bias="qv") for _ in range(depth))
         self.fc_norm = nn.LayerNorm(dim, eps=1e-6)
 
     def _positions(self, frames: int) -> torch.Tensor:
