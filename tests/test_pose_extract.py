@@ -97,3 +97,54 @@ def test_bad_requests():
         extract_poses(np.zeros((1024, 576, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8), detector, align="x")
     with pytest.raises(UserError, match="no driving frame"):
         extract_poses(np.zeros((1024, 576, 3), np.uint8), np.zeros((0, 8, 8, 3), np.uint8), detector)
+
+
+class CountingDetector(PoseDetector):
+    """One person per frame whose nose x is the frame's mean value; records the chunk sizes it was asked."""
+
+    name = "counting detector"
+
+    def __init__(self):
+        self.calls: list[int] = []
+
+    def detect_people(self, frames, progress=True):
+        self.calls.append(len(frames))
+        return [[_pose(SKELETON + [float(np.mean(frame)), 0], (576, 1024))] for frame in frames]
+
+
+def test_detect_stream_pulls_one_chunk_at_a_time_and_matches_the_whole_list():
+    frames = [np.full((8, 8, 3), value, np.uint8) for value in range(70)]
+    pulled = []
+
+    def source():
+        for frame in frames:
+            pulled.append(frame)
+            yield frame
+
+    detector = CountingDetector()
+    stream = detector.detect_stream(source())
+    first = next(stream)
+    assert len(pulled) == 32  # the first chunk only, not the whole video
+    streamed = [first, *stream]
+    assert detector.calls == [32, 32, 6]
+    whole = detector.detect_people(frames)
+    assert len(streamed) == 70
+    for got, expected in zip(streamed, whole):
+        np.testing.assert_array_equal(got[0].body, expected[0].body)
+
+
+def test_stream_poses_of_an_iterator_equal_extract_poses_of_the_frames():
+    from dispose.pose.extract import stream_poses
+
+    reference_pose = _pose(SKELETON, (576, 1024))
+    frames = np.zeros((5, 480, 640, 3), np.uint8)
+    driving = _pose(SKELETON * 0.5 + [100, 20], (640, 480))
+    script = [[], [driving], [], [driving], []]
+    listed = extract_poses(np.zeros((1024, 576, 3), np.uint8), frames, ScriptedDetector([reference_pose], script),
+                           progress=False, fps=12.0, reference_pose=reference_pose)
+    streamed = stream_poses(reference_pose, iter(frames), ScriptedDetector([reference_pose], script), (576, 1024),
+                            fps=12.0)
+    assert streamed.driving.to_json() == listed.driving.to_json()
+    assert (streamed.filled_frames, streamed.fit.scale.tolist()) == (listed.filled_frames, listed.fit.scale.tolist())
+    with pytest.raises(UserError, match="no driving frame"):
+        stream_poses(reference_pose, iter([]), CountingDetector(), (576, 1024))

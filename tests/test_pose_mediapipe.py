@@ -155,3 +155,27 @@ def test_dispose_pose_stderr_has_no_mediapipe_start_up_lines(shared_data, tmp_pa
                           "--resolution", "128", "--out", str(tmp_path / "out")], capture_output=True, text=True,
                          check=True)
     assert run.stderr == "" and "wrote poses.json" in run.stdout
+
+
+def test_stream_tracks_like_the_whole_list(detector, shared_data):
+    clip = read_video(shared_data / "musepose_dance.mp4", sample_stride=2, max_frames=24)
+    frames = [resize_and_crop(frame, (288, 512)) for frame in clip.frames]
+    pulled = []
+
+    def source():
+        for frame in frames:
+            pulled.append(1)
+            yield frame
+
+    streamed = []
+    for people in detector.detect_stream(source()):  # one graph: frames are read as they are needed
+        streamed.append(people)
+        assert len(pulled) <= len(streamed) + 1
+    whole = detector.detect_people(frames, progress=False)
+    assert len(streamed) == len(whole) == 24 and all(len(people) == 1 for people in streamed)
+    for got, expected in zip(streamed, whole):
+        np.testing.assert_array_equal(got[0].body, expected[0].body)
+        np.testing.assert_array_equal(got[0].body_score, expected[0].body_score)
+    # A stream of one frame is a still image, as a one-frame list.
+    still = detector.detect_stream(iter(frames[5:6]))
+    np.testing.assert_array_equal(next(still)[0].body, detector.detect(frames[5:6], progress=False)[0].body)

@@ -3,7 +3,8 @@ hybrid ControlNet needs, computed once, reusable in memory and from a folder.
 
 :func:`compute_guidance` runs, in order: the reference resized and centre-cropped to the generation size
 (:mod:`dispose.media.geometry`); poses of the reference and of every sampled driving frame, aligned to the
-reference (:mod:`dispose.pose.extract`; or poses read from a file); the keypoint trajectories
+reference (:mod:`dispose.pose.extract`; a video is decoded and posed as it is read, only its poses are held;
+or poses read from a file); the keypoint trajectories
 (:mod:`.trajectories`); the dense motion field ``F_d`` (CMP as the release, the weight-free propagation, or
 none: :mod:`.motion_fields`); the DIFT point embeddings of the reference keypoints (:mod:`.dift`,
 :mod:`.correspondence`).  Each model (detector aside) is loaded when given as a path, used once and freed.
@@ -355,20 +356,29 @@ def _reference_array(reference) -> np.ndarray:
     return array
 
 
-def _driving_frames(driving, sample_stride: int, max_frames: int | None, fps: float | None, strict: bool):
-    """(frames, fps, source info) of a video path or of given frames (used as they are)."""
-    from dispose.media.video import read_video
+def _driving_poses(driving, detector, frame: np.ndarray, reference_pose: Pose, *, sample_stride: int,
+                   max_frames: int | None, fps: float | None, align: str, strict: bool):
+    """(extraction, fps, source info) of a video path or of given frames (used as they are), aligned to the
+    reference.  A video is decoded and posed a frame (or a detector's chunk) at a time: only its poses are
+    held, so memory does not grow with its length."""
+    from dispose.media.video import VideoFrames, _is_short  # _is_short: the rule of VideoClip.truncated
+    from dispose.pose.extract import extract_poses, stream_poses
 
     if isinstance(driving, (str, Path)):
-        clip = read_video(driving, sample_stride=sample_stride, max_frames=max_frames, strict=strict)
-        return clip.frames, clip.fps, {"stride": clip.stride, "source_fps": clip.source_fps,
-                                       "source_frame_count": clip.source_frame_count,
-                                       "decoded_frame_count": clip.decoded_frame_count, "truncated": clip.truncated}
+        video = VideoFrames(driving, sample_stride, max_frames, release_stride=True, strict=strict)
+        extraction = stream_poses(reference_pose, video, detector, (frame.shape[1], frame.shape[0]), align=align,
+                                  fps=video.fps, total=video.expected_count)
+        return extraction, video.fps, {"stride": video.stride, "source_fps": video.source_fps,
+                                       "source_frame_count": video.source_frame_count,
+                                       "decoded_frame_count": video.decoded_frame_count,
+                                       "truncated": _is_short(video.decoded_frame_count, video.source_frame_count)}
     frames = driving if isinstance(driving, np.ndarray) else np.stack([np.asarray(f) for f in driving])
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise UserError(f"driving frames: expected (N, H, W, 3) uint8 RGB, got {frames.dtype} {frames.shape}")
-    frames = frames[:max_frames]
-    return frames, float(fps or 30.0), {"stride": 1}
+    clip_fps = float(fps or 30.0)
+    extraction = extract_poses(frame, frames[:max_frames], detector, align=align, progress=False, fps=clip_fps,
+                               reference_pose=reference_pose)
+    return extraction, clip_fps, {"stride": 1}
 
 
 def _poses_from_file(poses, driving, reference: np.ndarray, reference_pose: Pose, *, sample_stride: int,
@@ -421,7 +431,6 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
     """
     from dispose.devices import resolve_device
     from dispose.media.geometry import check_resolution, resize_and_crop, target_size
-    from dispose.pose.extract import extract_poses
 
     check_resolution(resolution)
     models = models or GuidanceModels()
@@ -454,10 +463,9 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
     else:
         if driving is None:
             raise UserError("no driving video or frames given (--driving), and no poses file (--poses)")
-        frames, clip_fps, clip_info = _driving_frames(driving, sample_stride, max_frames, fps, strict)
-        extraction = extract_poses(frame, frames, detector, align=align, progress=False, fps=clip_fps,
-                                   reference_pose=people[0])
-        del frames
+        extraction, clip_fps, clip_info = _driving_poses(driving, detector, frame, people[0],
+                                                         sample_stride=sample_stride, max_frames=max_frames,
+                                                         fps=fps, align=align, strict=strict)
     timings["poses"] = time.perf_counter() - start
     report("poses", 1, 1)
 

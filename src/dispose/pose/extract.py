@@ -5,6 +5,11 @@ person of each frame (the detector's best, see :mod:`dispose.pose.detectors`), a
 reference (:mod:`dispose.pose.alignment`) and returns them normalised to the reference (generation) frame,
 as the release's ``get_video_pose`` does before drawing.
 
+:func:`stream_poses` does the driving part for frames that arrive one at a time (a video decoded as it is
+read, :class:`~dispose.media.video.VideoFrames`): through
+:meth:`~dispose.pose.detectors.PoseDetector.detect_stream`, only the poses are kept, so memory does not
+grow with the video's length; :func:`extract_poses` goes through it too.
+
 :func:`align_sequence` does the same for poses that come from a file (``--poses``,
 :func:`dispose.pose.json_poses.load_pose_file`) instead of a detector.
 
@@ -22,11 +27,12 @@ still available from :meth:`~dispose.pose.detectors.PoseDetector.detect_people`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from dispose.errors import UserError
 from dispose.pose.alignment import ALIGN_MODES, LinearFit, align_people
@@ -99,11 +105,35 @@ def extract_poses(reference: np.ndarray, frames: np.ndarray | Sequence[np.ndarra
             raise UserError(f"no person found in the reference image by {detector.name}; use an image showing "
                             "one person, with the body visible")
         reference_pose = found[0]
-    people = detector.detect_people(frames, progress=progress)
+    return stream_poses(reference_pose, frames, detector, (ref_w, ref_h), align=align, fps=fps, progress=progress,
+                        total=len(frames))
+
+
+def stream_poses(reference_pose: Pose | None, frames: Iterable[np.ndarray], detector: PoseDetector,
+                 reference_size: tuple[int, int], *, align: str = "global", fps: float | None = None,
+                 progress: bool = False, total: int | None = None) -> PoseExtraction:
+    """Driving poses of ``frames`` (any iterable of uint8 RGB frames of one size, read once) aligned to
+    ``reference_pose`` and normalised to the reference frame of ``reference_size = (W, H)``, as
+    :func:`extract_poses`.  Frames are detected as they arrive
+    (:meth:`~dispose.pose.detectors.PoseDetector.detect_stream`) and only their people are kept.  ``total``
+    (the expected frame count, if known) sizes the progress bar."""
+    if align not in ALIGN_MODES:
+        raise UserError(f"unknown alignment {align!r}; choose one of {', '.join(ALIGN_MODES)}")
+    frame_size: list[tuple[int, int]] = []
+
+    def noting_size(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for frame in frames:
+            if not frame_size:
+                frame_size.append((np.shape(frame)[1], np.shape(frame)[0]))
+            yield frame
+
+    counted = tqdm(noting_size(frames), total=total, desc="poses", unit="frame", disable=not progress)
+    people = list(detector.detect_stream(counted))
+    if not people:
+        raise UserError("no driving frame to extract poses from")
     if not any(people):
-        raise UserError(f"no person found in any of the {len(frames)} driving frames by {detector.name}")
-    frame_h, frame_w = np.asarray(frames[0]).shape[:2]
-    return align_and_fill(reference_pose, people, (ref_w, ref_h), (frame_w, frame_h), align, fps)
+        raise UserError(f"no person found in any of the {len(people)} driving frames by {detector.name}")
+    return align_and_fill(reference_pose, people, reference_size, frame_size[0], align, fps)
 
 
 def align_sequence(reference_pose: Pose | None, driving: PoseSequence, reference_size: tuple[int, int], *,

@@ -14,8 +14,9 @@ mapped to the container's layout as follows:
 * hands: missing (BlazePose only has three knuckle points per hand, not the 21-point hand).
 
 Missing points have coordinates 0 and score 0 (they are not drawn).  Frames of one :meth:`detect_people`
-call are tracked as a video (MediaPipe's ``static_image_mode=False``, with its landmark smoothing); a
-single frame is processed as a still image.  This detector is not the paper's: skeletons are sparser (no
+call, or of one :meth:`detect_stream` (frames arriving one at a time, from a video being decoded), go
+through one graph and are tracked as a video (MediaPipe's ``static_image_mode=False``, with its landmark
+smoothing); a single frame is processed as a still image.  This detector is not the paper's: skeletons are sparser (no
 hands, almost no face) than the DWPose ones the released weights were trained on.
 
 MediaPipe's C++ core prints start-up lines straight to file descriptor 2 (TFLite's "INFO: Created TensorFlow
@@ -35,7 +36,8 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -138,16 +140,27 @@ class MediaPipePose(PoseDetector):
         self.visibility_threshold = visibility_threshold
 
     def detect_people(self, frames: Frames, progress: bool = True) -> list[list[Pose]]:
-        people: list[list[Pose]] = []
-        options = {"static_image_mode": len(frames) == 1, "model_complexity": 1,
+        return list(self.detect_stream(tqdm(frames, desc="MediaPipe", unit="frame", disable=not progress)))
+
+    def detect_stream(self, frames: Iterable[np.ndarray], chunk_size: int = 1) -> Iterator[list[Pose]]:
+        """People of each frame as they arrive, through ONE MediaPipe graph for the whole stream, so its
+        tracking sees the frames as a video and gives the same poses as :meth:`detect_people` on the whole
+        list (a stream of one frame is a still image, as there).  ``chunk_size`` is not used: nothing is
+        held but the current frame."""
+        frames = iter(frames)
+        ahead = list(islice(frames, 2))
+        options = {"static_image_mode": len(ahead) == 1, "model_complexity": 1,
                    "min_detection_confidence": self.min_detection_confidence}
+        frames = chain(ahead, frames)
+        del ahead  # the chain alone holds the first two frames, until they are used
         with _native_noise_filtered(), self.solutions.pose.Pose(**options) as solution:
-            for frame in tqdm(frames, desc="MediaPipe", unit="frame", disable=not progress):
-                result = solution.process(np.ascontiguousarray(frame, dtype=np.uint8))
-                if result.pose_landmarks is None:
-                    people.append([])
-                    continue
-                landmarks = np.array([(p.x, p.y, p.visibility) for p in result.pose_landmarks.landmark])
-                pose = blazepose_pose(landmarks, self.visibility_threshold)
-                people.append([pose] if pose.has_person else [])
-        return people
+            for frame in frames:
+                yield self._people(solution, frame)
+
+    def _people(self, solution, frame: np.ndarray) -> list[Pose]:
+        result = solution.process(np.ascontiguousarray(frame, dtype=np.uint8))
+        if result.pose_landmarks is None:
+            return []
+        landmarks = np.array([(p.x, p.y, p.visibility) for p in result.pose_landmarks.landmark])
+        pose = blazepose_pose(landmarks, self.visibility_threshold)
+        return [pose] if pose.has_person else []
