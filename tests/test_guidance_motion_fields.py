@@ -104,6 +104,7 @@ def test_compute_without_dense_and_with_propagation() -> None:
     traj = Trajectories(points, visible, width, height)
 
     dense = dense_motion_field(image, traj, "propagate")
+    np.testing.assert_array_equal(dense_motion_field(image, traj, "propagate", chunk_frames=1), dense)  # chunked
     assert dense.shape == (2, 2, height, width) and dense.dtype == np.float32
     inside = np.zeros((height, width), bool)
     inside[40:130, 36:60] = True  # well inside the person

@@ -15,6 +15,7 @@ Frame ``n`` of ``F_d`` belongs to driving frame ``n`` (the reference is frame 0 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -50,23 +51,35 @@ def cmp_motion_field(cmp: CMP, image: np.ndarray, reference_flow: np.ndarray, re
     return resize_flow_nearest(flow, height, width).numpy()
 
 
-def dense_motion_field(reference_image: np.ndarray, trajectories: Trajectories, method: DenseMethod = "cmp",
-                       cmp: CMP | None = None, *, release_missing_points: bool = False, cmp_chunk_size: int = 8,
-                       propagation: PropagationSettings | None = None, progress: bool = False) -> np.ndarray:
-    """``F_d`` of a video (see module docstring), float32 ``(N, 2, H, W)``.
-
-    ``reference_image``: uint8 RGB ``(H, W, 3)`` at the trajectories' size.  ``method="cmp"`` needs ``cmp``
-    (a loaded :class:`~dispose.guidance.cmp.CMP`, see :func:`~dispose.guidance.cmp.load_cmp`).
-    """
+def dense_motion_field_chunks(reference_image: np.ndarray, trajectories: Trajectories, method: DenseMethod = "cmp",
+                              cmp: CMP | None = None, *, release_missing_points: bool = False,
+                              chunk_frames: int = 64, cmp_chunk_size: int = 8,
+                              propagation: PropagationSettings | None = None) -> Iterator[np.ndarray]:
+    """``F_d`` of a video (see module docstring), ``chunk_frames`` driving frames at a time, each chunk float32
+    ``(n, 2, H, W)``, so that a long video never holds its whole field in float32.  CMP encodes the reference
+    once per chunk; the propagation builds its person region once."""
     if method not in ("cmp", "propagate"):
         raise ValueError(f"dense method must be cmp or propagate, got {method!r}")
     if method == "cmp" and cmp is None:
         raise ValueError("method='cmp' needs a loaded CMP model (dispose.guidance.cmp.load_cmp)")
     image = _check_image(reference_image, trajectories)
-    if method == "cmp":
-        flow, mask = reference_sparse_flow(trajectories, size=CMP_SIZE, release_missing_points=release_missing_points)
+    propagator = None
+    if method == "propagate":
+        propagator = FlowPropagator(image, trajectories.points[0], trajectories.visible[0], propagation)
+    for start in range(0, trajectories.num_driving, chunk_frames):
+        frames = [0, *range(start + 1, min(start + chunk_frames, trajectories.num_driving) + 1)]
+        part = Trajectories(trajectories.points[frames], trajectories.visible[frames], trajectories.width,
+                            trajectories.height)
+        if propagator is not None:
+            _, vectors, given = reference_displacements(part)
+            yield propagator.propagate(vectors, given)
+            continue
+        flow, mask = reference_sparse_flow(part, size=CMP_SIZE, release_missing_points=release_missing_points)
         with torch.no_grad():
-            return cmp_motion_field(cmp, image, flow, mask, chunk_size=cmp_chunk_size, progress=progress)
-    propagator = FlowPropagator(image, trajectories.points[0], trajectories.visible[0], propagation)
-    _, vectors, given = reference_displacements(trajectories)
-    return propagator.propagate(vectors, given, progress=progress)
+            yield cmp_motion_field(cmp, image, flow, mask, chunk_size=cmp_chunk_size)
+
+
+def dense_motion_field(reference_image: np.ndarray, trajectories: Trajectories, method: DenseMethod = "cmp",
+                       cmp: CMP | None = None, **options) -> np.ndarray:
+    """``F_d`` of every driving frame, float32 ``(N, 2, H, W)`` (:func:`dense_motion_field_chunks`, joined)."""
+    return np.concatenate(list(dense_motion_field_chunks(reference_image, trajectories, method, cmp, **options)))

@@ -361,7 +361,7 @@ def _driving_poses(driving, detector, frame: np.ndarray, reference_pose: Pose, *
     """(extraction, fps, source info) of a video path or of given frames (used as they are), aligned to the
     reference.  A video is decoded and posed a frame (or a detector's chunk) at a time: only its poses are
     held, so memory does not grow with its length."""
-    from dispose.media.video import VideoFrames, _is_short  # _is_short: the rule of VideoClip.truncated
+    from dispose.media.video import VideoFrames
     from dispose.pose.extract import extract_poses, stream_poses
 
     if isinstance(driving, (str, Path)):
@@ -371,7 +371,7 @@ def _driving_poses(driving, detector, frame: np.ndarray, reference_pose: Pose, *
         return extraction, video.fps, {"stride": video.stride, "source_fps": video.source_fps,
                                        "source_frame_count": video.source_frame_count,
                                        "decoded_frame_count": video.decoded_frame_count,
-                                       "truncated": _is_short(video.decoded_frame_count, video.source_frame_count)}
+                                       "truncated": video.truncated}
     frames = driving if isinstance(driving, np.ndarray) else np.stack([np.asarray(f) for f in driving])
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise UserError(f"driving frames: expected (N, H, W, 3) uint8 RGB, got {frames.dtype} {frames.shape}")
@@ -505,20 +505,25 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
 def dense_field(guidance: Guidance, method: str, cmp=None, *, device: torch.device,
                 dtype: torch.dtype = DENSE_DTYPE) -> torch.Tensor:
     """``F_d`` of a guidance's trajectories by CMP (a model or its checkpoint path, loaded and freed here) or
-    the weight-free propagation, as a (N, 2, H, W) CPU tensor in ``dtype``."""
-    from dispose.guidance.motion_fields import dense_motion_field
+    the weight-free propagation, as a (N, 2, H, W) CPU tensor in ``dtype``, filled a chunk of frames at a time."""
+    from dispose.guidance.motion_fields import dense_motion_field_chunks
 
     loaded = cmp
     if method == "cmp" and isinstance(cmp, (str, Path)):
         from dispose.guidance.cmp import load_cmp
 
         loaded = load_cmp(cmp, device=device)
-    field_ = dense_motion_field(guidance.reference, guidance.trajectories, method, cmp=loaded,
-                                release_missing_points=guidance.release_missing_points)
+    width, height = guidance.size
+    field_ = torch.empty(len(guidance.driving), 2, height, width, dtype=dtype)
+    start = 0
+    for chunk in dense_motion_field_chunks(guidance.reference, guidance.trajectories, method, cmp=loaded,
+                                           release_missing_points=guidance.release_missing_points):
+        field_[start:start + len(chunk)] = torch.from_numpy(chunk)
+        start += len(chunk)
     if loaded is not cmp:
         del loaded
         _free(device)
-    return torch.from_numpy(field_).to(dtype)
+    return field_
 
 
 def reference_point_embeddings(guidance: Guidance, sd15, *, seed: int, device: torch.device,

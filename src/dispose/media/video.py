@@ -135,6 +135,11 @@ class VideoFrames:
                             "file") from None
 
     @property
+    def truncated(self) -> bool:
+        """True when the last read to the end found fewer frames than the container declares."""
+        return _is_short(self.decoded_frame_count, self.source_frame_count)
+
+    @property
     def expected_count(self) -> int | None:
         """Frames iteration should yield, from the declared count (None when the container does not say)."""
         if self.source_frame_count is None:
@@ -164,7 +169,7 @@ class VideoFrames:
         if kept == 0:
             raise UserError(f"video {self.path} holds no decodable frame")
         self.decoded_frame_count = index + 1
-        if _is_short(self.decoded_frame_count, self.source_frame_count):
+        if self.truncated:
             message = (f"video {self.path} is cut short or damaged: its container declares "
                        f"{self.source_frame_count} frames but only {self.decoded_frame_count} could be decoded")
             if self.strict:
