@@ -108,3 +108,27 @@ def _can_write(folder: Path) -> bool:
         return False
     (folder / "probe").unlink()
     return True
+
+
+@pytest.mark.parametrize("bad", ["reference_without_person", "driving_not_a_video"])
+def test_bad_inputs_are_reported_before_the_base_model_loads(shared_data, weights, tmp_path, capsys, monkeypatch,
+                                                            bad):
+    import numpy as np
+    from PIL import Image
+
+    from dispose.pipelines import loading
+
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: pytest.fail("the base model was loaded"))
+    inputs = _inputs(shared_data)
+    if bad == "reference_without_person":
+        empty = tmp_path / "empty.png"
+        Image.fromarray(np.full((320, 180, 3), 90, np.uint8)).save(empty)
+        inputs[1], expected = str(empty), f"no person found in the reference image {empty}"
+    else:
+        fake = tmp_path / "clip.mp4"
+        fake.write_bytes(b"not a video at all")
+        inputs[3], expected = str(fake), f"video {fake} could not be opened as a video"
+    code = main(["animate", *inputs, "--weights", str(weights), *FAST, "--out", str(tmp_path / "x.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and err.count("\n") == 1
+    assert not (tmp_path / "x.mp4").exists()

@@ -176,9 +176,11 @@ class Animator:
 
     @classmethod
     def load(cls, base: str | None = None, weights: str | Path | None = None, overrides: dict | None = None,
-             runtime: Runtime | None = None, dispose: bool = True) -> Animator:
+             runtime: Runtime | None = None, dispose: bool = True,
+             check: Callable[[GuidanceModels], None] | None = None) -> Animator:
         """Check every weight file the runs need (one error listing all missing ones), then load them once.
-        ``dispose=False`` loads the base alone (baseline runs only)."""
+        ``dispose=False`` loads the base alone (baseline runs only).  ``check(models)`` runs once the pose
+        detector is loaded and before the base model loads (e.g. that every reference shows a person)."""
         from dispose.pipelines.weights import fingerprint, resolve_weights
         from dispose.pose.detector_factory import load_detector
 
@@ -189,15 +191,17 @@ class Animator:
         fingerprints = {key: {"path": str(value), "found_by": paths.origins.get(key), "fingerprint": fingerprint(value)}
                         for key, value in paths.found.items()}
         device, dtype = runtime.torch_device(), runtime.torch_dtype()
+        detector = load_detector(dwpose_dir=paths.dwpose if runtime.detector == "dwpose" else None,
+                                 device=str(device))
+        models = GuidanceModels(detector=detector, cmp=paths.cmp, sd15=paths.sd15)
+        if check is not None:
+            check(models)
         pipeline = spec.load_pipeline(paths, dispose, dtype, "cpu" if runtime.offload else device)
         if runtime.offload:
             pipeline.enable_model_cpu_offload(device=device)
         if runtime.compile:
             pipeline.enable_compile()
         pipeline.set_progress_bar_config(disable=True)
-        detector = load_detector(dwpose_dir=paths.dwpose if runtime.detector == "dwpose" else None,
-                                 device=str(device))
-        models = GuidanceModels(detector=detector, cmp=paths.cmp, sd15=paths.sd15)
         return cls(spec, pipeline, runtime, guidance_models=models, weight_fingerprints=fingerprints)
 
     @classmethod

@@ -122,16 +122,31 @@ def _check_inputs(job) -> None:
     """Cheap checks of one job's inputs and outputs, before any model loads."""
     from dispose.guidance.stage import Guidance
     from dispose.media.files import check_writable_dir, ensure_folder
+    from dispose.media.video import VideoFrames
 
     for label, path in (("reference image", job.ref), ("driving video", job.driving), ("poses file", job.poses)):
         if path is not None and not Path(path).exists():
             raise _error(f"{label} {path} does not exist")
+    if job.driving is not None:
+        VideoFrames(job.driving, job.sample_stride, 1, release_stride=True)  # opens the container: not a video?
     if job.guidance is not None:
         Guidance.load(job.guidance)
     for option, path in (("--out", job.out), ("--side-by-side", job.side_by_side)):
         if path is not None:
             ensure_folder(Path(path).parent, option)
             check_writable_dir(Path(path))
+
+
+def _check_references(jobs):
+    """Once the detector is loaded, before the base model: every reference can be read and shows a person."""
+    from dispose.guidance.stage import reference_frame
+
+    def check(models) -> None:
+        for job in jobs:
+            if job.guidance is None and job.ref is not None:
+                reference_frame(job.ref, job.resolution, models.detector)
+
+    return check
 
 
 def _error(message: str):
@@ -194,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
 
     transformers_logging.disable_progress_bar()  # one bar of our own, not one per model file loaded
     engine = Animator.load(jobs[0].base, args.weights, weight_overrides, runtime,
-                           dispose=any(not job.baseline for job in jobs))
+                           dispose=any(not job.baseline for job in jobs), check=_check_references(jobs))
     for job in jobs:
         guidance = _load_guidance(job, explicit | set(explicit_settings(job))) if job.guidance else None
         result = engine.animate(job.ref, job.driving, poses=job.poses, guidance=guidance, settings=job)

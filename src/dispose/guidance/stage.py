@@ -406,6 +406,21 @@ def _poses_from_file(poses, driving, reference: np.ndarray, reference_pose: Pose
     return extraction, rate, {"stride": stride, "pose_frames_in_file": len(sequence)}
 
 
+def reference_frame(reference, resolution: int, detector) -> tuple[np.ndarray, Pose]:
+    """The reference resized and centre-cropped to the generation size (:mod:`dispose.media.geometry`) and its
+    first person's pose; a UserError (naming the file) when it cannot be read or shows nobody."""
+    from dispose.media.geometry import resize_and_crop, target_size
+
+    image = _reference_array(reference)
+    frame = resize_and_crop(image, target_size(image.shape[1], image.shape[0], resolution))
+    people = detector.detect_people([frame], progress=False)[0]
+    if not people:
+        where = f" {reference}" if isinstance(reference, (str, Path)) else ""
+        raise UserError(f"no person found in the reference image{where} by {detector.name}; use an image "
+                        "showing one person, with the body visible")
+    return frame, people[0]
+
+
 def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -430,7 +445,7 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
     ``strict`` a UserError.
     """
     from dispose.devices import resolve_device
-    from dispose.media.geometry import check_resolution, resize_and_crop, target_size
+    from dispose.media.geometry import check_resolution
 
     check_resolution(resolution)
     models = models or GuidanceModels()
@@ -450,20 +465,15 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
 
     start = time.perf_counter()
     report("poses", 0, 1)
-    image = _reference_array(reference)
-    frame = resize_and_crop(image, target_size(image.shape[1], image.shape[0], resolution))
-    people = detector.detect_people([frame], progress=False)[0]
-    if not people:
-        where = f" {reference}" if isinstance(reference, (str, Path)) else ""
-        raise UserError(f"no person found in the reference image{where} by {detector.name}; use an image "
-                        "showing one person, with the body visible")
+    frame, reference_pose = reference_frame(reference, resolution, detector)
     if poses is not None:
-        extraction, clip_fps, clip_info = _poses_from_file(poses, driving, frame, people[0], sample_stride=sample_stride,
-                                                           max_frames=max_frames, fps=fps, align=align)
+        extraction, clip_fps, clip_info = _poses_from_file(poses, driving, frame, reference_pose,
+                                                           sample_stride=sample_stride, max_frames=max_frames,
+                                                           fps=fps, align=align)
     else:
         if driving is None:
             raise UserError("no driving video or frames given (--driving), and no poses file (--poses)")
-        extraction, clip_fps, clip_info = _driving_poses(driving, detector, frame, people[0],
+        extraction, clip_fps, clip_info = _driving_poses(driving, detector, frame, reference_pose,
                                                          sample_stride=sample_stride, max_frames=max_frames,
                                                          fps=fps, align=align, strict=strict)
     timings["poses"] = time.perf_counter() - start
