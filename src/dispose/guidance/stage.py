@@ -104,13 +104,15 @@ class GuidanceTensors:
         return self.width, self.height
 
     def sparse_flow(self, frames: Sequence[int] | None = None, *, device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``F_s`` (Eq. 3) of driving frames ``frames`` (default all): (n, 2, H, W) on ``device``."""
+                    dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``F_s`` (Eq. 3) of driving frames ``frames`` (default all): (n, 2, H, W) on ``device``, written into
+        ``out`` when given (a contiguous float32/float64 tensor: no new allocation)."""
         from dispose.guidance.sparse_field import sparse_field_torch
 
         frames = range(self.num_frames - 1) if frames is None else frames
         return sparse_field_torch(self.trajectories, self.visible, frames, self.height, self.width,
-                                  release_missing_points=self.release_missing_points, device=device, dtype=dtype)
+                                  release_missing_points=self.release_missing_points, device=device, dtype=dtype,
+                                  out=out)
 
     def window(self, indices: Sequence[int], *, device: torch.device | str, dtype: torch.dtype) -> dict:
         """ControlNet guidance of one tile ``[0, i, i + 1, ...]`` (the arguments of
@@ -129,10 +131,12 @@ class GuidanceTensors:
         driving = [i - 1 for i in indices[1:]]
         sparse = torch.zeros(len(indices), 2, self.height, self.width, device=device, dtype=dtype)
         dense = torch.zeros_like(sparse)
-        if driving:
+        if driving and dtype in (torch.float32, torch.float64):  # written in place, into the tile's buffer
+            self.sparse_flow(driving, device=device, dtype=dtype, out=sparse[1:])
+        elif driving:
             sparse[1:] = self.sparse_flow(driving, device=device).to(dtype)
-            if self.dense_flow is not None:
-                dense[1:] = self.dense_flow[driving].to(device, dtype)
+        if driving and self.dense_flow is not None:
+            dense[1:] = self.dense_flow[driving].to(device, dtype)
         frames = torch.as_tensor(indices, dtype=torch.long)
         features, mask = correspondence_map(self.point_embeddings.to(device, dtype), self.points[frames].to(device),
                                             self.visible[frames].to(device), self.size)
