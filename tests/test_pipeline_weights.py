@@ -47,7 +47,8 @@ def make_layout(root: Path, skip: tuple[str, ...] = ()) -> Path:
                  "text_encoder/model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt"],
         "dwpose": ["yolox_l.onnx", "dw-ll_ucoco_384.onnx"],
     }
-    for key, component in COMPONENTS.items():
+    for key in required_components():  # MimicMotion's layout (other bases add components of their own)
+        component = COMPONENTS[key]
         if key in skip:
             continue
         if component.is_folder:
