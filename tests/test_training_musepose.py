@@ -31,13 +31,7 @@ def weights(tmp_path_factory):
     return build_tiny_musepose_weights(tmp_path_factory.mktemp("tiny-musepose"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny models run several times faster on one thread than on two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(weights, **train) -> TrainConfig:

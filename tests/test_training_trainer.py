@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from dispose.cli import main
 from dispose.errors import UserError
-from dispose.pipelines.tiny import DIFT_CHANNELS, build_tiny_weights
+from dispose.pipelines.tiny import DIFT_CHANNELS
 from dispose.training.config import TrainConfig
 from dispose.training.model import random_sample
 from dispose.training.trainer import train
@@ -24,17 +24,11 @@ FRAMES, SIZE = 2, 64
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return build_tiny_weights(tmp_path_factory.mktemp("tiny-weights"))
+def weights(tiny_weights):
+    return tiny_weights
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny models run several times faster on one thread than on two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Samples(torch.utils.data.Dataset):
