@@ -135,7 +135,32 @@ class Conditioning:
     dropout: float = 0.1
 
 
-class MimicMotionTrainingModel(nn.Module):
+class FrozenBaseModel(nn.Module):
+    """What every training model shares: a frozen base (:meth:`frozen_modules`, cast to the mixed-precision dtype,
+    no gradients, always in eval mode) and a trainable hybrid ControlNet (``self.controlnet``)."""
+
+    controlnet: nn.Module
+
+    def frozen_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def freeze(self, frozen_dtype: torch.dtype) -> None:
+        for module in self.frozen_modules():
+            nn.Module.to(module, dtype=frozen_dtype)  # ModelMixin.to warns about fp32 modules on dtype casts
+            module.requires_grad_(False).eval()
+        self.controlnet.requires_grad_(True)
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.controlnet]
+
+    def train(self, mode: bool = True) -> FrozenBaseModel:
+        """Only the ControlNet switches to training mode; the frozen base stays in eval mode."""
+        self.training = mode
+        self.controlnet.train(mode)
+        return self
+
+
+class MimicMotionTrainingModel(FrozenBaseModel):
     """Frozen MimicMotion/SVD base + trainable hybrid ControlNet; ``forward`` gives the per-clip loss."""
 
     def __init__(self, *, vae: nn.Module, image_encoder: nn.Module, unet: nn.Module, pose_net: nn.Module,
@@ -149,28 +174,16 @@ class MimicMotionTrainingModel(nn.Module):
         self.objective = objective or EDMVObjective()
         self.conditioning = conditioning or Conditioning()
         self.vae_encode_chunk = vae_encode_chunk
-        for module in self.frozen_modules():
-            nn.Module.to(module, dtype=frozen_dtype)  # ModelMixin.to warns about fp32 modules on dtype casts
-            module.requires_grad_(False).eval()
-        self.controlnet.requires_grad_(True)
+        self.freeze(frozen_dtype)
 
     # ------------------------------------------------------------------ parameter sets
     def frozen_modules(self) -> list[nn.Module]:
         return [self.vae, self.image_encoder, self.unet, self.pose_net]
 
-    def trainable_modules(self) -> list[nn.Module]:
-        return [self.controlnet]
-
     def enable_gradient_checkpointing(self) -> None:
         """Recompute every spatio-temporal block of the UNet and the ControlNet in the backward pass."""
         for module in (self.unet, self.controlnet):
             checkpoint_blocks(module)
-
-    def train(self, mode: bool = True) -> MimicMotionTrainingModel:
-        """Only the ControlNet switches to training mode; the frozen base stays in eval mode."""
-        self.training = mode
-        self.controlnet.train(mode)
-        return self
 
     # ------------------------------------------------------------------ inputs
     @property

@@ -47,7 +47,7 @@ from torch import nn
 from dispose.guidance.stage import GuidanceTensors
 from dispose.pipelines.musepose import LATENT_SCALE, DisPoseMusePosePipeline
 from dispose.training.loss_sd import SDNoiseObjective
-from dispose.training.model import TRAINING_BASES
+from dispose.training.model import TRAINING_BASES, FrozenBaseModel
 
 if TYPE_CHECKING:
     from dispose.training.config import TrainConfig
@@ -74,7 +74,7 @@ def sample_guidance(batch: dict, index: int) -> GuidanceTensors:
                            point_embeddings=batch["point_embeddings"][index], width=width, height=height)
 
 
-class MusePoseTrainingModel(nn.Module):
+class MusePoseTrainingModel(FrozenBaseModel):
     """Frozen MusePose + trainable SD1.5 hybrid ControlNet; ``forward`` gives the per-clip loss."""
 
     def __init__(self, *, vae: nn.Module, image_encoder: nn.Module, reference_unet: nn.Module,
@@ -90,29 +90,17 @@ class MusePoseTrainingModel(nn.Module):
         self.noise_scheduler = self.objective.scheduler()
         self.conditioning_dropout = conditioning_dropout
         self.vae_encode_chunk = vae_encode_chunk
-        for module in self.frozen_modules():
-            nn.Module.to(module, dtype=frozen_dtype)  # ModelMixin.to warns about fp32 modules on dtype casts
-            module.requires_grad_(False).eval()
-        self.controlnet.requires_grad_(True)
+        self.freeze(frozen_dtype)
 
     # ------------------------------------------------------------------ parameter sets
     def frozen_modules(self) -> list[nn.Module]:
         return [self.vae, self.image_encoder, self.reference_unet, self.denoising_unet, self.pose_guider]
-
-    def trainable_modules(self) -> list[nn.Module]:
-        return [self.controlnet]
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute the blocks of the denoising UNet (motion modules included) and the ControlNet in the backward
         pass (diffusers' own block checkpointing)."""
         for module in (self.denoising_unet, self.controlnet):
             module.enable_gradient_checkpointing()
-
-    def train(self, mode: bool = True) -> MusePoseTrainingModel:
-        """Only the ControlNet switches to training mode; the frozen base stays in eval mode."""
-        self.training = mode
-        self.controlnet.train(mode)
-        return self
 
     # ------------------------------------------------------------------ inputs
     def latent_shape(self, batch: dict) -> tuple[int, ...]:
