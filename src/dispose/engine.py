@@ -37,11 +37,10 @@ import torch
 
 from dispose.bases import Base, SamplingRequest, get_base
 from dispose.errors import UserError
-from dispose.guidance.stage import Guidance, GuidanceModels, compute_guidance
+from dispose.guidance.stage import Guidance, GuidanceModels, Progress, compute_guidance
 from dispose.pipelines.job import JobSettings
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-Progress = Callable[[str, int, int], None]
 
 
 class Cancelled(UserError):
