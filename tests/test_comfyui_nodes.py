@@ -21,7 +21,6 @@ from dispose.integrations.comfyui import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_
 from dispose.integrations.comfyui import nodes as comfy_nodes
 from dispose.media.image import load_image
 from dispose.media.video import read_video
-from dispose.pipelines.tiny import build_tiny_weights
 
 PACKAGE = Path(comfy_nodes.__file__).parent
 WORKFLOW = Path(__file__).resolve().parents[1] / "examples" / "comfyui" / "dispose_workflow.json"
@@ -99,10 +98,9 @@ def test_example_workflow_wires_existing_inputs_and_outputs():
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    weights = build_tiny_weights(tmp_path_factory.mktemp("weights"))
-    return comfy_nodes.DisPoseLoadModels().load("mimicmotion", str(weights), "fp32", "cpu", "mediapipe", "propagate",
-                                                 "global", True)[0]
+def model(tiny_weights):
+    return comfy_nodes.DisPoseLoadModels().load("mimicmotion", str(tiny_weights), "fp32", "cpu", "mediapipe",
+                                                 "propagate", True)[0]
 
 
 class FakeComfy:

@@ -59,7 +59,6 @@ class Runtime:
     cache_guidance: bool = True
     detector: str = "dwpose"  # dwpose | mediapipe
     dense: str = "cmp"  # cmp | propagate | none (dense motion field F_d)
-    align: str = "global"  # pose alignment of dispose.pose.extract
     progress: bool = True
 
     def torch_device(self) -> torch.device:
@@ -76,11 +75,9 @@ class Runtime:
 
     def check(self) -> None:
         """Validate every option without loading anything (a UserError names the option and the fix)."""
-        from dispose.pose.alignment import ALIGN_MODES
-
         self.torch_dtype()
         choices = {"cfg_mode": ("batch", "sequential"), "detector": ("dwpose", "mediapipe"),
-                   "dense": ("cmp", "propagate", "none"), "align": ALIGN_MODES}
+                   "dense": ("cmp", "propagate", "none")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name.replace('_mode', '')} must be one of {', '.join(allowed)}; "
@@ -89,8 +86,7 @@ class Runtime:
     def to_dict(self) -> dict:
         return {"device": str(self.torch_device()), "dtype": str(self.torch_dtype()).replace("torch.", ""),
                 "cfg_mode": self.cfg_mode, "offload": self.offload, "compile": self.compile,
-                "cache_guidance": self.cache_guidance, "detector": self.detector, "dense": self.dense,
-                "align": self.align}
+                "cache_guidance": self.cache_guidance, "detector": self.detector, "dense": self.dense}
 
 
 @dataclass
@@ -224,7 +220,7 @@ class Animator:
         models = self.guidance_models if dispose else GuidanceModels(detector=self.guidance_models.detector)
         return compute_guidance(
             reference, driving, poses=poses, fps=fps, resolution=job.resolution, sample_stride=job.sample_stride,
-            max_frames=job.max_frames, align=self.runtime.align, dense=self.runtime.dense if dispose else "none",
+            max_frames=job.max_frames, align=job.align, dense=self.runtime.dense if dispose else "none",
             models=models, release_missing_points=job.release_missing_points, match_release=job.match_release,
             seed=job.seed, device=self.runtime.torch_device(), dtype=self.runtime.torch_dtype(), strict=job.strict,
             on_progress=on_progress, timings=timings)

@@ -76,7 +76,7 @@ class FormSettings:
                   "resolution": int(self.resolution), "max_frames": self.frames_limit,
                   "sample_stride": int(self.sample_stride), "num_inference_steps": int(self.steps),
                   "guidance_scale": float(self.guidance_scale), "seed": int(self.seed), "baseline": bool(self.baseline),
-                  "base": self.base}
+                  "base": self.base, "align": self.align}
         JobSettings(**values).validate()
         return values
 
@@ -84,7 +84,7 @@ class FormSettings:
         from dispose.engine import Runtime
 
         runtime = Runtime(device=device, dtype=self.dtype, detector=self.detector, dense=self.dense,
-                          align=self.align, progress=False)
+                          progress=False)
         runtime.check()
         return runtime
 
@@ -295,8 +295,6 @@ class AppState:
             reference_path, driving_path = _inputs(reference, driving)
         values = settings.job_values(reference_path, driving_path, folder)
         animator = self.load_animator(settings)  # a UserError lists every missing weight file, as the CLI
-        # the alignment shapes only the guidance, not the loaded models: set per job (jobs run one at a time)
-        animator.runtime.align = settings.align
         out = self.output_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(self._counter)}"
         job = animator.settings(**values, out=out / "result.mp4", side_by_side=out / "side_by_side.mp4")
         result = animator.animate(reference_path, driving_path, guidance=guidance, settings=job,

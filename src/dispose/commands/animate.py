@@ -29,7 +29,7 @@ _JOB_OPTIONS = {
     "min_guidance_scale": "min_guidance_scale", "noise_aug_strength": "noise_aug_strength",
     "sample_stride": "sample_stride", "fps": "fps", "decode_chunk_size": "decode_chunk_size", "seed": "seed",
     "max_frames": "max_frames", "controlnet_scale": "controlnet_scale", "side_by_side": "side_by_side",
-    "base": "base", "guidance": "guidance", "poses": "poses",
+    "base": "base", "guidance": "guidance", "poses": "poses", "align": "align",
 }
 _FLAGS = ("baseline", "release_missing_points", "match_release", "strict")
 
@@ -103,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="pose detector (dwpose as the release; mediapipe needs no weights)")
     run.add_argument("--dense", default="cmp", choices=("cmp", "propagate", "none"),
                      help="dense motion field: CMP (release), a weight-free propagation, or none")
-    run.add_argument("--align", default="global", help="pose alignment: global (release), bones or none")
+    run.add_argument("--align", help="pose alignment: global (release's fit, the default), bones or none")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -163,7 +163,7 @@ def _load_guidance(job, explicit: set[str]):
     inputs = {"reference": input_fingerprint(job.ref)} if job.ref is not None else {}
     if job.driving is not None:
         inputs["driving"] = input_fingerprint(job.driving)
-    settings = {key: getattr(job, key) for key in ("resolution", "sample_stride", "max_frames",
+    settings = {key: getattr(job, key) for key in ("resolution", "sample_stride", "max_frames", "align",
                                                    "release_missing_points") if key in explicit}
     guidance.check_matches(str(job.guidance), inputs=inputs, settings=settings)
     return guidance
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     runtime = Runtime(device=device, dtype=args.dtype, cfg_mode=args.cfg_mode, offload=args.offload,
                       compile=args.compile, cache_guidance=args.cache_guidance, detector=args.detector,
-                      dense=args.dense, align=args.align, progress=not args.no_progress)
+                      dense=args.dense, progress=not args.no_progress)
     runtime.check()
     for job in jobs:
         _check_inputs(job)

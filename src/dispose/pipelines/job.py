@@ -60,6 +60,7 @@ class JobSettings:
     controlnet_scale: float = 1.0
     baseline: bool = False  # True = plain MimicMotion (no DisPose guidance)
     release_missing_points: bool = False  # undetected keypoints in F_s / P_d as the release (default: ignored)
+    align: str = "global"  # pose alignment to the reference (dispose.pose.alignment; global = the release's fit)
     match_release: bool = False  # reproduce the release as it ships (dispose.models.release_compat, README)
     strict: bool = False  # refuse a driving video shorter than its container declares (default: warn)
     base: str | None = None  # base model (dispose.bases); None = the default
@@ -69,9 +70,12 @@ class JobSettings:
 
     def validate(self) -> None:
         from dispose.media.geometry import check_resolution
+        from dispose.pose.alignment import ALIGN_MODES
 
         check_resolution(self.resolution)
         problems = []
+        if self.align not in ALIGN_MODES:
+            problems.append(f"align must be one of {', '.join(ALIGN_MODES)}, got {self.align!r}")
         if self.guidance is None and (self.ref is None or self.driving is None):
             problems.append("each job needs a reference image (--ref / ref) and a driving video (--driving / "
                             "driving), or a saved guidance (--guidance / guidance)")

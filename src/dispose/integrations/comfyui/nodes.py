@@ -52,7 +52,6 @@ class DisPoseLoadModels:
     @classmethod
     def INPUT_TYPES(cls):
         from dispose.bases import BASES, DEFAULT_BASE
-        from dispose.pose.alignment import ALIGN_MODES
 
         return {"required": {
             "base": (sorted(BASES), {"default": DEFAULT_BASE}),
@@ -63,7 +62,6 @@ class DisPoseLoadModels:
             "detector": (DETECTORS, {"default": "dwpose", "tooltip": "mediapipe needs no weights"}),
             "dense": (DENSE, {"default": "cmp", "tooltip": "dense motion field: CMP (release), weight-free "
                               "propagation, or none"}),
-            "align": (list(ALIGN_MODES), {"default": "global"}),
             "with_dispose": ("BOOLEAN", {"default": True, "tooltip": "off: the base model alone (baseline runs)"}),
         }}
 
@@ -72,10 +70,10 @@ class DisPoseLoadModels:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, base, weights, dtype, device, detector, dense, align, with_dispose):
+    def load(self, base, weights, dtype, device, detector, dense, with_dispose):
         from dispose.engine import Animator, Runtime
 
-        runtime = Runtime(device=device, dtype=dtype, detector=detector, dense=dense, align=align, progress=False)
+        runtime = Runtime(device=device, dtype=dtype, detector=detector, dense=dense, progress=False)
         return (Animator.load(base=base, weights=host.weights_folder(weights), runtime=runtime,
                               dispose=bool(with_dispose)),)
 
@@ -135,7 +133,7 @@ class DisPoseComputeGuidance:
                 "model": ("DISPOSE_MODEL", {"tooltip": "its detector, CMP and SD1.5; without it: MediaPipe and "
                                                        "the dense field below, no keypoint features"}),
                 "dense": (["propagate", "none"], {"default": "propagate", "tooltip": "without a model"}),
-                "align": (list(ALIGN_MODES), {"default": "global", "tooltip": "without a model"}),
+                "align": (list(ALIGN_MODES), {"default": "global", "tooltip": "pose alignment to the reference"}),
             },
         }
 
@@ -162,7 +160,7 @@ class DisPoseComputeGuidance:
                 poses.save(poses_file)
             if model is not None:
                 settings = model.settings(resolution=int(resolution), sample_stride=stride, max_frames=limit,
-                                          seed=int(seed))
+                                          seed=int(seed), align=align)
                 guidance = model.compute_guidance(image, frames, poses=poses_file, settings=settings,
                                                   on_progress=host.progress_reporter())
             else:
