@@ -272,7 +272,11 @@ def report_ratio(rows: dict, split: dict, tiles: int, frames: int, steps: int) -
           f"block; {split['cross-attention layers']} cross-attention layers in block 0 alone).  Layers before the "
           f"first cross-attention: {split['before first cross-attention'] / split['total']:.1%} of the "
           "ControlNet's FLOPs, and not shareable either.  Only the guidance encoders are shared (already done).")
-    print("\nOutput-changing options (not implemented; estimated in the same model):")
+    posenet = flops["PoseNet (per tile)"]
+    print(f"\nPoseNet and guidance encoders of a tile recomputed at every step (tiles beyond --guidance-cache-mb): "
+          f"{(posenet + per_tile_guidance) / (unet_res + control):.2%} of that tile's step")
+    print("\nOutput-changing options (estimated in the same model; the first two are --controlnet-interval 2 and 3, "
+          "their effect on frames: bench/controlnet_interval.py):")
     for name, extra in (("ControlNet residuals reused for 2 adjacent steps (ControlNet every 2nd step)",
                          tiles * (steps * (unet_res - unet) + math.ceil(steps / 2) * control)),
                         ("ControlNet residuals reused for 3 adjacent steps",

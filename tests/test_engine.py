@@ -53,7 +53,7 @@ def test_one_load_animates_two_references_with_progress(weights, shared_data, mo
     assert loads == [1]
     assert dancer.frames.shape == (4, 192, 128, 3) and dancer.frames.dtype == np.uint8
     assert other.frames.shape[0] == 4 and not np.array_equal(dancer.frames, other.frames)
-    assert dancer.side_by_side().shape == (4, 192, 3 * 128, 3)
+    assert np.stack(list(dancer.side_by_side())).shape == (4, 192, 3 * 128, 3)
     stages = [stage for stage, _, _ in events]
     assert stages.index("poses") < stages.index("sampling") < stages.index("decoding")
     steps = [done for stage, done, _ in events if stage in ("sampling", "decoding")]
@@ -117,7 +117,7 @@ def test_a_base_registered_in_a_test_runs_through_the_command(weights, shared_da
 
     def sample(pipeline, request):
         sampled.append(request.skeletons.shape)
-        return np.full((len(request.skeletons) - 1, *request.reference.shape), 7, np.uint8)
+        yield np.full((len(request.skeletons) - 1, *request.reference.shape), 7, np.uint8)  # one chunk
 
     fake = bases.Base(name="fake", title="a stand-in", components=(), required_components=lambda dispose: [],
                       load_pipeline=lambda paths, dispose, dtype, device: _FakePipeline(), sample=sample,
@@ -180,5 +180,5 @@ def test_match_release_runs_end_to_end(engine, shared_data):
     ours = engine.animate(shared_data / "musepose_ref.png", shared_data / "musepose_dance.mp4", settings=settings)
     release = engine.animate(shared_data / "musepose_ref.png", shared_data / "musepose_dance.mp4",
                              settings=dataclasses.replace(settings, match_release=True))
-    assert release.guidance.dense_flow.dtype == torch.float32 and release.guidance.release_missing_points
+    assert release.guidance.dense_flow.dtype == np.float32 and release.guidance.release_missing_points
     assert release.frames.shape == ours.frames.shape and not np.array_equal(release.frames, ours.frames)

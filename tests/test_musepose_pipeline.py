@@ -1,4 +1,5 @@
-"""MusePose sampling on tiny random weights in the release layout: windows, baseline vs DisPose, callbacks."""
+"""MusePose sampling on tiny random weights in the release layout: windows, baseline vs DisPose, callbacks,
+skeletons read a window at a time and the per-window conditioning cache."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from dispose.bases import SamplingRequest
 from dispose.errors import UserError
 from dispose.guidance.stage import GuidanceTensors
+from dispose.media.frame_store import FrameStore
 from dispose.pipelines.job import JobSettings
 from dispose.pipelines.musepose import context_windows, padded_length
 from dispose.pipelines.musepose_weights import (
@@ -126,9 +128,50 @@ def test_base_entry_functions_sample_a_request(pipeline):
 
     request = SamplingRequest(reference=rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8),
                               skeletons=rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8), guidance=None,
-                              settings=job, runtime=SimpleNamespace(cache_guidance=True),
+                              settings=job, runtime=SimpleNamespace(cache_guidance=True, guidance_cache_mb=2048.0),
                               generator=torch.Generator().manual_seed(0), progress_bar=Bar())
-    frames = sample(pipeline, request)
+    chunks = list(sample(pipeline, request))
+    assert [len(chunk) for chunk in chunks] == [2, 1]  # yielded a decoding chunk at a time
+    frames = np.concatenate(chunks)
     assert frames.shape == (3, SIZE, SIZE, 3) and frames.dtype == np.uint8
     assert tiles(4, job) == [[1, 2, 3, 3]]  # 3 driving frames padded with the last one to a window of 4
     assert len(updates) == steps_per_video(4, job) == 1 + 2
+
+
+class _CountingStore(FrameStore):
+    """A frame store that records how many frames each read asks for."""
+
+    reads: list[int]
+
+    def read(self, indices):
+        self.reads.append(len(indices))
+        return super().read(indices)
+
+
+def test_uint8_skeletons_read_per_window_and_cache_budgets_give_the_same_frames(pipeline):
+    image, _, guidance = _inputs(6)  # 5 driving frames: two windows of 4
+    skeletons = np.random.default_rng(1).integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    as_float = torch.from_numpy(skeletons).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # what sample() passed before
+    expected = _run(pipeline, image, as_float, guidance)
+    store = _CountingStore.from_array(skeletons)
+    store.reads = []
+    assert (_run(pipeline, image, store, guidance) == expected).all()
+    assert store.reads == [4, 4]  # each window's skeletons, once: the whole video is never read
+    store.reads = []
+    assert (_run(pipeline, image, store, guidance, guidance_cache_mb=0) == expected).all()
+    assert store.reads == [4, 4] * SETTINGS["num_inference_steps"]  # nothing kept: every window, every step
+
+
+def test_controlnet_interval_reuses_residuals_between_steps(pipeline):
+    image, poses, guidance = _inputs(4)
+    calls = []
+    hook = pipeline.controlnet.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        every = _run(pipeline, image, poses, guidance)
+        every_calls = len(calls)
+        calls.clear()
+        reused = _run(pipeline, image, poses, guidance, controlnet_interval=2)
+    finally:
+        hook.remove()
+    assert len(calls) == every_calls // 2  # SETTINGS has 2 steps: the ControlNet runs at step 0 only
+    assert abs(reused - every).max() > 0

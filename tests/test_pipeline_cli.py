@@ -132,3 +132,17 @@ def test_bad_inputs_are_reported_before_the_base_model_loads(shared_data, weight
     err = capsys.readouterr().err
     assert code == 2 and expected in err and err.count("\n") == 1
     assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.parametrize(("option", "expected"), [(["--controlnet-interval", "0"], "controlnet_interval must be at least 1"),
+                                                  (["--guidance-cache-mb", "-1"], "--guidance-cache-mb must be 0 or more")])
+def test_bad_speed_options_name_themselves_before_loading(shared_data, weights, tmp_path, capsys, monkeypatch,
+                                                          option, expected):
+    from dispose.pipelines import loading
+
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: pytest.fail("the base model was loaded"))
+    code = main(["animate", *_inputs(shared_data), "--weights", str(weights), *FAST, *option,
+                 "--out", str(tmp_path / "x.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and err.count("\n") == 1
+    assert not (tmp_path / "x.mp4").exists()

@@ -8,6 +8,7 @@ import torch
 from test_pipeline_tiny_models import tiny_pipeline
 
 from dispose.guidance.stage import GuidanceTensors
+from dispose.pipelines.mimicmotion import DisPoseMimicMotionPipeline
 from dispose.pipelines.tiling import tile_indices
 
 SIZE = 64
@@ -88,6 +89,40 @@ def test_guidance_encoded_once_per_tile_and_shared_by_the_halves(pipe, video, re
             np.testing.assert_array_equal(out, reference_output)
 
 
+def test_cache_budget_keeps_the_tiles_that_fit_and_changes_nothing(pipe, video, reference_output, monkeypatch):
+    """Tiles beyond the budget are encoded again at every step; the frames stay the same."""
+    from dispose.pipelines import tile_cache
+
+    sizes = []
+    offer = tile_cache.TileCache.offer
+    monkeypatch.setattr(tile_cache.TileCache, "offer",
+                        lambda self, key, value: sizes.append(tile_cache.tensor_bytes(value)) or offer(self, key, value))
+    tiles = len(tile_indices(7, 4, 1))
+    pipe.controlnet.encodings = 0
+    np.testing.assert_array_equal(_run(pipe, *video, guidance_cache_mb=None), reference_output)
+    assert pipe.controlnet.encodings == tiles
+    one_tile = sizes[0] / (1 << 20)  # MiB of the first tile's pose latents and encoded guidance
+    pipe.controlnet.encodings = 0
+    np.testing.assert_array_equal(_run(pipe, *video, guidance_cache_mb=one_tile), reference_output)
+    assert pipe.controlnet.encodings == 1 + STEPS * (tiles - 1)
+
+
+def test_controlnet_interval_reuses_residuals_between_steps(pipe, video, reference_output):
+    calls = []
+    hook = pipe.controlnet.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        np.testing.assert_array_equal(_run(pipe, *video, controlnet_interval=1), reference_output)
+        every_step = len(calls)
+        calls.clear()
+        reused = _run(pipe, *video, controlnet_interval=2)
+    finally:
+        hook.remove()
+    assert len(calls) == every_step // STEPS  # step 0 only, of 2 steps
+    assert not np.allclose(reused, reference_output)  # an output-changing option
+    with pytest.raises(ValueError, match="controlnet_interval"):
+        _run(pipe, *video, controlnet_interval=0)
+
+
 def test_model_cpu_offload_matches(video, reference_output):
     offloaded = tiny_pipeline(controlnet="random")
     offloaded.enable_model_cpu_offload(device="cpu")
@@ -153,20 +188,26 @@ def test_save_and_load_pretrained_round_trip(tmp_path, pipe, video, reference_ou
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_release_pixel_arithmetic(dtype):
-    from dispose.bases.mimicmotion import release_pixels
+    """The reference and a tile's uint8 skeletons reach the models as the release's script computes them."""
+    from types import SimpleNamespace
+
+    from dispose.bases.mimicmotion import release_reference
+    from dispose.media.frame_store import FrameStore
 
     rng = np.random.default_rng(1)
     reference = rng.integers(0, 256, (16, 8, 3), dtype=np.uint8)
-    skeletons = rng.integers(0, 256, (2, 16, 8, 3), dtype=np.uint8)
-    ours_reference, ours_poses = release_pixels(reference, skeletons, dtype)
+    skeletons = rng.integers(0, 256, (3, 16, 8, 3), dtype=np.uint8)
+    ours_reference = release_reference(reference, dtype)
+    pipe = SimpleNamespace(unet=SimpleNamespace(dtype=dtype))
+    ours_poses = DisPoseMimicMotionPipeline._tile_pose_images(pipe, FrameStore.from_array(skeletons), [0, 2])
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # the release's script: fp16 default dtype, float32 with --no_use_float16
     try:
         image_pixels = torch.from_numpy(reference.transpose(2, 0, 1).copy()) / 127.5 - 1
-        release_reference = ((image_pixels + 1.0) * 127.5).to(torch.uint8).permute(1, 2, 0).numpy()
+        release_reference_ = ((image_pixels + 1.0) * 127.5).to(torch.uint8).permute(1, 2, 0).numpy()
         release_poses = torch.from_numpy(skeletons.transpose(0, 3, 1, 2).copy()) / 127.5 - 1
     finally:
         torch.set_default_dtype(default)
-    np.testing.assert_array_equal(ours_reference, release_reference)
+    np.testing.assert_array_equal(ours_reference, release_reference_)
     assert not np.array_equal(ours_reference, reference)  # some dark levels lose one
-    assert ours_poses.dtype == release_poses.dtype and torch.equal(ours_poses, release_poses)
+    assert ours_poses.dtype == release_poses.dtype and torch.equal(ours_poses, release_poses[[0, 2]])

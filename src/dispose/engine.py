@@ -3,7 +3,10 @@
 An :class:`Animator` loads a base model's pipeline once (:mod:`dispose.bases`) and then animates any number
 of inputs: a reference (path, PIL image or uint8 array) with driving frames (a video path or frames), a poses
 file, or a ready :class:`~dispose.guidance.stage.Guidance`.  It returns an :class:`AnimationResult` (frames
-and metadata) and writes nothing: files, sidecars and side-by-side videos are the front doors' business.
+and metadata) and writes nothing the user sees: files, sidecars and side-by-side videos are the front
+doors' business.  Per-frame data (skeletons, ``F_d``, the result's frames) is kept in
+:class:`~dispose.media.frame_store.FrameStore` temporary files and read a tile or chunk at a time, so memory
+stays flat in the video's length; ``np.asarray(result.frames)`` loads the frames when wanted.
 Progress goes to ``on_progress(stage, done, total)`` (and a tqdm bar when ``Runtime.progress``), the
 diffusers-style ``callback_on_step_end`` is passed to the pipeline, and ``cancel`` (a ``threading.Event``
 or a callable) is checked after every denoising step and between stages (:class:`Cancelled`).
@@ -18,8 +21,9 @@ Memory and speed controls (:class:`Runtime`), and what each saves:
   when it runs; the UNet and the ControlNet stay resident while sampling.
 * DIFT (SD1.5) and CMP are loaded per job, used once and freed before sampling; only their outputs stay.
 * ``compile``: ``torch.compile`` of the UNet and ControlNet; slow first job, faster later ones.
-* ``cache_guidance`` (default on): each tile's encoded DisPose guidance is computed once and kept for all
-  denoising steps (:mod:`dispose.pipelines.mimicmotion`).
+* ``cache_guidance`` (default on): each tile's encoded DisPose guidance and pose features are computed once
+  and kept for all denoising steps, for as many tiles as fit ``guidance_cache_mb`` of device memory; the
+  other tiles recompute them at each step (:mod:`dispose.pipelines.tile_cache`).
 
 Multi-GPU: one process per GPU (``accelerate launch``), each with its own Animator (see ``dispose animate``).
 """
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,6 +42,7 @@ import torch
 from dispose.bases import Base, SamplingRequest, get_base
 from dispose.errors import UserError
 from dispose.guidance.stage import Guidance, GuidanceModels, Progress, compute_guidance
+from dispose.media.frame_store import FrameStore
 from dispose.pipelines.job import JobSettings
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -57,6 +62,7 @@ class Runtime:
     offload: bool = False
     compile: bool = False
     cache_guidance: bool = True
+    guidance_cache_mb: float = 2048.0
     detector: str = "dwpose"  # dwpose | mediapipe
     dense: str = "cmp"  # cmp | propagate | none (dense motion field F_d)
     progress: bool = True
@@ -76,6 +82,8 @@ class Runtime:
     def check(self) -> None:
         """Validate every option without loading anything (a UserError names the option and the fix)."""
         self.torch_dtype()
+        if not self.guidance_cache_mb >= 0:
+            raise UserError(f"--guidance-cache-mb must be 0 or more (MiB), got {self.guidance_cache_mb}")
         choices = {"cfg_mode": ("batch", "sequential"), "detector": ("dwpose", "mediapipe"),
                    "dense": ("cmp", "propagate", "none")}
         for name, allowed in choices.items():
@@ -86,26 +94,27 @@ class Runtime:
     def to_dict(self) -> dict:
         return {"device": str(self.torch_device()), "dtype": str(self.torch_dtype()).replace("torch.", ""),
                 "cfg_mode": self.cfg_mode, "offload": self.offload, "compile": self.compile,
-                "cache_guidance": self.cache_guidance, "detector": self.detector, "dense": self.dense}
+                "cache_guidance": self.cache_guidance, "guidance_cache_mb": self.guidance_cache_mb,
+                "detector": self.detector, "dense": self.dense}
 
 
 @dataclass
 class AnimationResult:
-    """One animation: ``frames`` (N, H, W, 3) uint8, the ``reference`` (H, W, 3) and ``skeletons`` (N, H, W, 3)
-    it was made from, the ``guidance`` used (None for the baseline) and ``metadata`` (settings, runtime,
-    seed, inputs and weight fingerprints, sizes, timings)."""
+    """One animation: ``frames`` (N, H, W, 3) uint8, the ``reference`` (H, W, 3) and ``skeletons`` (N + 1, H, W,
+    3; [0] the reference pose) it was made from, the ``guidance`` used (None for the baseline) and ``metadata`` (settings, runtime,
+    seed, inputs and weight fingerprints, sizes, timings).  ``frames`` and ``skeletons`` are
+    :class:`~dispose.media.frame_store.FrameStore` s (index them, iterate them, or ``np.asarray`` them)."""
 
-    frames: np.ndarray
+    frames: FrameStore
     reference: np.ndarray
-    skeletons: np.ndarray
+    skeletons: FrameStore
     guidance: Guidance | None
     metadata: dict = field(default_factory=dict)
 
-    def side_by_side(self) -> np.ndarray:
-        """(reference | driving skeleton | result) per frame, (N, H, 3W, 3) uint8."""
-        count = len(self.frames)
-        reference = np.broadcast_to(self.reference, (count, *self.reference.shape))
-        return np.concatenate([reference, self.skeletons[:count], self.frames], axis=2)
+    def side_by_side(self) -> Iterator[np.ndarray]:
+        """(reference | driving skeleton | result) per frame, (H, 3W, 3) uint8 frames, made as they are read."""
+        for index, frame in enumerate(self.frames):
+            yield np.concatenate([self.reference, self.skeletons[index + 1], frame], axis=1)
 
 
 class _Bar:
@@ -273,26 +282,29 @@ class Animator:
                 raise Cancelled(f"cancelled after step {step + 1} of {job.num_inference_steps}; nothing was produced")
             return kwargs
 
+        skeletons = guidance.skeleton_store()
         request = SamplingRequest(
-            reference=guidance.reference, skeletons=guidance.skeleton_images(),
+            reference=guidance.reference, skeletons=skeletons,
             guidance=guidance.tensors if dispose else None, settings=job, runtime=self.runtime,
             generator=torch.Generator(device=device).manual_seed(job.seed), progress_bar=bar,
             callback_on_step_end=step_end)
         start = time.perf_counter()
+        width, height = guidance.size
+        frames = FrameStore((height, width, 3), np.uint8)
         try:
-            frames = self.base.sample(self.pipeline, request)
+            for chunk in self.base.sample(self.pipeline, request):
+                frames.append(chunk)
         finally:
             bar.close()
         end = time.perf_counter()
         timings["sampling"] = (bar.switched or end) - start
         timings["decoding"] = end - (bar.switched or end)
-        skeletons = request.skeletons[1:]
         metadata = {
             "base": self.base.name, "job": job.to_dict(), "seed": job.seed, "runtime": self.runtime.to_dict(),
             "inputs": {**guidance.inputs, "fps_after_stride": guidance.fps, "frames_without_person": guidance.filled,
                        "guidance_fingerprint": guidance.fingerprint, "guidance_settings": guidance.settings},
             "weights": self.weight_fingerprints,
-            "result": {"frames": int(frames.shape[0]), "width": int(frames.shape[2]), "height": int(frames.shape[1]),
+            "result": {"frames": len(frames), "width": width, "height": height,
                        "tiles": len(tiles)},
             "timings": {key: round(value, 3) for key, value in timings.items()},
         }

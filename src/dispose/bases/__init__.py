@@ -2,14 +2,14 @@
 
 An entry declares its weight components and their layout below ``--weights`` (added to
 :data:`dispose.pipelines.weights.COMPONENTS`), which of them a run needs, how to load its pipeline, how to
-sample one video with it (:class:`SamplingRequest` -> uint8 frames), its tiling convention, its default
+sample one video with it (:class:`SamplingRequest` -> uint8 frames, streamed a chunk at a time), its tiling convention, its default
 settings and its parameter table.  The engine (:mod:`dispose.engine`), the commands and the trainer only
 talk to entries, so a new base is one module here plus one :func:`register` call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ class SamplingRequest:
     """
 
     reference: np.ndarray  # (H, W, 3) uint8
-    skeletons: np.ndarray  # (N + 1, H, W, 3) uint8, [0] = the reference pose
+    skeletons: Any  # (N + 1, H, W, 3) uint8 array or FrameStore, [0] = the reference pose
     guidance: Any  # dispose.guidance.stage.GuidanceTensors or None
     settings: Any  # dispose.pipelines.job.JobSettings
     runtime: Any  # dispose.engine.Runtime
@@ -48,7 +48,8 @@ class Base:
         components: its own weight components (:class:`dispose.pipelines.weights.Component`).
         required_components: ``f(dispose: bool) -> component keys`` a run needs (the guidance stage adds its own).
         load_pipeline: ``f(paths, dispose: bool, dtype, device) -> pipeline``.
-        sample: ``f(pipeline, request: SamplingRequest) -> (N, H, W, 3) uint8`` frames (reference frame dropped).
+        sample: ``f(pipeline, request: SamplingRequest)`` yielding the video's (n, H, W, 3) uint8 frames in
+            chunks, in order (reference frame dropped), so that nobody holds the whole video.
         tiles: ``f(num_frames, settings) -> list of frame-index lists`` (frame 0 = the reference).
         sampling_steps: ``f(num_frames, settings) -> int``: progress units of sampling (``progress_bar``);
         steps_per_video: the same, plus those of decoding.
@@ -63,7 +64,7 @@ class Base:
     components: Sequence[Any]
     required_components: Callable[[bool], list[str]]
     load_pipeline: Callable[..., Any]
-    sample: Callable[[Any, SamplingRequest], np.ndarray]
+    sample: Callable[[Any, SamplingRequest], Iterator[np.ndarray]]
     tiles: Callable[[int, Any], list[list[int]]]
     sampling_steps: Callable[[int, Any], int]
     steps_per_video: Callable[[int, Any], int]

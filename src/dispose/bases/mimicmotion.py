@@ -17,6 +17,7 @@ release pins (:mod:`dispose.models.release_compat`).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,35 +58,39 @@ def release_autocast(device: torch.device, dtype: torch.dtype) -> contextlib.Abs
     return contextlib.nullcontext()
 
 
-def release_pixels(reference: np.ndarray, skeletons: np.ndarray, dtype: torch.dtype) -> tuple[np.ndarray, torch.Tensor]:
-    """The reference (H, W, 3) uint8 and skeletons (N + 1, 3, H, W) in [-1, 1] as the release's script hands
-    them to its pipeline, for models running in ``dtype`` (module docstring)."""
+def release_reference(reference: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """The reference (H, W, 3) uint8 as the release's script hands it to its pipeline, for models running in
+    ``dtype`` (module docstring; the skeletons' conversion is the pipeline's, per tile)."""
     arithmetic = torch.float16 if dtype == torch.float16 else torch.float32
     ref = torch.from_numpy(reference).to(arithmetic) / 127.5 - 1.0
-    ref = ((ref + 1.0) * 127.5).to(torch.uint8).numpy()
-    poses = torch.from_numpy(skeletons).permute(0, 3, 1, 2).to(arithmetic) / 127.5 - 1.0
-    return ref, poses
+    return ((ref + 1.0) * 127.5).to(torch.uint8).numpy()
 
 
-def sample(pipeline, request: SamplingRequest) -> np.ndarray:
+def sample(pipeline, request: SamplingRequest) -> Iterator[np.ndarray]:
+    """Sample the latents, then decode and yield them as uint8 a decoding chunk at a time."""
     from dispose.models.release_compat import release_temporal_context
     from dispose.pipelines.mimicmotion import to_uint8
 
     job, runtime = request.settings, request.runtime
     device, dtype = pipeline._execution_device, pipeline.unet.dtype
-    reference, pose_images = release_pixels(request.reference, request.skeletons, dtype)
     low, high = job.guidance_range
     models = [pipeline.unet, pipeline.controlnet]
     with release_autocast(device, dtype), release_temporal_context(models, enabled=job.match_release):
-        frames = pipeline(
-            reference, pose_images, request.guidance, tile_size=job.num_frames, tile_overlap=job.frames_overlap,
+        latents = pipeline(
+            release_reference(request.reference, dtype), request.skeletons, request.guidance,
+            tile_size=job.num_frames, tile_overlap=job.frames_overlap,
             num_inference_steps=job.num_inference_steps, min_guidance_scale=low, max_guidance_scale=high,
             fps=job.conditioning_fps, motion_bucket_id=job.motion_bucket_id,
             noise_aug_strength=job.noise_aug_strength, controlnet_conditioning_scale=job.controlnet_scale,
-            decode_chunk_size=job.decode_chunk_size, cfg_mode=runtime.cfg_mode,
-            cache_guidance=runtime.cache_guidance, generator=request.generator, output_type="np",
-            progress_bar=request.progress_bar, callback_on_step_end=request.callback_on_step_end).frames[0]
-    return to_uint8(frames)
+            controlnet_interval=job.controlnet_interval, decode_chunk_size=job.decode_chunk_size,
+            cfg_mode=runtime.cfg_mode,
+            cache_guidance=runtime.cache_guidance, guidance_cache_mb=runtime.guidance_cache_mb,
+            generator=request.generator, output_type="latent", keep_reference=True,
+            progress_bar=request.progress_bar, callback_on_step_end=request.callback_on_step_end).frames
+        skip = 1  # the reference frame: decoded with the first chunk (the VAE decodes chunks), then dropped
+        for chunk in pipeline.iter_decoded(latents, job.decode_chunk_size, request.progress_bar):
+            yield to_uint8(chunk[skip:].permute(0, 2, 3, 1))
+            skip = 0
 
 
 def tiles(num_frames: int, settings) -> list[list[int]]:

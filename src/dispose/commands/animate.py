@@ -29,6 +29,7 @@ _JOB_OPTIONS = {
     "min_guidance_scale": "min_guidance_scale", "noise_aug_strength": "noise_aug_strength",
     "sample_stride": "sample_stride", "fps": "fps", "decode_chunk_size": "decode_chunk_size", "seed": "seed",
     "max_frames": "max_frames", "controlnet_scale": "controlnet_scale", "side_by_side": "side_by_side",
+    "controlnet_interval": "controlnet_interval",
     "base": "base", "guidance": "guidance", "poses": "poses", "align": "align",
 }
 _FLAGS = ("baseline", "release_missing_points", "match_release", "strict")
@@ -81,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--decode-chunk-size", type=int, help="frames per VAE decode (8); 1 = least memory")
     gen.add_argument("--seed", type=int, help="random seed (42)")
     gen.add_argument("--controlnet-scale", type=float, help="scale of DisPose's residuals (1.0)")
+    gen.add_argument("--controlnet-interval", type=int, metavar="K",
+                     help="run the ControlNet at every K-th step and reuse its residuals in between (1 = every "
+                          "step, the release; 2 is faster and changes the frames: README, Performance)"),
     gen.add_argument("--baseline", action="store_true", help="the base model alone: same pipeline without DisPose")
     gen.add_argument("--release-missing-points", action="store_true",
                      help="treat undetected keypoints in the motion fields as the release does (default: ignored)")
@@ -97,8 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--offload", action="store_true", help="model CPU offload (accelerate hooks)")
     run.add_argument("--compile", action="store_true", help="torch.compile the UNet and ControlNet")
     run.add_argument("--no-guidance-cache", dest="cache_guidance", action="store_false",
-                     help="re-encode DisPose's guidance at every step instead of keeping it per tile "
-                          "(same output, slower; saves ~141 MB per 16-frame tile at 576x1024 fp16)")
+                     help="re-encode DisPose's guidance and pose features at every step instead of keeping "
+                          "them per tile (same output, slower)")
+    run.add_argument("--guidance-cache-mb", type=float, default=2048.0, metavar="MB",
+                     help="device memory for the per-tile guidance and pose features kept across steps "
+                          "(about 235 MB per 16-frame tile at 576x1024 fp16); tiles beyond it are re-encoded "
+                          "at each step (same output)")
     run.add_argument("--detector", default="dwpose", choices=("dwpose", "mediapipe"),
                      help="pose detector (dwpose as the release; mediapipe needs no weights)")
     run.add_argument("--dense", default="cmp", choices=("cmp", "propagate", "none"),
@@ -200,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
     if not jobs:
         return 0
     runtime = Runtime(device=device, dtype=args.dtype, cfg_mode=args.cfg_mode, offload=args.offload,
-                      compile=args.compile, cache_guidance=args.cache_guidance, detector=args.detector,
+                      compile=args.compile, cache_guidance=args.cache_guidance,
+                      guidance_cache_mb=args.guidance_cache_mb, detector=args.detector,
                       dense=args.dense, progress=not args.no_progress)
     runtime.check()
     for job in jobs:

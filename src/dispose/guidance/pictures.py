@@ -32,7 +32,7 @@ def _sparse_frames(guidance, frames: Sequence[int]) -> Iterator[np.ndarray]:
 def _dense_frames(guidance, frames: Sequence[int]) -> Iterator[np.ndarray] | None:
     if guidance.dense_flow is None:
         return None
-    return (guidance.dense_flow[n].float().numpy() for n in frames)
+    return (np.asarray(guidance.dense_flow[n], dtype=np.float32) for n in frames)
 
 
 def guidance_scales(guidance) -> tuple[float, float]:

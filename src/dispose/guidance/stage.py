@@ -14,7 +14,9 @@ none: :mod:`.motion_fields`); the DIFT point embeddings of the reference keypoin
 sampling device, per tile), ``P_d`` (Eq. 4) from the trajectories too; the skeleton images are drawn from
 the poses.  Stored as data: the poses, the reference image, ``F_d`` and the point embeddings.
 
-``F_d`` is kept in float16 by default (:data:`DENSE_DTYPE`; the models run in fp16 on GPUs): the rounding
+``F_d`` and the skeleton images live on disk while a job runs (:class:`~dispose.media.frame_store.FrameStore`:
+an anonymous temporary file, or the saved folder's ``fields.safetensors`` read lazily), a tile at a time
+in memory, so memory does not grow with the video's length.  ``F_d`` is kept in float16 by default (:data:`DENSE_DTYPE`; the models run in fp16 on GPUs): the rounding
 error is at most ``|F_d| * 2**-11`` per component (0.07 px for a 150 px displacement).  Both a one-shot
 animation and one from a saved folder use the same rounded field, so they give identical frames.
 ``match_release=True`` keeps it in float32, as the release computes it.
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 
 from dispose.errors import UserError
+from dispose.media.frame_store import FrameStore, open_safetensors_tensor, write_safetensors
 from dispose.pose.keypoints import Pose, PoseSequence
 
 FORMAT = "dispose-guidance/2"
@@ -71,7 +74,8 @@ class GuidanceTensors:
         trajectories: (N + 1, K, 2) body keypoints in pixels of ``width`` x ``height`` (frame 0 = the
             reference; (0, 0) where not visible), as :mod:`.trajectories`; ``visible``: (N + 1, K) bool.
         points: (N + 1, K, 2) the same keypoints normalised to [0, 1] (not clipped), for the correspondence.
-        dense_flow: ``F_d`` (N, 2, H, W) or None (zeros are given to the ControlNet).
+        dense_flow: ``F_d`` (N, 2, H, W), a tensor or a :class:`~dispose.media.frame_store.FrameStore` (read a
+            tile at a time), or None (zeros are given to the ControlNet).
         point_embeddings: (K, C) DIFT embeddings of the reference keypoints, or None.
         release_missing_points: undetected keypoints in ``F_s`` as the release (:mod:`.sparse_field`).
     """
@@ -79,7 +83,7 @@ class GuidanceTensors:
     trajectories: torch.Tensor
     visible: torch.Tensor
     points: torch.Tensor
-    dense_flow: torch.Tensor | None
+    dense_flow: torch.Tensor | FrameStore | None
     point_embeddings: torch.Tensor | None
     width: int
     height: int
@@ -136,7 +140,7 @@ class GuidanceTensors:
         elif driving:
             sparse[1:] = self.sparse_flow(driving, device=device).to(dtype)
         if driving and self.dense_flow is not None:
-            dense[1:] = self.dense_flow[driving].to(device, dtype)
+            dense[1:] = torch.as_tensor(self.dense_flow[driving]).to(device, dtype)
         frames = torch.as_tensor(indices, dtype=torch.long)
         features, mask = correspondence_map(self.point_embeddings.to(device, dtype), self.points[frames].to(device),
                                             self.visible[frames].to(device), self.size)
@@ -150,7 +154,8 @@ class Guidance:
     Attributes:
         reference: (H, W, 3) uint8 reference image at the generation size.
         reference_pose: its pose; ``driving``: the N driving poses aligned to it.
-        dense_flow: ``F_d`` (N, 2, H, W) in pixels, or None.
+        dense_flow: ``F_d`` (N, 2, H, W) in pixels (a tensor or a
+            :class:`~dispose.media.frame_store.FrameStore`), or None.
         point_embeddings: (18, C) float32 DIFT embeddings of the reference keypoints, or None.
         fps: driving frame rate after sampling; ``filled``: driving frames without a person (filled).
         settings: the settings that made it (:data:`SHAPING_SETTINGS` and more); ``inputs``: fingerprints.
@@ -159,7 +164,7 @@ class Guidance:
     reference: np.ndarray
     reference_pose: Pose
     driving: PoseSequence
-    dense_flow: torch.Tensor | None = None
+    dense_flow: torch.Tensor | FrameStore | None = None
     point_embeddings: torch.Tensor | None = None
     fps: float = 30.0
     filled: int = 0
@@ -230,6 +235,16 @@ class Guidance:
         frames = range(len(poses)) if frames is None else frames
         return np.stack([draw_pose(poses[i], *self.size) for i in frames])
 
+    def skeleton_store(self) -> FrameStore:
+        """All N + 1 skeleton images (:meth:`skeleton_images`) drawn into a :class:`FrameStore`."""
+        from dispose.pose.drawing import draw_pose
+
+        width, height = self.size
+        store = FrameStore((height, width, 3), np.uint8)
+        for pose in self.poses:
+            store.append(draw_pose(pose, width, height)[None])
+        return store
+
     def window(self, indices: Sequence[int], *, device: torch.device | str, dtype: torch.dtype) -> dict:
         """ControlNet inputs of one tile: :meth:`GuidanceTensors.window`."""
         return self.tensors.window(indices, device=device, dtype=dtype)
@@ -270,8 +285,6 @@ class Guidance:
     def save(self, folder: str | Path) -> None:
         """Write the guidance files into ``folder`` (an existing, empty folder: the caller writes the folder
         as a unit, see :func:`dispose.media.files.atomic_folder`)."""
-        from safetensors.torch import save_file
-
         from dispose.media.files import atomic_path
         from dispose.media.image import save_image
 
@@ -281,11 +294,11 @@ class Guidance:
         self.driving.save(folder / "poses.json")
         tensors = {}
         if self.dense_flow is not None:
-            tensors["dense_flow"] = self.dense_flow.contiguous()
+            tensors["dense_flow"] = self.dense_flow
         if self.point_embeddings is not None:
-            tensors["point_embeddings"] = self.point_embeddings.float().contiguous()
+            tensors["point_embeddings"] = self.point_embeddings.float()
         with atomic_path(folder / "fields.safetensors") as tmp:
-            save_file(tensors, str(tmp))
+            write_safetensors(tmp, tensors)
         info = {"format": FORMAT, "width": self.size[0], "height": self.size[1], "frames": len(self.driving),
                 "fps": self.fps, "filled": self.filled, "settings": self.settings, "inputs": self.inputs,
                 "fingerprint": self.fingerprint,
@@ -320,10 +333,12 @@ class Guidance:
         reference = load_image(folder / "reference.png")
         reference_pose = PoseSequence.from_json(json.loads((folder / "reference.json").read_text()))[0]
         driving = PoseSequence.from_json(json.loads((folder / "poses.json").read_text()))
-        with safe_open(str(folder / "fields.safetensors"), framework="pt") as handle:
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open has no __iter__
+        fields = folder / "fields.safetensors"
+        with safe_open(str(fields), framework="pt") as handle:
+            names = set(handle.keys())
+            embeddings = handle.get_tensor("point_embeddings") if "point_embeddings" in names else None
         guidance = cls(reference=reference, reference_pose=reference_pose, driving=driving,
-                       dense_flow=tensors.get("dense_flow"), point_embeddings=tensors.get("point_embeddings"),
+                       dense_flow=open_safetensors_tensor(fields, "dense_flow"), point_embeddings=embeddings,
                        fps=float(info["fps"]), filled=int(info.get("filled", 0)), settings=info.get("settings", {}),
                        inputs=info.get("inputs", {}))
         if guidance.fingerprint != info.get("fingerprint"):
@@ -517,9 +532,10 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
 
 
 def dense_field(guidance: Guidance, method: str, cmp=None, *, device: torch.device,
-                dtype: torch.dtype = DENSE_DTYPE) -> torch.Tensor:
+                dtype: torch.dtype = DENSE_DTYPE) -> FrameStore:
     """``F_d`` of a guidance's trajectories by CMP (a model or its checkpoint path, loaded and freed here) or
-    the weight-free propagation, as a (N, 2, H, W) CPU tensor in ``dtype``, filled a chunk of frames at a time."""
+    the weight-free propagation, (N, 2, H, W) in ``dtype`` (float16 or float32), written to a
+    :class:`FrameStore` a chunk of frames at a time."""
     from dispose.guidance.motion_fields import dense_motion_field_chunks
 
     loaded = cmp
@@ -528,12 +544,13 @@ def dense_field(guidance: Guidance, method: str, cmp=None, *, device: torch.devi
 
         loaded = load_cmp(cmp, device=device)
     width, height = guidance.size
-    field_ = torch.empty(len(guidance.driving), 2, height, width, dtype=dtype)
-    start = 0
+    field_ = FrameStore((2, height, width), torch.empty(0, dtype=dtype).numpy().dtype)
+    # CMP decodes one frame per call on the CPU (there the fastest and smallest: bench/bench_cmp.py), 8 elsewhere.
+    chunk_size = 1 if device.type == "cpu" else 8
     for chunk in dense_motion_field_chunks(guidance.reference, guidance.trajectories, method, cmp=loaded,
+                                           cmp_chunk_size=chunk_size,
                                            release_missing_points=guidance.release_missing_points):
-        field_[start:start + len(chunk)] = torch.from_numpy(chunk)
-        start += len(chunk)
+        field_.append(torch.from_numpy(chunk).to(dtype))
     if loaded is not cmp:
         del loaded
         _free(device)

@@ -58,6 +58,7 @@ class JobSettings:
     seed: int = 42
     max_frames: int | None = None  # driving frames after the stride; None = all
     controlnet_scale: float = 1.0
+    controlnet_interval: int = 1  # ControlNet residuals made every k-th step, reused between (changes the output)
     baseline: bool = False  # True = plain MimicMotion (no DisPose guidance)
     release_missing_points: bool = False  # undetected keypoints in F_s / P_d as the release (default: ignored)
     align: str = "global"  # pose alignment to the reference (dispose.pose.alignment; global = the release's fit)
@@ -79,7 +80,8 @@ class JobSettings:
         if self.guidance is None and (self.ref is None or self.driving is None):
             problems.append("each job needs a reference image (--ref / ref) and a driving video (--driving / "
                             "driving), or a saved guidance (--guidance / guidance)")
-        for name in ("num_inference_steps", "sample_stride", "decode_chunk_size", "fps", "conditioning_fps"):
+        for name in ("num_inference_steps", "sample_stride", "decode_chunk_size", "fps", "conditioning_fps",
+                     "controlnet_interval"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.num_frames < 2 or not 1 <= self.frames_overlap < self.num_frames:

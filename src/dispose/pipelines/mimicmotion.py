@@ -29,18 +29,24 @@ Deliberate differences:
 * The fused noise prediction and the latents between steps are kept in float32 (the release keeps them
   in the model dtype, fp16).
 * A video shorter than one tile works (the release raises IndexError).
-* PoseNet runs on the sampling device, a tile's worth of frames at a time; the release's pipeline runs it
-  on the CPU (it moves PoseNet to the GPU only afterwards), in fp16, on the whole video at once.
+* PoseNet runs on the sampling device, per tile, on the tile's skeletons (converted from uint8 there);
+  the release's pipeline runs it on the CPU (it moves PoseNet to the GPU only afterwards), in fp16, on the
+  whole video at once and keeps the result.  Here a tile's pose latents are kept across steps within the
+  conditioning cache's budget (below) and recomputed otherwise, so nothing per-video is held.
 * CFG can run as one batch of two (release) or two passes (``cfg_mode="sequential"``, half the UNet and
   ControlNet activation memory).
 * The ControlNet's guidance encoders (motion encoder, point MLPs) see only the tile's guidance, not the
   noisy latent, the timestep or the CFG half.  The release reruns them at every step for both halves;
   here they run once per tile for both halves (``controlnet.encode_guidance``), and with
-  ``cache_guidance=True`` (default) their output is kept for all steps.  Same maths: cached and per-step
-  encodings are bit-identical; against the release's doubled batch, a convolution or matrix product over
-  fewer rows may round differently (last-bit differences, as measured on CPU).  The cache holds the motion
-  and point features of every tile (its size: README, ``--no-guidance-cache``); ``cache_guidance=False``
-  encodes once per step instead and keeps one tile's encoding at a time.
+  ``cache_guidance=True`` (default) their output is kept for all steps, with the tile's pose latents, for
+  as many tiles as fit ``guidance_cache_mb`` (:class:`~dispose.pipelines.tile_cache.TileCache`; the other
+  tiles are encoded again at each step).  Same maths: cached and per-step encodings are bit-identical;
+  against the release's doubled batch, a convolution or matrix product over fewer rows may round
+  differently (last-bit differences, as measured on CPU).  ``cache_guidance=False`` encodes at every step.
+* ``controlnet_interval=k`` (default 1, the release) runs the ControlNet at every k-th step only and adds
+  its last residuals at the steps between: fewer ControlNet passes, different frames (an option for speed,
+  with its measured effect in the README; the residuals of every tile are kept between steps).
+* Decoded frames can be streamed (:meth:`iter_decoded`), a chunk at a time, instead of returned whole.
 * The CLIP preprocessing is done here (antialiased resize to 224 as SVD, then CLIP's mean/std from the
   feature extractor), equal to the release's ``CLIPImageProcessor`` call.
 """
@@ -60,13 +66,13 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPVisionModelWithProjection
 from transformers.utils import logging as transformers_logging
 
+from dispose.pipelines.tile_cache import TileCache, budget_bytes
 from dispose.pipelines.tiling import fusion_normaliser, fusion_weights, repeat_tile_noise, tile_indices
 
 if TYPE_CHECKING:  # importing it at run time makes transformers warn that torchvision is missing
     from transformers import CLIPImageProcessor
 
     from dispose.guidance.stage import Guidance, GuidanceTensors
-    from dispose.models.hybrid_controlnet import EncodedGuidance
 
 # SVD's antialiased resize (the CLIP input of the release).  Its module imports CLIPImageProcessor, whose
 # torchvision warning means nothing here: we never use that class.
@@ -107,6 +113,16 @@ def _to_unit_tensor(image: PIL.Image.Image | np.ndarray | torch.Tensor) -> torch
     if image.dim() != 4 or image.shape[:2] != (1, 3):
         raise ValueError(f"reference image tensor: expected (1, 3, H, W) in [0, 1], got {tuple(image.shape)}")
     return image.float()
+
+
+def _pose_image_size(pose_images) -> tuple[int, int]:
+    """(H, W) of float (F, 3, H, W) pose images or uint8 (F, H, W, 3) skeletons; a ValueError otherwise."""
+    if isinstance(pose_images, torch.Tensor) and pose_images.is_floating_point():
+        return tuple(pose_images.shape[-2:])
+    if pose_images.dtype in (np.uint8, torch.uint8) and pose_images.ndim == 4 and pose_images.shape[3] == 3:
+        return tuple(pose_images.shape[1:3])
+    raise ValueError(f"pose_images: expected float (F, 3, H, W) in [-1, 1] or uint8 (F, H, W, 3), got "
+                     f"{pose_images.dtype} {tuple(pose_images.shape)}")
 
 
 class DisPoseMimicMotionPipeline(DiffusionPipeline):
@@ -155,6 +171,16 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         parts = [self.pose_net(pose_images[i:i + chunk].to(device, dtype)) for i in range(0, len(pose_images), chunk)]
         return torch.cat(parts)
 
+    def _tile_pose_images(self, pose_images, tile: list[int]) -> torch.Tensor:
+        """(T, 3, H, W) pose images in [-1, 1] of a tile: float input as given; uint8 skeletons (F, H, W, 3)
+        as the release's script converts them, ``uint8 / 127.5 - 1`` in fp16 when the UNet runs in fp16, else
+        in float32."""
+        if isinstance(pose_images, torch.Tensor) and pose_images.is_floating_point():
+            return pose_images[tile]
+        pixels = torch.as_tensor(np.asarray(pose_images[tile]))
+        arithmetic = torch.float16 if self.unet.dtype == torch.float16 else torch.float32
+        return pixels.permute(0, 3, 1, 2).to(arithmetic) / 127.5 - 1.0
+
     def _time_ids(self, fps: int, motion_bucket_id: int, noise_aug_strength: float, device) -> torch.Tensor:
         ids = [fps - 1, motion_bucket_id, noise_aug_strength]
         expected = self.unet.add_embedding.linear_1.in_features
@@ -165,14 +191,17 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ denoiser
     def _denoise_tile(self, latents_in: torch.Tensor, t, embeds: torch.Tensor, time_ids: torch.Tensor,
-                      pose_latents: torch.Tensor, control, scale: float) -> torch.Tensor:
+                      pose_latents: torch.Tensor, control, scale: float, residuals: tuple | None = None
+                      ) -> torch.Tensor:
         """Noise prediction of one tile for a batch (B, T, C, h, w) of model inputs; ``control`` is the tile's
-        encoded DisPose guidance (the same for both CFG halves) or None."""
+        encoded DisPose guidance (the same for both CFG halves) or None; ``residuals``: the ControlNet's
+        output to use instead of running it."""
         dtype = self.unet.dtype
         down = mid = None
-        if control is not None:
-            down, mid = self.controlnet(latents_in, t, encoder_hidden_states=embeds, added_time_ids=time_ids,
-                                        guidance=control, conditioning_scale=scale)
+        if residuals is not None:
+            down, mid = residuals
+        elif control is not None:
+            down, mid = controlnet_residuals(self.controlnet, latents_in, t, embeds, time_ids, control, scale)
         return self.unet(latents_in, t, encoder_hidden_states=embeds, added_time_ids=time_ids,
                          pose_latents=pose_latents.flatten(0, 1).to(dtype),
                          down_block_additional_residuals=down, mid_block_additional_residual=mid,
@@ -182,7 +211,7 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
     def __call__(
         self,
         image: PIL.Image.Image | np.ndarray | torch.Tensor,
-        pose_images: torch.Tensor,
+        pose_images,
         guidance: Guidance | GuidanceTensors | None = None,
         *,
         tile_size: int = 16,
@@ -194,9 +223,11 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         motion_bucket_id: int = 127,
         noise_aug_strength: float = 0.0,
         controlnet_conditioning_scale: float = 1.0,
+        controlnet_interval: int = 1,
         decode_chunk_size: int = 8,
         cfg_mode: CfgMode = "batch",
         cache_guidance: bool = True,
+        guidance_cache_mb: float | None = 2048,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         keep_reference: bool = False,
@@ -209,12 +240,15 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
 
         Args:
             image: reference at the generation size (uint8 / float [0, 1] (H, W, 3), PIL, or (1, 3, H, W)).
-            pose_images: (F, 3, H, W) skeleton images in [-1, 1]; frame 0 is the reference pose.
+            pose_images: (F, 3, H, W) float skeleton images in [-1, 1], or (F, H, W, 3) uint8 skeletons (an
+                array, tensor or :class:`~dispose.media.frame_store.FrameStore`, read a tile at a time);
+                frame 0 is the reference pose.
             guidance: DisPose guidance of the same F frames, or None for plain MimicMotion.
             fps: conditioning fps (the UNet sees ``fps - 1``); the release passes 7.
+            controlnet_interval: run the ControlNet at every k-th step, reuse its residuals in between.
             cfg_mode: "batch" (both CFG halves in one batch, release) or "sequential" (two passes).
-            cache_guidance: encode each tile's DisPose guidance once and keep it for every step (faster;
-                memory: see the module docstring), instead of once per step.
+            cache_guidance: encode each tile's DisPose guidance and pose latents once and keep them for every
+                step, for as many tiles as fit ``guidance_cache_mb`` MiB (None: all), instead of once per step.
             latents: optional initial noise block (B, tile_size, 4, h, w) replacing the generator's draw.
             keep_reference: return frame 0 too (the release drops it).
             progress_bar: a tqdm-like object to ``update()`` once per tile and step and once per decoded chunk
@@ -223,7 +257,8 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
                 called after every denoising step; a returned ``latents`` replaces the latents.  An exception
                 it raises (e.g. a cancellation) ends sampling.
         """
-        frames, _, height, width = pose_images.shape
+        frames = len(pose_images)
+        height, width = _pose_image_size(pose_images)
         ref01 = _to_unit_tensor(image)
         if ref01.shape[-2:] != (height, width):
             raise ValueError(f"reference image is {tuple(ref01.shape[-2:])}, pose images are {(height, width)}")
@@ -235,6 +270,8 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
             if guidance.num_frames != frames or guidance.size != (width, height):
                 raise ValueError(f"guidance covers {guidance.num_frames} frames of {guidance.size}, pose images "
                                  f"{frames} of {(width, height)}")
+        if controlnet_interval < 1:
+            raise ValueError(f"controlnet_interval must be at least 1, got {controlnet_interval}")
         if cfg_mode not in ("batch", "sequential"):
             raise ValueError(f"cfg_mode must be 'batch' or 'sequential', got {cfg_mode!r}")
         tiles = tile_indices(frames, tile_size, tile_overlap)
@@ -244,7 +281,6 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
 
         embeds = self._clip_embedding(ref01, device).to(dtype)
         ref_latent = self._reference_latent(ref01, noise_aug_strength, generator, device).to(dtype)
-        pose_latents = self._pose_latents(pose_images, device, chunk=max(tile_size, 1)).unsqueeze(0)
         time_ids = self._time_ids(fps, motion_bucket_id, noise_aug_strength, device).to(dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -258,12 +294,13 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         latents = repeat_tile_noise(latents.to(device), frames).float() * self.scheduler.init_noise_sigma
 
         ref_latents = ref_latent.unsqueeze(1).expand(-1, frames, -1, -1, -1)
-        halves = self._cfg_halves(do_cfg, cfg_mode, embeds, ref_latents, pose_latents, time_ids)
+        halves = self._cfg_halves(do_cfg, cfg_mode, embeds, ref_latents, time_ids)
         scale = torch.linspace(min_guidance_scale, max_guidance_scale, frames, device=device).view(1, frames, 1, 1, 1)
         weights = [fusion_weights(len(tile), device) for tile in tiles]
         norm = fusion_normaliser(tiles, frames, device)
 
-        encoded: dict[int, EncodedGuidance] = {}  # tile -> its encoded guidance (kept across steps with cache_guidance)
+        cache = TileCache(budget_bytes(guidance_cache_mb) if cache_guidance else 0)  # tile -> (pose latents, guidance)
+        kept_residuals: dict[tuple[int, int], tuple] = {}  # (tile, CFG half) -> residuals, with controlnet_interval
         decode_units = 0 if output_type == "latent" else -(-frames // max(decode_chunk_size, 1))
         bar = progress_bar if progress_bar is not None else self.progress_bar(
             total=len(timesteps) * len(tiles) + decode_units)
@@ -272,18 +309,21 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
             model_ins = [torch.cat([scaled.expand(half["batch"], *scaled.shape[1:]).to(dtype), half["ref_latents"]],
                                    dim=2) for half in halves]
             fused = [torch.zeros(half["batch"], *latents.shape[1:], device=device) for half in halves]
+            fresh = step % controlnet_interval == 0
             for index, (tile, weight) in enumerate(zip(tiles, weights)):
-                control = None
-                if guidance is not None:
-                    control = encoded.get(index)
-                    if control is None:
-                        control = self.controlnet.encode_guidance(**guidance.window(tile, device=device, dtype=dtype))
-                        if cache_guidance:
-                            encoded[index] = control
-                for half, model_in, total in zip(halves, model_ins, fused):
+                pose, control = cache.get(index) or self._tile_conditioning(pose_images, guidance, tile, device)
+                for number, (half, model_in, total) in enumerate(zip(halves, model_ins, fused)):
+                    residuals = None
+                    if control is not None and controlnet_interval > 1:
+                        if fresh:
+                            kept_residuals[index, number] = controlnet_residuals(
+                                self.controlnet, model_in[:, tile], t, half["embeds"], half["time_ids"], control,
+                                controlnet_conditioning_scale)
+                        residuals = kept_residuals[index, number]
                     pred = self._denoise_tile(model_in[:, tile], t, half["embeds"], half["time_ids"],
-                                              half["pose_latents"][:, tile], control, controlnet_conditioning_scale)
+                                              half["pose"](pose), control, controlnet_conditioning_scale, residuals)
                     total[:, tile] += pred * weight.view(1, -1, 1, 1, 1)
+                cache.offer(index, (pose, control))  # complete now: the point features of every level are made
                 bar.update()
             noise_pred = torch.cat([total / norm.view(1, -1, 1, 1, 1) for total in fused])
             if do_cfg:
@@ -292,7 +332,8 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
             latents = self.scheduler.step(noise_pred, t, latents, generator=generator, return_dict=False)[0].float()
             if callback_on_step_end is not None:
                 latents = callback_on_step_end(self, step, t, {"latents": latents}).get("latents", latents)
-        encoded.clear()
+        cache.clear()
+        kept_residuals.clear()
 
         if output_type == "latent":
             result = latents if keep_reference else latents[:, 1:]
@@ -305,34 +346,47 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         return AnimationOutput(frames=result) if return_dict else (result,)
 
-    def _cfg_halves(self, do_cfg: bool, cfg_mode: CfgMode, embeds, ref_latents, pose_latents, time_ids) -> list[dict]:
-        cond = {"batch": 1, "embeds": embeds, "ref_latents": ref_latents, "pose_latents": pose_latents,
-                "time_ids": time_ids}
+    def _tile_conditioning(self, pose_images, guidance, tile: list[int], device) -> tuple[torch.Tensor, Any]:
+        """(pose latents (1, T, C, h, w), encoded DisPose guidance or None) of one tile."""
+        pose = self._pose_latents(self._tile_pose_images(pose_images, tile), device, chunk=len(tile)).unsqueeze(0)
+        control = None
+        if guidance is not None:
+            control = self.controlnet.encode_guidance(**guidance.window(tile, device=device, dtype=self.unet.dtype))
+        return pose, control
+
+    @staticmethod
+    def _cfg_halves(do_cfg: bool, cfg_mode: CfgMode, embeds, ref_latents, time_ids) -> list[dict]:
+        """The model calls of one tile: batch size, CLIP context, reference latents, added time ids, and
+        ``pose``, which makes the half's pose latents from the conditional ones (zeros when unconditional)."""
+        cond = {"batch": 1, "embeds": embeds, "ref_latents": ref_latents, "time_ids": time_ids, "pose": lambda p: p}
         if not do_cfg:
             return [cond]
         uncond = {"batch": 1, "embeds": torch.zeros_like(embeds), "ref_latents": torch.zeros_like(ref_latents),
-                  "pose_latents": torch.zeros_like(pose_latents), "time_ids": time_ids}
+                  "time_ids": time_ids, "pose": torch.zeros_like}
         if cfg_mode == "sequential":
             return [uncond, cond]
-        return [{"batch": 2, **{key: torch.cat([uncond[key], cond[key]]) for key in cond if key != "batch"}}]
+        both = {key: torch.cat([uncond[key], cond[key]]) for key in ("embeds", "ref_latents", "time_ids")}
+        return [{"batch": 2, **both, "pose": lambda p: torch.cat([torch.zeros_like(p), p])}]
 
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None) -> torch.Tensor:
-        """(B, F, 4, h, w) latents -> (B, F, 3, H, W) float32 frames in [0, 1] on the CPU, decoded
-        ``decode_chunk_size`` frames at a time (``progress_bar.update()`` after each chunk)."""
+    def iter_decoded(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None):
+        """(B, F, 4, h, w) latents -> (B * F, 3, H, W) float32 frames in [0, 1] on the CPU, yielded
+        ``decode_chunk_size`` frames at a time from frame 0 (``progress_bar.update()`` after each chunk)."""
         if decode_chunk_size < 1:
             raise ValueError(f"decode_chunk_size must be positive, got {decode_chunk_size}")
-        batch, frames = latents.shape[:2]
         flat = latents.flatten(0, 1) / self.vae.config.scaling_factor
-        chunks = []
         for start in range(0, flat.shape[0], decode_chunk_size):
             part = flat[start:start + decode_chunk_size].to(self.vae.dtype)
-            chunks.append(self.vae.decode(part, num_frames=part.shape[0]).sample.float().cpu())
+            decoded = self.vae.decode(part, num_frames=part.shape[0]).sample.float().cpu()
             if progress_bar is not None:
                 progress_bar.update()
-        video = torch.cat(chunks).reshape(batch, frames, *chunks[0].shape[1:])
-        return (video / 2 + 0.5).clamp(0, 1)
+            yield (decoded / 2 + 0.5).clamp(0, 1)
+
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None) -> torch.Tensor:
+        """(B, F, 4, h, w) latents -> (B, F, 3, H, W) float32 frames in [0, 1] (:meth:`iter_decoded`)."""
+        chunks = list(self.iter_decoded(latents, decode_chunk_size, progress_bar))
+        return torch.cat(chunks).reshape(*latents.shape[:2], *chunks[0].shape[1:])
 
     @staticmethod
     def _format(video: torch.Tensor, output_type: str):
@@ -351,6 +405,13 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         self.unet.compile(**options)
         if self.controlnet is not None:
             self.controlnet.compile(**options)
+
+
+def controlnet_residuals(controlnet, latents_in: torch.Tensor, t, embeds: torch.Tensor, time_ids: torch.Tensor,
+                         control, scale: float) -> tuple:
+    """The hybrid ControlNet's (down, mid) residuals for a batch (B, T, C, h, w) of model inputs (Eq. 8)."""
+    return controlnet(latents_in, t, encoder_hidden_states=embeds, added_time_ids=time_ids, guidance=control,
+                      conditioning_scale=scale)
 
 
 def to_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:

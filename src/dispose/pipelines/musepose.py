@@ -26,7 +26,7 @@ Sampling, as the release (``test_stage_2.py`` + ``musepose/pipelines/pipeline_po
   layers, so the chunking does not change the result).
 
 Against the release's ``Pose2VideoPipeline`` on identical tiny random weights, inputs and seed (7 frames, two
-windows, 3 steps, guidance 3.5), the frames differ by at most 1.5e-4 on [0, 1] (PSNR 98.9 dB; fp32 rounding;
+windows, 3 steps, guidance 3.5), the frames differ by at most 8.6e-5 on [0, 1] (PSNR 101.6 dB; fp32 rounding;
 ``bench/bench_musepose_vs_release.py``).
 
 Input convention (shared with the MimicMotion pipeline, so both bases take the same inputs): the pose
@@ -42,12 +42,22 @@ Deliberate differences:
 * The CLIP input is the reference at the generation size resized to 224x224 (the release resizes the
   original image file).  The release scales its output back to the input video's size; here the frames
   stay at the generation size (the caller resizes).
-* The DisPose guidance encodings (motion encoder, point MLPs) are computed once per window and, with
-  ``cache_guidance``, kept for all steps, as in the MimicMotion pipeline.
+* The pose guider runs per window, when the window is denoised, on that window's skeletons; the release
+  runs it once on the whole padded video and keeps the features of every frame (320 channels at 1/8 size).
+  uint8 skeletons are converted per window through the [-1, 1] convention shared with the MimicMotion
+  pipeline (``/ 127.5 - 1``, then ``(x + 1) / 2``, float32); the release divides by 255 (last-bit rounding).
+* A window's pose features and DisPose guidance encodings (motion encoder, point MLPs) are computed at its
+  first denoising and, with ``cache_guidance``, kept for all steps for as many windows as fit
+  ``guidance_cache_mb`` (:class:`~dispose.pipelines.tile_cache.TileCache`); the other windows compute them
+  again at each step (the same numbers).  So nothing per-video and large is held while sampling, and the
+  decoded frames can be streamed a chunk at a time (:meth:`DisPoseMusePosePipeline.iter_decoded`).
+* ``controlnet_interval=k`` (default 1): the ControlNet runs at every k-th step and its residuals are reused
+  in between, as in the MimicMotion pipeline (faster, changes the frames).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
@@ -63,8 +73,10 @@ from dispose.pipelines.mimicmotion import (
     CLIP_STD,
     AnimationOutput,
     DisPoseMimicMotionPipeline,
+    _pose_image_size,
     _to_unit_tensor,
 )
+from dispose.pipelines.tile_cache import TileCache, budget_bytes
 
 if TYPE_CHECKING:
     from dispose.guidance.stage import Guidance, GuidanceTensors
@@ -136,6 +148,30 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
         parts = [self.pose_guider(pose01[i:i + chunk].to(device, dtype)) for i in range(0, len(pose01), chunk)]
         return torch.cat(parts).transpose(0, 1).unsqueeze(0)
 
+    @staticmethod
+    def _pose01(pose_images, indices: list[int]) -> torch.Tensor:
+        """(T, 3, H, W) skeleton images in [0, 1] of frames ``indices``: float input in [-1, 1] as given, uint8
+        (F, H, W, 3) skeletons read for these frames only and put in [-1, 1] (``/ 127.5 - 1`` in float32);
+        then ``(x + 1) / 2``."""
+        if isinstance(pose_images, torch.Tensor) and pose_images.is_floating_point():
+            signed = pose_images[indices]
+        else:
+            pixels = torch.as_tensor(pose_images[indices])
+            signed = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return (signed + 1.0) / 2.0
+
+    def _window_conditioning(self, pose_images, guidance, window: list[int], driving: int, device, dtype
+                             ) -> tuple[torch.Tensor, EncodedGuidance | None]:
+        """(pose features (1, C, T, h, w), encoded DisPose guidance or None) of the video frames ``window``
+        (padding frames repeat the last driving frame)."""
+        indices = [min(frame, driving - 1) + 1 for frame in window]
+        pose = self._pose_features(self._pose01(pose_images, indices), device, chunk=len(window)).to(dtype)
+        control = None
+        if guidance is not None:
+            control = self.controlnet.encode_guidance(**self._guidance_window(guidance, window, driving, device,
+                                                                               dtype))
+        return pose, control
+
     def _write_reference(self, ref_latent: torch.Tensor, embeds: torch.Tensor, do_cfg: bool) -> None:
         bank = self.reference_bank
         bank.clear()
@@ -154,7 +190,7 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
     def __call__(
         self,
         image: PIL.Image.Image | np.ndarray | torch.Tensor,
-        pose_images: torch.Tensor,
+        pose_images,
         guidance: Guidance | GuidanceTensors | None = None,
         *,
         num_inference_steps: int = DEFAULTS["num_inference_steps"],
@@ -162,8 +198,10 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
         context_frames: int = DEFAULTS["context_frames"],
         context_overlap: int = DEFAULTS["context_overlap"],
         controlnet_conditioning_scale: float = 1.0,
+        controlnet_interval: int = 1,
         decode_chunk_size: int = 8,
         cache_guidance: bool = True,
+        guidance_cache_mb: float | None = 2048,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         output_type: Literal["np", "pt", "pil", "latent"] = "np",
@@ -175,8 +213,14 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
 
         Args:
             image: reference at the generation size (uint8 / float [0, 1] (H, W, 3), PIL, or (1, 3, H, W)).
-            pose_images: (F, 3, H, W) skeleton images in [-1, 1]; frame 0 (the reference pose) is not generated.
+            pose_images: (F, 3, H, W) float skeleton images in [-1, 1], or (F, H, W, 3) uint8 skeletons (an
+                array, tensor or :class:`~dispose.media.frame_store.FrameStore`, read a window at a time);
+                frame 0 (the reference pose) is not generated.
             guidance: DisPose guidance of the same F frames, or None for plain MusePose.
+            controlnet_interval: run the ControlNet at every k-th step, reuse its residuals in between.
+            cache_guidance: compute each window's pose features and encoded DisPose guidance once and keep them
+                for every step, for as many windows as fit ``guidance_cache_mb`` MiB (None: all), instead of
+                at every step.
             latents: optional initial noise (1, 4, F_padded, h, w) replacing the generator's draw.
             progress_bar: a tqdm-like object to ``update()`` once per window and step and once per decoded
                 chunk (default: own bar).
@@ -187,7 +231,8 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
         Returns:
             :class:`AnimationOutput` with ``frames`` of the F - 1 driving frames.
         """
-        frames_in, _, height, width = pose_images.shape
+        frames_in = len(pose_images)
+        height, width = _pose_image_size(pose_images)
         driving = frames_in - 1
         ref01 = _to_unit_tensor(image)
         if driving < 1:
@@ -220,14 +265,14 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
         latents = latents.to(device).float() * self.scheduler.init_noise_sigma
 
         ref_latent = self._reference_latent(ref01, device).to(dtype)
-        pose01 = (pose_images[1:] + 1.0) / 2.0
-        pose01 = torch.cat([pose01, pose01[-1:].expand(frames - driving, -1, -1, -1)])
-        pose_features = self._pose_features(pose01, device, chunk=max(context_frames, 1)).to(dtype)
         self._write_reference(ref_latent, embeds, do_cfg)
         context = torch.cat([torch.zeros_like(embeds), embeds]) if do_cfg else embeds
         halves = 2 if do_cfg else 1
 
-        encoded: dict[int, EncodedGuidance] = {}
+        if controlnet_interval < 1:
+            raise ValueError(f"controlnet_interval must be at least 1, got {controlnet_interval}")
+        cache = TileCache(budget_bytes(guidance_cache_mb) if cache_guidance else 0)  # window -> (pose, guidance)
+        kept_residuals: dict[int, tuple] = {}  # window -> ControlNet residuals, with controlnet_interval > 1
         decode_units = 0 if output_type == "latent" else -(-driving // max(decode_chunk_size, 1))
         bar = progress_bar if progress_bar is not None else self.progress_bar(
             total=len(timesteps) * len(windows) + decode_units)
@@ -239,20 +284,21 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
                     where = torch.as_tensor(window, device=device)
                     model_in = self.scheduler.scale_model_input(latents[:, :, where], t).to(dtype)
                     model_in = model_in.expand(halves, -1, -1, -1, -1)
+                    pose, control = cache.get(index) or self._window_conditioning(
+                        pose_images, guidance, window, driving, device, dtype)
                     down = mid = None
-                    if guidance is not None:
-                        control = encoded.get(index)
-                        if control is None:
-                            control = self.controlnet.encode_guidance(
-                                **self._guidance_window(guidance, window, driving, device, dtype))
-                            if cache_guidance:
-                                encoded[index] = control
+                    if control is not None and (step % controlnet_interval == 0 or index not in kept_residuals):
                         down, mid = self.controlnet(model_in.transpose(1, 2), t, encoder_hidden_states=context,
                                                     guidance=control, conditioning_scale=controlnet_conditioning_scale)
+                        if controlnet_interval > 1:
+                            kept_residuals[index] = down, mid
+                    elif control is not None:
+                        down, mid = kept_residuals[index]
                     pred = self.denoising_unet(model_in, t, encoder_hidden_states=context,
-                                               pose_features=pose_features[:, :, where].expand(halves, -1, -1, -1, -1),
+                                               pose_features=pose.expand(halves, -1, -1, -1, -1),
                                                down_block_additional_residuals=down,
                                                mid_block_additional_residual=mid, return_dict=False)[0]
+                    cache.offer(index, (pose, control))  # complete now: the point features of every level are made
                     fused.index_add_(2, where, pred.float())
                     counts.index_add_(0, where, torch.ones(len(window), device=device))
                     bar.update()
@@ -266,7 +312,8 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
                     latents = callback_on_step_end(self, step, t, {"latents": latents}).get("latents", latents)
         finally:
             self.reference_bank.clear()
-            encoded.clear()
+            cache.clear()
+            kept_residuals.clear()
 
         latents = latents[:, :, :driving]
         if output_type == "latent":
@@ -281,18 +328,20 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ decoding
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None) -> torch.Tensor:
-        """(B, 4, F, h, w) latents -> (B, F, 3, H, W) float32 frames in [0, 1] on the CPU, decoded
-        ``decode_chunk_size`` frames at a time (``progress_bar.update()`` after each chunk)."""
+    def iter_decoded(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None
+                     ) -> Iterator[torch.Tensor]:
+        """(B, 4, F, h, w) latents -> (B * F, 3, H, W) float32 frames in [0, 1] on the CPU, yielded
+        ``decode_chunk_size`` frames at a time from frame 0 (``progress_bar.update()`` after each chunk)."""
         if decode_chunk_size < 1:
             raise ValueError(f"decode_chunk_size must be positive, got {decode_chunk_size}")
-        batch, _, frames = latents.shape[:3]
         flat = latents.transpose(1, 2).flatten(0, 1) / LATENT_SCALE
-        chunks = []
         for start in range(0, flat.shape[0], decode_chunk_size):
-            chunks.append(self.vae.decode(flat[start:start + decode_chunk_size].to(self.vae.dtype)).sample.float().cpu())
+            decoded = self.vae.decode(flat[start:start + decode_chunk_size].to(self.vae.dtype)).sample.float().cpu()
             if progress_bar is not None:
                 progress_bar.update()
-        video = torch.cat(chunks).reshape(batch, frames, *chunks[0].shape[1:])
-        return (video / 2 + 0.5).clamp(0, 1)
+            yield (decoded / 2 + 0.5).clamp(0, 1)
 
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None) -> torch.Tensor:
+        """(B, 4, F, h, w) latents -> (B, F, 3, H, W) float32 frames in [0, 1] (:meth:`iter_decoded`)."""
+        chunks = list(self.iter_decoded(latents, decode_chunk_size, progress_bar))
+        return torch.cat(chunks).reshape(latents.shape[0], latents.shape[2], *chunks[0].shape[1:])

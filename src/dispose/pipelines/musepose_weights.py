@@ -26,7 +26,7 @@ tensors; the key mapping of the motion modules and what each file must hold are 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -181,19 +181,22 @@ def load_pipeline(paths, dispose: bool = True, dtype: torch.dtype = torch.float3
     return pipeline.to(device)
 
 
-def sample(pipeline: DisPoseMusePosePipeline, request) -> np.ndarray:
-    """One video for a :class:`dispose.bases.SamplingRequest`: (N, H, W, 3) uint8 driving frames."""
+def sample(pipeline: DisPoseMusePosePipeline, request) -> Iterator[np.ndarray]:
+    """One video for a :class:`dispose.bases.SamplingRequest`: samples the latents (the skeletons read a window
+    at a time), then decodes them and yields (n, H, W, 3) uint8 driving frames a decoding chunk at a time."""
     from dispose.pipelines.mimicmotion import to_uint8
 
-    job = request.settings
-    poses = torch.from_numpy(request.skeletons).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    frames = pipeline(request.reference, poses, request.guidance, num_inference_steps=job.num_inference_steps,
-                      guidance_scale=job.guidance_scale, context_frames=job.num_frames,
-                      context_overlap=job.frames_overlap, controlnet_conditioning_scale=job.controlnet_scale,
-                      decode_chunk_size=job.decode_chunk_size, cache_guidance=request.runtime.cache_guidance,
-                      generator=request.generator, output_type="np", progress_bar=request.progress_bar,
-                      callback_on_step_end=request.callback_on_step_end).frames[0]
-    return to_uint8(frames)
+    job, runtime = request.settings, request.runtime
+    latents = pipeline(request.reference, request.skeletons, request.guidance,
+                       num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale,
+                       context_frames=job.num_frames, context_overlap=job.frames_overlap,
+                       controlnet_conditioning_scale=job.controlnet_scale,
+                       controlnet_interval=job.controlnet_interval, decode_chunk_size=job.decode_chunk_size,
+                       cache_guidance=runtime.cache_guidance, guidance_cache_mb=runtime.guidance_cache_mb,
+                       generator=request.generator, output_type="latent", progress_bar=request.progress_bar,
+                       callback_on_step_end=request.callback_on_step_end).frames
+    for chunk in pipeline.iter_decoded(latents, job.decode_chunk_size, request.progress_bar):
+        yield to_uint8(chunk.permute(0, 2, 3, 1))
 
 
 def tiles(num_frames: int, settings) -> list[list[int]]:
