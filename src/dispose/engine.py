@@ -100,10 +100,11 @@ class Runtime:
 
 @dataclass
 class AnimationResult:
-    """One animation: ``frames`` (N, H, W, 3) uint8, the ``reference`` (H, W, 3) and ``skeletons`` (N + 1, H, W,
-    3; [0] the reference pose) it was made from, the ``guidance`` used (None for the baseline) and ``metadata`` (settings, runtime,
-    seed, inputs and weight fingerprints, sizes, timings).  ``frames`` and ``skeletons`` are
-    :class:`~dispose.media.frame_store.FrameStore` s (index them, iterate them, or ``np.asarray`` them)."""
+    """One animation: ``frames`` (N, H, W, 3) uint8, the ``reference`` (H, W, 3) and ``skeletons`` (N + 1, H,
+    W, 3; [0] the reference pose) it was made from, the ``guidance`` used (None for the baseline) and
+    ``metadata`` (settings, runtime, seed, inputs and weight fingerprints, sizes, timings).  ``frames`` and
+    ``skeletons`` are :class:`~dispose.media.frame_store.FrameStore` s (index them, iterate them, or
+    ``np.asarray`` them)."""
 
     frames: FrameStore
     reference: np.ndarray
