@@ -66,7 +66,8 @@ def main() -> None:
         diff = np.abs(frames[name].astype(np.int16) - frames[every].astype(np.int16))
         print(f"  {name:22s} sampling min {min(times[name]):6.2f} s  median {statistics.median(times[name]):6.2f} s"
               f"  / baseline: x{min(ratio):.3f} (min) x{statistics.median(ratio):.3f} (median)"
-              f"  vs K=1: mean |diff| {diff.mean():.2f}/255, max {diff.max()}, PSNR {_psnr(frames[name], frames[every]):.1f} dB")
+              f"  vs K=1: mean |diff| {diff.mean():.2f}/255, max {diff.max()}, "
+              f"PSNR {_psnr(frames[name], frames[every]):.1f} dB")
 
 
 if __name__ == "__main__":

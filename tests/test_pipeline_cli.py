@@ -134,8 +134,9 @@ def test_bad_inputs_are_reported_before_the_base_model_loads(shared_data, weight
     assert not (tmp_path / "x.mp4").exists()
 
 
-@pytest.mark.parametrize(("option", "expected"), [(["--controlnet-interval", "0"], "controlnet_interval must be at least 1"),
-                                                  (["--guidance-cache-mb", "-1"], "--guidance-cache-mb must be 0 or more")])
+@pytest.mark.parametrize(("option", "expected"), [
+    (["--controlnet-interval", "0"], "controlnet_interval must be at least 1"),
+    (["--guidance-cache-mb", "-1"], "--guidance-cache-mb must be 0 or more")])
 def test_bad_speed_options_name_themselves_before_loading(shared_data, weights, tmp_path, capsys, monkeypatch,
                                                           option, expected):
     from dispose.pipelines import loading

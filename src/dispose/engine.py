@@ -44,6 +44,7 @@ from dispose.errors import UserError
 from dispose.guidance.stage import Guidance, GuidanceModels, Progress, compute_guidance
 from dispose.media.frame_store import FrameStore
 from dispose.pipelines.job import JobSettings
+from dispose.pipelines.tile_cache import GUIDANCE_CACHE_MB
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -62,7 +63,7 @@ class Runtime:
     offload: bool = False
     compile: bool = False
     cache_guidance: bool = True
-    guidance_cache_mb: float = 2048.0
+    guidance_cache_mb: float = GUIDANCE_CACHE_MB
     detector: str = "dwpose"  # dwpose | mediapipe
     dense: str = "cmp"  # cmp | propagate | none (dense motion field F_d)
     progress: bool = True

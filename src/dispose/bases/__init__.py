@@ -2,9 +2,9 @@
 
 An entry declares its weight components and their layout below ``--weights`` (added to
 :data:`dispose.pipelines.weights.COMPONENTS`), which of them a run needs, how to load its pipeline, how to
-sample one video with it (:class:`SamplingRequest` -> uint8 frames, streamed a chunk at a time), its tiling convention, its default
-settings and its parameter table.  The engine (:mod:`dispose.engine`), the commands and the trainer only
-talk to entries, so a new base is one module here plus one :func:`register` call.
+sample one video with it (:class:`SamplingRequest` -> uint8 frames, streamed a chunk at a time), its tiling
+convention, its default settings and its parameter table.  The engine (:mod:`dispose.engine`), the commands
+and the trainer only talk to entries, so a new base is one module here plus one :func:`register` call.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--controlnet-scale", type=float, help="scale of DisPose's residuals (1.0)")
     gen.add_argument("--controlnet-interval", type=int, metavar="K",
                      help="run the ControlNet at every K-th step and reuse its residuals in between (1 = every "
-                          "step, the release; 2 is faster and changes the frames: README, Performance)"),
+                          "step, the release; 2 is faster and changes the frames: README, Performance)")
     gen.add_argument("--baseline", action="store_true", help="the base model alone: same pipeline without DisPose")
     gen.add_argument("--release-missing-points", action="store_true",
                      help="treat undetected keypoints in the motion fields as the release does (default: ignored)")
@@ -103,7 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-guidance-cache", dest="cache_guidance", action="store_false",
                      help="re-encode DisPose's guidance and pose features at every step instead of keeping "
                           "them per tile (same output, slower)")
-    run.add_argument("--guidance-cache-mb", type=float, default=2048.0, metavar="MB",
+    from dispose.pipelines.tile_cache import GUIDANCE_CACHE_MB
+
+    run.add_argument("--guidance-cache-mb", type=float, default=GUIDANCE_CACHE_MB, metavar="MB",
                      help="device memory for the per-tile guidance and pose features kept across steps "
                           "(about 235 MB per 16-frame tile at 576x1024 fp16); tiles beyond it are re-encoded "
                           "at each step (same output)")

@@ -16,7 +16,8 @@ the poses.  Stored as data: the poses, the reference image, ``F_d`` and the poin
 
 ``F_d`` and the skeleton images live on disk while a job runs (:class:`~dispose.media.frame_store.FrameStore`:
 an anonymous temporary file, or the saved folder's ``fields.safetensors`` read lazily), a tile at a time
-in memory, so memory does not grow with the video's length.  ``F_d`` is kept in float16 by default (:data:`DENSE_DTYPE`; the models run in fp16 on GPUs): the rounding
+in memory, so memory does not grow with the video's length.  ``F_d`` is kept in float16 by default
+(:data:`DENSE_DTYPE`; the models run in fp16 on GPUs): the rounding
 error is at most ``|F_d| * 2**-11`` per component (0.07 px for a 150 px displacement).  Both a one-shot
 animation and one from a saved folder use the same rounded field, so they give identical frames.
 ``match_release=True`` keeps it in float32, as the release computes it.
@@ -235,14 +236,13 @@ class Guidance:
         frames = range(len(poses)) if frames is None else frames
         return np.stack([draw_pose(poses[i], *self.size) for i in frames])
 
-    def skeleton_store(self) -> FrameStore:
-        """All N + 1 skeleton images (:meth:`skeleton_images`) drawn into a :class:`FrameStore`."""
-        from dispose.pose.drawing import draw_pose
-
+    def skeleton_store(self, chunk: int = 16) -> FrameStore:
+        """All N + 1 skeleton images (:meth:`skeleton_images`) drawn into a :class:`FrameStore`, ``chunk``
+        frames at a time."""
         width, height = self.size
         store = FrameStore((height, width, 3), np.uint8)
-        for pose in self.poses:
-            store.append(draw_pose(pose, width, height)[None])
+        for start in range(0, self.num_frames, chunk):
+            store.append(self.skeleton_images(range(start, min(start + chunk, self.num_frames))))
         return store
 
     def window(self, indices: Sequence[int], *, device: torch.device | str, dtype: torch.dtype) -> dict:

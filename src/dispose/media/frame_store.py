@@ -8,9 +8,10 @@ pages sit in the operating system's page cache, not in the process.  It indexes 
 frames (``store[i]``, ``store[a:b]``, ``store[[i, j]]``), iterates frame by frame and converts with
 ``np.asarray(store)`` when a caller wants everything in memory.
 
-:func:`write_safetensors` writes tensors, stores included, into a safetensors file a chunk of frames at a
-time (the format: an 8-byte little-endian header length, a JSON header naming dtype, shape and byte
-offsets, then the raw data, little-endian as on every platform torch runs on), so saving a long field never holds it whole either.
+:func:`write_safetensors` writes tensors, stores included, into a safetensors file a chunk of frames at a time
+(the format: an 8-byte little-endian header length, a JSON header naming dtype, shape and byte offsets, then
+the raw data, little-endian as on every platform torch runs on), so saving a long field never holds it whole
+either.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class FrameStore:
         """A store holding a copy of ``array`` (numpy or a CPU tensor), written a chunk at a time."""
         array = _numpy(array)
         store = cls(array.shape[1:], array.dtype, directory=directory)
-        step = max(1, CHUNK_BYTES // max(store.frame_bytes, 1))
+        step = store._frames_per_chunk
         for start in range(0, len(array), step):
             store.append(array[start:start + step])
         return store
@@ -70,6 +71,11 @@ class FrameStore:
     @property
     def shape(self) -> tuple[int, ...]:
         return (self._count, *self.frame_shape)
+
+    @property
+    def _frames_per_chunk(self) -> int:
+        """Frames in about :data:`CHUNK_BYTES`, at least one."""
+        return max(1, CHUNK_BYTES // max(self.frame_bytes, 1))
 
     @property
     def ndim(self) -> int:
@@ -136,7 +142,7 @@ class FrameStore:
 
     def chunks(self, frames: int | None = None) -> Iterator[np.ndarray]:
         """The frames in order, ``frames`` at a time (default: about :data:`CHUNK_BYTES` per chunk)."""
-        step = frames or max(1, CHUNK_BYTES // max(self.frame_bytes, 1))
+        step = frames or self._frames_per_chunk
         for start in range(0, self._count, step):
             yield self.read(range(start, min(start + step, self._count)))
 

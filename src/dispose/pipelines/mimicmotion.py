@@ -66,7 +66,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPVisionModelWithProjection
 from transformers.utils import logging as transformers_logging
 
-from dispose.pipelines.tile_cache import TileCache, budget_bytes
+from dispose.pipelines.tile_cache import GUIDANCE_CACHE_MB, TileCache
 from dispose.pipelines.tiling import fusion_normaliser, fusion_weights, repeat_tile_noise, tile_indices
 
 if TYPE_CHECKING:  # importing it at run time makes transformers warn that torchvision is missing
@@ -227,7 +227,7 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         decode_chunk_size: int = 8,
         cfg_mode: CfgMode = "batch",
         cache_guidance: bool = True,
-        guidance_cache_mb: float | None = 2048,
+        guidance_cache_mb: float | None = GUIDANCE_CACHE_MB,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         keep_reference: bool = False,
@@ -299,7 +299,7 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         weights = [fusion_weights(len(tile), device) for tile in tiles]
         norm = fusion_normaliser(tiles, frames, device)
 
-        cache = TileCache(budget_bytes(guidance_cache_mb) if cache_guidance else 0)  # tile -> (pose latents, guidance)
+        cache = TileCache(guidance_cache_mb if cache_guidance else 0)  # tile -> (pose latents, guidance)
         kept_residuals: dict[tuple[int, int], tuple] = {}  # (tile, CFG half) -> residuals, with controlnet_interval
         decode_units = 0 if output_type == "latent" else -(-frames // max(decode_chunk_size, 1))
         bar = progress_bar if progress_bar is not None else self.progress_bar(

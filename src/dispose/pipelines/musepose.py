@@ -76,7 +76,7 @@ from dispose.pipelines.mimicmotion import (
     _pose_image_size,
     _to_unit_tensor,
 )
-from dispose.pipelines.tile_cache import TileCache, budget_bytes
+from dispose.pipelines.tile_cache import GUIDANCE_CACHE_MB, TileCache
 
 if TYPE_CHECKING:
     from dispose.guidance.stage import Guidance, GuidanceTensors
@@ -201,7 +201,7 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
         controlnet_interval: int = 1,
         decode_chunk_size: int = 8,
         cache_guidance: bool = True,
-        guidance_cache_mb: float | None = 2048,
+        guidance_cache_mb: float | None = GUIDANCE_CACHE_MB,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         output_type: Literal["np", "pt", "pil", "latent"] = "np",
@@ -271,7 +271,7 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
 
         if controlnet_interval < 1:
             raise ValueError(f"controlnet_interval must be at least 1, got {controlnet_interval}")
-        cache = TileCache(budget_bytes(guidance_cache_mb) if cache_guidance else 0)  # window -> (pose, guidance)
+        cache = TileCache(guidance_cache_mb if cache_guidance else 0)  # window -> (pose, guidance)
         kept_residuals: dict[int, tuple] = {}  # window -> ControlNet residuals, with controlnet_interval > 1
         decode_units = 0 if output_type == "latent" else -(-driving // max(decode_chunk_size, 1))
         bar = progress_bar if progress_bar is not None else self.progress_bar(

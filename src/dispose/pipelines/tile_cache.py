@@ -1,11 +1,12 @@
 """Per-tile conditioning kept across denoising steps, within a memory budget.
 
 The conditioning of a tile that depends neither on the noisy latent nor on the timestep (DisPose's encoded
-guidance, the pose network's features) is the same at every step.  Sampling visits every tile at every
-step, so a tile's conditioning is either kept for all steps or recomputed at each: :class:`TileCache` keeps
-tiles in the order they are first offered while their total size fits ``budget_bytes`` and recomputation
-covers the rest, so device memory stays bounded however long the video is and short videos are computed
-once.  Kept and recomputed conditioning are the same numbers (the computation is deterministic per tile).
+guidance, the pose network's features) is the same at every step.  Sampling visits every tile at every step,
+so a tile's conditioning is either kept for all steps or recomputed at each: :class:`TileCache` keeps tiles in
+the order they are first offered while their total size fits the budget (``--guidance-cache-mb``, default
+:data:`GUIDANCE_CACHE_MB`) and recomputation covers the rest, so device memory stays bounded however long the
+video is and short videos are computed once.  Kept and recomputed conditioning are the same numbers (the
+computation is deterministic per tile).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import dataclasses
 from collections.abc import Hashable
 
 import torch
+
+#: Default budget (MiB) of the per-tile conditioning kept across steps.
+GUIDANCE_CACHE_MB = 2048.0
 
 
 def tensor_bytes(value) -> int:
@@ -30,11 +34,11 @@ def tensor_bytes(value) -> int:
 
 
 class TileCache:
-    """Values per key, kept while their total :func:`tensor_bytes` fits ``budget_bytes`` (None: no limit,
+    """Values per key, kept while their total :func:`tensor_bytes` fits ``budget_mb`` MiB (None: no limit,
     0: nothing kept)."""
 
-    def __init__(self, budget_bytes: int | None) -> None:
-        self.budget = budget_bytes
+    def __init__(self, budget_mb: float | None) -> None:
+        self.budget = None if budget_mb is None else int(budget_mb * (1 << 20))
         self.used = 0
         self._values: dict[Hashable, object] = {}
         self._refused: set[Hashable] = set()
@@ -58,7 +62,3 @@ class TileCache:
         self._refused.clear()
         self.used = 0
 
-
-def budget_bytes(megabytes: float | None) -> int | None:
-    """A budget in MiB as bytes (None stays None: no limit)."""
-    return None if megabytes is None else int(megabytes * (1 << 20))
