@@ -246,6 +246,7 @@ class Animator:
         :class:`Cancelled` when ``cancel`` is set.  ``settings.baseline`` samples the base model alone.
         """
         job = settings or self.settings()
+        self.base.check_settings(job)
         dispose = not job.baseline
         if dispose and getattr(self.pipeline, "controlnet", None) is None:
             raise UserError("this engine was loaded without DisPose (baseline only); load it with dispose=True "

@@ -12,9 +12,11 @@ from dispose.bases.registry import (
     get_base,
     register,
     required_components,
+    training_base,
 )
 
 register(MIMICMOTION)
 register(MUSEPOSE)
 
-__all__ = ["BASES", "DEFAULT_BASE", "Base", "SamplingRequest", "get_base", "register", "required_components"]
+__all__ = ["BASES", "DEFAULT_BASE", "Base", "SamplingRequest", "get_base", "register", "required_components",
+           "training_base"]

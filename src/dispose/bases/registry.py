@@ -18,6 +18,9 @@ import numpy as np
 import torch
 
 from dispose.errors import UserError
+from dispose.settings import JobSettings
+
+_SETTING_DEFAULTS = vars(JobSettings())
 
 
 @dataclass
@@ -58,6 +61,10 @@ class Base:
         parameter_counts: ``f(config_path | None) -> list of (section, [(label, tensors, parameters, note)])``.
         checkpoint_kinds: checkpoint files ``dispose convert`` knows, ``{component key: key prefix that
             identifies it}``; ``verify_checkpoint(kind, path, config_path)`` loads a written copy strictly.
+        training: ``f() -> recipe`` (:class:`dispose.bases.training.TrainingBase`) for ``dispose train``; None
+            for a base that cannot be trained.
+        unsupported: ``{JobSettings field: why}`` for the settings this base has no use for; a run that sets one
+            away from its default is refused (:meth:`check_settings`).
     """
 
     name: str
@@ -73,6 +80,16 @@ class Base:
     parameter_counts: Callable[..., list] | None = None
     checkpoint_kinds: dict = field(default_factory=dict)
     verify_checkpoint: Callable[..., None] | None = None
+    training: Callable[[], Any] | None = None
+    unsupported: dict = field(default_factory=dict)
+
+    def check_settings(self, settings: JobSettings) -> None:
+        """A UserError naming the first setting of ``settings`` this base does not use that is not at its
+        default (``unsupported``): a cheap check, for before any model loads."""
+        for name, why in self.unsupported.items():
+            if getattr(settings, name) != _SETTING_DEFAULTS[name]:
+                raise UserError(f"--base {self.name} does not use {name} (--{name.replace('_', '-')}): {why}; "
+                                "leave it out")
 
 
 BASES: dict[str, Base] = {}
@@ -108,3 +125,12 @@ def required_components(*, dispose: bool = True, detector: str = "dwpose", dense
     if detector == "dwpose":
         keys.append("dwpose")
     return keys
+
+
+def training_base(name: str | None):
+    """The training recipe of base ``name`` (None: the default); a UserError names the bases that train."""
+    base = get_base(name)
+    if base.training is None:
+        trainable = ", ".join(sorted(key for key, entry in BASES.items() if entry.training is not None))
+        raise UserError(f"base {base.name!r} cannot be trained (yet); bases that train: {trainable}")
+    return base.training()

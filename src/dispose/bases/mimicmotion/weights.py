@@ -44,6 +44,11 @@ from dispose.pipelines.weights import COMPONENTS, WeightPaths
 _IGNORED_PREFIXES = ("vae.", "image_encoder.")
 
 
+def required_components(dispose: bool) -> list[str]:
+    """Keys of MimicMotion's components a run needs (the DisPose checkpoint only with ``dispose``)."""
+    return ["svd", "mimicmotion", *(["dispose"] if dispose else [])]
+
+
 def _what(component: str) -> str:
     known = COMPONENTS.get(component)
     return f"the {known.what} checkpoint ({known.hub_file})" if known else "DisPose.pth or MimicMotion_1-1.pth"

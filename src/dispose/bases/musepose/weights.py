@@ -184,8 +184,6 @@ def load_pipeline(paths, dispose: bool = True, dtype: torch.dtype = torch.float3
 def sample(pipeline: DisPoseMusePosePipeline, request) -> Iterator[np.ndarray]:
     """One video for a :class:`dispose.bases.SamplingRequest`: samples the latents (the skeletons read a window
     at a time), then decodes them and yields (n, H, W, 3) uint8 driving frames a decoding chunk at a time."""
-    from dispose.bases.mimicmotion.pipeline import to_uint8
-
     job, runtime = request.settings, request.runtime
     latents = pipeline(request.reference, request.skeletons, request.guidance,
                        num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale,
@@ -195,8 +193,7 @@ def sample(pipeline: DisPoseMusePosePipeline, request) -> Iterator[np.ndarray]:
                        cache_guidance=runtime.cache_guidance, guidance_cache_mb=runtime.guidance_cache_mb,
                        generator=request.generator, output_type="latent", progress_bar=request.progress_bar,
                        callback_on_step_end=request.callback_on_step_end).frames
-    for chunk in pipeline.iter_decoded(latents, job.decode_chunk_size, request.progress_bar):
-        yield to_uint8(chunk.permute(0, 2, 3, 1))
+    yield from pipeline.iter_frames(latents, job.decode_chunk_size, request.progress_bar)
 
 
 def tiles(num_frames: int, settings) -> list[list[int]]:
