@@ -63,7 +63,7 @@ def settings_for(values: Mapping[str, Any]) -> JobSettings:
     """JobSettings from explicit ``values`` over the defaults of the base model they name; a UserError for a
     setting that base does not use."""
     base = get_base(values.get("base"))
-    settings = dataclasses.replace(JobSettings(), **{**base.defaults, **values})
+    settings = base.job_settings(**values)
     base.check_settings(settings)
     return settings
 

@@ -96,22 +96,26 @@ class AnimationPipeline(DiffusionPipeline):
     compiled_modules: ClassVar[tuple[str, ...]] = ("controlnet",)
 
     # ------------------------------------------------------------------ inputs
-    def check_inputs(self, image, pose_images, guidance, controlnet_interval: int) -> tuple[torch.Tensor, int, int]:
+    def check_inputs(self, image, pose_images, guidance, controlnet_interval: int
+                     ) -> tuple[torch.Tensor, int, int]:
         """The reference as (1, 3, H, W) in [0, 1] and the (H, W) of the pose images, after checking that the
         inputs fit together; a ValueError names the first one that does not."""
         frames = len(pose_images)
         height, width = pose_image_size(pose_images)
         ref01 = reference_tensor(image)
         if ref01.shape[-2:] != (height, width):
-            raise ValueError(f"reference image is {tuple(ref01.shape[-2:])}, pose images are {(height, width)}")
+            raise ValueError(f"reference image is {tuple(ref01.shape[-2:])}, pose images are "
+                             f"{(height, width)}")
         if height % self.size_multiple or width % self.size_multiple:
-            raise ValueError(f"height and width must be multiples of {self.size_multiple}, got {height}x{width}")
+            raise ValueError(f"height and width must be multiples of {self.size_multiple}, got "
+                             f"{height}x{width}")
         if guidance is not None:
             if self.controlnet is None:
-                raise ValueError("guidance given but the pipeline has no controlnet (load a DisPose checkpoint)")
+                raise ValueError("guidance given but the pipeline has no controlnet (load a DisPose "
+                                 "checkpoint)")
             if guidance.num_frames != frames or guidance.size != (width, height):
-                raise ValueError(f"guidance covers {guidance.num_frames} frames of {guidance.size}, pose images "
-                                 f"{frames} of {(width, height)}")
+                raise ValueError(f"guidance covers {guidance.num_frames} frames of {guidance.size}, pose "
+                                 f"images {frames} of {(width, height)}")
         if controlnet_interval < 1:
             raise ValueError(f"controlnet_interval must be at least 1, got {controlnet_interval}")
         return ref01, height, width
@@ -134,21 +138,24 @@ class AnimationPipeline(DiffusionPipeline):
             raise ValueError(f"decode_chunk_size must be positive, got {decode_chunk_size}")
         flat = latents.movedim(self.frame_axis, 1).flatten(0, 1) / self.latent_scale()
         for start in range(0, flat.shape[0], decode_chunk_size):
-            decoded = self.decode_chunk(flat[start:start + decode_chunk_size].to(self.vae.dtype)).float().cpu()
+            part = flat[start:start + decode_chunk_size].to(self.vae.dtype)
+            decoded = self.decode_chunk(part).float().cpu()
             if progress_bar is not None:
                 progress_bar.update()
             yield (decoded / 2 + 0.5).clamp(0, 1)
 
     def iter_frames(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None, *,
                     skip: int = 0) -> Iterator[np.ndarray]:
-        """:meth:`iter_decoded` as (n, H, W, 3) uint8 frames (:func:`to_uint8`), the first ``skip`` left out."""
+        """:meth:`iter_decoded` as (n, H, W, 3) uint8 frames (:func:`to_uint8`), the first ``skip`` left
+        out."""
         for chunk in self.iter_decoded(latents, decode_chunk_size, progress_bar):
             drop = min(skip, len(chunk))
             skip -= drop
             if drop < len(chunk):
                 yield to_uint8(chunk[drop:].permute(0, 2, 3, 1))
 
-    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None) -> torch.Tensor:
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None
+                       ) -> torch.Tensor:
         """Latents -> (B, F, 3, H, W) float32 frames in [0, 1] (:meth:`iter_decoded`)."""
         chunks = list(self.iter_decoded(latents, decode_chunk_size, progress_bar))
         batch, frames = latents.shape[0], latents.shape[self.frame_axis]
@@ -156,8 +163,9 @@ class AnimationPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ speed
     def enable_compile(self, **options) -> None:
-        """``torch.compile`` the modules of ``compiled_modules`` in place (first call slow, later ones faster);
-        the backend is ``options["backend"]``, else the one named by ``DISPOSE_COMPILE_BACKEND``, else torch's."""
+        """``torch.compile`` the modules of ``compiled_modules`` in place (first call slow, later ones
+        faster); the backend is ``options["backend"]``, else the one ``DISPOSE_COMPILE_BACKEND`` names, else
+        torch's default."""
         backend = os.environ.get(COMPILE_BACKEND_ENV)
         if backend and "backend" not in options:
             options["backend"] = backend

@@ -10,6 +10,7 @@ and the trainer only talk to entries, so a new base is one package in :mod:`disp
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,9 @@ from dispose.errors import UserError
 from dispose.settings import JobSettings
 
 _SETTING_DEFAULTS = vars(JobSettings())
+#: The settings whose defaults belong to the base model (its release's values): :attr:`Base.defaults`.
+BASE_SETTINGS = ("resolution", "num_frames", "frames_overlap", "num_inference_steps", "guidance_scale",
+                 "sample_stride", "max_frames", "seed")
 
 
 @dataclass
@@ -57,14 +61,16 @@ class Base:
         tiles: ``f(num_frames, settings) -> list of frame-index lists`` (frame 0 = the reference).
         sampling_steps: ``f(num_frames, settings) -> int``: progress units of sampling (``progress_bar``);
         steps_per_video: the same, plus those of decoding.
-        defaults: settings that differ from :class:`dispose.settings.JobSettings`' defaults.
+        defaults: the base's own values of the settings every base owns (:data:`BASE_SETTINGS`); those it
+            does not give are :class:`dispose.settings.JobSettings`' (the release's ``configs/test.yaml``,
+            MimicMotion's).  Completed when the entry is made, so every front door reads them here.
         parameter_counts: ``f(config_path | None) -> list of (section, [(label, tensors, parameters, note)])``.
         checkpoint_kinds: checkpoint files ``dispose convert`` knows, ``{component key: key prefix that
             identifies it}``; ``verify_checkpoint(kind, path, config_path)`` loads a written copy strictly.
         training: ``f() -> recipe`` (:class:`dispose.bases.training.TrainingBase`) for ``dispose train``; None
             for a base that cannot be trained.
-        unsupported: ``{JobSettings field: why}`` for the settings this base has no use for; a run that sets one
-            away from its default is refused (:meth:`check_settings`).
+        unsupported: ``{JobSettings field: why}`` for the settings this base has no use for; a run that sets
+            one away from its default is refused (:meth:`check_settings`).
     """
 
     name: str
@@ -83,13 +89,24 @@ class Base:
     training: Callable[[], Any] | None = None
     unsupported: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        unknown = set(self.defaults) - set(BASE_SETTINGS)
+        if unknown:
+            raise ValueError(f"base {self.name!r}: defaults for settings no base owns: {sorted(unknown)}")
+        complete = {name: self.defaults.get(name, _SETTING_DEFAULTS[name]) for name in BASE_SETTINGS}
+        object.__setattr__(self, "defaults", complete)  # frozen dataclass: set once, here
+
+    def job_settings(self, **values) -> JobSettings:
+        """JobSettings with this base's defaults, then ``values``."""
+        return dataclasses.replace(JobSettings(), **{**self.defaults, **values})
+
     def check_settings(self, settings: JobSettings) -> None:
         """A UserError naming the first setting of ``settings`` this base does not use that is not at its
         default (``unsupported``): a cheap check, for before any model loads."""
         for name, why in self.unsupported.items():
             if getattr(settings, name) != _SETTING_DEFAULTS[name]:
-                raise UserError(f"--base {self.name} does not use {name} (--{name.replace('_', '-')}): {why}; "
-                                "leave it out")
+                option = "--" + name.replace("_", "-")
+                raise UserError(f"--base {self.name} does not use {name} ({option}): {why}; leave it out")
 
 
 BASES: dict[str, Base] = {}
@@ -111,6 +128,12 @@ def get_base(name: str | None) -> Base:
     if name not in BASES:
         raise UserError(f"unknown base model {name!r}; choose one of {', '.join(sorted(BASES))}")
     return BASES[name]
+
+
+def defaults_text(name: str) -> str:
+    """Every base's default of setting ``name``, for help texts: ``"mimicmotion: 576, musepose: 768"``."""
+    shown = {key: BASES[key].defaults[name] for key in sorted(BASES)}
+    return ", ".join(f"{key}: {'all' if value is None else value}" for key, value in shown.items())
 
 
 def required_components(*, dispose: bool = True, detector: str = "dwpose", dense: str = "cmp",

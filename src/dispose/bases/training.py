@@ -2,10 +2,10 @@
 the recipe interface the trainer uses (a base's registry entry hands out its recipe: ``Base.training``), the
 export of a trained ControlNet, and a random sample in the dataset's contract.
 
-The export writes ``NAME.pth`` + ``NAME.safetensors`` holding the ControlNet's ``state_dict()`` and nothing else,
-key for key the release's layout (``ControlNetSVDModel``: 705 float32 tensors for SVD-xt), so ``dispose animate``
-loads it strictly; with EMA, the EMA weights are exported.  Both files are written atomically (a failure leaves
-the previous export in place).
+The export writes ``NAME.pth`` + ``NAME.safetensors`` holding the ControlNet's ``state_dict()`` and nothing
+else, key for key the release's layout (``ControlNetSVDModel``: 705 float32 tensors for SVD-xt), so
+``dispose animate`` loads it strictly; with EMA, the EMA weights are exported.  Both files are written
+atomically (a failure leaves the previous export in place).
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class TrainingBase(Protocol):
     name: str
 
     def build(self, config: Any) -> nn.Module:
-        """The training model (frozen base + trainable ControlNet) for a ``dispose.training.config.TrainConfig``,
-        on the CPU, with ``trainable_modules()``,
+        """The training model (frozen base + trainable ControlNet) for a
+        ``dispose.training.config.TrainConfig``, on the CPU, with ``trainable_modules()``,
         ``enable_gradient_checkpointing()``, ``draw(batch, generator)`` and ``forward(batch, draw) -> per-clip
         loss`` (its objective is the base's: EDM v-prediction here, MusePose's own for MusePose)."""
 
@@ -90,7 +90,8 @@ class TrainingBase(Protocol):
 
 
 def controlnet_state(controlnet: nn.Module) -> dict[str, torch.Tensor]:
-    """Contiguous float32 CPU copies of every tensor of ``controlnet`` (no shared storage, as safetensors needs)."""
+    """Contiguous float32 CPU copies of every tensor of ``controlnet`` (no shared storage, as safetensors
+    needs)."""
     return {key: value.detach().to("cpu", torch.float32).contiguous().clone()
             for key, value in controlnet.state_dict().items()}
 

@@ -1,8 +1,8 @@
 """Animate a reference image with the poses of a driving video (DisPose on a base model, MimicMotion by default).
 
-Defaults are the base model's release settings (MimicMotion: configs/test.yaml: resolution 576, tiles of 16
-frames overlapping by 6, 25 steps, guidance 2.0, every 2nd driving frame, 15 fps output, noise aug 0, VAE
-decode chunks of 8, seed 42).  Before loading any model, every input, option and weight file the run needs is
+Defaults are the base model's release settings (``Base.defaults`` of :mod:`dispose.bases`: MimicMotion's
+configs/test.yaml, MusePose's test_stage_2.py; ``dispose animate --help`` lists them).  Before loading any
+model, every input, option and weight file the run needs is
 checked, and all missing weights are listed with where to get them and what to run instead.  Writes OUT.mp4
 atomically (its folder is created) and OUT.json (every setting, the seed, sha256 of the inputs and weight
 files (cached per file version), timings); --side-by-side adds reference | skeleton | result.  --baseline runs
@@ -42,8 +42,15 @@ def _weight_options():
     return [(c.option.lstrip("-").replace("-", "_"), c.key, c.option, c.what) for c in COMPONENTS.values()]
 
 
+def _default(name: str) -> str:
+    """The default of a setting that is the same for every base."""
+    from dispose.settings import JobSettings
+
+    return str(getattr(JobSettings(), name))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dispose.bases import BASES, DEFAULT_BASE
+    from dispose.bases import BASES, DEFAULT_BASE, defaults_text
 
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--ref", type=Path, help="reference image")
@@ -69,19 +76,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     gen = parser.add_argument_group("generation (default: the base model's release settings)")
     gen.add_argument("--base", choices=sorted(BASES), help=f"base animation model ({DEFAULT_BASE})")
-    gen.add_argument("--resolution", type=int, help="short side of the output, multiple of 64 (576)")
-    gen.add_argument("--num-frames", type=int, help="frames per tile (16)")
-    gen.add_argument("--frames-overlap", type=int, help="overlap of consecutive tiles (6)")
-    gen.add_argument("--steps", type=int, help="denoising steps (25)")
-    gen.add_argument("--guidance-scale", type=float, help="CFG scale; the max of a per-frame ramp (2.0)")
+    gen.add_argument("--resolution", type=int,
+                     help=f"short side of the output, multiple of 64 ({defaults_text('resolution')})")
+    gen.add_argument("--num-frames", type=int, help=f"frames per tile ({defaults_text('num_frames')})")
+    gen.add_argument("--frames-overlap", type=int,
+                     help=f"overlap of consecutive tiles ({defaults_text('frames_overlap')})")
+    gen.add_argument("--steps", type=int, help=f"denoising steps ({defaults_text('num_inference_steps')})")
+    gen.add_argument("--guidance-scale", type=float,
+                     help=f"CFG scale; the max of a per-frame ramp ({defaults_text('guidance_scale')})")
     gen.add_argument("--min-guidance-scale", type=float, help="CFG scale of the first frame (= --guidance-scale)")
-    gen.add_argument("--noise-aug-strength", type=float, help="noise added to the reference (0)")
-    gen.add_argument("--sample-stride", type=int, help="use every N-th driving frame (2)")
-    gen.add_argument("--max-frames", type=int, help="at most N driving frames (after the stride)")
-    gen.add_argument("--fps", type=int, help="output fps (15)")
-    gen.add_argument("--decode-chunk-size", type=int, help="frames per VAE decode (8); 1 = least memory")
-    gen.add_argument("--seed", type=int, help="random seed (42)")
-    gen.add_argument("--controlnet-scale", type=float, help="scale of DisPose's residuals (1.0)")
+    gen.add_argument("--noise-aug-strength", type=float,
+                     help=f"noise added to the reference ({_default('noise_aug_strength')})")
+    gen.add_argument("--sample-stride", type=int,
+                     help=f"use every N-th driving frame ({defaults_text('sample_stride')})")
+    gen.add_argument("--max-frames", type=int,
+                     help=f"at most N driving frames (after the stride) ({defaults_text('max_frames')})")
+    gen.add_argument("--fps", type=int, help=f"output fps ({_default('fps')})")
+    gen.add_argument("--decode-chunk-size", type=int,
+                     help=f"frames per VAE decode ({_default('decode_chunk_size')}); 1 = least memory")
+    gen.add_argument("--seed", type=int, help=f"random seed ({defaults_text('seed')})")
+    gen.add_argument("--controlnet-scale", type=float,
+                     help=f"scale of DisPose's residuals ({_default('controlnet_scale')})")
     gen.add_argument("--controlnet-interval", type=int, metavar="K",
                      help="run the ControlNet at every K-th step and reuse its residuals in between (1 = every "
                           "step, the release; 2 is faster and changes the frames: README, Performance)")

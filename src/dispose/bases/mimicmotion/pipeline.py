@@ -46,8 +46,8 @@ Deliberate differences:
 * ``controlnet_interval=k`` (default 1, the release) runs the ControlNet at every k-th step only and adds
   its last residuals at the steps between: fewer ControlNet passes, different frames (an option for speed,
   with its measured effect in the README; the residuals of every tile are kept between steps).
-* Decoded frames can be streamed (``iter_decoded``, ``iter_frames``: :class:`~dispose.bases.pipeline.AnimationPipeline`),
-  a chunk at a time, instead of returned whole.
+* Decoded frames can be streamed (``iter_decoded``, ``iter_frames`` of
+  :class:`~dispose.bases.pipeline.AnimationPipeline`), a chunk at a time, instead of returned whole.
 * The CLIP preprocessing is done here (antialiased resize to 224 as SVD, then CLIP's mean/std from the
   feature extractor), equal to the release's ``CLIPImageProcessor`` call.
 """
@@ -238,8 +238,8 @@ class DisPoseMimicMotionPipeline(AnimationPipeline):
                                 controlnet_conditioning_scale)
                         residuals = kept_residuals[index, number]
                     pred = denoise_tile(self.unet, self.controlnet, model_in[:, tile], t, half["embeds"],
-                                        half["time_ids"], half["pose"](pose), control, controlnet_conditioning_scale,
-                                        residuals)
+                                        half["time_ids"], half["pose"](pose), control,
+                                        controlnet_conditioning_scale, residuals)
                     total[:, tile] += pred * weight.view(1, -1, 1, 1, 1)
                 cache.offer(index, (pose, control))  # complete now: the point features of every level are made
                 bar.update()
@@ -292,7 +292,8 @@ class DisPoseMimicMotionPipeline(AnimationPipeline):
 # One sampling step on one tile, in parts that the training model (dispose.bases.mimicmotion.training) calls
 # too, with its own networks, so that training cannot drift from sampling.
 
-def clip_embedding(image_encoder, feature_extractor, image01: torch.Tensor, device: torch.device) -> torch.Tensor:
+def clip_embedding(image_encoder, feature_extractor, image01: torch.Tensor, device: torch.device
+                   ) -> torch.Tensor:
     """(B, 1, D) CLIP image embedding of (B, 3, H, W) images in [0, 1]: SVD's antialiased resize to 224, then
     CLIP's mean and std (the feature extractor's, else :data:`CLIP_MEAN` / :data:`CLIP_STD`)."""
     pixels = _resize_with_antialiasing(image01.to(device) * 2.0 - 1.0, (224, 224))
@@ -330,7 +331,8 @@ def controlnet_residuals(controlnet, latents_in: torch.Tensor, t, embeds: torch.
 
 
 def denoise_tile(unet, controlnet, latents_in: torch.Tensor, t, embeds: torch.Tensor, time_ids: torch.Tensor,
-                 pose_latents: torch.Tensor, control, scale: float, residuals: tuple | None = None) -> torch.Tensor:
+                 pose_latents: torch.Tensor, control, scale: float, residuals: tuple | None = None
+                 ) -> torch.Tensor:
     """Noise prediction (float32) of one tile for a batch (B, T, C, h, w) of model inputs; ``control`` is the
     tile's encoded DisPose guidance (the same for both CFG halves) or None; ``residuals``: the ControlNet's
     output to use instead of running it."""

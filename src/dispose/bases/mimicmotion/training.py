@@ -17,9 +17,10 @@ tile (:mod:`dispose.bases.mimicmotion.pipeline`): the CLIP embedding of the refe
 skeletons added in the UNet, added time ids ``[fps - 1, motion_bucket_id, noise_aug_strength]``, the tile's
 guidance built by ``GuidanceTensors.window`` (:mod:`dispose.guidance.stage`) and encoded by ``controlnet.encode_guidance``, the ControlNet's
 residuals into the UNet.  The conditioning and the denoiser call are the functions the pipeline calls
-(``clip_embedding``, ``pose_latents``, ``time_ids``, ``denoise_tile`` of :mod:`dispose.bases.mimicmotion.pipeline`),
-given this module's networks, so training cannot drift from sampling; a test checks a training forward at the
-first sampling sigma against a one-step sampling run.  The EDM objective is :mod:`dispose.bases.mimicmotion.loss`.
+(``clip_embedding``, ``pose_latents``, ``time_ids``, ``denoise_tile`` of
+:mod:`dispose.bases.mimicmotion.pipeline`), given this module's networks, so training cannot drift from
+sampling; a test checks a training forward at the first sampling sigma against a one-step sampling run.  The
+EDM objective is :mod:`dispose.bases.mimicmotion.loss`.
 
 Training choices (not in the paper, which gives none of these):
 

@@ -150,7 +150,8 @@ class DisPoseMusePosePipeline(AnimationPipeline):
                              chunk=len(window)).to(dtype)
         control = None
         if guidance is not None:
-            control = self.controlnet.encode_guidance(**guidance_window(guidance, window, driving, device, dtype))
+            window_guidance = guidance_window(guidance, window, driving, device, dtype)
+            control = self.controlnet.encode_guidance(**window_guidance)
         return pose, control
 
     # ------------------------------------------------------------------ sampling
@@ -221,7 +222,8 @@ class DisPoseMusePosePipeline(AnimationPipeline):
         latents = latents.to(device).float() * self.scheduler.init_noise_sigma
 
         ref_latent = reference_latent(self.vae, ref01, device).to(dtype)
-        write_reference(self.reference_bank, self.reference_unet, ref_latent, embeds, [None, 0] if do_cfg else [0])
+        reads = [None, 0] if do_cfg else [0]  # the unconditional half reads no reference
+        write_reference(self.reference_bank, self.reference_unet, ref_latent, embeds, reads)
         context = torch.cat([torch.zeros_like(embeds), embeds]) if do_cfg else embeds
         halves = 2 if do_cfg else 1
 
@@ -316,9 +318,10 @@ def write_reference(bank: ReferenceBank, reference_unet, ref_latent: torch.Tenso
     bank.reads = reads
 
 
-def guidance_window(guidance: Guidance | GuidanceTensors, window: list[int], driving: int, device, dtype) -> dict:
-    """ControlNet inputs of the video frames ``window`` (padding frames repeat the last driving frame): driving
-    frame ``j`` reads guidance frame ``j + 1``."""
+def guidance_window(guidance: Guidance | GuidanceTensors, window: list[int], driving: int, device, dtype
+                    ) -> dict:
+    """ControlNet inputs of the video frames ``window`` (padding frames repeat the last driving frame):
+    driving frame ``j`` reads guidance frame ``j + 1``."""
     indices = [0] + [min(frame, driving - 1) + 1 for frame in window]
     return {key: value[1:] for key, value in guidance.window(indices, device=device, dtype=dtype).items()}
 

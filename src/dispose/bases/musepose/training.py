@@ -1,6 +1,7 @@
 """The MusePose training base: frozen MusePose (SD1.5) plus DisPose's trainable SD1.5 hybrid ControlNet.
 
-MusePose's registry entry hands out :class:`MusePoseBase` (``Base.training``) to ``dispose train --base musepose``.  :class:`MusePoseTrainingModel` holds
+MusePose's registry entry hands out :class:`MusePoseBase` (``Base.training``) to ``dispose train --base
+musepose``.  :class:`MusePoseTrainingModel` holds
 
 * frozen (``requires_grad=False``, eval mode, cast to the mixed-precision dtype): the sd-vae-ft-mse VAE, the
   sd-image-variations CLIP image encoder, MusePose's reference UNet, denoising UNet (with its motion modules)
@@ -19,8 +20,8 @@ attention bank, the pose guider's features of the driving skeletons, the window'
 ``guidance_window``: driving frame ``j`` reads guidance frame ``j + 1``) encoded by
 ``controlnet.encode_guidance``, the ControlNet's residuals into the denoising UNet.  The conditioning is the
 functions the pipeline calls (``clip_embedding``, ``reference_latent``, ``pose_features``,
-``write_reference``, ``window_residuals``, ``denoise_window`` of :mod:`dispose.bases.musepose.pipeline`), given
-this module's networks; a test checks a training forward at ``t = 999`` against a one-step sampling run.
+``write_reference``, ``window_residuals``, ``denoise_window`` of :mod:`dispose.bases.musepose.pipeline`),
+given this module's networks; a test checks a training forward at ``t = 999`` against a one-step sampling run.
 The objective is MusePose's (:mod:`dispose.bases.musepose.loss`: v-prediction on zero-terminal-SNR betas, offset
 noise, min-SNR weighting).
 
@@ -143,7 +144,8 @@ class MusePoseTrainingModel(FrozenBaseModel):
                  for i in range(0, len(frames), self.vae_encode_chunk)]
         latents = (torch.cat(parts).float() * LATENT_SCALE).unflatten(0, (b, t - 1)).transpose(1, 2)
         ref01 = (pixels[:, 0].float() + 1.0) / 2.0
-        embeds = torch.cat([clip_embedding(self.image_encoder, ref01[i:i + 1], device) for i in range(b)]).to(dtype)
+        embeds = torch.cat([clip_embedding(self.image_encoder, ref01[i:i + 1], device)
+                            for i in range(b)]).to(dtype)
         ref_latents = reference_latent(self.vae, ref01, device).to(dtype)
         pose01 = (batch["pose_images"][:, 1:].float() + 1.0) / 2.0
         pose = torch.cat([pose_features(self.pose_guider, clip, device, chunk=self.vae_encode_chunk)
