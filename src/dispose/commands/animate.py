@@ -122,7 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     run.add_argument("--guidance-cache-mb", type=float, default=GUIDANCE_CACHE_MB, metavar="MB",
                      help="device memory for the per-tile guidance and pose features kept across steps "
-                          "(about 235 MB per 16-frame tile at 576x1024 fp16); tiles beyond it are re-encoded "
+                          "(per-tile sizes: README, Performance); tiles beyond it are re-encoded "
                           "at each step (same output)")
     run.add_argument("--detector", default="dwpose", choices=("dwpose", "mediapipe"),
                      help="pose detector (dwpose as the release; mediapipe needs no weights)")

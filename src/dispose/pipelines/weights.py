@@ -118,9 +118,6 @@ class WeightPaths:
             return self.found.get(key)
         raise AttributeError(key)
 
-    def as_dict(self) -> dict[str, str]:
-        return {key: str(value) for key, value in self.found.items()}
-
 
 def is_hub_id(text: str) -> bool:
     """``owner/name`` or ``owner/name/path`` that is not an existing local path."""

@@ -72,9 +72,9 @@ def checkpoint_blocks(module: nn.Module, checkpoint: Callable | None = None) -> 
     how many blocks it wrapped.
 
     diffusers' own ``enable_gradient_checkpointing`` of the SVD UNet recomputes the resnets and the spatial
-    transformer blocks only, and keeps the temporal transformer blocks' activations (``bench/train_memory.py``:
-    58 GiB of activations per 16-frame 768x1024 clip against 21 GiB here).  ``checkpoint(fn, *args, **kwargs)``
-    defaults to ``torch.utils.checkpoint.checkpoint`` (non-reentrant).
+    transformer blocks only, and keeps the temporal transformer blocks' activations, several times the memory
+    of checkpointing both (``bench/train_memory.py``; figures in the README's training section).
+    ``checkpoint(fn, *args, **kwargs)`` defaults to ``torch.utils.checkpoint.checkpoint`` (non-reentrant).
     """
     import functools
 

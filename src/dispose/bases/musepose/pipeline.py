@@ -26,8 +26,8 @@ Sampling, as the release (``test_stage_2.py`` + ``musepose/pipelines/pipeline_po
   layers, so the chunking does not change the result).
 
 Against the release's ``Pose2VideoPipeline`` on identical tiny random weights, inputs and seed (7 frames, two
-windows, 3 steps, guidance 3.5), the frames differ by at most 8.6e-5 on [0, 1] (PSNR 101.6 dB; fp32 rounding;
-``bench/bench_musepose_vs_release.py``).
+windows, 3 steps, guidance 3.5), the frames agree to float32 rounding (``bench/bench_musepose_vs_release.py``;
+the figures are in the README's MusePose section).
 
 Input convention (shared with the MimicMotion pipeline, so both bases take the same inputs): the pose
 images and the DisPose guidance cover ``F`` frames whose frame 0 is the reference pose.  MusePose has no
