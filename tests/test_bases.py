@@ -82,8 +82,9 @@ def test_every_front_door_takes_the_base_defaults(name, shared_data, tmp_path):
             shown = "all" if base.defaults[field] is None else base.defaults[field]
             assert f"{name}: {shown}" in helps[dest], dest
 
-    page = dict(zip(["resolution", "max_frames", "sample_stride", "num_inference_steps", "guidance_scale", "seed",
-                     "num_frames", "frames_overlap"], base_defaults(name), strict=True))
+    names = ["resolution", "max_frames", "sample_stride", "num_inference_steps", "guidance_scale", "seed",
+             "num_frames", "frames_overlap"]
+    page = dict(zip(names, base_defaults(name), strict=True))
     assert {**page, "max_frames": page["max_frames"] or None} == base.defaults
     values = FormSettings(base=name).job_values(inputs["ref"], inputs["driving"])
     assert {key: values[key] for key in BASE_SETTINGS} == base.defaults
@@ -93,11 +94,12 @@ def test_every_front_door_takes_the_base_defaults(name, shared_data, tmp_path):
                       for options in (rest[0] if rest else {},)}
                for node in (nodes.DisPoseComputeGuidance, nodes.DisPoseAnimate)}
     guide = widgets[nodes.DisPoseComputeGuidance]
-    guidance = nodes.guidance_settings(model, guide["resolution"], guide["sample_stride"], guide["max_frames"],
-                                       guide["seed"])
+    guidance = nodes.guidance_settings(model, guide["resolution"], guide["sample_stride"],
+                                       guide["max_frames"], guide["seed"])
     animation = widgets[nodes.DisPoseAnimate]
     settings = nodes.animate_settings(model, guidance["resolution"], animation["steps"], animation["cfg"],
-                                      animation["seed"], animation["frames_per_tile"], animation["tile_overlap"],
+                                      animation["seed"], animation["frames_per_tile"],
+                                      animation["tile_overlap"],
                                       animation["controlnet_scale"], animation["baseline"],
                                       animation["controlnet_interval"])
     assert {**{key: getattr(settings, key) for key in BASE_SETTINGS}, **guidance} == base.defaults

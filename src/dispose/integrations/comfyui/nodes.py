@@ -181,8 +181,8 @@ class DisPoseComputeGuidance:
             raise UserError("compute guidance: connect the driving frames or their poses")
         image = to_frames(reference, "reference")[0]
         values = guidance_settings(model, resolution, sample_stride, max_frames, seed)
-        resolution, stride, limit, seed = (values[key] for key in ("resolution", "sample_stride", "max_frames",
-                                                                   "seed"))
+        keys = ("resolution", "sample_stride", "max_frames", "seed")
+        resolution, stride, limit, seed = (values[key] for key in keys)
         frames = None if driving is None else to_frames(driving, "driving")[::stride]
         rate = float(fps) / stride if poses is None else None  # a poses input carries its own rate
         with tempfile.TemporaryDirectory(prefix="dispose-poses-") as folder:
