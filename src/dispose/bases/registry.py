@@ -61,9 +61,10 @@ class Base:
         tiles: ``f(num_frames, settings) -> list of frame-index lists`` (frame 0 = the reference).
         sampling_steps: ``f(num_frames, settings) -> int``: progress units of sampling (``progress_bar``);
         steps_per_video: the same, plus those of decoding.
-        defaults: the base's own values of the settings every base owns (:data:`BASE_SETTINGS`); those it
-            does not give are :class:`dispose.settings.JobSettings`' (the release's ``configs/test.yaml``,
-            MimicMotion's).  Completed when the entry is made, so every front door reads them here.
+        defaults: the base's own values of the settings every base owns (:data:`BASE_SETTINGS`), and of any
+            other :class:`dispose.settings.JobSettings` field it sets otherwise; those it does not give are
+            JobSettings' (the release's ``configs/test.yaml``, MimicMotion's).  Completed when the entry is
+            made, so every front door reads them here.
         parameter_counts: ``f(config_path | None) -> list of (section, [(label, tensors, parameters, note)])``.
         checkpoint_kinds: checkpoint files ``dispose convert`` knows, ``{component key: key prefix that
             identifies it}``; ``verify_checkpoint(kind, path, config_path)`` loads a written copy strictly.
@@ -90,10 +91,11 @@ class Base:
     unsupported: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = set(self.defaults) - set(BASE_SETTINGS)
+        unknown = set(self.defaults) - set(_SETTING_DEFAULTS)
         if unknown:
-            raise ValueError(f"base {self.name!r}: defaults for settings no base owns: {sorted(unknown)}")
-        complete = {name: self.defaults.get(name, _SETTING_DEFAULTS[name]) for name in BASE_SETTINGS}
+            raise ValueError(f"base {self.name!r}: defaults for settings that do not exist: "
+                             f"{sorted(unknown)}")
+        complete = {**{name: _SETTING_DEFAULTS[name] for name in BASE_SETTINGS}, **self.defaults}
         object.__setattr__(self, "defaults", complete)  # frozen dataclass: set once, here
 
     def job_settings(self, **values) -> JobSettings:

@@ -406,9 +406,12 @@ def validation_animate(config: TrainConfig, device: torch.device) -> Animate:
     engine = Animator.from_pipeline(None, base=config.base, runtime=runtime,
                                     guidance_models=GuidanceModels(detector=detector, cmp=paths.cmp, sd15=paths.sd15))
     tile = min(config.data.num_frames, settings.max_frames + 1)
-    job = engine.settings(resolution=settings.resolution, num_frames=tile, frames_overlap=min(6, tile - 1),
-                          num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-                          sample_stride=settings.sample_stride, max_frames=settings.max_frames, seed=settings.seed)
+    overlap = min(engine.base.defaults["frames_overlap"], tile - 1)
+    given = {name: getattr(settings, name) for name in ("guidance_scale", "seed")
+             if getattr(settings, name) is not None}  # unset: the base's defaults
+    job = engine.settings(resolution=settings.resolution, num_frames=tile, frames_overlap=overlap,
+                          num_inference_steps=settings.num_inference_steps,
+                          sample_stride=settings.sample_stride, max_frames=settings.max_frames, **given)
     guidance = engine.compute_guidance(settings.ref, settings.driving, settings=job)
 
     def animate(pipeline) -> np.ndarray:
