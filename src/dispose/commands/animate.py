@@ -42,15 +42,16 @@ def _weight_options():
     return [(c.option.lstrip("-").replace("-", "_"), c.key, c.option, c.what) for c in COMPONENTS.values()]
 
 
-def _default(name: str) -> str:
-    """The default of a setting that is the same for every base."""
+def _default_text(name: str) -> str:
+    """The default of setting ``name`` for the help: each base's for the settings a base owns."""
+    from dispose.bases import BASE_SETTINGS, defaults_text
     from dispose.settings import JobSettings
 
-    return str(getattr(JobSettings(), name))
+    return defaults_text(name) if name in BASE_SETTINGS else str(getattr(JobSettings(), name))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dispose.bases import BASES, DEFAULT_BASE, defaults_text
+    from dispose.bases import BASES, DEFAULT_BASE
 
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--ref", type=Path, help="reference image")
@@ -76,27 +77,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     gen = parser.add_argument_group("generation (default: the base model's release settings)")
     gen.add_argument("--base", choices=sorted(BASES), help=f"base animation model ({DEFAULT_BASE})")
-    gen.add_argument("--resolution", type=int,
-                     help=f"short side of the output, multiple of 64 ({defaults_text('resolution')})")
-    gen.add_argument("--num-frames", type=int, help=f"frames per tile ({defaults_text('num_frames')})")
-    gen.add_argument("--frames-overlap", type=int,
-                     help=f"overlap of consecutive tiles ({defaults_text('frames_overlap')})")
-    gen.add_argument("--steps", type=int, help=f"denoising steps ({defaults_text('num_inference_steps')})")
-    gen.add_argument("--guidance-scale", type=float,
-                     help=f"CFG scale; the max of a per-frame ramp ({defaults_text('guidance_scale')})")
-    gen.add_argument("--min-guidance-scale", type=float, help="CFG scale of the first frame (= --guidance-scale)")
-    gen.add_argument("--noise-aug-strength", type=float,
-                     help=f"noise added to the reference ({_default('noise_aug_strength')})")
-    gen.add_argument("--sample-stride", type=int,
-                     help=f"use every N-th driving frame ({defaults_text('sample_stride')})")
-    gen.add_argument("--max-frames", type=int,
-                     help=f"at most N driving frames (after the stride) ({defaults_text('max_frames')})")
-    gen.add_argument("--fps", type=int, help=f"output fps ({_default('fps')})")
-    gen.add_argument("--decode-chunk-size", type=int,
-                     help=f"frames per VAE decode ({_default('decode_chunk_size')}); 1 = least memory")
-    gen.add_argument("--seed", type=int, help=f"random seed ({defaults_text('seed')})")
-    gen.add_argument("--controlnet-scale", type=float,
-                     help=f"scale of DisPose's residuals ({_default('controlnet_scale')})")
+    #: (option, type, what, setting whose default is shown: owned by the base, or the same for every base)
+    generation = (
+        ("--resolution", int, "short side of the output, multiple of 64", "resolution"),
+        ("--num-frames", int, "frames per tile", "num_frames"),
+        ("--frames-overlap", int, "overlap of consecutive tiles", "frames_overlap"),
+        ("--steps", int, "denoising steps", "num_inference_steps"),
+        ("--guidance-scale", float, "CFG scale; the max of a per-frame ramp", "guidance_scale"),
+        ("--min-guidance-scale", float, "CFG scale of the first frame (= --guidance-scale)", None),
+        ("--noise-aug-strength", float, "noise added to the reference", "noise_aug_strength"),
+        ("--sample-stride", int, "use every N-th driving frame", "sample_stride"),
+        ("--max-frames", int, "at most N driving frames (after the stride)", "max_frames"),
+        ("--fps", int, "output fps", "fps"),
+        ("--decode-chunk-size", int, "frames per VAE decode (1 = least memory)", "decode_chunk_size"),
+        ("--seed", int, "random seed", "seed"),
+        ("--controlnet-scale", float, "scale of DisPose's residuals", "controlnet_scale"),
+    )
+    for option, kind, what, setting in generation:
+        shown = "" if setting is None else f" ({_default_text(setting)})"
+        gen.add_argument(option, type=kind, help=what + shown)
     gen.add_argument("--controlnet-interval", type=int, metavar="K",
                      help="run the ControlNet at every K-th step and reuse its residuals in between (1 = every "
                           "step, the release; 2 is faster and changes the frames: README, Performance)")

@@ -181,11 +181,9 @@ class DisPoseMusePosePipeline(AnimationPipeline):
         """Animate ``image`` following ``pose_images[1:]``.
 
         Args:
-            image: reference at the generation size (uint8 / float [0, 1] (H, W, 3), PIL, or (1, 3, H, W)).
-            pose_images: (F, 3, H, W) float skeleton images in [-1, 1], or (F, H, W, 3) uint8 skeletons (an
-                array, tensor or :class:`~dispose.media.frame_store.FrameStore`, read a window at a time);
-                frame 0 (the reference pose) is not generated.
-            guidance: DisPose guidance of the same F frames, or None for plain MusePose.
+            image, pose_images, guidance: as every base's pipeline takes them
+                (:mod:`dispose.bases.pipeline`; the pose images are read a window at a time); frame 0, the
+                reference pose, is not generated; ``guidance=None`` samples plain MusePose.
             controlnet_interval: run the ControlNet at every k-th step, reuse its residuals in between.
             cache_guidance: compute each window's pose features and encoded DisPose guidance once and keep them
                 for every step, for as many windows as fit ``guidance_cache_mb`` MiB (None: all), instead of
