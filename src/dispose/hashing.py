@@ -1,7 +1,7 @@
 """Content hashes (sha256) of weight and input files for sidecars and reports, computed once per file version.
 
-Hashing a multi-GB checkpoint reads all of it (seconds per file), so results are cached in a JSON file keyed by
-the file's resolved path, size and modification time (ns): a file is read again only when it changes.  The
+Hashing a multi-GB checkpoint reads all of it (seconds per file), so results are cached in a JSON file keyed
+by the file's resolved path, size and modification time (ns): a file is read again only when it changes.  The
 cache lives in ``$DISPOSE_CACHE_DIR``, else ``$XDG_CACHE_HOME/dispose``, else ``~/.cache/dispose``
 (``sha256.json``).  A cache that cannot be read or written is ignored: the hash is then computed every time.
 """

@@ -34,7 +34,8 @@ _SOURCE = "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/"
 class DinoViT(nn.Module):
     """``forward(images (B, 3, H, W) ImageNet-normalised) -> (B, dim)`` CLS features."""
 
-    def __init__(self, dim: int = 768, depth: int = 12, heads: int = 12, patch: int = 16, grid: int = 14) -> None:
+    def __init__(self, dim: int = 768, depth: int = 12, heads: int = 12, patch: int = 16,
+                 grid: int = 14) -> None:
         super().__init__()
         self.patch = patch
         self.patch_embed = nn.Module()
@@ -71,10 +72,12 @@ def load_dino(path: str | Path, device: str | torch.device = "cpu") -> DinoViT:
     state = read_state_dict(path, what=_WHAT, source=_SOURCE)
     try:
         dim = int(state["cls_token"].shape[-1])
-        model = DinoViT(dim=dim, depth=1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks.")),
+        model = DinoViT(dim=dim,
+                        depth=1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks.")),
                         heads=dim // 64, patch=int(state["patch_embed.proj.weight"].shape[-1]),
                         grid=math.isqrt(state["pos_embed"].shape[1] - 1))
     except (KeyError, ValueError, IndexError) as error:  # a tensor (or every block) absent, or a wrong rank
-        raise UserError(f"{path} is not {_WHAT}: the ViT's sizes cannot be read from it ({error!r})") from error
+        raise UserError(f"{path} is not {_WHAT}: the ViT's sizes cannot be read from it "
+                        f"({error!r})") from error
     load_strict(model, state, path, what=_WHAT)
     return model.eval().to(device)

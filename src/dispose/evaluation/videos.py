@@ -12,10 +12,10 @@ Videos are never held in memory whole: :func:`probe` counts a video's frames (re
 damaged file fails before any model loads) and :func:`stream` then yields its frames one at a time,
 upright (video files are read with :class:`dispose.media.video.VideoFrames`, which applies a
 display-rotation tag and warns about a file cut short; image files with
-:func:`dispose.media.image.load_image`, which applies EXIF orientation) and resized while they are read: ``cv2.INTER_AREA`` when shrinking, ``cv2.INTER_LINEAR`` when
-enlarging, aspect ratio *not* kept (both sides of a pair end up at exactly the same size).  Frame
-strides are exact (every ``stride``-th decoded frame); unlike ``dispose animate``'s driving video,
-no frame-rate rule changes them.
+:func:`dispose.media.image.load_image`, which applies EXIF orientation) and resized while they are read:
+``cv2.INTER_AREA`` when shrinking, ``cv2.INTER_LINEAR`` when enlarging, aspect ratio *not* kept (both sides of
+a pair end up at exactly the same size).  Frame strides are exact (every ``stride``-th decoded frame); unlike
+``dispose animate``'s driving video, no frame-rate rule changes them.
 """
 
 from __future__ import annotations

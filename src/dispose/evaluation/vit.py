@@ -40,9 +40,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Self-attention over ``x`` (B, N, C).  ``mask`` (B, N) bool marks real tokens; as in MUSIQ, the logit
-        of every pair with a padded token is *replaced* by :data:`MASKED_LOGIT` (computed as MUSIQ does, so
-        its scores are reproduced exactly; without a mask the fused kernel runs)."""
+        """Self-attention over ``x`` (B, N, C).  ``mask`` (B, N) bool marks real tokens; as in MUSIQ, the
+        logit of every pair with a padded token is *replaced* by :data:`MASKED_LOGIT` (computed as MUSIQ does,
+        so its scores are reproduced exactly; without a mask the fused kernel runs)."""
         b, n, c = x.shape
         bias = self.qkv.bias
         if bias is None:

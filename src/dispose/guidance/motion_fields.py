@@ -83,5 +83,5 @@ def dense_motion_field_chunks(reference_image: np.ndarray, trajectories: Traject
 def dense_motion_field(reference_image: np.ndarray, trajectories: Trajectories, method: DenseMethod = "cmp",
                        cmp: CMP | None = None, **options) -> np.ndarray:
     """``F_d`` of every driving frame, float32 ``(N, 2, H, W)`` (:func:`dense_motion_field_chunks` joined)."""
-    chunks = dense_motion_field_chunks(reference_image, trajectories, method, cmp, **options)
-    return np.concatenate(list(chunks))
+    return np.concatenate(list(dense_motion_field_chunks(reference_image, trajectories, method, cmp,
+                                                         **options)))

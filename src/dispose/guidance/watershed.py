@@ -85,8 +85,8 @@ def watershed_points(flow: np.ndarray, nms_kernel: int = NMS_KERNEL, *, edge_thr
     rows, cols = _eliminate_neighbours(rows, cols, (nms_kernel - 1) / 2, np.random.default_rng(seed))
     rows, cols = rows * ds, cols * ds
     if grid_stride:
-        start_h = (h - h // grid_stride * grid_stride) // 2
-        start_w = (w - w // grid_stride * grid_stride) // 2
+        start_h, start_w = ((h - h // grid_stride * grid_stride) // 2,
+                            (w - w // grid_stride * grid_stride) // 2)
         grid_r, grid_c = np.meshgrid(np.arange(start_h, h, grid_stride), np.arange(start_w, w, grid_stride),
                                      indexing="ij")
         rows, cols = np.concatenate([rows, grid_r.ravel()]), np.concatenate([cols, grid_c.ravel()])
