@@ -93,10 +93,11 @@ def videomae_input(frames: np.ndarray, device: torch.device | str = "cpu") -> to
 
 
 def load_videomae(path: str | Path, device: str | torch.device = "cpu") -> VideoMAEv2:
-    """VideoMAE-v2 encoder from a fine-tuned checkpoint (``{"model"|"module": state}`` or a bare state dict)."""
+    """VideoMAE-v2 encoder from a fine-tuned checkpoint (``{"model"|"module": state}`` or bare state dict)."""
     state = read_state_dict(path, what=_WHAT, source=_SOURCE, nested=("model", "module"))
     if "patch_embed.proj.weight" not in state:
-        raise UserError(f"{path} is not a VideoMAE-v2 checkpoint (expected vit_g_hybrid_pt_1200e_ssv2_ft.pth)")
+        raise UserError(f"{path} is not a VideoMAE-v2 checkpoint "
+                        "(expected vit_g_hybrid_pt_1200e_ssv2_ft.pth)")
     if "head.weight" not in state or "head.bias" not in state:
         raise UserError(f"{path} has no classification head: use the fine-tuned VideoMAE-v2 checkpoint "
                         "(vit_g_hybrid_pt_1200e_ssv2_ft.pth), as cd-fvd does")

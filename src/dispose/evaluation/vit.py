@@ -47,7 +47,8 @@ class Attention(nn.Module):
         bias = self.qkv.bias
         if bias is None:
             bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
-        q, k, v = F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.heads, c // self.heads)
+                   .permute(2, 0, 3, 1, 4))
         if mask is None:
             attended = F.scaled_dot_product_attention(q, k, v)
         else:
