@@ -1,5 +1,5 @@
-"""Point encoder (Eq. 7): MLPs and resize on the occupied cells only vs the release's MLPs on every cell of the
-grid followed by the mask and the resizes.
+"""Point encoder (Eq. 7): MLPs and resize on the occupied cells only vs the release's MLPs on every cell
+of the grid followed by the mask and the resizes.
 
 Run by hand: ``python bench/bench_point_encoder.py [--frames 16] [--repeats 7]`` (16 = one tile of the
 pipeline, which encodes a tile's guidance once and shares it between the CFG halves and all steps; the release
