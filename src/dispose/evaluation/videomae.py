@@ -20,8 +20,8 @@ Widths are read from the checkpoint; the head count is not stored in it, so it c
 standard VideoMAE-v2 sizes (ViT-S/B/L/H/g = 6/12/16/16/16 heads), or 64-d heads otherwise.
 
 Checked against cd-fvd's ``VisionTransformer`` in the full ViT-g/14 layout with one random state
-dict: max abs feature difference 7.2e-7 on a 16-frame and 4.8e-7 on a 32-frame dancer clip
-(features up to 3.7; ``bench/eval_videomae_vs_reference.py --giant``).
+dict on 16- and 32-frame dancer clips (``bench/eval_videomae_vs_reference.py --giant`` prints the
+largest feature difference).
 """
 
 from __future__ import annotations

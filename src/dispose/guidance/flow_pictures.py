@@ -11,8 +11,9 @@ frames of a video so that colours are comparable over time (:func:`video_scale`)
 :func:`guidance_panels` draws the panels at a preview size (``panel_width``, default 384 px per panel: the
 README picture's size; ``None`` keeps the generation size).  The flows are resized to the preview with area
 averaging before they are coloured, and the arrows are sampled from the full-size flow on the same grid as at
-full size, then drawn scaled: the same panels, colour code and scale rule as at full size, at about a
-fifth of the cost (``bench/bench_pictures.py``); the skeletons are taken one frame ahead in a worker thread.
+full size, then drawn scaled: the same panels, colour code and scale rule as at full size, at a fraction of
+the cost (``bench/bench_pictures.py`` prints the ratio); the skeletons are taken one frame ahead in a worker
+thread.
 
 Flows are channel-first float arrays ``(2, H, W)`` (dx, dy), like the motion fields.
 """
