@@ -106,7 +106,7 @@ def peak_memory(name: str, folder: Path, threads: int | None) -> tuple[dict[str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=16,
                         help="driving frames (every 2nd frame of the video)")
     parser.add_argument("--repeats", type=int, default=2, help="timed interleaved rounds")

@@ -37,7 +37,7 @@ def timed(fn, *args, **kwargs):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref", type=Path, default=SHARED / "musepose_ref.png")
     parser.add_argument("--driving", type=Path, default=SHARED / "musepose_dance.mp4")
     parser.add_argument("--resolution", type=int, default=576)

@@ -106,7 +106,7 @@ def full_size_flops(window: int, height: int, width: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--frames", type=int, default=8)

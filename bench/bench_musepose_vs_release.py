@@ -48,7 +48,7 @@ MOTION_KWARGS = {"use_inflated_groupnorm": True, "unet_use_cross_frame_attention
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--release", type=Path, required=True, help="a MusePose checkout")
     parser.add_argument("--frames", type=int, default=6)
     args = parser.parse_args()

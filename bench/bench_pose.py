@@ -28,7 +28,7 @@ def _per_frame(function, frames, repeat: int = 1) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--data", type=Path,
                         default=Path(os.environ.get("DISPOSE_SHARED_DATA",

@@ -101,7 +101,7 @@ def sample_cost(args, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--size", type=lambda s: tuple(int(v) for v in s.split("x")), default=(576, 1024))
     parser.add_argument("--references", type=int, default=4)

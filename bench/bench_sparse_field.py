@@ -47,7 +47,7 @@ def release_field(traj: Trajectories, frames: range, kernel: np.ndarray) -> np.n
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--tile", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)

@@ -58,7 +58,7 @@ def _time_method(owner: object, name: str, totals: dict, key: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=16, help="driving frames (after the stride)")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--steps", type=int, default=4)
