@@ -41,6 +41,7 @@ class DataConfig:
     width: int = 768
     height: int = 1024
     flip_probability: float = 0.5  # random horizontal flip (poses, flows and keypoint labels flip with it)
+    samples_per_clip: int = 1  # samples per clip and epoch (each with its own reference, window and flip)
     num_workers: int = 4
 
 
@@ -64,6 +65,8 @@ class TrainSettings:
     ema_decay: float = 0.9999
     seed: int = 42
     vae_encode_chunk: int = 8  # frames per VAE encoder call (memory)
+    max_nonfinite_steps: int = 10  # stop after this many steps in a row with a non-finite loss or gradient
+    allow_tf32: bool = True  # TF32 matmuls and convolutions on CUDA
 
     def __post_init__(self) -> None:
         if self.mixed_precision is False:  # YAML reads a bare `no` as false
@@ -103,11 +106,15 @@ class ValidationConfig:
     dense: str = "propagate"  # cmp | propagate | none
     sd15: str | None = None  # SD1.5 folder for DIFT (default: under weights.dir)
     seed: int = 42
+    loss_every: int = 0  # held-out loss at fixed noise every N steps (0: never; dispose.training.heldout)
+    loss_data: str | None = None  # held-out dataset folder written by `dispose prepare`
+    loss_samples: int = 5  # held-out samples per evaluation (one forward each)
 
 
 @dataclass
 class LoggingConfig:
     every: int = 10  # TensorBoard scalars every N optimiser steps
+    samples: bool = False  # write what each process consumed to OUT/logs/samples-rankR.jsonl (debugging)
 
 
 @dataclass
@@ -153,7 +160,7 @@ class TrainConfig:
         train = self.train
         if train.mixed_precision not in ("no", "fp16", "bf16"):
             raise UserError(f"train.mixed_precision must be no, fp16 or bf16, got {train.mixed_precision!r}")
-        for name in ("max_steps", "batch_size", "micro_batch_size", "vae_encode_chunk"):
+        for name in ("max_steps", "batch_size", "micro_batch_size", "vae_encode_chunk", "max_nonfinite_steps"):
             if getattr(train, name) < 1:
                 raise UserError(f"train.{name} must be at least 1, got {getattr(train, name)}")
         if self.data.num_frames < 2:
@@ -162,6 +169,9 @@ class TrainConfig:
             raise UserError(f"data.width/height must be multiples of 64, got {self.data.width}x{self.data.height}")
         if not 0.0 <= self.loss.conditioning_dropout < 1.0:
             raise UserError(f"loss.conditioning_dropout must be in [0, 1), got {self.loss.conditioning_dropout}")
+        if self.data.samples_per_clip < 1 or self.validation.loss_samples < 1:
+            raise UserError("data.samples_per_clip and validation.loss_samples must be at least 1, got "
+                            f"{self.data.samples_per_clip} and {self.validation.loss_samples}")
         if self.checkpoints.keep < 1:
             raise UserError(f"checkpoints.keep must be at least 1, got {self.checkpoints.keep}")
 
