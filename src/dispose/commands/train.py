@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dispose.training.config import TrainConfig
-    from dispose.training.trainer import train
+    from dispose.training.trainer import end_process_group, train
 
     config = TrainConfig.load(args.config, args.overrides)
     for section, key, value in ((config, "base", args.base), (config.data, "root", args.data),
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
             setattr(section, key, value)
     config.check()
     result = train(config, resume=args.resume, cpu=args.cpu)
+    end_process_group()
     for path in result.exported:
         print(f"wrote {path}", file=sys.stderr)
     return 0

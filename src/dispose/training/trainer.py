@@ -68,10 +68,12 @@ Animate = Callable[[object], np.ndarray]
 
 @dataclass
 class TrainResult:
-    """What a run did: optimiser steps reached, per-step mean loss of this run, export paths, the trained network."""
+    """What a run did: optimiser steps reached, per-step mean loss of this run, export paths, the trained network,
+    the number of processes it ran on."""
 
     step: int
     output_dir: Path
+    processes: int = 1
     controlnet: torch.nn.Module | None = None
     losses: list[float] = field(default_factory=list)
     exported: tuple[Path, ...] = ()
@@ -214,7 +216,7 @@ def train(config: TrainConfig, *, resume: str | None = None, dataset=None, anima
     after every optimiser step (monitoring, benches)."""
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
 
     from dispose.training.model import training_base
 
@@ -237,12 +239,17 @@ def train(config: TrainConfig, *, resume: str | None = None, dataset=None, anima
         gradient_accumulation_steps=accumulation, mixed_precision=config.train.mixed_precision, cpu=cpu,
         log_with="tensorboard", project_config=ProjectConfiguration(project_dir=str(output_dir),
                                                                     logging_dir=str(output_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # DDP re-buckets the gradients after its first step unless it looks for unused parameters; a resumed run
+        # would then sum them over the processes in another order (ring all-reduce chunks follow the buckets) and
+        # drift from an uninterrupted one by rounding.  The search costs one walk of the autograd graph per step.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     try:
         return _run(config, base, accelerator, accumulation, optimizer_class, start_from, dataset, held_out, animate,
                     on_step)
     finally:
-        # the accelerator's settings are process-wide: a later run in this process (tests, notebooks) sets its own
+        # the accelerator's settings are process-wide: a later run in this process (tests, notebooks) sets its own;
+        # the process group stays (a new one cannot rendezvous under torchrun): end_process_group() ends it
         AcceleratorState._reset_state()
         GradientState._reset_state()
 
@@ -309,7 +316,8 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
     if accelerator.is_main_process:
         accelerator.init_trackers("dispose-train", config=_hparams(config))
 
-    result = TrainResult(step=step, output_dir=output_dir, controlnet=controlnet)
+    result = TrainResult(step=step, output_dir=output_dir, controlnet=controlnet,
+                         processes=accelerator.num_processes)
     if on_step is not None and accelerator.is_main_process:
         on_step(step, inner)
     model.train()
@@ -377,8 +385,16 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
 
     result.step = step
     result.exported = _export(accelerator, base, controlnet, ema, output_dir / "export", step)
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # accelerator.end_training() would also end the process group
+        tracker.finish()
     return result
+
+
+def end_process_group() -> None:
+    """End the process group of a multi-process run (after the last :func:`train` of the process)."""
+    from accelerate import PartialState
+
+    PartialState().destroy_process_group()
 
 
 def _skipped(accelerator, step: int, loss: float, grad_norm: float, in_a_row: int, limit: int) -> int:
