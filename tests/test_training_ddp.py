@@ -113,8 +113,9 @@ def test_three_processes_sample_every_epoch_afresh_and_resume_exactly(prepared, 
                     for rank in range(PROCESSES)]
         indices = [sorted(sample["index"] for sample in samples) for samples in per_rank]
         # within an epoch: every process its own samples, together the whole dataset
-        assert sorted(sum(indices, [])) == list(range(size)), (epoch, indices)
-        draws[epoch] = {s["index"]: (s["clip"], s["reference"], s["start"], s["flip"]) for s in sum(per_rank, [])}
+        assert sorted(i for rank in indices for i in rank) == list(range(size)), (epoch, indices)
+        draws[epoch] = {s["index"]: (s["clip"], s["reference"], s["start"], s["flip"])
+                        for samples in per_rank for s in samples}
         assert {clip for clip, *_ in draws[epoch].values()} == set(range(len(CLIPS)))
     # every epoch draws other references / windows / flips for the same indices
     assert draws[0] != draws[1] and draws[1] != draws[2] and draws[0] != draws[2]
