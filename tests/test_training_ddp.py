@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dispose.bases.mimicmotion.tiny import build_tiny_weights
 from dispose.cli import main
-from dispose.pipelines.tiny import build_tiny_weights
 
 PROCESSES, SAMPLES_PER_CLIP, CLIPS = 3, 3, ("musepose_dance.mp4", "animatex_ubc_fashion.mp4",
                                             "animatex_dance2_generated.mp4")
@@ -34,7 +34,7 @@ RANK_SCRIPT = textwrap.dedent("""
 
     import torch
 
-    from dispose.pipelines.tiny import DIFT_CHANNELS
+    from dispose.guidance.tiny import DIFT_CHANNELS
     from dispose.training.config import TrainConfig
     from dispose.training.trainer import train
 
