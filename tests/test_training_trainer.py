@@ -1,5 +1,6 @@
-"""``dispose train``: resuming is exact, validation and exports are written, settings errors are one line, and
-the shipped accelerate configs pass accelerate's own launch-time parsing."""
+"""``dispose train``: resuming is exact, validation and exports are written, settings errors are one line, a
+non-finite step is skipped, the held-out loss is logged, a resume never silently restarts, an interrupted
+checkpoint leaves nothing, and the shipped accelerate configs pass accelerate's own launch-time parsing."""
 
 from __future__ import annotations
 
@@ -138,3 +139,97 @@ def test_accelerate_configs_pass_accelerate_launch_parsing(name):
         assert plugin.use_orig_params and str(plugin.sharding_strategy).endswith("FULL_SHARD")
     else:
         assert args.multi_gpu and not (args.use_deepspeed or args.use_fsdp)
+
+
+def _scalars(run: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = []
+    for events in (run / "logs").rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            values += [(event.step, event.value) for event in accumulator.Scalars(tag)]
+    return sorted(values)
+
+
+class NanAt(Samples):
+    """Samples whose pixels are NaN at the given indices."""
+
+    def __init__(self, bad: set[int], count: int = 3) -> None:
+        super().__init__(count)
+        for index in bad:
+            self.items[index] = {**self.items[index], "pixels": torch.full_like(self.items[index]["pixels"], np.nan)}
+
+
+def test_a_non_finite_step_is_skipped_and_too_many_in_a_row_stop_the_run(weights, tmp_path):
+    result = train(_config(weights, tmp_path / "one", 3, train={"use_ema": False, "max_nonfinite_steps": 2}),
+                   dataset=NanAt({1}), cpu=True)
+    assert result.step == 3 and len(result.losses) == 2  # the NaN sample's step was skipped, the run went on
+    exported = load_file(tmp_path / "one" / "export" / "DisPose.safetensors")
+    assert all(torch.isfinite(value).all() for value in exported.values())
+    assert [value for _, value in _scalars(tmp_path / "one", "train/nonfinite_steps")] == [1.0]  # logged once
+    with pytest.raises(UserError, match="2 optimiser steps in a row had a non-finite loss"):
+        train(_config(weights, tmp_path / "all", 3, train={"max_nonfinite_steps": 2}), dataset=NanAt({0, 1, 2}),
+              cpu=True)
+
+
+def test_held_out_loss_is_logged_at_fixed_noise(weights, tmp_path):
+    from dispose.bases.training import training_base
+    from dispose.training.heldout import HeldOutLoss
+
+    config = _config(weights, tmp_path / "run", 4, validation={"loss_every": 2, "loss_data": str(tmp_path)})
+    with mock.patch("dispose.training.trainer._open_dataset", return_value=Samples(2)) as opened:
+        train(config, dataset=Samples(), cpu=True)
+    assert opened.call_args.args[0].data.root == str(tmp_path)  # the held-out folder, not data.root
+    logged = _scalars(tmp_path / "run", "validation/loss")
+    assert [step for step, _ in logged] == [2, 4] and all(np.isfinite(value) for _, value in logged)
+    # the same model gives the same held-out loss every time (fixed sigmas and noise)
+    model = training_base("mimicmotion").build(config)
+    loss = HeldOutLoss(Samples(2), count=5)
+    assert loss(model) == loss(model)
+    with pytest.raises(UserError, match="validation.loss_data is not"):
+        train(_config(weights, tmp_path / "x", 1, validation={"loss_every": 2}), dataset=Samples(), cpu=True)
+
+
+def test_resume_latest_refuses_when_nothing_is_usable(weights, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--weights", str(weights), "--out", str(out), "--resume", "latest"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds no complete checkpoint (none)" in err
+    (out / "checkpoints" / "checkpoint-5").mkdir(parents=True)  # interrupted while saving: no trainer_state.json
+    assert main(args) == 2
+    assert "only incomplete ones (checkpoint-5" in capsys.readouterr().err
+    assert not (out / "export").exists()
+
+
+def test_an_interrupted_checkpoint_leaves_no_folder(weights, tmp_path):
+    from accelerate import Accelerator
+
+    saved = Accelerator.save_state
+
+    def interrupted(self, output_dir, **kwargs):
+        saved(self, output_dir, **kwargs)
+        raise KeyboardInterrupt
+
+    with mock.patch.object(Accelerator, "save_state", interrupted), pytest.raises(KeyboardInterrupt):
+        train(_config(weights, tmp_path / "run", 3), dataset=Samples(), cpu=True)
+    assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
+
+
+def test_train_messages_point_to_options_it_takes(tmp_path, capsys):
+    import re
+
+    from dispose.bases import get_base
+    from dispose.cli import build_parser
+    from dispose.pipelines.weights import find_weights
+
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    options = {option for action in train_parser._actions for option in action.option_strings}
+    _, problems = find_weights(tmp_path, {}, get_base("mimicmotion").required_components(False))
+    named = set(re.findall(r"pass (--[a-z0-9-]+)", "\n".join(problems)))
+    assert named and named <= options, named - options
+    assert main(["train", "--base", "foo", "--data", str(tmp_path)]) == 2
+    assert "trainable bases: mimicmotion, musepose" in capsys.readouterr().err

@@ -99,5 +99,16 @@ def training_base(name: str) -> TrainingBase:
             if error.name not in (f"dispose.bases.{name}", f"dispose.bases.{name}.training"):
                 raise
     if name not in TRAINING_BASES:
-        raise UserError(f"base {name!r} cannot be trained (yet); known: {', '.join(sorted(TRAINING_BASES))}")
+        raise UserError(f"base {name!r} cannot be trained (yet); trainable bases: {', '.join(trainable_bases())}")
     return TRAINING_BASES[name]()
+
+
+def trainable_bases() -> list[str]:
+    """Every base package with a training recipe (``dispose/bases/<name>/training.py``), imported or not."""
+    import importlib.util
+    import pkgutil
+
+    import dispose.bases
+
+    return sorted(info.name for info in pkgutil.iter_modules(dispose.bases.__path__)
+                  if info.ispkg and importlib.util.find_spec(f"dispose.bases.{info.name}.training") is not None)

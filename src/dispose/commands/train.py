@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", help="base model to train on: mimicmotion | musepose (base)")
     parser.add_argument("--data", help="dataset folder written by dispose prepare (data.root)")
     parser.add_argument("--weights", help="folder in the release's pretrained_weights/ layout (weights.dir)")
+    parser.add_argument("--svd", help="stable-video-diffusion-img2vid-xt-1-1 folder, if not under --weights "
+                        "(weights.svd; MimicMotion base)")
+    parser.add_argument("--mimicmotion", help="MimicMotion_1-1.pth, if not under --weights (weights.mimicmotion)")
     parser.add_argument("--out", help="output folder (output_dir)")
     parser.add_argument("--max-steps", type=int, help="optimiser steps (train.max_steps)")
     parser.add_argument("--resume", help="'latest' or a checkpoint folder OUT/checkpoints/checkpoint-STEP")
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig.load(args.config, args.overrides)
     for section, key, value in ((config, "base", args.base), (config.data, "root", args.data),
-                                (config.weights, "dir", args.weights), (config, "output_dir", args.out),
+                                (config.weights, "dir", args.weights), (config.weights, "svd", args.svd),
+                                (config.weights, "mimicmotion", args.mimicmotion), (config, "output_dir", args.out),
                                 (config.train, "max_steps", args.max_steps)):
         if value is not None:
             setattr(section, key, value)

@@ -41,8 +41,8 @@ class DataConfig:
     width: int = 768
     height: int = 1024
     flip_probability: float = 0.5  # random horizontal flip (poses, flows and keypoint labels flip with it)
-    samples_per_clip: int = 1  # samples per clip and epoch (each with its own reference, window and flip)
     num_workers: int = 4
+    samples_per_clip: int = 1  # draws of every clip per epoch (the dataset's length is clips x this)
 
 
 @dataclass
@@ -165,13 +165,14 @@ class TrainConfig:
                 raise UserError(f"train.{name} must be at least 1, got {getattr(train, name)}")
         if self.data.num_frames < 2:
             raise UserError(f"data.num_frames must be at least 2 (reference + one frame), got {self.data.num_frames}")
+        if self.data.samples_per_clip < 1:
+            raise UserError(f"data.samples_per_clip must be at least 1, got {self.data.samples_per_clip}")
         if self.data.width % 64 or self.data.height % 64:
             raise UserError(f"data.width/height must be multiples of 64, got {self.data.width}x{self.data.height}")
         if not 0.0 <= self.loss.conditioning_dropout < 1.0:
             raise UserError(f"loss.conditioning_dropout must be in [0, 1), got {self.loss.conditioning_dropout}")
-        if self.data.samples_per_clip < 1 or self.validation.loss_samples < 1:
-            raise UserError("data.samples_per_clip and validation.loss_samples must be at least 1, got "
-                            f"{self.data.samples_per_clip} and {self.validation.loss_samples}")
+        if self.validation.loss_samples < 1:
+            raise UserError(f"validation.loss_samples must be at least 1, got {self.validation.loss_samples}")
         if self.checkpoints.keep < 1:
             raise UserError(f"checkpoints.keep must be at least 1, got {self.checkpoints.keep}")
 

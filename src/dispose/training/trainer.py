@@ -2,8 +2,8 @@
 
 What runs (:func:`train`):
 
-* The training model of the configured base (:mod:`dispose.bases.mimicmotion.training`): frozen base, trainable hybrid
-  ControlNet.  Optimiser AdamW (``torch.optim.AdamW``, or bitsandbytes' ``AdamW8bit`` on CUDA) over the
+* The training model of the configured base (``dispose.bases.<base>.training``): frozen base, trainable
+  hybrid ControlNet.  Optimiser AdamW (``torch.optim.AdamW``, or bitsandbytes' ``AdamW8bit`` on CUDA) over the
   ControlNet's parameters only; diffusers' LR schedule with warm-up; gradient clipping; optional EMA
   (``diffusers.training_utils.EMAModel``); gradient checkpointing of every block of the ControlNet and of the frozen
   UNet (the loss reaches the ControlNet through the UNet's up blocks, whose activations dominate memory;
@@ -49,7 +49,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,19 +147,24 @@ def _optimizer_class(config: TrainConfig, device: torch.device):
     return bitsandbytes.optim.AdamW8bit
 
 
-def _open_dataset(config: TrainConfig, root: str | None = None, *, held_out: bool = False):
-    """The prepared dataset of ``data.root`` (``dispose prepare``'s reader), or the held-out one ``root`` (no flip,
-    one sample per clip)."""
-    if config.data.root is None and root is None:
+def _open_dataset(config: TrainConfig):
+    """The prepared dataset of ``data.root`` (``dispose prepare``'s reader)."""
+    if config.data.root is None:
         raise UserError("data.root is not set: pass --data DATASET (a folder written by dispose prepare)")
     try:
         from dispose.training.dataset import TrainingDataset
     except ImportError as error:
         raise UserError(f"the training dataset reader is not available ({error})") from None
     data = config.data
-    return TrainingDataset(root or data.root, num_frames=data.num_frames, size=(data.width, data.height),
-                           flip_probability=0.0 if held_out else data.flip_probability, seed=config.train.seed,
-                           samples_per_clip=1 if held_out else data.samples_per_clip)
+    return TrainingDataset(data.root, num_frames=data.num_frames, size=(data.width, data.height),
+                           flip_probability=data.flip_probability, seed=config.train.seed,
+                           samples_per_clip=data.samples_per_clip)
+
+
+def _held_out_config(config: TrainConfig) -> TrainConfig:
+    """The config whose dataset is the held-out one (``validation.loss_data``: no flip, one sample per clip)."""
+    data = replace(config.data, root=config.validation.loss_data, flip_probability=0.0, samples_per_clip=1)
+    return replace(config, data=data)
 
 
 class IndexedSamples(torch.utils.data.Dataset):
@@ -230,8 +235,7 @@ def train(config: TrainConfig, *, resume: str | None = None, dataset=None, anima
         raise UserError("validation.loss_every is set but validation.loss_data is not: pass a held-out dataset "
                         "folder written by dispose prepare (--set validation.loss_data=FOLDER)")
     dataset = dataset if dataset is not None else _open_dataset(config)
-    held_out = _open_dataset(config, config.validation.loss_data, held_out=True) if config.validation.loss_every \
-        else None
+    held_out = _open_dataset(_held_out_config(config)) if config.validation.loss_every else None
     if state.device.type == "cuda" and config.train.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
