@@ -290,6 +290,7 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
         raise UserError(f"the dataset has {len(dataset)} samples, fewer than one micro-batch of "
                         f"{train_settings.micro_batch_size} per process ({accelerator.num_processes} processes)")
     _deepspeed_clipping(accelerator.state.deepspeed_plugin, train_settings.max_grad_norm)
+    _fsdp_settings(accelerator, model)
     model, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
     inner = accelerator.unwrap_model(model)
     controlnet = base.controlnet(inner)
@@ -362,7 +363,8 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
             if finite:
                 nonfinite = 0
                 if ema is not None:
-                    ema.step(controlnet.parameters())
+                    with full_weights(accelerator, model):
+                        ema.step(controlnet.parameters())
                 result.losses.append(mean_loss)
             else:
                 nonfinite = _skipped(accelerator, step, mean_loss, grad_norm, nonfinite + 1,
@@ -373,13 +375,14 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
             if step % config.checkpoints.every == 0 or step == train_settings.max_steps:
                 save_checkpoint(accelerator, output_dir, step, config.checkpoints.keep, use_ema=ema is not None)
             if config.checkpoints.export_every and step % config.checkpoints.export_every == 0:
-                _export(accelerator, base, controlnet, ema, output_dir / "export" / f"step-{step}", step)
+                _export(accelerator, base, model, ema, output_dir / "export" / f"step-{step}", step)
             if heldout is not None and step % config.validation.loss_every == 0:
-                with _ema_weights(controlnet, ema), accelerator.autocast():
+                with full_weights(accelerator, model), _ema_weights(controlnet, ema), accelerator.autocast():
                     value = heldout(inner, accelerator.device)
                 accelerator.log({"validation/loss": value}, step=step)
             if animate is not None and config.validation.every and step % config.validation.every == 0:
-                run_validation(accelerator, base.pipeline(inner), controlnet, ema, animate, output_dir, step)
+                with full_weights(accelerator, model):
+                    run_validation(accelerator, base.pipeline(inner), controlnet, ema, animate, output_dir, step)
             if on_step is not None and accelerator.is_main_process:
                 on_step(step, inner)
             started = time.perf_counter()
@@ -388,7 +391,7 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
         epoch += 1
 
     result.step = step
-    result.exported = _export(accelerator, base, controlnet, ema, output_dir / "export", step)
+    result.exported = _export(accelerator, base, model, ema, output_dir / "export", step)
     for tracker in accelerator.trackers:  # accelerator.end_training() would also end the process group
         tracker.finish()
     return result
@@ -429,10 +432,14 @@ def _deepspeed_clipping(plugin, max_grad_norm: float | None) -> None:
 def _checkpoint_trainable_only(accelerator, controlnet: torch.nn.Module) -> None:
     """Checkpoints hold the trainable network, not the frozen base (which the weight files give back): accelerate's
     model save/load is replaced by ``controlnet.safetensors`` (DeepSpeed and FSDP save their own way)."""
+    from accelerate.utils import DistributedType
     from safetensors.torch import save_file
 
     from dispose.checkpoints import load_strict, read_state_dict
     from dispose.training.export import controlnet_state
+
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return
 
     def save(models, weights, output_dir) -> None:
         if accelerator.is_main_process and models:
@@ -503,14 +510,55 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, *, use_
     return folder
 
 
-def _export(accelerator, base, controlnet, ema, folder: Path, step: int) -> tuple[Path, ...]:
+def _export(accelerator, base, model, ema, folder: Path, step: int) -> tuple[Path, ...]:
+    """The base's export of the (EMA) ControlNet, full weights under FSDP, written by the main process."""
     paths: tuple[Path, ...] = ()
+    controlnet = base.controlnet(accelerator.unwrap_model(model))
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        with _ema_weights(controlnet, ema):
-            paths = base.export(controlnet, folder, {"step": str(step)})
+    with full_weights(accelerator, model):
+        if accelerator.is_main_process:
+            with _ema_weights(controlnet, ema):
+                paths = base.export(controlnet, folder, {"step": str(step)})
     accelerator.wait_for_everyone()
     return paths
+
+
+def full_weights(accelerator, model):
+    """Context in which the unwrapped model holds its full weights: FSDP gathers the ControlNet's shards on every
+    process (entered by all of them; changes are not written back); nothing to do otherwise."""
+    import contextlib
+
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return contextlib.nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel.summon_full_params(model, writeback=False)
+
+
+def _fsdp_settings(accelerator, model) -> None:
+    """FSDP shards the trainable ControlNet only.  The frozen base goes to ``ignored_modules`` (kept whole on every
+    process in its bf16/fp16 dtype: FSDP cannot put it in one unit with the float32 ControlNet); nothing is
+    auto-wrapped, so the ControlNet is one unit, gathered for the training forward (its guidance encoders run
+    outside its own ``forward``, which a unit of their own would not allow); the root's inputs keep their dtype
+    (sigmas and noise stay float32).  FSDP2 (``fsdp_version: 2``) is refused: the trainer uses FSDP1's
+    ``summon_full_params`` and ``clip_grad_norm_``."""
+    import dataclasses
+
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return
+    plugin = accelerator.state.fsdp_plugin
+    if plugin.fsdp_version != 1:
+        raise UserError(f"the accelerate config sets fsdp_version {plugin.fsdp_version}; dispose train supports "
+                        "FSDP1 (fsdp_version: 1, as configs/accelerate/fsdp.yaml)")
+    plugin.ignored_modules = model.frozen_modules()
+    plugin.auto_wrap_policy = None
+    if plugin.mixed_precision_policy is not None:
+        plugin.mixed_precision_policy = dataclasses.replace(plugin.mixed_precision_policy,
+                                                            cast_root_forward_inputs=False)
 
 
 class _ema_weights:
