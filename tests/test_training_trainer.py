@@ -18,7 +18,7 @@ from dispose.cli import main
 from dispose.errors import UserError
 from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.training.config import TrainConfig
-from dispose.training.trainer import train
+from dispose.training.trainer import _deepspeed_clipping, master_weights, train
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES, SIZE = 2, 64
@@ -133,10 +133,19 @@ def test_accelerate_configs_pass_accelerate_launch_parsing(name):
         with mock.patch.dict(os.environ, env):
             plugin = DeepSpeedPlugin()
         assert plugin.zero_stage == 2 and plugin.deepspeed_config["zero_optimization"]["stage"] == 2
+        # clipping comes from train.max_grad_norm, not from the accelerate config
+        assert plugin.deepspeed_config["gradient_clipping"] == "auto"
+        _deepspeed_clipping(plugin, 0.3)
+        assert plugin.deepspeed_config["gradient_clipping"] == 0.3
+        plugin.deepspeed_config["gradient_clipping"] = "auto"
+        _deepspeed_clipping(plugin, None)
+        assert plugin.deepspeed_config["gradient_clipping"] == 0.0  # DeepSpeed's "off"
     elif name == "fsdp":
         with mock.patch.dict(os.environ, prepare_multi_gpu_env(args)):
             plugin = FullyShardedDataParallelPlugin(sync_module_states=False)  # True needs a GPU to check
         assert plugin.use_orig_params and str(plugin.sharding_strategy).endswith("FULL_SHARD")
+        assert plugin.fsdp_version == 1 and plugin.auto_wrap_policy is None  # the trainer forms the one unit
+        assert str(plugin.state_dict_type).endswith("SHARDED_STATE_DICT")
     else:
         assert args.multi_gpu and not (args.use_deepspeed or args.use_fsdp)
 
@@ -233,3 +242,25 @@ def test_train_messages_point_to_options_it_takes(tmp_path, capsys):
     assert named and named <= options, named - options
     assert main(["train", "--base", "foo", "--data", str(tmp_path)]) == 2
     assert "trainable bases: mimicmotion, musepose" in capsys.readouterr().err
+
+
+def test_deepspeed_clipping_set_elsewhere_is_refused_and_ema_follows_float32_masters(monkeypatch):
+    import sys
+    import types
+
+    from accelerate.utils import DistributedType
+
+    plugin = types.SimpleNamespace(deepspeed_config={"gradient_clipping": 1.0})
+    with pytest.raises(UserError, match="sets gradient_clipping 1.0 but train.max_grad_norm is 0.5"):
+        _deepspeed_clipping(plugin, 0.5)
+    # under DeepSpeed the module holds bf16 copies; the EMA reads the float32 masters DeepSpeed keeps
+    controlnet = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    masters = {id(p): torch.randn(p.shape, dtype=torch.float32) for p in controlnet.parameters()}
+    fake = types.ModuleType("deepspeed.utils")
+    fake.safe_get_full_fp32_param = lambda parameter: masters[id(parameter)]
+    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
+    monkeypatch.setitem(sys.modules, "deepspeed.utils", fake)
+    accelerator = types.SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)
+    weights = master_weights(accelerator, controlnet)
+    assert [w.dtype for w in weights] == [torch.float32] * 2
+    assert all(w is masters[id(p)] for w, p in zip(weights, controlnet.parameters()))

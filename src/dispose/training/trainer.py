@@ -364,7 +364,7 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
                 nonfinite = 0
                 if ema is not None:
                     with full_weights(accelerator, model):
-                        ema.step(controlnet.parameters())
+                        ema.step(master_weights(accelerator, controlnet))
                 result.losses.append(mean_loss)
             else:
                 nonfinite = _skipped(accelerator, step, mean_loss, grad_norm, nonfinite + 1,
@@ -535,6 +535,19 @@ def full_weights(accelerator, model):
     from torch.distributed.fsdp import FullyShardedDataParallel
 
     return FullyShardedDataParallel.summon_full_params(model, writeback=False)
+
+
+def master_weights(accelerator, controlnet) -> list[torch.Tensor]:
+    """The ControlNet's float32 weights the optimiser updates: its parameters, or under DeepSpeed (whose module
+    holds bf16/fp16 copies) the full float32 master weights (``deepspeed.utils.safe_get_full_fp32_param``, a
+    collective: every process calls it)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return list(controlnet.parameters())
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    return [safe_get_full_fp32_param(parameter) for parameter in controlnet.parameters()]
 
 
 def _fsdp_settings(accelerator, model) -> None:
