@@ -11,7 +11,8 @@ musepose`` imports it on first use).  :class:`MusePoseTrainingModel` holds
   output convolutions) or from a given ``DisPose_MusePose.pth``.  The paper says "initialised from
   stable-diffusion-v1-5"; MusePose's denoising UNet *is* SD1.5 (image-variation context) fine-tuned by
   MusePose, the network the ControlNet's residuals are added to, as the MimicMotion base copies the
-  MimicMotion UNet rather than SVD-xt.
+  MimicMotion UNet rather than SVD-xt.  The frozen networks are loaded straight in the mixed-precision dtype
+  (no float32 host copy); with bf16/fp16 the ControlNet starts from the UNet's encoder rounded to that dtype.
 
 One training forward on a sample ``[reference, f1 .. f(T-1)]`` is one sampling step of
 :class:`~dispose.bases.musepose.pipeline.DisPoseMusePosePipeline` on one window covering ``f1 .. f(T-1)``: the
@@ -184,13 +185,13 @@ class MusePoseBase:
         weights = config.weights
         spec = get_base(self.name)
         paths = resolve_weights(weights.dir, {}, spec.required_components(False))
-        base = spec.load_pipeline(paths, False, torch.float32, "cpu")
+        frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.train.mixed_precision, torch.float32)
+        base = spec.load_pipeline(paths, False, frozen, "cpu")  # no float32 host copy of the frozen base
         if weights.controlnet is not None:
             controlnet = load_controlnet(Path(weights.controlnet), base.denoising_unet)
         else:
             controlnet = HybridControlNetSD.from_unet(base.denoising_unet, point_channels=weights.point_channels)
         loss = config.loss
-        frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.train.mixed_precision, torch.float32)
         model = MusePoseTrainingModel(
             vae=base.vae, image_encoder=base.image_encoder, reference_unet=base.reference_unet,
             denoising_unet=base.denoising_unet, pose_guider=base.pose_guider, controlnet=controlnet.float(),
