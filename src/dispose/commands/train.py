@@ -7,7 +7,10 @@ with accelerate for several GPUs or nodes, e.g.
     accelerate launch --num_processes 8 -m dispose.cli train --config configs/train/mimicmotion.yaml \\
         --data dataset/ --weights pretrained_weights/ --out runs/dispose
 
-Writes OUT/checkpoints/checkpoint-STEP (accelerate states; --resume latest continues), OUT/logs (TensorBoard),
+Several CPU processes (accelerate launch --cpu starts one): torchrun --nproc_per_node 3 -m dispose.cli train --cpu ...
+
+Writes OUT/checkpoints/checkpoint-STEP (accelerate states; --resume latest continues from the newest complete one
+and refuses when there is none), OUT/logs (TensorBoard),
 OUT/validation/step-STEP.mp4 and OUT/export/DisPose.pth + DisPose.safetensors, which dispose animate loads
 with --dispose-ckpt (--base musepose, configs/train/musepose.yaml: OUT/export/DisPose_MusePose.pth, loaded with
 --dispose-musepose).

@@ -308,6 +308,9 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
         accelerator.load_state(str(start_from))
         step = saved["step"]
     epoch, skip = data_position(step, len(loader), accumulation)
+    accelerator.print(f"training on {accelerator.num_processes} process(es) ({accelerator.distributed_type.value}), "
+                      f"{len(loader)} micro-batches of {train_settings.micro_batch_size} per process and epoch, "
+                      f"gradient accumulation {accumulation}")
     if start_from is not None:
         accelerator.print(f"resuming from {start_from}: step {step}, epoch {epoch}, micro-batch {skip} of "
                           f"{len(loader)} per process")
