@@ -1,15 +1,16 @@
-"""Host memory (RAM) one training process needs to build its model: before (frozen base loaded in float32, then
-cast to bf16) and after (loaded straight in bf16, the trainer's way: ``spec.load_pipeline(..., frozen dtype)``).
+"""Host memory (RAM) one training process needs to build its model: before (frozen base loaded in float32,
+then cast to bf16) and after (loaded straight in bf16, the trainer's way: ``spec.load_pipeline(..., frozen
+dtype)``).
 
 1. Tiny random models (:mod:`dispose.bases.mimicmotion.tiny`), measured: each variant builds the MimicMotion
    training model in a fresh process; printed is the growth of that process's peak RSS (``ru_maxrss``) over
-   its RSS after the imports.  Every rank of a run does the same, so this is per rank.
-2. Full size, from the real networks built on the meta device (MimicMotion's UNet and PoseNet, SVD's VAE and
-   CLIP, the hybrid ControlNet; ``bench/train_memory.py``'s builders): the weight bytes a rank holds on the host
-   when the model is built.  Before: the frozen base in float32 (4 B/parameter: ``load_pipeline`` cast every
-   network to float32) before the cast to bf16; after: 2 B/parameter throughout.  The ControlNet (float32, the
-   trainable master weights) and the checkpoint file's tensors (the UNet is built on meta and takes them, so
-   they are not an extra copy) are the same in both.
+   its RSS after the imports.  Every rank of a run does the same, so this is per rank. 2. Full size, from the
+   real networks built on the meta device (MimicMotion's UNet and PoseNet, SVD's VAE and CLIP, the hybrid
+   ControlNet; ``bench/train_memory.py``'s builders): the weight bytes a rank holds on the host when the model
+   is built.  Before: the frozen base in float32 (4 B/parameter: ``load_pipeline`` cast every network to
+   float32) before the cast to bf16; after: 2 B/parameter throughout.  The ControlNet (float32, the trainable
+   master weights) and the checkpoint file's tensors (the UNet is built on meta and takes them, so they are
+   not an extra copy) are the same in both.
 
 Run by hand: ``python bench/train_host_memory.py [--ranks 8]``.
 """

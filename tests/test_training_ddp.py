@@ -1,9 +1,9 @@
-"""Three CPU processes (gloo, launched by torchrun; accelerate picks up its environment) train through the real
-``TrainingDataset`` on clips prepared by ``dispose prepare``: every epoch draws new references, windows and flips,
-the processes' samples within an epoch are disjoint and cover the dataset, the ranks keep identical weights, and
-a run stopped mid-epoch (accumulation 2 over an epoch of 3 micro-batches per process, so each epoch ends with a
-partial accumulation) and resumed consumes exactly the samples of an uninterrupted run and ends with its weights.
-What each process consumed comes from the trainer's ``logging.samples`` record."""
+"""Three CPU processes (gloo, launched by torchrun; accelerate picks up its environment) train through the
+real ``TrainingDataset`` on clips prepared by ``dispose prepare``: every epoch draws new references, windows
+and flips, the processes' samples within an epoch are disjoint and cover the dataset, the ranks keep identical
+weights, and a run stopped mid-epoch (accumulation 2 over an epoch of 3 micro-batches per process, so each
+epoch ends with a partial accumulation) and resumed consumes exactly the samples of an uninterrupted run and
+ends with its weights. What each process consumed comes from the trainer's ``logging.samples`` record."""
 
 from __future__ import annotations
 
@@ -120,7 +120,8 @@ def test_three_processes_sample_every_epoch_afresh_and_resume_exactly(prepared, 
     # every epoch draws other references / windows / flips for the same indices
     assert draws[0] != draws[1] and draws[1] != draws[2] and draws[0] != draws[2]
 
-    # stopped at step 3 (mid-epoch 1) and resumed: the same micro-batches in the same order on every process ...
+    # stopped at step 3 (mid-epoch 1) and resumed: the same micro-batches in the same order on every process
+    # ...
     for rank in range(PROCESSES):
         assert _consumed(out / "split", rank) == straight[rank]
         assert {line["step"] for line in straight[rank]} == set(range(1, STEPS + 1))

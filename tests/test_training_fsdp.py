@@ -1,13 +1,13 @@
-"""FSDP through the real trainer on two CPU processes (gloo, torchrun): the trainable ControlNet is the one FSDP
-unit, the frozen base stays outside it, clipping sees the global gradient norm, EMA and the export get the full
-weights, and the export loads strictly into ``dispose animate``.
+"""FSDP through the real trainer on two CPU processes (gloo, torchrun): the trainable ControlNet is the one
+FSDP unit, the frozen base stays outside it, clipping sees the global gradient norm, EMA and the export get
+the full weights, and the export loads strictly into ``dispose animate``.
 
 accelerate 1.16 never selects FSDP for CPU processes (``AcceleratorState`` turns ``ACCELERATE_USE_FSDP`` / an
 ``fsdp_plugin`` into ``DistributedType.FSDP`` only for GPU-like process types; CPU stays ``MULTI_CPU``), while
 torch's FSDP1 runs on CPU with gloo.  So the rank script sets accelerate's state to FSDP with the plugin
 ``configs/accelerate/fsdp.yaml`` describes right after the ``Accelerator`` is built, and its device to ``cpu``
-(accelerate's ``cpu:0`` for CPU processes fails FSDP's device check); everything after that is the trainer's own
-FSDP path."""
+(accelerate's ``cpu:0`` for CPU processes fails FSDP's device check); everything after that is the trainer's
+own FSDP path."""
 
 from __future__ import annotations
 

@@ -237,9 +237,10 @@ def test_train_messages_point_to_options_it_takes(tmp_path, capsys):
     parser = build_parser()
     train_parser = parser._subparsers._group_actions[0].choices["train"]
     options = {option for action in train_parser._actions for option in action.option_strings}
-    _, problems = find_weights(tmp_path, {}, get_base("mimicmotion").required_components(False))
-    named = set(re.findall(r"pass (--[a-z0-9-]+)", "\n".join(problems)))
-    assert named and named <= options, named - options
+    for base in ("mimicmotion", "musepose"):
+        _, problems = find_weights(tmp_path, {}, get_base(base).required_components(False))
+        named = set(re.findall(r"pass (--[a-z0-9-]+)", "\n".join(problems)))
+        assert named and named <= options, (base, named - options)
     assert main(["train", "--base", "foo", "--data", str(tmp_path)]) == 2
     assert "trainable bases: mimicmotion, musepose" in capsys.readouterr().err
 

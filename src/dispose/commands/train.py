@@ -7,13 +7,13 @@ with accelerate for several GPUs or nodes, e.g.
     accelerate launch --num_processes 8 -m dispose.cli train --config configs/train/mimicmotion.yaml \\
         --data dataset/ --weights pretrained_weights/ --out runs/dispose
 
-Several CPU processes (accelerate launch --cpu starts one): torchrun --nproc_per_node 3 -m dispose.cli train --cpu ...
+Several CPU processes (accelerate launch --cpu starts one): torchrun --nproc_per_node 3 -m dispose.cli train
+--cpu ...
 
-Writes OUT/checkpoints/checkpoint-STEP (accelerate states; --resume latest continues from the newest complete one
-and refuses when there is none), OUT/logs (TensorBoard),
-OUT/validation/step-STEP.mp4 and OUT/export/DisPose.pth + DisPose.safetensors, which dispose animate loads
-with --dispose-ckpt (--base musepose, configs/train/musepose.yaml: OUT/export/DisPose_MusePose.pth, loaded with
---dispose-musepose).
+Writes OUT/checkpoints/checkpoint-STEP (accelerate states; --resume latest continues from the newest complete
+one and refuses when there is none), OUT/logs (TensorBoard), OUT/validation/step-STEP.mp4 and
+OUT/export/DisPose.pth + DisPose.safetensors, which dispose animate loads with --dispose-ckpt (--base
+musepose, configs/train/musepose.yaml: OUT/export/DisPose_MusePose.pth, loaded with --dispose-musepose).
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--svd", help="stable-video-diffusion-img2vid-xt-1-1 folder, if not under --weights "
                         "(weights.svd; MimicMotion base)")
     parser.add_argument("--mimicmotion", help="MimicMotion_1-1.pth, if not under --weights (weights.mimicmotion)")
+    for key, what in (("musepose", "the MusePose/ release folder"),
+                      ("sd_image_variations", "the sd-image-variations-diffusers folder"),
+                      ("clip_image_encoder", "the image_encoder folder"), ("sd_vae", "the sd-vae-ft-mse folder")):
+        parser.add_argument(f"--{key.replace('_', '-')}", dest=key,
+                            help=f"{what}, if not under --weights (weights.{key}; MusePose base)")
     parser.add_argument("--out", help="output folder (output_dir)")
     parser.add_argument("--max-steps", type=int, help="optimiser steps (train.max_steps)")
     parser.add_argument("--resume", help="'latest' or a checkpoint folder OUT/checkpoints/checkpoint-STEP")
@@ -47,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     for section, key, value in ((config, "base", args.base), (config.data, "root", args.data),
                                 (config.weights, "dir", args.weights), (config.weights, "svd", args.svd),
                                 (config.weights, "mimicmotion", args.mimicmotion), (config, "output_dir", args.out),
-                                (config.train, "max_steps", args.max_steps)):
+                                (config.train, "max_steps", args.max_steps),
+                                *((config.weights, key, getattr(args, key)) for key in ("musepose", "sd_image_variations",
+                                                                                       "clip_image_encoder", "sd_vae"))):
         if value is not None:
             setattr(section, key, value)
     config.check()

@@ -31,6 +31,10 @@ class WeightsConfig:
     svd: str | None = None  # stable-video-diffusion-img2vid-xt-1-1 folder (VAE, CLIP, scheduler, UNet config)
     mimicmotion: str | None = None  # MimicMotion_1-1.pth
     controlnet: str | None = None  # a DisPose.pth to fine-tune; None = from the SVD UNet (paper)
+    musepose: str | None = None  # MusePose base: the MusePose/ release folder
+    sd_image_variations: str | None = None  # MusePose base: sd-image-variations-diffusers folder
+    clip_image_encoder: str | None = None  # MusePose base: image_encoder folder
+    sd_vae: str | None = None  # MusePose base: sd-vae-ft-mse folder
     point_channels: int = 1280  # width of the DIFT point embeddings (SD1.5 up block 1)
 
 

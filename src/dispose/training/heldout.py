@@ -1,11 +1,12 @@
-"""The loss on held-out samples at fixed noise levels and fixed noise: a learning curve without the randomness of
-the training draws.
+"""The loss on held-out samples at fixed noise levels and fixed noise: a learning curve without the randomness
+of the training draws.
 
-Each held-out sample ``i`` gets one noise draw fixed for the whole run: the base's own ``draw`` from a generator
-seeded with ``seed + i``, every clip conditioned (no CFG dropout), and for an EDM base (MimicMotion) the sigma
-replaced by ``EVAL_SIGMAS[i % 5]`` (0.2 .. 20, log-spaced over the range the training distribution covers), so
-every evaluation sees the same noise levels.  The samples are read from the dataset at every evaluation (its
-draws are fixed by its own seed), one forward per sample, so memory is that of one training micro-batch.
+Each held-out sample ``i`` gets one noise draw fixed for the whole run: the base's own ``draw`` from a
+generator seeded with ``seed + i``, every clip conditioned (no CFG dropout), and for an EDM base (MimicMotion)
+the sigma replaced by ``EVAL_SIGMAS[i % 5]`` (0.2 .. 20, log-spaced over the range the training distribution
+covers), so every evaluation sees the same noise levels.  The samples are read from the dataset at every
+evaluation (its draws are fixed by its own seed), one forward per sample, so memory is that of one training
+micro-batch.
 
 Used by the trainer (``validation.loss_every``, :mod:`dispose.training.trainer`) and by
 ``bench/train_learning.py``.
@@ -35,7 +36,8 @@ class HeldOutLoss:
         return {key: value.unsqueeze(0).to(device) for key, value in sample.items()}
 
     def draw(self, model, slot: int, batch: dict):
-        """The fixed noise draw of held-out sample ``slot`` (made on the CPU, so it is the same on any device)."""
+        """The fixed noise draw of held-out sample ``slot`` (made on the CPU, so it is the same on any
+        device)."""
         cpu_batch = {key: value.cpu() for key, value in batch.items()}
         draw = model.draw(cpu_batch, torch.Generator().manual_seed(self.seed + slot))
         fixed = {"keep": torch.ones_like(draw.keep)}

@@ -1,32 +1,35 @@
-"""``dispose train``: the training loop on accelerate (one process per GPU; DDP, DeepSpeed or FSDP by the launch).
+"""``dispose train``: the training loop on accelerate (one process per GPU; DDP, DeepSpeed or FSDP by the
+launch).
 
 What runs (:func:`train`):
 
-* The training model of the configured base (``dispose.bases.<base>.training``): frozen base, trainable
-  hybrid ControlNet.  Optimiser AdamW (``torch.optim.AdamW``, or bitsandbytes' ``AdamW8bit`` on CUDA) over the
+* The training model of the configured base (``dispose.bases.<base>.training``): frozen base, trainable hybrid
+  ControlNet.  Optimiser AdamW (``torch.optim.AdamW``, or bitsandbytes' ``AdamW8bit`` on CUDA) over the
   ControlNet's parameters only; diffusers' LR schedule with warm-up; gradient clipping; optional EMA
-  (``diffusers.training_utils.EMAModel``); gradient checkpointing of every block of the ControlNet and of the frozen
-  UNet (the loss reaches the ControlNet through the UNet's up blocks, whose activations dominate memory;
-  ``model.enable_gradient_checkpointing``, for SVD :func:`dispose.bases.mimicmotion.training.checkpoint_blocks`).
+  (``diffusers.training_utils.EMAModel``); gradient checkpointing of every block of the ControlNet and of the
+  frozen UNet (the loss reaches the ControlNet through the UNet's up blocks, whose activations dominate
+  memory; ``model.enable_gradient_checkpointing``, for SVD
+  :func:`dispose.bases.mimicmotion.training.checkpoint_blocks`).
 * Batch: ``train.batch_size`` clips per optimiser step over all processes, ``train.micro_batch_size`` per
   forward; the gradient accumulation makes up the rest (:mod:`dispose.training.config`).
 * Data and randomness: accelerate's seedable sampler shards every epoch over the processes (a different order
   each epoch, seed + epoch; ranks disjoint; the last ``len % (micro_batch_size x processes)`` samples of each
   epoch's order are dropped).  The trainer itself calls ``dataset.set_epoch(epoch)`` before each epoch (the
-  reference, window and flip of every sample change with the epoch): accelerate's loader forwards ``set_epoch`` to
-  the dataset only when its sampler has none, which is never the case with two or more processes.  The sigmas,
-  noise and CFG-dropout flags of micro-batch ``k`` of an epoch on process ``r`` come from a generator seeded with
-  ``(seed, r, epoch, k)``.  An epoch of ``L`` micro-batches per process is ``ceil(L / accumulation)`` optimiser
-  steps (accelerate steps at the end of every epoch, with a partial accumulation), so a step number gives the
-  exact data position, and a run resumed from a checkpoint continues like an uninterrupted one, bit for bit
-  (tested with 3 CPU processes).  ``logging.samples: true`` writes what each process consumed
-  (``OUT/logs/samples-rankR.jsonl``: per micro-batch the step, epoch, position and each sample's index, clip,
-  reference, window start and flip).
+  reference, window and flip of every sample change with the epoch): accelerate's loader forwards
+  ``set_epoch`` to the dataset only when its sampler has none, which is never the case with two or more
+  processes.  The sigmas, noise and CFG-dropout flags of micro-batch ``k`` of an epoch on process ``r`` come
+  from a generator seeded with ``(seed, r, epoch, k)``.  An epoch of ``L`` micro-batches per process is
+  ``ceil(L / accumulation)`` optimiser steps (accelerate steps at the end of every epoch, with a partial
+  accumulation), so a step number gives the exact data position, and a run resumed from a checkpoint continues
+  like an uninterrupted one, bit for bit (tested with 3 CPU processes).  ``logging.samples: true`` writes what
+  each process consumed (``OUT/logs/samples-rankR.jsonl``: per micro-batch the step, epoch, position and each
+  sample's index, clip, reference, window start and flip).
 * Checkpoints: ``accelerate save_state`` every ``checkpoints.every`` steps, written into
-  ``OUT/checkpoints/.checkpoint-STEP.partial`` and renamed to ``checkpoint-STEP`` once complete (model, optimiser,
-  LR schedule, EMA, RNG states, then ``trainer_state.json``), so an interruption never leaves a checkpoint folder
-  that looks usable; the last ``checkpoints.keep`` are kept.  ``resume="latest"`` continues from the newest
-  complete one and refuses (one line) when there is none; a checkpoint folder can be named instead.
+  ``OUT/checkpoints/.checkpoint-STEP.partial`` and renamed to ``checkpoint-STEP`` once complete (model,
+  optimiser, LR schedule, EMA, RNG states, then ``trainer_state.json``), so an interruption never leaves a
+  checkpoint folder that looks usable; the last ``checkpoints.keep`` are kept.  ``resume="latest"`` continues
+  from the newest complete one and refuses (one line) when there is none; a checkpoint folder can be named
+  instead.
 * Export: ``OUT/export/DisPose.pth`` + ``.safetensors`` at the end (:mod:`dispose.training.export`;
   ``DisPose_MusePose.pth`` for the MusePose base: the base's ``export``), plus
   ``OUT/export/step-STEP/`` every ``checkpoints.export_every`` steps.
@@ -68,8 +71,8 @@ Animate = Callable[[object], np.ndarray]
 
 @dataclass
 class TrainResult:
-    """What a run did: optimiser steps reached, per-step mean loss of this run, export paths, the trained network,
-    the number of processes it ran on."""
+    """What a run did: optimiser steps reached, per-step mean loss of this run, export paths, the trained
+    network, the number of processes it ran on."""
 
     step: int
     output_dir: Path
@@ -79,15 +82,17 @@ class TrainResult:
     exported: tuple[Path, ...] = ()
 
 
-def noise_generator(seed: int, process: int, epoch: int, position: int, device: torch.device) -> torch.Generator:
-    """The generator of the sigmas, noise and dropout flags of micro-batch ``position`` of ``epoch`` on ``process``
-    (a function of the data position only, so nothing needs saving for an exact resume)."""
+def noise_generator(seed: int, process: int, epoch: int, position: int,
+                    device: torch.device) -> torch.Generator:
+    """The generator of the sigmas, noise and dropout flags of micro-batch ``position`` of ``epoch`` on
+    ``process`` (a function of the data position only, so nothing needs saving for an exact resume)."""
     state = np.random.SeedSequence([seed, process, epoch, position]).generate_state(1, np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(state))
 
 
 def checkpoints(folder: Path) -> list[Path]:
-    """Complete ``checkpoint-STEP`` folders below ``folder`` (``trainer_state.json`` is written last), oldest first."""
+    """Complete ``checkpoint-STEP`` folders below ``folder`` (``trainer_state.json`` is written last), oldest
+    first."""
     if not folder.is_dir():
         return []
     found = [path for path in folder.iterdir() if path.name.startswith(CHECKPOINT_PREFIX)
@@ -104,7 +109,8 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
         folder = output_dir / "checkpoints"
         found = checkpoints(folder)
         if not found:
-            incomplete = sorted(path.name for path in folder.glob(f"{CHECKPOINT_PREFIX}*")) if folder.is_dir() else []
+            incomplete = (sorted(path.name for path in folder.glob(f"{CHECKPOINT_PREFIX}*"))
+                          if folder.is_dir() else [])
             what = (f"only incomplete ones ({', '.join(incomplete)}: no {STATE_FILE})" if incomplete
                     else "none")
             raise UserError(f"--resume latest: {folder} holds no complete checkpoint ({what}); start without "
@@ -112,14 +118,15 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
         return found[-1]
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
-        raise UserError(f"--resume {resume}: not a complete checkpoint folder (no {STATE_FILE}); pass 'latest' or "
-                        f"a {CHECKPOINT_PREFIX}STEP folder below OUT/checkpoints")
+        raise UserError(f"--resume {resume}: not a complete checkpoint folder (no {STATE_FILE}); pass "
+                        f"'latest' or a {CHECKPOINT_PREFIX}STEP folder below OUT/checkpoints")
     return path
 
 
 def data_position(step: int, batches_per_epoch: int, accumulation: int) -> tuple[int, int]:
-    """``(epoch, micro-batches to skip in it)`` after ``step`` optimiser steps: every epoch ends with an optimiser
-    step, over a partial accumulation when ``accumulation`` does not divide ``batches_per_epoch``."""
+    """``(epoch, micro-batches to skip in it)`` after ``step`` optimiser steps: every epoch ends with an
+    optimiser step, over a partial accumulation when ``accumulation`` does not divide
+    ``batches_per_epoch``."""
     epoch, within = divmod(step, math.ceil(batches_per_epoch / accumulation))
     return epoch, within * accumulation
 
@@ -128,8 +135,8 @@ def _accumulation(config: TrainConfig, processes: int) -> int:
     train = config.train
     per_step = train.micro_batch_size * processes
     if train.batch_size % per_step:
-        raise UserError(f"train.batch_size {train.batch_size} is not a multiple of micro_batch_size x processes = "
-                        f"{train.micro_batch_size} x {processes}; change one of them")
+        raise UserError(f"train.batch_size {train.batch_size} is not a multiple of micro_batch_size x "
+                        f"processes = {train.micro_batch_size} x {processes}; change one of them")
     return train.batch_size // per_step
 
 
@@ -162,7 +169,8 @@ def _open_dataset(config: TrainConfig):
 
 
 def _held_out_config(config: TrainConfig) -> TrainConfig:
-    """The config whose dataset is the held-out one (``validation.loss_data``: no flip, one sample per clip)."""
+    """The config whose dataset is the held-out one (``validation.loss_data``: no flip, one sample per
+    clip)."""
     data = replace(config.data, root=config.validation.loss_data, flip_probability=0.0, samples_per_clip=1)
     return replace(config, data=data)
 
@@ -181,7 +189,8 @@ class IndexedSamples(torch.utils.data.Dataset):
 
 
 class SampleLog:
-    """``OUT/logs/samples-rankR.jsonl``: one line per micro-batch this process consumed (appended on resume)."""
+    """``OUT/logs/samples-rankR.jsonl``: one line per micro-batch this process consumed (appended on
+    resume)."""
 
     def __init__(self, output_dir: Path, process: int, dataset) -> None:
         self.path = output_dir / "logs" / f"samples-rank{process}.jsonl"
@@ -210,7 +219,8 @@ def _hparams(config: TrainConfig) -> dict:
             flat.update({f"{section}.{key}": value for key, value in values.items()})
         else:
             flat[section] = values
-    return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in flat.items()}
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+            for key, value in flat.items()}
 
 
 def train(config: TrainConfig, *, resume: str | None = None, dataset=None, animate: Animate | None = None,
@@ -232,8 +242,8 @@ def train(config: TrainConfig, *, resume: str | None = None, dataset=None, anima
     optimizer_class = _optimizer_class(config, state.device)
     start_from = resolve_resume(resume, output_dir)
     if config.validation.loss_every and config.validation.loss_data is None:
-        raise UserError("validation.loss_every is set but validation.loss_data is not: pass a held-out dataset "
-                        "folder written by dispose prepare (--set validation.loss_data=FOLDER)")
+        raise UserError("validation.loss_every is set but validation.loss_data is not: pass a held-out "
+                        "dataset folder written by dispose prepare (--set validation.loss_data=FOLDER)")
     dataset = dataset if dataset is not None else _open_dataset(config)
     held_out = _open_dataset(_held_out_config(config)) if config.validation.loss_every else None
     if state.device.type == "cuda" and config.train.allow_tf32:
@@ -244,16 +254,18 @@ def train(config: TrainConfig, *, resume: str | None = None, dataset=None, anima
         log_with="tensorboard", project_config=ProjectConfiguration(project_dir=str(output_dir),
                                                                     logging_dir=str(output_dir / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        # DDP re-buckets the gradients after its first step unless it looks for unused parameters; a resumed run
-        # would then sum them over the processes in another order (ring all-reduce chunks follow the buckets) and
-        # drift from an uninterrupted one by rounding.  The search costs one walk of the autograd graph per step.
+        # DDP re-buckets the gradients after its first step unless it looks for unused parameters; a resumed
+        # run would then sum them over the processes in another order (ring all-reduce chunks follow the
+        # buckets) and drift from an uninterrupted one by rounding.  The search costs one walk of the autograd
+        # graph per step.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     try:
-        return _run(config, base, accelerator, accumulation, optimizer_class, start_from, dataset, held_out, animate,
-                    on_step)
+        return _run(config, base, accelerator, accumulation, optimizer_class, start_from, dataset, held_out,
+                    animate, on_step)
     finally:
-        # the accelerator's settings are process-wide: a later run in this process (tests, notebooks) sets its own;
-        # the process group stays (a new one cannot rendezvous under torchrun): end_process_group() ends it
+        # the accelerator's settings are process-wide: a later run in this process (tests, notebooks) sets its
+        # own; the process group stays (a new one cannot rendezvous under torchrun): end_process_group() ends
+        # it
         AcceleratorState._reset_state()
         GradientState._reset_state()
 
@@ -278,17 +290,19 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
     parameters = [p for module in model.trainable_modules() for p in module.parameters()]
     optimizer = optimizer_class(parameters, lr=train_settings.learning_rate,
                                 betas=(train_settings.adam_beta1, train_settings.adam_beta2),
-                                weight_decay=train_settings.adam_weight_decay, eps=train_settings.adam_epsilon)
+                                weight_decay=train_settings.adam_weight_decay,
+                                eps=train_settings.adam_epsilon)
     schedule = get_scheduler(train_settings.lr_scheduler, optimizer,
                              num_warmup_steps=train_settings.lr_warmup_steps * accelerator.num_processes,
                              num_training_steps=train_settings.max_steps * accelerator.num_processes)
     log = SampleLog(output_dir, accelerator.process_index, dataset) if config.logging.samples else None
     loader = torch.utils.data.DataLoader(IndexedSamples(dataset) if log else dataset,
-                                         batch_size=train_settings.micro_batch_size, shuffle=True, drop_last=True,
-                                         num_workers=config.data.num_workers)
+                                         batch_size=train_settings.micro_batch_size, shuffle=True,
+                                         drop_last=True, num_workers=config.data.num_workers)
     if len(loader) < accelerator.num_processes:
         raise UserError(f"the dataset has {len(dataset)} samples, fewer than one micro-batch of "
-                        f"{train_settings.micro_batch_size} per process ({accelerator.num_processes} processes)")
+                        f"{train_settings.micro_batch_size} per process ({accelerator.num_processes} "
+                        "processes)")
     _deepspeed_clipping(accelerator.state.deepspeed_plugin, train_settings.max_grad_norm)
     _fsdp_settings(accelerator, model)
     model, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
@@ -303,14 +317,15 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
     if start_from is not None:
         saved = json.loads((start_from / STATE_FILE).read_text())
         if saved.get("use_ema", False) != train_settings.use_ema:
-            raise UserError(f"--resume {start_from}: it was written with train.use_ema={saved.get('use_ema', False)}; "
-                            "resume with the same setting")
+            raise UserError(f"--resume {start_from}: it was written with train.use_ema="
+                            f"{saved.get('use_ema', False)}; resume with the same setting")
         accelerator.load_state(str(start_from))
         step = saved["step"]
     epoch, skip = data_position(step, len(loader), accumulation)
-    accelerator.print(f"training on {accelerator.num_processes} process(es) ({accelerator.distributed_type.value}), "
-                      f"{len(loader)} micro-batches of {train_settings.micro_batch_size} per process and epoch, "
-                      f"gradient accumulation {accumulation}")
+    accelerator.print(f"training on {accelerator.num_processes} process(es) "
+                      f"({accelerator.distributed_type.value}), {len(loader)} micro-batches of "
+                      f"{train_settings.micro_batch_size} per process and epoch, gradient accumulation "
+                      f"{accumulation}")
     if start_from is not None:
         accelerator.print(f"resuming from {start_from}: step {step}, epoch {epoch}, micro-batch {skip} of "
                           f"{len(loader)} per process")
@@ -336,7 +351,7 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         batches.set_epoch(epoch)  # the data order of this epoch (seed + epoch), also for a skipping loader
         if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)  # the draws of this epoch (accelerate's loader does not reach the dataset)
+            dataset.set_epoch(epoch)  # this epoch's draws (accelerate's loader does not reach the dataset)
         position = skip
         skip = 0
         for batch in batches:
@@ -376,7 +391,8 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
             if step % config.logging.every == 0 or step == train_settings.max_steps:
                 _log(accelerator, step, mean_loss, schedule, grad_norm, elapsed, train_settings.batch_size)
             if step % config.checkpoints.every == 0 or step == train_settings.max_steps:
-                save_checkpoint(accelerator, output_dir, step, config.checkpoints.keep, use_ema=ema is not None)
+                save_checkpoint(accelerator, output_dir, step, config.checkpoints.keep,
+                                use_ema=ema is not None)
             if config.checkpoints.export_every and step % config.checkpoints.export_every == 0:
                 _export(accelerator, base, model, ema, output_dir / "export" / f"step-{step}", step)
             if heldout is not None and step % config.validation.loss_every == 0:
@@ -385,7 +401,8 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
                 accelerator.log({"validation/loss": value}, step=step)
             if animate is not None and config.validation.every and step % config.validation.every == 0:
                 with full_weights(accelerator, model):
-                    run_validation(accelerator, base.pipeline(inner), controlnet, ema, animate, output_dir, step)
+                    run_validation(accelerator, base.pipeline(inner), controlnet, ema, animate, output_dir,
+                                   step)
             if on_step is not None and accelerator.is_main_process:
                 on_step(step, inner)
             started = time.perf_counter()
@@ -410,12 +427,12 @@ def end_process_group() -> None:
 def _skipped(accelerator, step: int, loss: float, grad_norm: float, in_a_row: int, limit: int) -> int:
     """Note a skipped non-finite step; stop the run after ``limit`` in a row.  Returns the count in a row."""
     accelerator.log({"train/nonfinite_steps": in_a_row}, step=step)
-    accelerator.print(f"step {step}: loss {loss} / gradient norm {grad_norm} is not finite; the update was skipped "
-                      f"({in_a_row} in a row, the run stops at {limit})")
+    accelerator.print(f"step {step}: loss {loss} / gradient norm {grad_norm} is not finite; the update was "
+                      f"skipped ({in_a_row} in a row, the run stops at {limit})")
     if in_a_row >= limit:
-        raise UserError(f"{in_a_row} optimiser steps in a row had a non-finite loss or gradient (last: step {step}); "
-                        "lower train.learning_rate, use train.mixed_precision=bf16 instead of fp16, or resume from "
-                        "an earlier checkpoint (train.max_nonfinite_steps sets the limit)")
+        raise UserError(f"{in_a_row} optimiser steps in a row had a non-finite loss or gradient (last: "
+                        f"step {step}); lower train.learning_rate, use train.mixed_precision=bf16 instead of "
+                        "fp16, or resume from an earlier checkpoint (train.max_nonfinite_steps sets the limit)")
     return in_a_row
 
 
@@ -428,13 +445,15 @@ def _deepspeed_clipping(plugin, max_grad_norm: float | None) -> None:
     current = plugin.deepspeed_config.get("gradient_clipping", "auto")
     if current not in ("auto", None) and float(current) != wanted:
         raise UserError(f"the DeepSpeed config sets gradient_clipping {current} but train.max_grad_norm is "
-                        f"{max_grad_norm}: remove gradient_clipping from the accelerate config (the trainer sets it)")
+                        f"{max_grad_norm}: remove gradient_clipping from the accelerate config (the trainer "
+                        "sets it)")
     plugin.deepspeed_config["gradient_clipping"] = wanted
 
 
 def _checkpoint_trainable_only(accelerator, controlnet: torch.nn.Module) -> None:
-    """Checkpoints hold the trainable network, not the frozen base (which the weight files give back): accelerate's
-    model save/load is replaced by ``controlnet.safetensors`` (DeepSpeed and FSDP save their own way)."""
+    """Checkpoints hold the trainable network, not the frozen base (which the weight files give back):
+    accelerate's model save/load is replaced by ``controlnet.safetensors`` (DeepSpeed and FSDP save their own
+    way)."""
     from accelerate.utils import DistributedType
     from safetensors.torch import save_file
 
@@ -460,9 +479,10 @@ def _checkpoint_trainable_only(accelerator, controlnet: torch.nn.Module) -> None
 
 
 def _clip(accelerator, model, parameters: list[torch.nn.Parameter], max_norm: float | None) -> torch.Tensor:
-    """The global gradient norm before clipping (clipped to ``max_norm`` when given).  Under FSDP the norm is FSDP's
-    own over every shard (accelerate's ``clip_grad_norm_`` falls back to a per-shard norm when the parameter list
-    is not the whole wrapped model's); DeepSpeed clips inside its engine and reports its norm."""
+    """The global gradient norm before clipping (clipped to ``max_norm`` when given).  Under FSDP the norm is
+    FSDP's own over every shard (accelerate's ``clip_grad_norm_`` falls back to a per-shard norm when the
+    parameter list is not the whole wrapped model's); DeepSpeed clips inside its engine and reports its
+    norm."""
     from accelerate.utils import DistributedType
 
     limit = max_norm if max_norm is not None else math.inf
@@ -484,9 +504,10 @@ def _log(accelerator, step: int, loss: float, schedule, grad_norm, elapsed: floa
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int, *, use_ema: bool = False) -> Path:
-    """``accelerate save_state`` into ``checkpoints/.checkpoint-STEP.partial`` (all processes), ``trainer_state.json``
-    last, then renamed to ``checkpoint-STEP``; keep the last ``keep``.  An interruption (Ctrl-C, SIGTERM, an error)
-    removes the partial folder; one left by a killed process is removed by the next save."""
+    """``accelerate save_state`` into ``checkpoints/.checkpoint-STEP.partial`` (all processes),
+    ``trainer_state.json`` last, then renamed to ``checkpoint-STEP``; keep the last ``keep``.  An interruption
+    (Ctrl-C, SIGTERM, an error) removes the partial folder; one left by a killed process is removed by the
+    next save."""
     from dispose.media.files import atomic_write_text
 
     folder = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step}"
@@ -527,8 +548,8 @@ def _export(accelerator, base, model, ema, folder: Path, step: int) -> tuple[Pat
 
 
 def full_weights(accelerator, model):
-    """Context in which the unwrapped model holds its full weights: FSDP gathers the ControlNet's shards on every
-    process (entered by all of them; changes are not written back); nothing to do otherwise."""
+    """Context in which the unwrapped model holds its full weights: FSDP gathers the ControlNet's shards on
+    every process (entered by all of them; changes are not written back); nothing to do otherwise."""
     import contextlib
 
     from accelerate.utils import DistributedType
@@ -541,9 +562,9 @@ def full_weights(accelerator, model):
 
 
 def master_weights(accelerator, controlnet) -> list[torch.Tensor]:
-    """The ControlNet's float32 weights the optimiser updates: its parameters, or under DeepSpeed (whose module
-    holds bf16/fp16 copies) the full float32 master weights (``deepspeed.utils.safe_get_full_fp32_param``, a
-    collective: every process calls it)."""
+    """The ControlNet's float32 weights the optimiser updates: its parameters, or under DeepSpeed (whose
+    module holds bf16/fp16 copies) the full float32 master weights
+    (``deepspeed.utils.safe_get_full_fp32_param``, a collective: every process calls it)."""
     from accelerate.utils import DistributedType
 
     if accelerator.distributed_type != DistributedType.DEEPSPEED:
@@ -554,11 +575,11 @@ def master_weights(accelerator, controlnet) -> list[torch.Tensor]:
 
 
 def _fsdp_settings(accelerator, model) -> None:
-    """FSDP shards the trainable ControlNet only.  The frozen base goes to ``ignored_modules`` (kept whole on every
-    process in its bf16/fp16 dtype: FSDP cannot put it in one unit with the float32 ControlNet); nothing is
-    auto-wrapped, so the ControlNet is one unit, gathered for the training forward (its guidance encoders run
-    outside its own ``forward``, which a unit of their own would not allow); the root's inputs keep their dtype
-    (sigmas and noise stay float32).  FSDP2 (``fsdp_version: 2``) is refused: the trainer uses FSDP1's
+    """FSDP shards the trainable ControlNet only.  The frozen base goes to ``ignored_modules`` (kept whole on
+    every process in its bf16/fp16 dtype: FSDP cannot put it in one unit with the float32 ControlNet); nothing
+    is auto-wrapped, so the ControlNet is one unit, gathered for the training forward (its guidance encoders
+    run outside its own ``forward``, which a unit of their own would not allow); the root's inputs keep their
+    dtype (sigmas and noise stay float32).  FSDP2 (``fsdp_version: 2``) is refused: the trainer uses FSDP1's
     ``summon_full_params`` and ``clip_grad_norm_``."""
     import dataclasses
 
@@ -568,8 +589,8 @@ def _fsdp_settings(accelerator, model) -> None:
         return
     plugin = accelerator.state.fsdp_plugin
     if plugin.fsdp_version != 1:
-        raise UserError(f"the accelerate config sets fsdp_version {plugin.fsdp_version}; dispose train supports "
-                        "FSDP1 (fsdp_version: 1, as configs/accelerate/fsdp.yaml)")
+        raise UserError(f"the accelerate config sets fsdp_version {plugin.fsdp_version}; dispose train "
+                        "supports FSDP1 (fsdp_version: 1, as configs/accelerate/fsdp.yaml)")
     plugin.ignored_modules = model.frozen_modules()
     plugin.auto_wrap_policy = None
     if plugin.mixed_precision_policy is not None:
@@ -593,8 +614,10 @@ class _ema_weights:
             self.ema.restore(self.controlnet.parameters())
 
 
-def run_validation(accelerator, pipeline, controlnet, ema, animate: Animate, output_dir: Path, step: int) -> Path | None:
-    """Animate with the current (EMA) weights on the main process; save the mp4 and log frames.  Returns the mp4."""
+def run_validation(accelerator, pipeline, controlnet, ema, animate: Animate, output_dir: Path,
+                   step: int) -> Path | None:
+    """Animate with the current (EMA) weights on the main process; save the mp4 and log frames.  Returns the
+    mp4."""
     from dispose.media.video import write_video
 
     path = None

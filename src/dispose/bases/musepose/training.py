@@ -171,6 +171,11 @@ class MusePoseTrainingModel(FrozenBaseModel):
                                                 self.noise_scheduler) for i in range(len(prediction))])
 
 
+#: Weight components of the base a training config can point to one by one (``weights.<key>``, ``dispose train
+#: --<key>``), as ``dispose animate``'s options do.
+MUSEPOSE_COMPONENTS = ("musepose", "sd_image_variations", "clip_image_encoder", "sd_vae")
+
+
 class MusePoseBase:
     """DisPose on MusePose / SD1.5 (v-prediction, zero terminal SNR, min-SNR weighting)."""
 
@@ -184,7 +189,8 @@ class MusePoseBase:
 
         weights = config.weights
         spec = get_base(self.name)
-        paths = resolve_weights(weights.dir, {}, spec.required_components(False))
+        overrides = {key: getattr(weights, key) for key in MUSEPOSE_COMPONENTS if getattr(weights, key) is not None}
+        paths = resolve_weights(weights.dir, overrides, spec.required_components(False))
         frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.train.mixed_precision, torch.float32)
         base = spec.load_pipeline(paths, False, frozen, "cpu")  # no float32 host copy of the frozen base
         if weights.controlnet is not None:
