@@ -101,7 +101,8 @@ def main() -> None:
     after = frozen * 2 + trainable * 4
     print(f"full size: frozen base {frozen:,} parameters, ControlNet {trainable:,}")
     print(f"  weights on the host per rank while building: before {before / GIB:.1f} GiB (base float32), "
-          f"after {after / GIB:.1f} GiB (base bf16); x {args.ranks} ranks: {args.ranks * before / GIB:.0f} GiB "
+          f"after {after / GIB:.1f} GiB (base bf16); x {args.ranks} ranks: "
+          f"{args.ranks * before / GIB:.0f} GiB "
           f"-> {args.ranks * after / GIB:.0f} GiB")
 
 

@@ -24,7 +24,8 @@ from dispose.cli import main
 
 PROCESSES, SAMPLES_PER_CLIP, CLIPS = 3, 3, ("musepose_dance.mp4", "animatex_ubc_fashion.mp4",
                                             "animatex_dance2_generated.mp4")
-STEPS, STOP = 6, 3  # 2 steps per epoch (3 micro-batches per process, accumulation 2): 3 epochs, stop mid-epoch 1
+#: 2 steps per epoch (3 micro-batches per process, accumulation 2): 3 epochs, stopped mid-epoch 1
+STEPS, STOP = 6, 3
 
 RANK_SCRIPT = textwrap.dedent("""
     import json
@@ -54,8 +55,8 @@ RANK_SCRIPT = textwrap.dedent("""
     resumed = train(config("split", %(steps)d), cpu=True, resume="latest")
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else int(os.environ["RANK"])
     torch.save(straight.controlnet.state_dict(), Path(out) / f"rank{rank}.pt")
-    (Path(out) / f"world{rank}.json").write_text(json.dumps({"processes": [straight.processes, resumed.processes],
-                                                             "steps": [straight.step, resumed.step]}))
+    world = {"processes": [straight.processes, resumed.processes], "steps": [straight.step, resumed.step]}
+    (Path(out) / f"world{rank}.json").write_text(json.dumps(world))
 """) % {"samples": SAMPLES_PER_CLIP, "stop": STOP, "steps": STEPS}
 
 
@@ -83,15 +84,17 @@ def prepared(shared_data, tmp_path_factory) -> tuple[Path, Path]:
     for name in CLIPS:
         (clips / name).symlink_to(shared_data / name)
     data = work / "dataset"
-    code = main(["prepare", str(clips), "--out", str(data), "--size", "64x64", "--max-frames", "6", "--min-frames",
-                 "4", "--references", "2", "--flow-downscale", "1", "--sd15", str(weights / "stable-diffusion-v1-5"),
+    code = main(["prepare", str(clips), "--out", str(data), "--size", "64x64", "--max-frames", "6",
+                 "--min-frames", "4", "--references", "2", "--flow-downscale", "1",
+                 "--sd15", str(weights / "stable-diffusion-v1-5"),
                  "--no-progress"])
     assert code == 0
     return weights, data
 
 
 def _consumed(run: Path, rank: int) -> list[dict]:
-    return [json.loads(line) for line in (run / "logs" / f"samples-rank{rank}.jsonl").read_text().splitlines()]
+    lines = (run / "logs" / f"samples-rank{rank}.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
 
 
 def test_three_processes_sample_every_epoch_afresh_and_resume_exactly(prepared, tmp_path):
@@ -109,8 +112,8 @@ def test_three_processes_sample_every_epoch_afresh_and_resume_exactly(prepared, 
     straight = {rank: _consumed(out / "straight", rank) for rank in range(PROCESSES)}
     draws: dict[int, dict[int, tuple]] = {}
     for epoch in range(3):
-        per_rank = [[sample for line in straight[rank] if line["epoch"] == epoch for sample in line["samples"]]
-                    for rank in range(PROCESSES)]
+        per_rank = [[sample for line in straight[rank] if line["epoch"] == epoch
+                     for sample in line["samples"]] for rank in range(PROCESSES)]
         indices = [sorted(sample["index"] for sample in samples) for samples in per_rank]
         # within an epoch: every process its own samples, together the whole dataset
         assert sorted(i for rank in indices for i in rank) == list(range(size)), (epoch, indices)

@@ -44,11 +44,12 @@ RANK_SCRIPT = textwrap.dedent("""
     def with_fsdp(self, *args, **kwargs):  # accelerate 1.16 selects FSDP for GPU process types only
         built(self, *args, **kwargs)
         self.state.fsdp_plugin = FullyShardedDataParallelPlugin(
-            fsdp_version=1, sharding_strategy="FULL_SHARD", auto_wrap_policy="SIZE_BASED_WRAP", min_num_params=1000,
+            fsdp_version=1, sharding_strategy="FULL_SHARD", auto_wrap_policy="SIZE_BASED_WRAP",
+            min_num_params=1000,
             state_dict_type="SHARDED_STATE_DICT", use_orig_params=True, sync_module_states=False)
         for state in (self.state, PartialState()):  # AcceleratorState re-reads PartialState's settings
             state.distributed_type = DistributedType.FSDP
-            state.device = torch.device("cpu")  # MULTI_CPU's cpu:0, which FSDP takes for another device than cpu
+            state.device = torch.device("cpu")  # MULTI_CPU's cpu:0 fails FSDP's device check
 
     clip = trainer._clip
 
@@ -111,7 +112,8 @@ def test_fsdp_export_animates(fsdp_run, shared_data, tmp_path, capsys):
     video = tmp_path / "dance.mp4"
     code = main(["animate", "--ref", str(shared_data / "musepose_ref.png"), "--driving",
                  str(shared_data / "musepose_dance.mp4"), "--weights", str(weights), "--dispose-ckpt",
-                 str(out / "export" / "DisPose.safetensors"), "--resolution", "128", "--max-frames", "4", "--steps",
-                 "2", "--detector", "mediapipe", "--dense", "propagate", "--no-progress", "--out", str(video)])
+                 str(out / "export" / "DisPose.safetensors"), "--resolution", "128", "--max-frames", "4",
+                 "--steps", "2", "--detector", "mediapipe", "--dense", "propagate", "--no-progress",
+                 "--out", str(video)])
     assert code == 0, capsys.readouterr().err
     assert video.stat().st_size > 0

@@ -49,7 +49,8 @@ def _config(weights, out: Path, steps: int, **sections) -> TrainConfig:
     data = {"output_dir": str(out), "weights": {"dir": str(weights), "point_channels": DIFT_CHANNELS},
             "data": {"num_frames": FRAMES, "width": SIZE, "height": SIZE, "num_workers": 0},
             "train": {"max_steps": steps, "batch_size": 1, "mixed_precision": "no", "learning_rate": 1e-3,
-                      "gradient_checkpointing": False, "use_ema": True, "ema_decay": 0.9, "lr_warmup_steps": 2},
+                      "gradient_checkpointing": False, "use_ema": True, "ema_decay": 0.9,
+                      "lr_warmup_steps": 2},
             "checkpoints": {"every": 3, "keep": 2}, "logging": {"every": 1}}
     for section, values in sections.items():
         data[section] = {**data.get(section, {}), **values}
@@ -64,8 +65,8 @@ def test_resumed_run_gives_the_weights_of_an_uninterrupted_one(weights, tmp_path
         return np.full((3, SIZE, SIZE, 3), 128, np.uint8)
 
     straight = train(_config(weights, tmp_path / "straight", 12), dataset=Samples(), cpu=True)
-    first = train(_config(weights, tmp_path / "split", 6, validation={"every": 6}), dataset=Samples(), cpu=True,
-                  animate=animate)
+    first = train(_config(weights, tmp_path / "split", 6, validation={"every": 6}), dataset=Samples(),
+                  cpu=True, animate=animate)
     resumed = train(_config(weights, tmp_path / "split", 12), dataset=Samples(), cpu=True, resume="latest")
 
     assert (first.step, resumed.step, straight.step) == (6, 12, 12)
@@ -99,7 +100,8 @@ def test_settings_errors_are_one_line(weights, tmp_path, capsys):
     with pytest.raises(UserError, match="not a multiple of micro_batch_size"):
         train(odd, dataset=Samples(), cpu=True)
     with pytest.raises(UserError, match="needs a CUDA GPU"):
-        train(_config(weights, tmp_path / "adam8", 1, train={"use_8bit_adam": True}), dataset=Samples(), cpu=True)
+        train(_config(weights, tmp_path / "adam8", 1, train={"use_8bit_adam": True}), dataset=Samples(),
+              cpu=True)
     with pytest.raises(UserError, match="not a complete checkpoint folder"):
         train(_config(weights, tmp_path / "r", 1), dataset=Samples(), cpu=True, resume=str(tmp_path))
 
@@ -119,8 +121,8 @@ def test_accelerate_configs_pass_accelerate_launch_parsing(name):
     path = REPO / "configs" / "accelerate" / f"{name}.yaml"
     parser = launch_command_parser()
     known = set(vars(parser.parse_args(["train.py"])))
-    args, defaults, _ = _validate_launch_command(parser.parse_args(["--config_file", str(path), "-m", "dispose.cli",
-                                                                    "train"]))
+    args, defaults, _ = _validate_launch_command(parser.parse_args(["--config_file", str(path), "-m",
+                                                                    "dispose.cli", "train"]))
     # every entry of the nested sections is an option `accelerate launch` knows (a typo would be ignored)
     for key in defaults.deepspeed_config:
         assert key in known, key
@@ -168,7 +170,8 @@ class NanAt(Samples):
     def __init__(self, bad: set[int], count: int = 3) -> None:
         super().__init__(count)
         for index in bad:
-            self.items[index] = {**self.items[index], "pixels": torch.full_like(self.items[index]["pixels"], np.nan)}
+            pixels = torch.full_like(self.items[index]["pixels"], np.nan)
+            self.items[index] = {**self.items[index], "pixels": pixels}
 
 
 def test_a_non_finite_step_is_skipped_and_too_many_in_a_row_stop_the_run(weights, tmp_path):
@@ -179,8 +182,8 @@ def test_a_non_finite_step_is_skipped_and_too_many_in_a_row_stop_the_run(weights
     assert all(torch.isfinite(value).all() for value in exported.values())
     assert [value for _, value in _scalars(tmp_path / "one", "train/nonfinite_steps")] == [1.0]  # logged once
     with pytest.raises(UserError, match="2 optimiser steps in a row had a non-finite loss"):
-        train(_config(weights, tmp_path / "all", 3, train={"max_nonfinite_steps": 2}), dataset=NanAt({0, 1, 2}),
-              cpu=True)
+        train(_config(weights, tmp_path / "all", 3, train={"max_nonfinite_steps": 2}),
+              dataset=NanAt({0, 1, 2}), cpu=True)
 
 
 def test_held_out_loss_is_logged_at_fixed_noise(weights, tmp_path):
@@ -207,7 +210,7 @@ def test_resume_latest_refuses_when_nothing_is_usable(weights, tmp_path, capsys)
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "holds no complete checkpoint (none)" in err
-    (out / "checkpoints" / "checkpoint-5").mkdir(parents=True)  # interrupted while saving: no trainer_state.json
+    (out / "checkpoints" / "checkpoint-5").mkdir(parents=True)  # interrupted while saving: no state file
     assert main(args) == 2
     assert "only incomplete ones (checkpoint-5" in capsys.readouterr().err
     assert not (out / "export").exists()

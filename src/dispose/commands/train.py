@@ -24,16 +24,19 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="training YAML (default: built-in defaults = the paper's)")
+    parser.add_argument("--config", type=Path,
+                        help="training YAML (default: built-in defaults = the paper's)")
     parser.add_argument("--base", help="base model to train on: mimicmotion | musepose (base)")
     parser.add_argument("--data", help="dataset folder written by dispose prepare (data.root)")
     parser.add_argument("--weights", help="folder in the release's pretrained_weights/ layout (weights.dir)")
     parser.add_argument("--svd", help="stable-video-diffusion-img2vid-xt-1-1 folder, if not under --weights "
                         "(weights.svd; MimicMotion base)")
-    parser.add_argument("--mimicmotion", help="MimicMotion_1-1.pth, if not under --weights (weights.mimicmotion)")
+    parser.add_argument("--mimicmotion",
+                        help="MimicMotion_1-1.pth, if not under --weights (weights.mimicmotion)")
     for key, what in (("musepose", "the MusePose/ release folder"),
                       ("sd_image_variations", "the sd-image-variations-diffusers folder"),
-                      ("clip_image_encoder", "the image_encoder folder"), ("sd_vae", "the sd-vae-ft-mse folder")):
+                      ("clip_image_encoder", "the image_encoder folder"),
+                      ("sd_vae", "the sd-vae-ft-mse folder")):
         parser.add_argument(f"--{key.replace('_', '-')}", dest=key,
                             help=f"{what}, if not under --weights (weights.{key}; MusePose base)")
     parser.add_argument("--out", help="output folder (output_dir)")
@@ -49,12 +52,11 @@ def run(args: argparse.Namespace) -> int:
     from dispose.training.trainer import end_process_group, train
 
     config = TrainConfig.load(args.config, args.overrides)
+    weights = ("dir", "svd", "mimicmotion", "musepose", "sd_image_variations", "clip_image_encoder", "sd_vae")
     for section, key, value in ((config, "base", args.base), (config.data, "root", args.data),
-                                (config.weights, "dir", args.weights), (config.weights, "svd", args.svd),
-                                (config.weights, "mimicmotion", args.mimicmotion), (config, "output_dir", args.out),
-                                (config.train, "max_steps", args.max_steps),
-                                *((config.weights, key, getattr(args, key)) for key in ("musepose", "sd_image_variations",
-                                                                                       "clip_image_encoder", "sd_vae"))):
+                                (config, "output_dir", args.out), (config.train, "max_steps", args.max_steps),
+                                *((config.weights, key, getattr(args, "weights" if key == "dir" else key))
+                                  for key in weights)):
         if value is not None:
             setattr(section, key, value)
     config.check()

@@ -164,7 +164,8 @@ class TrainConfig:
         train = self.train
         if train.mixed_precision not in ("no", "fp16", "bf16"):
             raise UserError(f"train.mixed_precision must be no, fp16 or bf16, got {train.mixed_precision!r}")
-        for name in ("max_steps", "batch_size", "micro_batch_size", "vae_encode_chunk", "max_nonfinite_steps"):
+        for name in ("max_steps", "batch_size", "micro_batch_size", "vae_encode_chunk",
+                     "max_nonfinite_steps"):
             if getattr(train, name) < 1:
                 raise UserError(f"train.{name} must be at least 1, got {getattr(train, name)}")
         if self.data.num_frames < 2:

@@ -432,7 +432,8 @@ def _skipped(accelerator, step: int, loss: float, grad_norm: float, in_a_row: in
     if in_a_row >= limit:
         raise UserError(f"{in_a_row} optimiser steps in a row had a non-finite loss or gradient (last: "
                         f"step {step}); lower train.learning_rate, use train.mixed_precision=bf16 instead of "
-                        "fp16, or resume from an earlier checkpoint (train.max_nonfinite_steps sets the limit)")
+                        "fp16, or resume from an earlier checkpoint (train.max_nonfinite_steps sets the "
+                        "limit)")
     return in_a_row
 
 
