@@ -99,7 +99,8 @@ def training_base(name: str) -> TrainingBase:
             if error.name not in (f"dispose.bases.{name}", f"dispose.bases.{name}.training"):
                 raise
     if name not in TRAINING_BASES:
-        raise UserError(f"base {name!r} cannot be trained (yet); trainable bases: {', '.join(trainable_bases())}")
+        raise UserError(f"base {name!r} cannot be trained (yet); trainable bases: "
+                        f"{', '.join(trainable_bases())}")
     return TRAINING_BASES[name]()
 
 
