@@ -25,22 +25,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from timing import SHARED
 
 from dispose.bases import training_base
 from dispose.bases.mimicmotion.tiny import build_tiny_weights
-from dispose.bases.mimicmotion.training import NoiseDraw
 from dispose.bases.training import export_controlnet
 from dispose.cli import main as cli
 from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.media.video import read_video
 from dispose.training.config import TrainConfig
 from dispose.training.dataset import TrainingDataset
+from dispose.training.heldout import EVAL_SIGMAS, HeldOutLoss
 from dispose.training.trainer import train
 
 SIZE, FRAMES = 64, 4
-EVAL_SIGMAS = (0.2, 0.7, 2.0, 6.0, 20.0)
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
@@ -64,26 +62,18 @@ def config(work: Path, weights: Path, steps: int) -> TrainConfig:
 
 
 class FixedEvaluation:
-    """Mean loss on fixed samples, one per sigma of :data:`EVAL_SIGMAS`, with fixed noise."""
+    """The held-out loss the trainer logs (:class:`dispose.training.heldout.HeldOutLoss`: fixed samples, one per
+    sigma of ``EVAL_SIGMAS``, fixed noise), as an ``on_step`` callback."""
 
-    def __init__(self, dataset, model) -> None:
-        samples = [dataset[i % len(dataset)] for i in range(len(EVAL_SIGMAS))]
-        self.batch = torch.utils.data.default_collate(samples)
-        generator = torch.Generator().manual_seed(1234)
-        shape = model.latent_shape(self.batch)
-        self.draw = NoiseDraw(torch.tensor(EVAL_SIGMAS), torch.randn(shape, generator=generator),
-                              torch.zeros_like(self.batch["pixels"][:, 0]), torch.ones(len(EVAL_SIGMAS), dtype=bool))
+    def __init__(self, dataset) -> None:
+        self.loss = HeldOutLoss(dataset, count=len(EVAL_SIGMAS))
         self.curve: list[tuple[int, float]] = []
         self.every = 1
 
     def __call__(self, step: int, model) -> None:
         if step % self.every:
             return
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            loss = model(self.batch, self.draw).mean().item()
-        model.train(was_training)
+        loss = self.loss(model)
         self.curve.append((step, loss))
         print(f"step {step:4d}  fixed-sigma loss {loss:.5f}", flush=True)
 
@@ -127,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
     settings = config(work, weights, args.steps)
     start_model = training_base("mimicmotion").build(settings)
     zero = export_controlnet(start_model.controlnet, work / "zero")[1]
-    evaluation = FixedEvaluation(dataset, start_model)
+    evaluation = FixedEvaluation(dataset)
     evaluation.every = args.eval_every
     started = time.perf_counter()
     result = train(settings, dataset=dataset, on_step=evaluation, cpu=True)

@@ -89,6 +89,11 @@ class TrainingBase(Protocol):
         """Write the checkpoint file(s) ``dispose animate`` loads for this base into ``folder``."""
 
 
+def frozen_dtype(mixed_precision: str) -> torch.dtype:
+    """The dtype the frozen base is created and kept in for ``train.mixed_precision`` (no, fp16, bf16)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+
+
 def controlnet_state(controlnet: nn.Module) -> dict[str, torch.Tensor]:
     """Contiguous float32 CPU copies of every tensor of ``controlnet`` (no shared storage, as safetensors
     needs)."""

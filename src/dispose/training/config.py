@@ -32,6 +32,10 @@ class WeightsConfig:
     svd: str | None = None  # stable-video-diffusion-img2vid-xt-1-1 folder (VAE, CLIP, scheduler, UNet config)
     mimicmotion: str | None = None  # MimicMotion_1-1.pth
     controlnet: str | None = None  # a DisPose.pth to fine-tune; None = from the SVD UNet (paper)
+    musepose: str | None = None  # MusePose base: the MusePose/ release folder
+    sd_image_variations: str | None = None  # MusePose base: sd-image-variations-diffusers folder
+    clip_image_encoder: str | None = None  # MusePose base: image_encoder folder
+    sd_vae: str | None = None  # MusePose base: sd-vae-ft-mse folder
     point_channels: int = 1280  # width of the DIFT point embeddings (SD1.5 up block 1)
 
 
@@ -43,6 +47,7 @@ class DataConfig:
     height: int = 1024
     flip_probability: float = 0.5  # random horizontal flip (poses, flows and keypoint labels flip with it)
     num_workers: int = 4
+    samples_per_clip: int = 1  # draws of every clip per epoch (the dataset's length is clips x this)
 
 
 @dataclass
@@ -65,6 +70,8 @@ class TrainSettings:
     ema_decay: float = 0.9999
     seed: int = 42
     vae_encode_chunk: int = 8  # frames per VAE encoder call (memory)
+    max_nonfinite_steps: int = 10  # stop after this many steps in a row with a non-finite loss or gradient
+    allow_tf32: bool = True  # TF32 matmuls and convolutions on CUDA
 
     def __post_init__(self) -> None:
         if self.mixed_precision is False:  # YAML reads a bare `no` as false
@@ -104,11 +111,15 @@ class ValidationConfig:
     dense: str = "propagate"  # cmp | propagate | none
     sd15: str | None = None  # SD1.5 folder for DIFT (default: under weights.dir)
     seed: int | None = None  # None: the base's (dispose.bases: Base.defaults)
+    loss_every: int = 0  # held-out loss at fixed noise every N steps (0: never; dispose.training.heldout)
+    loss_data: str | None = None  # held-out dataset folder written by `dispose prepare`
+    loss_samples: int = 5  # held-out samples per evaluation (one forward each)
 
 
 @dataclass
 class LoggingConfig:
     every: int = 10  # TensorBoard scalars every N optimiser steps
+    samples: bool = False  # write what each process consumed to OUT/logs/samples-rankR.jsonl (debugging)
 
 
 @dataclass
@@ -162,15 +173,20 @@ class TrainConfig:
         train = self.train
         if train.mixed_precision not in ("no", "fp16", "bf16"):
             raise UserError(f"train.mixed_precision must be no, fp16 or bf16, got {train.mixed_precision!r}")
-        for name in ("max_steps", "batch_size", "micro_batch_size", "vae_encode_chunk"):
+        for name in ("max_steps", "batch_size", "micro_batch_size", "vae_encode_chunk",
+                     "max_nonfinite_steps"):
             if getattr(train, name) < 1:
                 raise UserError(f"train.{name} must be at least 1, got {getattr(train, name)}")
         if self.data.num_frames < 2:
             raise UserError(f"data.num_frames must be at least 2 (reference + one frame), got {self.data.num_frames}")
+        if self.data.samples_per_clip < 1:
+            raise UserError(f"data.samples_per_clip must be at least 1, got {self.data.samples_per_clip}")
         if self.data.width % 64 or self.data.height % 64:
             raise UserError(f"data.width/height must be multiples of 64, got {self.data.width}x{self.data.height}")
         if not 0.0 <= self.loss.conditioning_dropout < 1.0:
             raise UserError(f"loss.conditioning_dropout must be in [0, 1), got {self.loss.conditioning_dropout}")
+        if self.validation.loss_samples < 1:
+            raise UserError(f"validation.loss_samples must be at least 1, got {self.validation.loss_samples}")
         if self.checkpoints.keep < 1:
             raise UserError(f"checkpoints.keep must be at least 1, got {self.checkpoints.keep}")
 

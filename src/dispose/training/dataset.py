@@ -106,8 +106,8 @@ class TrainingDataset(torch.utils.data.Dataset):
         without = [c["record"]["id"] for c in self.clips if "dift.safetensors" not in c["files"]]
         if without and require_dift:
             raise UserError(f"{self.root}: {len(without)} clip(s) (e.g. {without[0]}) have no DIFT embeddings "
-                            "(prepared with --no-dift): prepare again with --sd15, or pass require_dift=False "
-                            "and do not train the point encoder")
+                            "(prepared with --no-dift), which the point encoder trains on: prepare again with "
+                            "--sd15 SD15_FOLDER")
         self._pose_cache: dict[int, PoseSequence] = {}
 
     def __len__(self) -> int:

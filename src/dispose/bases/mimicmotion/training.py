@@ -9,7 +9,9 @@ step's computation, so accelerate / DDP / DeepSpeed wrap a single module).  For 
 * trainable: the hybrid ControlNet with its motion encoder (``controlnet_cond_embedding``) and point encoder
   (``point_adapter``), initialised from the UNet (``HybridControlNetSVD.from_unet``: encoder weights
   copied, zero output convolutions; the paper initialises from SVD-xt, whose encoder MimicMotion's UNet
-  fine-tuned) or from a given ``DisPose.pth``.
+  fine-tuned) or from a given ``DisPose.pth``.  The frozen base is loaded straight in the mixed-precision dtype
+  (the UNet is built on the meta device and takes the checkpoint's tensors), so no float32 copy of it is ever
+  held on the host; with bf16/fp16 the ControlNet therefore starts from the UNet's encoder rounded to that dtype.
 
 One training forward on a sample ``[reference, f1 .. f(T-1)]`` is one sampling step of the pipeline on one
 tile (:mod:`dispose.bases.mimicmotion.pipeline`): the CLIP embedding of the reference, its VAE latent
@@ -57,7 +59,7 @@ from dispose.bases.mimicmotion.pipeline import (
     time_ids,
 )
 from dispose.bases.mimicmotion.weights import load_controlnet, load_pipeline, required_components
-from dispose.bases.training import FrozenBaseModel, export_controlnet
+from dispose.bases.training import FrozenBaseModel, export_controlnet, frozen_dtype
 from dispose.guidance.stage import GuidanceTensors
 from dispose.models.controlnet_svd import HybridControlNetSVD
 from dispose.pipelines.weights import resolve_weights
@@ -238,13 +240,14 @@ class MimicMotionBase:
         overrides = {key: value for key, value in (("svd", weights.svd), ("mimicmotion", weights.mimicmotion))
                      if value is not None}
         paths = resolve_weights(weights.dir, overrides, required_components(False))
-        base = load_pipeline(paths, dispose=False, dtype=torch.float32, device="cpu")
+        frozen = frozen_dtype(config.train.mixed_precision)
+        # created in the frozen dtype: no float32 host copy of the frozen base
+        base = load_pipeline(paths, dispose=False, dtype=frozen, device="cpu")
         if weights.controlnet is not None:
             controlnet = load_controlnet(Path(weights.controlnet), base.unet)
         else:
             controlnet = HybridControlNetSVD.from_unet(base.unet, point_channels=weights.point_channels)
         loss = config.loss
-        frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.train.mixed_precision, torch.float32)
         model = MimicMotionTrainingModel(
             vae=base.vae, image_encoder=base.image_encoder, unet=base.unet, pose_net=base.pose_net,
             controlnet=controlnet.float(), feature_extractor=base.feature_extractor,

@@ -11,7 +11,8 @@ musepose``.  :class:`MusePoseTrainingModel` holds
   output convolutions) or from a given ``DisPose_MusePose.pth``.  The paper says "initialised from
   stable-diffusion-v1-5"; MusePose's denoising UNet *is* SD1.5 (image-variation context) fine-tuned by
   MusePose, the network the ControlNet's residuals are added to, as the MimicMotion base copies the
-  MimicMotion UNet rather than SVD-xt.
+  MimicMotion UNet rather than SVD-xt.  The frozen networks are loaded straight in the mixed-precision dtype
+  (no float32 host copy); with bf16/fp16 the ControlNet starts from the UNet's encoder rounded to that dtype.
 
 One training forward on a sample ``[reference, f1 .. f(T-1)]`` is one sampling step of
 :class:`~dispose.bases.musepose.pipeline.DisPoseMusePosePipeline` on one window covering ``f1 .. f(T-1)``: the
@@ -63,7 +64,7 @@ from dispose.bases.musepose.weights import (
     load_pipeline,
     required_components,
 )
-from dispose.bases.training import FrozenBaseModel, export_controlnet
+from dispose.bases.training import FrozenBaseModel, export_controlnet, frozen_dtype
 from dispose.guidance.stage import GuidanceTensors
 from dispose.models.controlnet_sd import HybridControlNetSD
 from dispose.pipelines.weights import resolve_weights
@@ -185,6 +186,11 @@ class MusePoseTrainingModel(FrozenBaseModel):
                                                 self.noise_scheduler) for i in range(len(prediction))])
 
 
+#: Weight components of the base a training config can point to one by one (``weights.<key>``, ``dispose train
+#: --<key>``), as ``dispose animate``'s options do.
+MUSEPOSE_COMPONENTS = ("musepose", "sd_image_variations", "clip_image_encoder", "sd_vae")
+
+
 class MusePoseBase:
     """DisPose on MusePose / SD1.5 (v-prediction, zero terminal SNR, min-SNR weighting)."""
 
@@ -193,14 +199,17 @@ class MusePoseBase:
     def build(self, config: Any) -> MusePoseTrainingModel:
         """The training model for a ``dispose.training.config.TrainConfig``."""
         weights = config.weights
-        paths = resolve_weights(weights.dir, {}, required_components(False))
-        base = load_pipeline(paths, dispose=False, dtype=torch.float32, device="cpu")
+        overrides = {key: getattr(weights, key) for key in MUSEPOSE_COMPONENTS
+                     if getattr(weights, key) is not None}
+        paths = resolve_weights(weights.dir, overrides, required_components(False))
+        frozen = frozen_dtype(config.train.mixed_precision)
+        # created in the frozen dtype: no float32 host copy of the frozen base
+        base = load_pipeline(paths, dispose=False, dtype=frozen, device="cpu")
         if weights.controlnet is not None:
             controlnet = load_controlnet(Path(weights.controlnet), base.denoising_unet)
         else:
             controlnet = HybridControlNetSD.from_unet(base.denoising_unet, point_channels=weights.point_channels)
         loss = config.loss
-        frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.train.mixed_precision, torch.float32)
         model = MusePoseTrainingModel(
             vae=base.vae, image_encoder=base.image_encoder, reference_unet=base.reference_unet,
             denoising_unet=base.denoising_unet, pose_guider=base.pose_guider, controlnet=controlnet.float(),
