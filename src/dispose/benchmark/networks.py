@@ -175,3 +175,19 @@ def trainable_counts(pipeline) -> dict[str, int]:
     modules = {name: value for name, value in pipeline.components.items() if isinstance(value, torch.nn.Module)}
     base = sum(parameters(m) for name, m in modules.items() if name not in (*FROZEN_ENCODERS, "controlnet"))
     return {"base": base, "dispose": parameters(modules.get("controlnet"))}
+
+
+def tiny_weights(base: str, folder) -> None:
+    """Write the base's tiny random test weights (release layout) into ``folder``, for ``--tiny`` runs."""
+    from dispose.errors import UserError
+
+    if base == "mimicmotion":
+        from dispose.pipelines.tiny import build_tiny_weights
+
+        build_tiny_weights(folder)
+    elif base == "musepose":
+        from dispose.pipelines.tiny_musepose import build_tiny_musepose_weights
+
+        build_tiny_musepose_weights(folder)
+    else:
+        raise UserError(f"base {base!r} has no tiny test weights; known: mimicmotion, musepose")
