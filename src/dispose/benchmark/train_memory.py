@@ -80,7 +80,8 @@ class SavedBytes:
         return tensor
 
     def checkpoint(self, forward, *args, **kwargs):
-        """A checkpoint function: the block's inputs stay, its saved tensors are recomputed (counted per block)."""
+        """A checkpoint function: the block's inputs stay, its saved tensors are recomputed (counted per
+        block)."""
         tensors = [arg for arg in (*args, *kwargs.values()) if isinstance(arg, torch.Tensor)]
         self.inputs += sum(self._count(arg) for arg in tensors)
         self.blocks.append(0)
@@ -135,13 +136,18 @@ def activations(unet, controlnet, frames: int, height: int, width: int, checkpoi
             checkpoint_blocks(module, tally.checkpoint)
         module.train()
     h, w = height // 8, width // 8
-    sample, timestep = meta(1, frames, 8, h, w), meta(1, dtype=torch.float32)
-    context, time_ids = meta(1, 1, 1024), meta(1, 3)
+    config = unet.config
+    sample, timestep = meta(1, frames, config.in_channels, h, w), meta(1, dtype=torch.float32)
+    context, time_ids = meta(1, 1, config.cross_attention_dim), meta(1, 3)
+    pose_latents = meta(frames, config.block_out_channels[0], h, w)
+    flows = meta(frames, 2, height, width), meta(frames, 2, height, width)
     with FusedAttention(), torch.autograd.graph.saved_tensors_hooks(tally.pack, lambda tensor: tensor):
-        motion = controlnet.controlnet_cond_embedding(meta(frames, 2, height, width), meta(frames, 2, height, width))
-        down, mid = controlnet(sample, timestep, context, time_ids, guidance=EncodedGuidance(frames, motion, None))
-        out = unet(sample, timestep, context, time_ids, pose_latents=meta(frames, 320, h, w),
-                   down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False)[0]
+        motion = controlnet.controlnet_cond_embedding(*flows)
+        down, mid = controlnet(sample, timestep, context, time_ids,
+                               guidance=EncodedGuidance(frames, motion, None))
+        out = unet(sample, timestep, context, time_ids, pose_latents=pose_latents,
+                   down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                   return_dict=False)[0]
         out.float().square().mean()
     return tally
 
