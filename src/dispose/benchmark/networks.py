@@ -73,12 +73,12 @@ def mimicmotion_pipeline(dispose: bool, dtype: torch.dtype, device):
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+    from dispose.bases.mimicmotion.pipeline import DisPoseMimicMotionPipeline
+    from dispose.bases.mimicmotion.tiny import SVD_SCHEDULER
+    from dispose.bases.mimicmotion.weights import image_processor_class
     from dispose.models.controlnet_svd import HybridControlNetSVD
     from dispose.models.pose_net import PoseNet
     from dispose.models.unet_mimicmotion import SVD_XT_UNET_CONFIG, MimicMotionUNet
-    from dispose.pipelines.loading import image_processor_class
-    from dispose.pipelines.mimicmotion import DisPoseMimicMotionPipeline
-    from dispose.pipelines.tiny import SVD_SCHEDULER
 
     with on_device(device, dtype):
         unet = MimicMotionUNet.from_config(SVD_XT_UNET_CONFIG)
@@ -99,12 +99,12 @@ def musepose_pipeline(dispose: bool, dtype: torch.dtype, device):
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+    from dispose.bases.musepose.pipeline import MUSEPOSE_SCHEDULER, DisPoseMusePosePipeline
+    from dispose.bases.musepose.weights import SD_IMAGE_VARIATIONS_UNET_CONFIG
     from dispose.models.controlnet_sd import HybridControlNetSD
     from dispose.models.musepose.denoising_unet import MusePoseDenoisingUNet, motion_config_from_sd
     from dispose.models.musepose.reference import MusePoseReferenceUNet
     from dispose.models.musepose.release_files import build_pose_guider
-    from dispose.pipelines.musepose import MUSEPOSE_SCHEDULER, DisPoseMusePosePipeline
-    from dispose.pipelines.musepose_weights import SD_IMAGE_VARIATIONS_UNET_CONFIG
 
     config = dict(SD_IMAGE_VARIATIONS_UNET_CONFIG)
     with on_device(device, dtype):
@@ -152,7 +152,7 @@ def random_dift(dtype: torch.dtype, device):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from dispose.guidance.dift import DiftFeaturizer
-    from dispose.pipelines.tiny import letters_tokenizer
+    from dispose.guidance.tiny import letters_tokenizer
 
     with on_device(device, dtype):
         unet = UNet2DConditionModel(cross_attention_dim=768, sample_size=64)
@@ -182,11 +182,11 @@ def tiny_weights(base: str, folder) -> None:
     from dispose.errors import UserError
 
     if base == "mimicmotion":
-        from dispose.pipelines.tiny import build_tiny_weights
+        from dispose.bases.mimicmotion.tiny import build_tiny_weights
 
         build_tiny_weights(folder)
     elif base == "musepose":
-        from dispose.pipelines.tiny_musepose import build_tiny_musepose_weights
+        from dispose.bases.musepose.tiny import build_tiny_musepose_weights
 
         build_tiny_musepose_weights(folder)
     else:

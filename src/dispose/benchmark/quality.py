@@ -80,7 +80,7 @@ def _sequences(settings: QualitySettings) -> dict[str, Path]:
 def _all_jobs(settings: QualitySettings, folders: dict[str, Path]) -> list:
     """The jobs (sequence, variant, settings) with the base's defaults, without loading any model."""
     from dispose.bases import get_base
-    from dispose.pipelines.job import JobSettings
+    from dispose.settings import JobSettings
 
     values = {"sample_stride": 1, "fps": max(1, round(settings.folder_fps / settings.sample_stride))}
     if settings.resolution:
@@ -98,7 +98,7 @@ def _all_jobs(settings: QualitySettings, folders: dict[str, Path]) -> list:
 
 
 def _done(job) -> bool:
-    from dispose.pipelines.job import sidecar_path
+    from dispose.jobs import sidecar_path
 
     return job.out.is_file() and sidecar_path(job.out).is_file() and job.side_by_side.is_file()
 
@@ -122,8 +122,8 @@ def animate_all(settings: QualitySettings, folders: dict[str, Path]) -> None:
     """Animate this process's share of the missing videos (module docstring)."""
     from dispose.commands.animate import _process_shard
     from dispose.evaluation.videos import read_frames
+    from dispose.jobs import shard, write_result
     from dispose.media.files import ensure_folder
-    from dispose.pipelines.job import shard, write_result
 
     index, count = _process_shard()
     device = settings.device

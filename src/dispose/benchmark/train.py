@@ -1,6 +1,6 @@
 """``dispose benchmark train``: one training configuration's step time, samples/s and peak memory.
 
-The training model is the trainer's own (:mod:`dispose.training.model`: frozen base + trainable hybrid
+The training model is the trainer's own (:mod:`dispose.bases.mimicmotion.training`: frozen base + trainable hybrid
 ControlNet, its ``draw`` and ``forward`` giving the per-clip loss), built at full size with random weights on
 the device (the frozen networks directly in the mixed-precision dtype, the ControlNet in float32, as the
 trainer keeps it), or, with ``tiny``, by the trainer's own ``build`` from the tiny test weights.  Each timed
@@ -75,8 +75,8 @@ def _config(settings: TrainBenchSettings):
 
 def _model(config, settings: TrainBenchSettings, device: torch.device, workdir: Path):
     """The training model (module docstring) on ``device``."""
+    from dispose.bases.training import training_base
     from dispose.errors import UserError
-    from dispose.training.model import training_base
 
     if settings.tiny:
         from dispose.benchmark.networks import tiny_weights
@@ -88,10 +88,10 @@ def _model(config, settings: TrainBenchSettings, device: torch.device, workdir: 
     if settings.base != "mimicmotion":
         raise UserError(f"full-size random training networks exist for mimicmotion only; use --tiny for "
                         f"{settings.base}")
+    from dispose.bases.mimicmotion.loss import EDMVObjective
+    from dispose.bases.mimicmotion.training import Conditioning, MimicMotionTrainingModel
     from dispose.benchmark.networks import mimicmotion_pipeline, on_device
     from dispose.models.controlnet_svd import HybridControlNetSVD
-    from dispose.training.loss import EDMVObjective
-    from dispose.training.model import Conditioning, MimicMotionTrainingModel
 
     frozen = MIXED.get(config.train.mixed_precision, torch.float32)
     base = mimicmotion_pipeline(False, frozen, device)
@@ -110,13 +110,13 @@ def _model(config, settings: TrainBenchSettings, device: torch.device, workdir: 
 
 
 def _tiny_point_channels() -> int:
-    from dispose.pipelines.tiny import DIFT_CHANNELS
+    from dispose.guidance.tiny import DIFT_CHANNELS
 
     return DIFT_CHANNELS
 
 
 def _batch(config, device: torch.device) -> dict:
-    from dispose.training.model import random_sample
+    from dispose.bases.training import random_sample
 
     data, generator = config.data, torch.Generator().manual_seed(config.train.seed)
     samples = [random_sample(data.num_frames, data.width, data.height,

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from dispose.bases.mimicmotion.training import checkpoint_blocks
 from dispose.benchmark.networks import SVD_CLIP, SVD_VAE
 from dispose.models.controlnet_svd import HybridControlNetSVD
 from dispose.models.hybrid_controlnet import EncodedGuidance
 from dispose.models.pose_net import PoseNet
 from dispose.models.unet_mimicmotion import SVD_XT_UNET_CONFIG, MimicMotionUNet
-from dispose.training.model import checkpoint_blocks
 
 HALF = torch.bfloat16
 
