@@ -26,21 +26,42 @@ def _outputs(folder, name):
 
 
 def test_full_size_parameter_counts_on_meta():
-    from dispose.benchmark.networks import mimicmotion_pipeline, musepose_pipeline, trainable_counts
+    from dispose.benchmark.networks import random_pipeline, trainable_counts
 
-    mimic = trainable_counts(mimicmotion_pipeline(True, torch.float16, "meta"))
+    mimic = trainable_counts(random_pipeline("mimicmotion", True, torch.float16, "meta"))
     assert mimic["dispose"] == 685_139_601  # DisPose.pth; the paper's 653.40 "MB" = count / 2^20
     assert round(mimic["base"] / 2**20, 2) == 1454.19  # MimicMotion's UNet + PoseNet, Table 7
-    muse = musepose_pipeline(True, torch.float16, "meta")
+    muse = random_pipeline("musepose", True, torch.float16, "meta")
     assert round(trainable_counts(muse)["base"] / 2**20, 2) == 2072.64  # MusePose, Table 7
     assert muse.denoising_unet.device.type == "meta" and muse.controlnet.dtype == torch.float16
 
 
 def test_speed_tiny(tmp_path, shared_data, capsys):
     out = tmp_path / "speed"
-    code = main(["benchmark", "speed", "--tiny", "--ref", str(shared_data / "musepose_ref.png"), "--driving",
-                 str(shared_data / "musepose_dance.mp4"), "--frames", "2", "--resolution", "128", "--steps", "1",
-                 "--repeats", "1", "--warmup", "0", "--no-progress", "--out", str(out)])
+    code = main(
+        [
+            "benchmark",
+            "speed",
+            "--tiny",
+            "--ref",
+            str(shared_data / "musepose_ref.png"),
+            "--driving",
+            str(shared_data / "musepose_dance.mp4"),
+            "--frames",
+            "2",
+            "--resolution",
+            "128",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report, text = _outputs(out, "speed")
     assert "Table 7 layout" in text and "MimicMotion+Ours" in text and "1.610" in text  # paper beside ours
@@ -49,7 +70,9 @@ def test_speed_tiny(tmp_path, shared_data, capsys):
     for variant in ("base", "dispose"):
         assert summary[variant]["frames"] == 2 and summary[variant]["s_per_frame"] > 0
         assert summary[variant]["per_step"]["unet"] > 0
-    assert summary["dispose"]["per_step"]["controlnet"] > 0 and summary["base"]["per_step"]["controlnet"] is None
+    assert (
+        summary["dispose"]["per_step"]["controlnet"] > 0 and summary["base"]["per_step"]["controlnet"] is None
+    )
     assert summary["dispose"]["stages"]["dift"] > 0 and summary["base"]["stages"]["dift"] is None
     assert report["trainable_parameters"]["dispose"] > 0 and report["denoiser"] == "unet"
     assert report["environment"]["torch"] == torch.__version__
@@ -58,8 +81,23 @@ def test_speed_tiny(tmp_path, shared_data, capsys):
 
 def test_train_tiny(tmp_path):
     out = tmp_path / "train"
-    assert main(["benchmark", "train", "--tiny", "--steps", "1", "--warmup", "1", "--no-progress",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "train",
+                "--tiny",
+                "--steps",
+                "1",
+                "--warmup",
+                "1",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report, text = _outputs(out, "train")
     assert "predicted (bench/train_memory.py)" in text and "samples/s" in text
     assert report["step_seconds"]["median"] > 0 and report["samples_per_second"] > 0
@@ -76,15 +114,32 @@ def _mini_tiktok(root, shared_data):
     for name, clip in (("00335", "musepose_dance.mp4"), ("00336", "animatex_ubc_fashion.mp4")):
         folder = root / name / "images"
         folder.mkdir(parents=True)
-        for index, frame in enumerate(read_frames(shared_data / clip, size=(144, 256), stride=4, max_frames=3)):
+        for index, frame in enumerate(
+            read_frames(shared_data / clip, size=(144, 256), stride=4, max_frames=3)
+        ):
             Image.fromarray(frame).save(folder / f"{index + 1:04d}.png")
 
 
 def test_quality_tiny(tmp_path, shared_data, capsys):
     data, out = tmp_path / "tiktok", tmp_path / "quality"
     _mini_tiktok(data, shared_data)
-    args = ["benchmark", "quality", "--tiny", "--data", str(data), "--sequences", "00335", "00336",
-            "--resolution", "128", "--steps", "1", "--no-progress", "--out", str(out)]
+    args = [
+        "benchmark",
+        "quality",
+        "--tiny",
+        "--data",
+        str(data),
+        "--sequences",
+        "00335",
+        "00336",
+        "--resolution",
+        "128",
+        "--steps",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     report, text = _outputs(out, "quality")
     assert "Table 1 layout" in text and "Table 6 layout" in text and "MimicMotion+Ours (paper)" in text

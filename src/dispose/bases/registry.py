@@ -58,6 +58,9 @@ class Base:
         parameter_counts: ``f(config_path | None) -> list of (section, [(label, tensors, parameters, note)])``.
         checkpoint_kinds: checkpoint files ``dispose convert`` knows, ``{component key: key prefix that
             identifies it}``; ``verify_checkpoint(kind, path, config_path)`` loads a written copy strictly.
+        random_pipeline: ``f(dispose: bool, dtype, device) -> pipeline`` at full size with random weights,
+            every parameter created on the device in ``dtype`` (``dispose benchmark``; ``"meta"``: counts).
+        tiny_weights: ``f(folder)`` writes tiny random weights in the release layout (tests, ``--tiny``).
     """
 
     name: str
@@ -73,6 +76,8 @@ class Base:
     parameter_counts: Callable[..., list] | None = None
     checkpoint_kinds: dict = field(default_factory=dict)
     verify_checkpoint: Callable[..., None] | None = None
+    random_pipeline: Callable[..., Any] | None = None
+    tiny_weights: Callable[..., Any] | None = None
 
 
 BASES: dict[str, Base] = {}

@@ -16,7 +16,9 @@ COLOURS = ((70, 110, 180), (220, 120, 40), (90, 160, 90), (170, 80, 160))
 ROW, BAR, PAD, LABEL, WIDTH = 18, 14, 10, 230, 900
 
 
-def bar_chart(path: str | Path, title: str, groups: list[tuple[str, dict[str, float | None]]], unit: str) -> None:
+def bar_chart(
+    path: str | Path, title: str, groups: list[tuple[str, dict[str, float | None]]], unit: str
+) -> None:
     """Write ``groups`` ``[(label, {series: value or None})]`` as a horizontal bar chart PNG at ``path``."""
     font = ImageFont.load_default()
     series = list(dict.fromkeys(name for _, values in groups for name in values))

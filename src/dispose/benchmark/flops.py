@@ -2,10 +2,10 @@
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions, 2 per
 multiply-add); attention is counted as one fused kernel (FlashAttention: ``2 * B * heads * Lq * Lk * (d_qk +
-d_v)`` FLOPs, no ``Lq x Lk`` matrix in memory).  Activation memory is the peak of the live tensors a forward
-call creates (each freed when its last reference goes).  Used by ``bench/cost_model.py`` (every stage at
-576x1024) and by ``dispose benchmark speed`` (the per-step ControlNet / UNet ratio predicted at the run's size,
-printed beside the measured one).
+d_v)`` FLOPs, no ``Lq x Lk`` matrix in memory).  Activation memory is the peak of the live tensors a
+forward call creates (each freed when its last reference goes).  Used by ``bench/cost_model.py`` (every
+stage at 576x1024) and by ``dispose benchmark speed`` (the per-step ControlNet / UNet ratio predicted at the
+run's size, printed beside the measured one).
 """
 
 from __future__ import annotations
@@ -64,8 +64,12 @@ class PeakMemory(TorchDispatchMode):
 
 def measure(fn) -> tuple[float, float, object]:
     """(FLOPs, peak activation bytes, output) of ``fn()`` run without gradients."""
-    with torch.no_grad(), FusedAttention() as attention, FlopCounterMode(display=False) as counter, \
-            PeakMemory() as memory:
+    with (
+        torch.no_grad(),
+        FusedAttention() as attention,
+        FlopCounterMode(display=False) as counter,
+        PeakMemory() as memory,
+    ):
         out = fn()
     return counter.get_total_flops() + attention.flops, memory.peak, out
 
@@ -109,24 +113,46 @@ def svd_step(unet, controlnet, width: int, height: int, tile: int, cfg: int = 2)
     timestep = torch.tensor(500.0, device="meta")
     rows = {}
     with torch.device("meta"):
-        flops, peak, motion = measure(lambda: controlnet.controlnet_cond_embedding(meta(tile, 2, height, width),
-                                                                                    meta(tile, 2, height, width)))
+        flops, peak, motion = measure(
+            lambda: controlnet.controlnet_cond_embedding(
+                meta(tile, 2, height, width), meta(tile, 2, height, width)
+            )
+        )
         rows["motion encoder (per tile)"] = (flops, peak)
         sizes = [(lat_h // d, lat_w // d) for d in (2, 4, 8, 8)]  # hidden sizes after each down block
         levels = {i: meta(tile, c, *s) for i, (c, s) in enumerate(zip((320, 640, 1280, 1280), sizes))}
-        guidance = EncodedGuidance(tile, motion, cells=object(), levels=levels)  # cached encodings: no MLP calls
-        flops, peak, (down, mid) = measure(lambda: controlnet(sample, timestep, context, time_ids,
-                                                              guidance=guidance))
+        guidance = EncodedGuidance(
+            tile, motion, cells=object(), levels=levels
+        )  # cached encodings: no MLP calls
+        flops, peak, (down, mid) = measure(
+            lambda: controlnet(sample, timestep, context, time_ids, guidance=guidance)
+        )
         rows["ControlNet (per step, CFG batch)"] = (flops, peak)
-        flops, peak, _ = measure(lambda: unet(sample, timestep, context, time_ids, pose_latents=pose_latents,
-                                              down_block_additional_residuals=down,
-                                              mid_block_additional_residual=mid, return_dict=False))
+        flops, peak, _ = measure(
+            lambda: unet(
+                sample,
+                timestep,
+                context,
+                time_ids,
+                pose_latents=pose_latents,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+                return_dict=False,
+            )
+        )
         rows["UNet + residuals (per step)"] = (flops, peak)
-        flops, peak, _ = measure(lambda: unet(sample, timestep, context, time_ids, pose_latents=pose_latents,
-                                              return_dict=False))
+        flops, peak, _ = measure(
+            lambda: unet(sample, timestep, context, time_ids, pose_latents=pose_latents, return_dict=False)
+        )
         rows["UNet alone (per step)"] = (flops, peak)
-    return {"rows": rows, "inputs": (sample, timestep, context, time_ids), "guidance": guidance,
-            "motion": motion, "levels": levels, "residuals": (down, mid)}
+    return {
+        "rows": rows,
+        "inputs": (sample, timestep, context, time_ids),
+        "guidance": guidance,
+        "motion": motion,
+        "levels": levels,
+        "residuals": (down, mid),
+    }
 
 
 def svd_controlnet_unet_ratio(width: int, height: int, tile: int) -> float:

@@ -37,23 +37,42 @@ def _cpu_name() -> str:
 
 def _nvidia_driver() -> str | None:
     with suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
         return out.strip().splitlines()[0] if out.strip() else None
     return None
 
 
 def environment(device: torch.device) -> dict:
-    """Device name, driver and CUDA versions, library versions, threads: what a reader needs to compare runs."""
-    info = {"device": str(device), "torch": torch.__version__, "diffusers": _version("diffusers"),
-            "transformers": _version("transformers"), "accelerate": _version("accelerate"),
-            "dispose": _version("dispose-animate"), "python": platform.python_version(),
-            "platform": platform.platform(), "cpu": _cpu_name(), "torch_threads": torch.get_num_threads()}
+    """Device name, driver and CUDA versions, library versions, threads (to compare runs)."""
+    info = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "diffusers": _version("diffusers"),
+        "transformers": _version("transformers"),
+        "accelerate": _version("accelerate"),
+        "dispose": _version("dispose-animate"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "torch_threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
-        info.update({"device_name": properties.name, "device_memory_bytes": properties.total_memory,
-                     "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-                     "driver": _nvidia_driver()})
+        info.update(
+            {
+                "device_name": properties.name,
+                "device_memory_bytes": properties.total_memory,
+                "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(),
+                "driver": _nvidia_driver(),
+            }
+        )
     else:
         info.update({"device_name": info["cpu"], "driver": None})
     return info
@@ -69,8 +88,13 @@ class PeakMemory:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.kind = ("max_memory_allocated" if device.type == "cuda" else
-                     "peak RSS" if Path("/proc/self/clear_refs").exists() else None)
+        self.kind = (
+            "max_memory_allocated"
+            if device.type == "cuda"
+            else "peak RSS"
+            if Path("/proc/self/clear_refs").exists()
+            else None
+        )
 
     def reset(self) -> None:
         if self.device.type == "cuda":
@@ -111,11 +135,13 @@ class ModuleTimes:
     def _start(self, name: str):
         def hook(_module, _args):
             self.spans[name].append([self._mark(), None])
+
         return hook
 
     def _stop(self, name: str):
         def hook(_module, _args, _output):
             self.spans[name][-1][1] = self._mark()
+
         return hook
 
     def reset(self) -> None:

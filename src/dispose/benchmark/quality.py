@@ -1,4 +1,5 @@
-"""``dispose benchmark quality``: the paper's TikTok protocol in one command (Tables 1 and 6, base vs DisPose).
+"""``dispose benchmark quality``: the paper's TikTok protocol in one command (Tables 1 and 6, base vs
+DisPose).
 
 Protocol and where each detail comes from:
 
@@ -67,13 +68,17 @@ def _sequences(settings: QualitySettings) -> dict[str, Path]:
     from dispose.evaluation.videos import is_video
 
     if not settings.data.is_dir():
-        raise UserError(f"--data {settings.data} is not a folder (the TikTok dataset root, NNNNN/images/*.png)")
+        raise UserError(
+            f"--data {settings.data} is not a folder (the TikTok dataset root, NNNNN/images/*.png)"
+        )
     names = settings.sequences or list(TIKTOK_SEQUENCES)
     folders = {name: settings.data / name for name in names}
     missing = [name for name, folder in folders.items() if not (folder.is_dir() and is_video(folder))]
     if missing:
-        raise UserError(f"--data {settings.data} lacks the frame folders of sequences {', '.join(missing)} "
-                        "(expected <root>/NNNNN/images/*.png); choose others with --sequences")
+        raise UserError(
+            f"--data {settings.data} lacks the frame folders of sequences {', '.join(missing)} "
+            "(expected <root>/NNNNN/images/*.png); choose others with --sequences"
+        )
     return folders
 
 
@@ -90,9 +95,14 @@ def _all_jobs(settings: QualitySettings, folders: dict[str, Path]) -> list:
     jobs = []
     for name in folders:
         for variant in VARIANTS:
-            job = replace(JobSettings(), **{**get_base(settings.base).defaults, **values}, base=settings.base,
-                          baseline=variant == "base", out=settings.out / "videos" / variant / f"{name}.mp4",
-                          side_by_side=settings.out / "side_by_side" / variant / f"{name}.mp4")
+            job = replace(
+                JobSettings(),
+                **{**get_base(settings.base).defaults, **values},
+                base=settings.base,
+                baseline=variant == "base",
+                out=settings.out / "videos" / variant / f"{name}.mp4",
+                side_by_side=settings.out / "side_by_side" / variant / f"{name}.mp4",
+            )
             jobs.append((name, variant, job))
     return jobs
 
@@ -107,8 +117,13 @@ def _engine(settings: QualitySettings, workdir: Path, device: str):
     from dispose.engine import Animator, Runtime
 
     tiny = settings.tiny
-    runtime = Runtime(device=device, dtype=settings.dtype, detector="mediapipe" if tiny else settings.detector,
-                      dense="propagate" if tiny else settings.dense, progress=settings.progress)
+    runtime = Runtime(
+        device=device,
+        dtype=settings.dtype,
+        detector="mediapipe" if tiny else settings.detector,
+        dense="propagate" if tiny else settings.dense,
+        progress=settings.progress,
+    )
     weights = settings.weights
     if tiny:
         from dispose.benchmark.networks import tiny_weights
@@ -144,12 +159,15 @@ def animate_all(settings: QualitySettings, folders: dict[str, Path]) -> None:
             if engine is None:
                 engine = _engine(settings, Path(workdir), device)
             if current != name:
-                frames = read_frames(folders[name], stride=settings.sample_stride, max_frames=settings.max_frames)
+                frames = read_frames(
+                    folders[name], stride=settings.sample_stride, max_frames=settings.max_frames
+                )
                 current = name
             for path in (job.out, job.side_by_side):
                 ensure_folder(path.parent)
-            result = engine.animate(frames[0], frames, fps=settings.folder_fps / settings.sample_stride,
-                                    settings=job)
+            result = engine.animate(
+                frames[0], frames, fps=settings.folder_fps / settings.sample_stride, settings=job
+            )
             write_result(job, result)
             print(f"wrote {job.out}", file=sys.stderr)
     if count > 1:
@@ -168,11 +186,18 @@ def evaluate_all(settings: QualitySettings, folders: dict[str, Path]) -> dict:
     for variant in VARIANTS:
         pred = {name: settings.out / "videos" / variant / f"{name}.mp4" for name in folders}
         options = {"metrics": metrics} if metrics else {}
-        eval_settings = EvalSettings(**options, gt_stride=settings.sample_stride, max_frames=None, truncate=True,
-                                     device=settings.device, progress=settings.progress,
-                                     protocol="tiktok" if not settings.sequences else None)
-        reports[variant] = evaluate(pair_videos(pred, dict(folders)), eval_settings,
-                                    find_weights(settings.eval_weights))
+        eval_settings = EvalSettings(
+            **options,
+            gt_stride=settings.sample_stride,
+            max_frames=None,
+            truncate=True,
+            device=settings.device,
+            progress=settings.progress,
+            protocol="tiktok" if not settings.sequences else None,
+        )
+        reports[variant] = evaluate(
+            pair_videos(pred, dict(folders)), eval_settings, find_weights(settings.eval_weights)
+        )
     return reports
 
 
@@ -188,9 +213,15 @@ def run_quality(settings: QualitySettings) -> tuple[dict, str, list]:
         return {}, "", []
     reports = evaluate_all(settings, folders)
     jobs = {f"{variant}/{name}": job.to_dict() for name, variant, job in _all_jobs(settings, folders)}
-    report = {"benchmark": "quality", "networks": "tiny random" if settings.tiny else "real",
-              "settings": asdict(settings), "sequences": list(folders), "jobs": jobs,
-              "environment": environment(resolve_device(settings.device)), "evaluation": reports}
+    report = {
+        "benchmark": "quality",
+        "networks": "tiny random" if settings.tiny else "real",
+        "settings": asdict(settings),
+        "sequences": list(folders),
+        "jobs": jobs,
+        "environment": environment(resolve_device(settings.device)),
+        "evaluation": reports,
+    }
     return report, format_quality(report), chart_groups(report)
 
 
@@ -199,11 +230,18 @@ def _rows(report: dict, columns) -> list[list]:
     rows = []
     for variant in VARIANTS:
         label = paper.TABLE7[base][variant][0] if base in paper.TABLE7 else variant
-        figures = {**paper.TABLE1.get(base, {}).get(variant, {}), **paper.TABLE6.get(base, {}).get(variant, {})}
+        figures = {
+            **paper.TABLE1.get(base, {}).get(variant, {}),
+            **paper.TABLE6.get(base, {}).get(variant, {}),
+        }
         aggregate = report["evaluation"][variant]["aggregate"]
         rows.append([f"{label} (paper)", *(figures.get(key) for key, _, _ in columns)])
-        rows.append([f"{label} (ours)", *(None if key not in aggregate else aggregate[key] * scale
-                                          for key, _, scale in columns)])
+        rows.append(
+            [
+                f"{label} (ours)",
+                *(None if key not in aggregate else aggregate[key] * scale for key, _, scale in columns),
+            ]
+        )
     return rows
 
 
@@ -211,11 +249,19 @@ def format_quality(report: dict) -> str:
     from dispose.evaluation.report import TABLE1
 
     names = ", ".join(report["sequences"])
-    lines = [f"TikTok protocol ({names}), {report['settings']['base']}, {report['networks']} weights",
-             "Table 1 layout (VBench x100):", table(["Method", *(t for _, t, _ in TABLE1)], _rows(report, TABLE1)),
-             "", "Table 6 layout (L1 on DisCo's scale, as the paper):",
-             table(["Method", *(t for _, t, _ in TABLE6)], _rows(report, TABLE6))]
-    skipped = {key: reason for variant in VARIANTS for key, reason in report["evaluation"][variant]["skipped"].items()}
+    lines = [
+        f"TikTok protocol ({names}), {report['settings']['base']}, {report['networks']} weights",
+        "Table 1 layout (VBench x100):",
+        table(["Method", *(t for _, t, _ in TABLE1)], _rows(report, TABLE1)),
+        "",
+        "Table 6 layout (L1 on DisCo's scale, as the paper):",
+        table(["Method", *(t for _, t, _ in TABLE6)], _rows(report, TABLE6)),
+    ]
+    skipped = {
+        key: reason
+        for variant in VARIANTS
+        for key, reason in report["evaluation"][variant]["skipped"].items()
+    }
     if skipped:
         lines += ["", "Skipped (n/a above):"] + [f"  {key}: {reason}" for key, reason in skipped.items()]
     return "\n".join(lines)
@@ -227,14 +273,19 @@ def chart_groups(report: dict) -> list:
 
     base = report["settings"]["base"]
     ours = {v: report["evaluation"][v]["aggregate"] for v in VARIANTS}
-    figures = {v: {**paper.TABLE1.get(base, {}).get(v, {}), **paper.TABLE6.get(base, {}).get(v, {})}
-               for v in VARIANTS}
+    figures = {
+        v: {**paper.TABLE1.get(base, {}).get(v, {}), **paper.TABLE6.get(base, {}).get(v, {})}
+        for v in VARIANTS
+    }
     groups = []
     for key, title, _ in (*TABLE1, *TABLE6):
         pair = [ours[v].get(key) for v in VARIANTS]
         mine = pair[1] / pair[0] if None not in pair and pair[0] else None
         theirs = figures["dispose"].get(key), figures["base"].get(key)
-        groups.append((f"{title} DisPose/base", {"ours": mine, "paper": theirs[0] / theirs[1]
-                                                 if None not in theirs else None}))
+        groups.append(
+            (
+                f"{title} DisPose/base",
+                {"ours": mine, "paper": theirs[0] / theirs[1] if None not in theirs else None},
+            )
+        )
     return [group for group in groups if any(v is not None for v in group[1].values())]
-

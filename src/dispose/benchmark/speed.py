@@ -30,8 +30,13 @@ from dispose.benchmark import paper
 from dispose.benchmark.measure import ModuleTimes, PeakMemory, environment, synchronize
 from dispose.benchmark.report import cell, gib, table
 
-STAGES = (("poses", "poses"), ("motion_fields", "F_d"), ("dift", "DIFT"), ("sampling", "sampling"),
-          ("decoding", "decoding"))
+STAGES = (
+    ("poses", "poses"),
+    ("motion_fields", "F_d"),
+    ("dift", "DIFT"),
+    ("sampling", "sampling"),
+    ("decoding", "decoding"),
+)
 
 
 @dataclass
@@ -65,9 +70,16 @@ def _engine(settings: SpeedSettings, workdir: Path):
     from dispose.pose.detector_factory import load_detector
 
     detector = "dwpose" if settings.dwpose else "mediapipe"
-    runtime = Runtime(device=settings.device, dtype=settings.dtype, cfg_mode=settings.cfg_mode,
-                      offload=settings.offload, compile=settings.compile, detector=detector,
-                      dense="propagate" if settings.tiny else "cmp", progress=False)
+    runtime = Runtime(
+        device=settings.device,
+        dtype=settings.dtype,
+        cfg_mode=settings.cfg_mode,
+        offload=settings.offload,
+        compile=settings.compile,
+        detector=detector,
+        dense="propagate" if settings.tiny else "cmp",
+        progress=False,
+    )
     runtime.check()
     overrides = {"dwpose": settings.dwpose} if settings.dwpose else None
     if settings.tiny or settings.weights:
@@ -77,7 +89,9 @@ def _engine(settings: SpeedSettings, workdir: Path):
         if settings.tiny:
             folder = workdir / "tiny-weights"
             tiny_weights(settings.base, folder)
-        return Animator.load(settings.base, folder, overrides, runtime), "tiny random" if settings.tiny else "real"
+        return Animator.load(
+            settings.base, folder, overrides, runtime
+        ), "tiny random" if settings.tiny else "real"
     from dispose.benchmark.networks import random_cmp, random_dift, random_pipeline
 
     device, dtype = runtime.torch_device(), runtime.torch_dtype()
@@ -89,15 +103,20 @@ def _engine(settings: SpeedSettings, workdir: Path):
             raise UserError(f"--compile is not supported by base {settings.base} yet")
         pipeline.enable_compile()
     pipeline.set_progress_bar_config(disable=True)
-    models = GuidanceModels(detector=load_detector(settings.dwpose, str(device)), cmp=random_cmp(dtype, device),
-                            sd15=random_dift(dtype, device))
+    models = GuidanceModels(
+        detector=load_detector(settings.dwpose, str(device)),
+        cmp=random_cmp(device),
+        sd15=random_dift(dtype, device),
+    )
     return Animator(get_base(settings.base), pipeline, runtime, guidance_models=models), "full-size random"
 
 
 def _denoiser(modules: dict[str, torch.nn.Module]) -> str:
     """The base's denoising network: its largest network other than the ControlNet."""
-    return max((name for name in modules if name != "controlnet"),
-               key=lambda name: sum(p.numel() for p in modules[name].parameters()))
+    return max(
+        (name for name in modules if name != "controlnet"),
+        key=lambda name: sum(p.numel() for p in modules[name].parameters()),
+    )
 
 
 def _run_once(engine, job, timer: ModuleTimes, memory: PeakMemory, device) -> dict:
@@ -108,10 +127,15 @@ def _run_once(engine, job, timer: ModuleTimes, memory: PeakMemory, device) -> di
     result = engine.animate(job.ref, job.driving, settings=job)
     synchronize(device)
     seconds = time.perf_counter() - start
-    record = {"seconds": seconds, "frames": result.metadata["result"]["frames"],
-              "tiles": result.metadata["result"]["tiles"], "stages": result.metadata["timings"],
-              "size": [result.metadata["result"]["width"], result.metadata["result"]["height"]],
-              "modules": timer.totals(), "peak_memory": memory.peak()}
+    record = {
+        "seconds": seconds,
+        "frames": result.metadata["result"]["frames"],
+        "tiles": result.metadata["result"]["tiles"],
+        "stages": result.metadata["timings"],
+        "size": [result.metadata["result"]["width"], result.metadata["result"]["height"]],
+        "modules": timer.totals(),
+        "peak_memory": memory.peak(),
+    }
     del result
     return record
 
@@ -128,15 +152,21 @@ def _summary(runs: list[dict], denoiser: str, steps: int) -> dict:
     def module(name):
         return lambda run: run["modules"].get(name, {}).get("seconds")
 
-    out = {"frames": frames, "tiles": runs[0]["tiles"], "size": runs[0]["size"],
-           "seconds": {"min": min(r["seconds"] for r in runs), "median": _median(runs, lambda r: r["seconds"])},
-           "stages": {key: _median(runs, lambda r, k=key: r["stages"].get(k)) for key, _ in STAGES},
-           "peak_memory": max((r["peak_memory"] for r in runs if r["peak_memory"] is not None), default=None)}
+    out = {
+        "frames": frames,
+        "tiles": runs[0]["tiles"],
+        "size": runs[0]["size"],
+        "seconds": {"min": min(r["seconds"] for r in runs), "median": _median(runs, lambda r: r["seconds"])},
+        "stages": {key: _median(runs, lambda r, k=key: r["stages"].get(k)) for key, _ in STAGES},
+        "peak_memory": max((r["peak_memory"] for r in runs if r["peak_memory"] is not None), default=None),
+    }
     out["s_per_frame"] = out["seconds"]["median"] / frames
     unet = _median(runs, module(denoiser))
     control = _median(runs, module("controlnet"))
-    out["per_step"] = {"unet": None if unet is None else unet / per_step,
-                       "controlnet": None if not control else control / per_step}
+    out["per_step"] = {
+        "unet": None if unet is None else unet / per_step,
+        "controlnet": None if not control else control / per_step,
+    }
     out["modules"] = {name: _median(runs, module(name)) for name in runs[0]["modules"]}
     return out
 
@@ -148,8 +178,12 @@ def run_speed(settings: SpeedSettings) -> tuple[dict, str, list]:
     with tempfile.TemporaryDirectory(prefix="dispose-bench-") as workdir:
         engine, networks = _engine(settings, Path(workdir))
         device = engine.runtime.torch_device()
-        values = {"ref": settings.ref, "driving": settings.driving, "max_frames": settings.frames,
-                  "controlnet_interval": settings.controlnet_interval}
+        values = {
+            "ref": settings.ref,
+            "driving": settings.driving,
+            "max_frames": settings.frames,
+            "controlnet_interval": settings.controlnet_interval,
+        }
         if settings.resolution:
             values["resolution"] = settings.resolution
         if settings.steps:
@@ -157,7 +191,9 @@ def run_speed(settings: SpeedSettings) -> tuple[dict, str, list]:
         job = engine.settings(**values)
         job.validate()
         jobs = {"base": replace(job, baseline=True), "dispose": job}
-        modules = {name: m for name, m in engine.pipeline.components.items() if isinstance(m, torch.nn.Module)}
+        modules = {
+            name: m for name, m in engine.pipeline.components.items() if isinstance(m, torch.nn.Module)
+        }
         timer, memory = ModuleTimes(modules, device), PeakMemory(device)
         runs: dict[str, list] = {"base": [], "dispose": []}
         rounds = settings.warmup + settings.repeats
@@ -168,13 +204,18 @@ def run_speed(settings: SpeedSettings) -> tuple[dict, str, list]:
                 if timed:
                     runs[variant].append(record)
                 if settings.progress:
-                    print(f"round {index + 1}/{rounds} {variant}: {record['seconds']:.2f} s"
-                          f"{'' if timed else ' (warm-up)'}", flush=True)
+                    print(
+                        f"round {index + 1}/{rounds} {variant}: {record['seconds']:.2f} s"
+                        f"{'' if timed else ' (warm-up)'}",
+                        flush=True,
+                    )
         timer.remove()
         counts = trainable_counts(engine.pipeline)
     denoiser = _denoiser(modules)
-    summary = {variant: _summary(variant_runs, denoiser, job.num_inference_steps)
-               for variant, variant_runs in runs.items()}
+    summary = {
+        variant: _summary(variant_runs, denoiser, job.num_inference_steps)
+        for variant, variant_runs in runs.items()
+    }
     predicted = None
     if settings.base == "mimicmotion" and not settings.tiny:
         from dispose.benchmark.flops import svd_controlnet_unet_ratio
@@ -182,11 +223,18 @@ def run_speed(settings: SpeedSettings) -> tuple[dict, str, list]:
         width, height = summary["dispose"]["size"]
         tile = min(job.num_frames, summary["dispose"]["frames"] + 1)
         predicted = svd_controlnet_unet_ratio(width, height, tile)
-    report = {"benchmark": "speed", "networks": networks, "settings": {**asdict(settings), "job": job.to_dict(),
-                                                                       "runtime": engine.runtime.to_dict()},
-              "environment": environment(device), "memory_kind": memory.kind,
-              "trainable_parameters": counts, "denoiser": denoiser, "summary": summary, "runs": runs,
-              "predicted_controlnet_unet_flop_ratio": predicted}
+    report = {
+        "benchmark": "speed",
+        "networks": networks,
+        "settings": {**asdict(settings), "job": job.to_dict(), "runtime": engine.runtime.to_dict()},
+        "environment": environment(device),
+        "memory_kind": memory.kind,
+        "trainable_parameters": counts,
+        "denoiser": denoiser,
+        "summary": summary,
+        "runs": runs,
+        "predicted_controlnet_unet_flop_ratio": predicted,
+    }
     return report, format_speed(report), chart_groups(report)
 
 
@@ -202,41 +250,91 @@ def format_speed(report: dict) -> str:
     job = settings["job"]
     counts = report["trainable_parameters"]
     env = report["environment"]
-    lines = [(f"Table 7 layout: {settings['base']}, {report['networks']} networks, {base['frames']} frames at "
-              f"{base['size'][0]}x{base['size'][1]}, {job['num_inference_steps']} steps, {env['device']} "
-              f"({env['device_name']}) {settings['runtime']['dtype']}, median of {settings['repeats']} "
-              f"interleaved runs after {settings['warmup']} warm-up")]
+    lines = [
+        (
+            f"Table 7 layout: {settings['base']}, {report['networks']} networks, {base['frames']} frames at "
+            f"{base['size'][0]}x{base['size'][1]}, {job['num_inference_steps']} steps, {env['device']} "
+            f"({env['device_name']}) {settings['runtime']['dtype']}, median of {settings['repeats']} "
+            f"interleaved runs after {settings['warmup']} warm-up"
+        )
+    ]
     rows = []
     for key, variant in (("base", base), ("dispose", dispose)):
         label, paper_mi, paper_s = rows7.get(key, (key, None, None))
-        rows.append([label, paper_mi, counts[key] / 2**20, paper_s, variant["s_per_frame"],
-                     gib(variant["peak_memory"])])
+        rows.append(
+            [
+                label,
+                paper_mi,
+                counts[key] / 2**20,
+                paper_s,
+                variant["s_per_frame"],
+                gib(variant["peak_memory"]),
+            ]
+        )
     paper_ratio = _ratio(rows[1][3], rows[0][3])
-    rows.append(["ratio DisPose / base", None, None, paper_ratio, _ratio(dispose["s_per_frame"], base["s_per_frame"]),
-                 ""])
+    rows.append(
+        [
+            "ratio DisPose / base",
+            None,
+            None,
+            paper_ratio,
+            _ratio(dispose["s_per_frame"], base["s_per_frame"]),
+            "",
+        ]
+    )
     memory = report["memory_kind"] or "not measured on this device"
-    lines.append(table(["Method", "trainable Mi (paper)", "trainable Mi (ours)", "s/frame (paper)",
-                        "s/frame (ours)", f"peak memory ({memory})"], rows))
+    lines.append(
+        table(
+            [
+                "Method",
+                "trainable Mi (paper)",
+                "trainable Mi (ours)",
+                "s/frame (paper)",
+                "s/frame (ours)",
+                f"peak memory ({memory})",
+            ],
+            rows,
+        )
+    )
     lines += ["", "Per stage (median seconds per run; per denoising step of one tile, CFG included):"]
     stage_rows = [[title, base["stages"].get(key), dispose["stages"].get(key)] for key, title in STAGES]
-    stage_rows += [[f"{report['denoiser']} per step", base["per_step"]["unet"], dispose["per_step"]["unet"]],
-                   ["controlnet per step", None, dispose["per_step"]["controlnet"]],
-                   ["whole run", base["seconds"]["median"], dispose["seconds"]["median"]]]
+    stage_rows += [
+        [f"{report['denoiser']} per step", base["per_step"]["unet"], dispose["per_step"]["unet"]],
+        ["controlnet per step", None, dispose["per_step"]["controlnet"]],
+        ["whole run", base["seconds"]["median"], dispose["seconds"]["median"]],
+    ]
     lines.append(table(["stage", "base (s)", "base + DisPose (s)"], stage_rows))
     measured = _ratio(dispose["per_step"]["controlnet"], dispose["per_step"]["unet"])
     predicted = report["predicted_controlnet_unet_flop_ratio"]
     text = f"\nControlNet / {report['denoiser']} time per step: measured {cell(measured)}"
     if predicted is not None and measured is not None:
-        text += (f", FLOP ratio of the same networks at this size {predicted:.3f} (cost model), "
-                 f"difference {100 * (measured / predicted - 1):+.1f} %")
+        text += (
+            f", FLOP ratio of the same networks at this size {predicted:.3f} (cost model), "
+            f"difference {100 * (measured / predicted - 1):+.1f} %"
+        )
     lines.append(text)
     return "\n".join(lines)
 
 
 def chart_groups(report: dict) -> list:
     summary = report["summary"]
-    groups = [(title, {"base": summary["base"]["stages"].get(key),
-                       "base + DisPose": summary["dispose"]["stages"].get(key)}) for key, title in STAGES]
-    groups.append(("whole run", {"base": summary["base"]["seconds"]["median"],
-                                 "base + DisPose": summary["dispose"]["seconds"]["median"]}))
+    groups = [
+        (
+            title,
+            {
+                "base": summary["base"]["stages"].get(key),
+                "base + DisPose": summary["dispose"]["stages"].get(key),
+            },
+        )
+        for key, title in STAGES
+    ]
+    groups.append(
+        (
+            "whole run",
+            {
+                "base": summary["base"]["seconds"]["median"],
+                "base + DisPose": summary["dispose"]["seconds"]["median"],
+            },
+        )
+    )
     return groups

@@ -1,9 +1,9 @@
 """``dispose benchmark train``: one training configuration's step time, samples/s and peak memory.
 
-The training model is the trainer's own (:mod:`dispose.bases.mimicmotion.training`: frozen base + trainable hybrid
-ControlNet, its ``draw`` and ``forward`` giving the per-clip loss), built at full size with random weights on
-the device (the frozen networks directly in the mixed-precision dtype, the ControlNet in float32, as the
-trainer keeps it), or, with ``tiny``, by the trainer's own ``build`` from the tiny test weights.  Each timed
+The training model is the trainer's own (:mod:`dispose.bases.mimicmotion.training`: frozen base +
+trainable hybrid ControlNet, its ``draw`` and ``forward`` giving the per-clip loss), built at full size with
+random weights on the device (the frozen networks directly in the mixed-precision dtype, the ControlNet in
+float32, as the trainer keeps it), or, with ``tiny``, by the trainer's own ``build`` from the tiny test weights.  Each timed
 iteration is what one process does per micro-batch when the gradients are synchronised: the loss of
 ``micro_batch`` random clips of the configured size under autocast, backward, the optimiser step and
 ``zero_grad``; ``warmup`` iterations run first, untimed, and peak memory is reset after them.  Settings come
@@ -86,26 +86,36 @@ def _model(config, settings: TrainBenchSettings, device: torch.device, workdir: 
         config.weights.point_channels = _tiny_point_channels()
         return training_base(settings.base).build(config).to(device), "tiny random"
     if settings.base != "mimicmotion":
-        raise UserError(f"full-size random training networks exist for mimicmotion only; use --tiny for "
-                        f"{settings.base}")
+        raise UserError(
+            f"full-size random training networks exist for mimicmotion only; use --tiny for {settings.base}"
+        )
     from dispose.bases.mimicmotion.loss import EDMVObjective
     from dispose.bases.mimicmotion.training import Conditioning, MimicMotionTrainingModel
-    from dispose.benchmark.networks import mimicmotion_pipeline, on_device
+    from dispose.benchmark.networks import random_pipeline
+    from dispose.devices import on_device
     from dispose.models.controlnet_svd import HybridControlNetSVD
 
     frozen = MIXED.get(config.train.mixed_precision, torch.float32)
-    base = mimicmotion_pipeline(False, frozen, device)
+    base = random_pipeline(settings.base, False, frozen, device)
     with on_device(device, torch.float32):
-        controlnet = HybridControlNetSVD.from_unet(base.unet, load_weights_from_unet=False,
-                                                   point_channels=config.weights.point_channels)
+        controlnet = HybridControlNetSVD.from_unet(
+            base.unet, load_weights_from_unet=False, point_channels=config.weights.point_channels
+        )
     loss = config.loss
     model = MimicMotionTrainingModel(
-        vae=base.vae, image_encoder=base.image_encoder, unet=base.unet, pose_net=base.pose_net,
-        controlnet=controlnet, feature_extractor=base.feature_extractor,
+        vae=base.vae,
+        image_encoder=base.image_encoder,
+        unet=base.unet,
+        pose_net=base.pose_net,
+        controlnet=controlnet,
+        feature_extractor=base.feature_extractor,
         objective=EDMVObjective(loss.p_mean, loss.p_std),
-        conditioning=Conditioning(loss.fps, loss.motion_bucket_id, loss.noise_aug_strength,
-                                  loss.conditioning_dropout),
-        vae_encode_chunk=config.train.vae_encode_chunk, frozen_dtype=frozen)
+        conditioning=Conditioning(
+            loss.fps, loss.motion_bucket_id, loss.noise_aug_strength, loss.conditioning_dropout
+        ),
+        vae_encode_chunk=config.train.vae_encode_chunk,
+        frozen_dtype=frozen,
+    )
     return model, "full-size random"
 
 
@@ -119,9 +129,16 @@ def _batch(config, device: torch.device) -> dict:
     from dispose.bases.training import random_sample
 
     data, generator = config.data, torch.Generator().manual_seed(config.train.seed)
-    samples = [random_sample(data.num_frames, data.width, data.height,
-                             point_channels=config.weights.point_channels, generator=generator)
-               for _ in range(config.train.micro_batch_size)]
+    samples = [
+        random_sample(
+            data.num_frames,
+            data.width,
+            data.height,
+            point_channels=config.weights.point_channels,
+            generator=generator,
+        )
+        for _ in range(config.train.micro_batch_size)
+    ]
     return {key: torch.stack([s[key] for s in samples]).to(device) for key in samples[0]}
 
 
@@ -133,15 +150,22 @@ def _prediction(model, config) -> dict | None:
     if unet is None or not hasattr(controlnet, "controlnet_cond_embedding"):
         return None
     with torch.device("meta"):
-        copies = [torch.nn.Module.to(type(m).from_config(m.config), "meta", torch.bfloat16)
-                  for m in (unet, controlnet)]  # ModelMixin.to warns on dtype casts
+        copies = [
+            torch.nn.Module.to(type(m).from_config(m.config), "meta", torch.bfloat16)
+            for m in (unet, controlnet)
+        ]  # ModelMixin.to warns on dtype casts
     data = config.data
     checkpointing = "blocks" if config.train.gradient_checkpointing else "off"
     activations = activation_bytes(*copies, data.num_frames, data.height, data.width, checkpointing)
     frozen = sum(p.numel() for m in model.frozen_modules() for p in m.parameters())
     trainable = sum(p.numel() for p in controlnet.parameters())
-    return predicted_bytes(frozen, trainable, activations, config.train.micro_batch_size,
-                           adam_bytes=2 if config.train.use_8bit_adam else 8)
+    return predicted_bytes(
+        frozen,
+        trainable,
+        activations,
+        config.train.micro_batch_size,
+        adam_bytes=2 if config.train.use_8bit_adam else 8,
+    )
 
 
 def run_train(settings: TrainBenchSettings) -> tuple[dict, str, list]:
@@ -158,9 +182,13 @@ def run_train(settings: TrainBenchSettings) -> tuple[dict, str, list]:
         model.enable_gradient_checkpointing()
     train = config.train
     parameters = [p for module in model.trainable_modules() for p in module.parameters()]
-    optimizer = _optimizer_class(config, device)(parameters, lr=train.learning_rate,
-                                                 betas=(train.adam_beta1, train.adam_beta2),
-                                                 weight_decay=train.adam_weight_decay, eps=train.adam_epsilon)
+    optimizer = _optimizer_class(config, device)(
+        parameters,
+        lr=train.learning_rate,
+        betas=(train.adam_beta1, train.adam_beta2),
+        weight_decay=train.adam_weight_decay,
+        eps=train.adam_epsilon,
+    )
     batch = _batch(config, device)
     generator = torch.Generator(device).manual_seed(train.seed)
     mixed = MIXED.get(train.mixed_precision)
@@ -183,18 +211,28 @@ def run_train(settings: TrainBenchSettings) -> tuple[dict, str, list]:
         if index >= settings.warmup:
             times.append(seconds)
         if settings.progress:
-            print(f"step {index + 1}/{settings.warmup + settings.steps}: {seconds:.2f} s"
-                  f"{' (warm-up)' if index < settings.warmup else ''}", flush=True)
+            print(
+                f"step {index + 1}/{settings.warmup + settings.steps}: {seconds:.2f} s"
+                f"{' (warm-up)' if index < settings.warmup else ''}",
+                flush=True,
+            )
     peak = memory.peak()
     prediction = _prediction(model, config)
     step = statistics.median(times)
-    report = {"benchmark": "train", "networks": networks, "config_file": None if config_path is None else
-              str(config_path), "settings": {**asdict(settings), "config": config.to_dict()},
-              "environment": environment(device), "memory_kind": memory.kind,
-              "trainable_parameters": sum(p.numel() for p in parameters),
-              "step_seconds": {"median": step, "min": min(times), "all": times},
-              "samples_per_second": train.micro_batch_size / step, "peak_memory": peak, "losses": losses,
-              "predicted_memory": prediction}
+    report = {
+        "benchmark": "train",
+        "networks": networks,
+        "config_file": None if config_path is None else str(config_path),
+        "settings": {**asdict(settings), "config": config.to_dict()},
+        "environment": environment(device),
+        "memory_kind": memory.kind,
+        "trainable_parameters": sum(p.numel() for p in parameters),
+        "step_seconds": {"median": step, "min": min(times), "all": times},
+        "samples_per_second": train.micro_batch_size / step,
+        "peak_memory": peak,
+        "losses": losses,
+        "predicted_memory": prediction,
+    }
     return report, format_train(report), [("step time", {"measured": step})]
 
 
@@ -206,15 +244,22 @@ def format_train(report: dict) -> str:
     peak = report["peak_memory"]
     difference = "n/a" if total is None or peak is None else f"{(peak - total) / 2**30:+.2f} GiB"
     env = report["environment"]
-    head = (f"Training step: {config['base']}, {report['networks']} networks, micro-batch "
-            f"{train['micro_batch_size']} x {data['num_frames']} frames at {data['width']}x{data['height']}, "
-            f"mixed precision {train['mixed_precision']}, gradient checkpointing "
-            f"{'on' if train['gradient_checkpointing'] else 'off'}, {env['device']} ({env['device_name']})")
-    rows = [["step time (s, median)", report["step_seconds"]["median"], ""],
-            ["samples/s", report["samples_per_second"], ""],
-            [f"peak memory ({report['memory_kind'] or 'not measured here'})", gib(peak),
-             "n/a" if total is None else gib(total)],
-            ["difference measured - predicted", difference, ""]]
+    head = (
+        f"Training step: {config['base']}, {report['networks']} networks, micro-batch "
+        f"{train['micro_batch_size']} x {data['num_frames']} frames at {data['width']}x{data['height']}, "
+        f"mixed precision {train['mixed_precision']}, gradient checkpointing "
+        f"{'on' if train['gradient_checkpointing'] else 'off'}, {env['device']} ({env['device_name']})"
+    )
+    rows = [
+        ["step time (s, median)", report["step_seconds"]["median"], ""],
+        ["samples/s", report["samples_per_second"], ""],
+        [
+            f"peak memory ({report['memory_kind'] or 'not measured here'})",
+            gib(peak),
+            "n/a" if total is None else gib(total),
+        ],
+        ["difference measured - predicted", difference, ""],
+    ]
     lines = [head, table(["", "measured", "predicted (bench/train_memory.py)"], rows)]
     if predicted is not None:
         lines.append("prediction: " + ", ".join(f"{key} {gib(value)}" for key, value in predicted.items()))

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from dispose.bases.mimicmotion.random_weights import SVD_CLIP, SVD_VAE
 from dispose.bases.mimicmotion.training import checkpoint_blocks
-from dispose.benchmark.networks import SVD_CLIP, SVD_VAE
 from dispose.models.controlnet_svd import HybridControlNetSVD
 from dispose.models.hybrid_controlnet import EncodedGuidance
 from dispose.models.pose_net import PoseNet
@@ -143,11 +143,19 @@ def activations(unet, controlnet, frames: int, height: int, width: int, checkpoi
     flows = meta(frames, 2, height, width), meta(frames, 2, height, width)
     with FusedAttention(), torch.autograd.graph.saved_tensors_hooks(tally.pack, lambda tensor: tensor):
         motion = controlnet.controlnet_cond_embedding(*flows)
-        down, mid = controlnet(sample, timestep, context, time_ids,
-                               guidance=EncodedGuidance(frames, motion, None))
-        out = unet(sample, timestep, context, time_ids, pose_latents=pose_latents,
-                   down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                   return_dict=False)[0]
+        down, mid = controlnet(
+            sample, timestep, context, time_ids, guidance=EncodedGuidance(frames, motion, None)
+        )
+        out = unet(
+            sample,
+            timestep,
+            context,
+            time_ids,
+            pose_latents=pose_latents,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            return_dict=False,
+        )[0]
         out.float().square().mean()
     return tally
 
@@ -162,16 +170,25 @@ def point_maps_bytes(controlnet, frames: int, height: int, width: int) -> int:
 def activation_bytes(unet, controlnet, frames: int, height: int, width: int, checkpointing: str) -> int:
     """Activations kept for the backward pass of one clip (module docstring), point maps included."""
     tally = activations(unet, controlnet, frames, height, width, checkpointing)
-    return (tally.kept + tally.inputs + (max(tally.blocks) if tally.blocks else 0)
-            + point_maps_bytes(controlnet, frames, height, width))
+    return (
+        tally.kept
+        + tally.inputs
+        + (max(tally.blocks) if tally.blocks else 0)
+        + point_maps_bytes(controlnet, frames, height, width)
+    )
 
 
-def predicted_bytes(frozen: int, trainable: int, activations_per_clip: int, micro_batch: int = 1,
-                    adam_bytes: int = 8) -> dict[str, int]:
+def predicted_bytes(
+    frozen: int, trainable: int, activations_per_clip: int, micro_batch: int = 1, adam_bytes: int = 8
+) -> dict[str, int]:
     """One process's training memory (DDP): frozen weights in bf16, the ControlNet's fp32 weights + bf16
     autocast copies, fp32 gradients, optimiser states (8 B per parameter for AdamW, 2 for 8-bit AdamW) and the
     activations of ``micro_batch`` clips."""
-    parts = {"frozen weights": frozen * 2, "trainable weights + autocast copies": trainable * 6,
-             "gradients": trainable * 4, "optimiser states": trainable * adam_bytes,
-             "activations": activations_per_clip * micro_batch}
+    parts = {
+        "frozen weights": frozen * 2,
+        "trainable weights + autocast copies": trainable * 6,
+        "gradients": trainable * 4,
+        "optimiser states": trainable * adam_bytes,
+        "activations": activations_per_clip * micro_batch,
+    }
     return {**parts, "total": sum(parts.values())}

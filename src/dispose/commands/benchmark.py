@@ -20,12 +20,22 @@ from pathlib import Path
 def _common(parser: argparse.ArgumentParser, name: str) -> None:
     from dispose.bases import BASES, DEFAULT_BASE
 
-    parser.add_argument("--base", choices=sorted(BASES), default=DEFAULT_BASE, help=f"base model ({DEFAULT_BASE})")
-    parser.add_argument("--out", type=Path, default=Path(f"benchmark-{name}"),
-                        help=f"folder for {name}.txt, {name}.json and {name}.png (default benchmark-{name}/)")
+    parser.add_argument(
+        "--base", choices=sorted(BASES), default=DEFAULT_BASE, help=f"base model ({DEFAULT_BASE})"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(f"benchmark-{name}"),
+        help=f"folder for {name}.txt, {name}.json and {name}.png (default benchmark-{name}/)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"),
-                        help="precision (auto: fp16 on CUDA, fp32 elsewhere)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "fp16", "bf16", "fp32"),
+        help="precision (auto: fp16 on CUDA, fp32 elsewhere)",
+    )
     parser.add_argument("--tiny", action="store_true", help="the tiny random test models (CPU, seconds)")
     parser.add_argument("--no-progress", action="store_true", help="print nothing while running")
 
@@ -47,45 +57,87 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--frames", type=int, default=16, help="driving frames of the job (16)")
     speed.add_argument("--resolution", type=int, help="generation size (576 = 576x1024; default: the base's)")
     speed.add_argument("--steps", type=int, help="denoising steps (default: the base's, 25 for MimicMotion)")
-    speed.add_argument("--repeats", type=int, default=3, help="timed rounds, each running base and DisPose (3)")
+    speed.add_argument(
+        "--repeats", type=int, default=3, help="timed rounds, each running base and DisPose (3)"
+    )
     speed.add_argument("--warmup", type=int, default=1, help="untimed rounds first (1)")
-    speed.add_argument("--cfg", dest="cfg_mode", default="batch", choices=("batch", "sequential"),
-                       help="CFG halves in one batch (release) or two passes")
+    speed.add_argument(
+        "--cfg",
+        dest="cfg_mode",
+        default="batch",
+        choices=("batch", "sequential"),
+        help="CFG halves in one batch (release) or two passes",
+    )
     speed.add_argument("--offload", action="store_true", help="model CPU offload (accelerate hooks)")
     speed.add_argument("--compile", action="store_true", help="torch.compile the UNet and ControlNet")
-    speed.add_argument("--controlnet-interval", type=int, default=1, metavar="K",
-                       help="run the ControlNet every K-th step (changes the output; default 1)")
-    speed.add_argument("--weights", type=Path, help="time the real weights in this folder instead of random ones")
+    speed.add_argument(
+        "--controlnet-interval",
+        type=int,
+        default=1,
+        metavar="K",
+        help="run the ControlNet every K-th step (changes the output; default 1)",
+    )
+    speed.add_argument(
+        "--weights", type=Path, help="time the real weights in this folder instead of random ones"
+    )
     speed.add_argument("--dwpose-dir", type=Path, help="DWPose's folder: its poses instead of MediaPipe's")
 
     train = sub.add_parser("train", help="training step time, samples/s and peak memory vs the prediction")
     _common(train, "train")
-    train.add_argument("--config", type=Path, help="training config (default configs/train/BASE.yaml settings)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override a config entry (repeatable)")
+    train.add_argument(
+        "--config", type=Path, help="training config (default configs/train/BASE.yaml settings)"
+    )
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config entry (repeatable)",
+    )
     train.add_argument("--micro-batch", type=int, help="clips per forward (default: the config's)")
     train.add_argument("--no-checkpointing", action="store_true", help="gradient checkpointing off")
     train.add_argument("--frames", type=int, help="frames per clip (default: the config's, 16)")
-    train.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="clip size (default: the config's)")
+    train.add_argument(
+        "--size", type=int, nargs=2, metavar=("W", "H"), help="clip size (default: the config's)"
+    )
     train.add_argument("--steps", type=int, default=3, help="timed optimiser steps (3)")
     train.add_argument("--warmup", type=int, default=1, help="untimed steps first (1)")
 
     quality = sub.add_parser("quality", help="the paper's TikTok protocol: Tables 1 and 6, base vs DisPose")
     _common(quality, "quality")
-    quality.add_argument("--data", type=Path, required=True,
-                         help="TikTok-layout dataset root (NNNNN/images/*.png per sequence)")
-    quality.add_argument("--sequences", nargs="+", metavar="NNNNN",
-                         help="sequence folders to use (default the paper's 00335 .. 00340)")
+    quality.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="TikTok-layout dataset root (NNNNN/images/*.png per sequence)",
+    )
+    quality.add_argument(
+        "--sequences",
+        nargs="+",
+        metavar="NNNNN",
+        help="sequence folders to use (default the paper's 00335 .. 00340)",
+    )
     quality.add_argument("--weights", type=Path, help="animation weights (pretrained_weights/ layout)")
-    quality.add_argument("--eval-weights", type=Path, help="evaluation weights folder (as dispose eval --weights)")
+    quality.add_argument(
+        "--eval-weights", type=Path, help="evaluation weights folder (as dispose eval --weights)"
+    )
     quality.add_argument("--metrics", nargs="+", metavar="NAME", help="subset of dispose eval's metrics")
     quality.add_argument("--resolution", type=int, help="generation size (default: the base's)")
     quality.add_argument("--steps", type=int, help="denoising steps (default: the base's)")
     quality.add_argument("--max-frames", type=int, help="frames per sequence after the stride (default: all)")
-    quality.add_argument("--sample-stride", type=int, default=1,
-                         help="use every N-th frame of a sequence (1: the frame folders are read as given)")
-    quality.add_argument("--folder-fps", type=float, default=30.0, help="frame rate of the frame folders (30)")
-    quality.add_argument("--detector", default="dwpose", choices=("dwpose", "mediapipe"), help="pose detector")
+    quality.add_argument(
+        "--sample-stride",
+        type=int,
+        default=1,
+        help="use every N-th frame of a sequence (1: the frame folders are read as given)",
+    )
+    quality.add_argument(
+        "--folder-fps", type=float, default=30.0, help="frame rate of the frame folders (30)"
+    )
+    quality.add_argument(
+        "--detector", default="dwpose", choices=("dwpose", "mediapipe"), help="pose detector"
+    )
     quality.add_argument("--dense", default="cmp", choices=("cmp", "propagate", "none"), help="dense field")
 
 
@@ -138,12 +190,25 @@ def _speed(args):
     if args.tiny and args.weights:
         raise UserError("--tiny and --weights exclude each other: pick the tiny test models or your weights")
     settings = SpeedSettings(
-        base=args.base, ref=_example(args.ref, "musepose_ref.png", "--ref"),
-        driving=_example(args.driving, "musepose_dance.mp4", "--driving"), frames=args.frames,
-        resolution=args.resolution, steps=args.steps, repeats=args.repeats, warmup=args.warmup, device=args.device,
-        dtype=args.dtype, cfg_mode=args.cfg_mode, offload=args.offload, compile=args.compile,
-        controlnet_interval=args.controlnet_interval, weights=args.weights, dwpose=args.dwpose_dir,
-        tiny=args.tiny, progress=not args.no_progress)
+        base=args.base,
+        ref=_example(args.ref, "musepose_ref.png", "--ref"),
+        driving=_example(args.driving, "musepose_dance.mp4", "--driving"),
+        frames=args.frames,
+        resolution=args.resolution,
+        steps=args.steps,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
+        dtype=args.dtype,
+        cfg_mode=args.cfg_mode,
+        offload=args.offload,
+        compile=args.compile,
+        controlnet_interval=args.controlnet_interval,
+        weights=args.weights,
+        dwpose=args.dwpose_dir,
+        tiny=args.tiny,
+        progress=not args.no_progress,
+    )
     report, text, groups = run_speed(settings)
     return report, text, groups, f"dispose benchmark speed: {args.base}, seconds per run (median)", "s"
 
@@ -151,11 +216,21 @@ def _speed(args):
 def _train(args):
     from dispose.benchmark.train import TrainBenchSettings, run_train
 
-    settings = TrainBenchSettings(base=args.base, config=args.config, overrides=list(args.overrides),
-                                  micro_batch=args.micro_batch, checkpointing=not args.no_checkpointing,
-                                  frames=args.frames, size=tuple(args.size) if args.size else None,
-                                  steps=args.steps, warmup=args.warmup, device=args.device, dtype=args.dtype,
-                                  tiny=args.tiny, progress=not args.no_progress)
+    settings = TrainBenchSettings(
+        base=args.base,
+        config=args.config,
+        overrides=list(args.overrides),
+        micro_batch=args.micro_batch,
+        checkpointing=not args.no_checkpointing,
+        frames=args.frames,
+        size=tuple(args.size) if args.size else None,
+        steps=args.steps,
+        warmup=args.warmup,
+        device=args.device,
+        dtype=args.dtype,
+        tiny=args.tiny,
+        progress=not args.no_progress,
+    )
     report, text, groups = run_train(settings)
     return report, text, groups, f"dispose benchmark train: {args.base}, one optimiser step", "s"
 
@@ -163,11 +238,25 @@ def _train(args):
 def _quality(args):
     from dispose.benchmark.quality import QualitySettings, run_quality
 
-    settings = QualitySettings(base=args.base, data=args.data, sequences=args.sequences, weights=args.weights,
-                               eval_weights=args.eval_weights, metrics=args.metrics, resolution=args.resolution,
-                               steps=args.steps, max_frames=args.max_frames, sample_stride=args.sample_stride,
-                               folder_fps=args.folder_fps, detector=args.detector, dense=args.dense,
-                               device=args.device, dtype=args.dtype, tiny=args.tiny, out=args.out,
-                               progress=not args.no_progress)
+    settings = QualitySettings(
+        base=args.base,
+        data=args.data,
+        sequences=args.sequences,
+        weights=args.weights,
+        eval_weights=args.eval_weights,
+        metrics=args.metrics,
+        resolution=args.resolution,
+        steps=args.steps,
+        max_frames=args.max_frames,
+        sample_stride=args.sample_stride,
+        folder_fps=args.folder_fps,
+        detector=args.detector,
+        dense=args.dense,
+        device=args.device,
+        dtype=args.dtype,
+        tiny=args.tiny,
+        out=args.out,
+        progress=not args.no_progress,
+    )
     report, text, groups = run_quality(settings)
     return report, text, groups, f"dispose benchmark quality: {args.base}, base vs base + DisPose", ""

@@ -40,5 +40,5 @@ def build_tiny_sd15(folder: Path) -> None:
                                  num_attention_heads=2, max_position_embeddings=77, bos_token_id=0,
                                  eos_token_id=1, pad_token_id=1)).save_pretrained(folder / "text_encoder")
     letters_tokenizer().save_pretrained(folder / "tokenizer")
-    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                  clip_sample=False, set_alpha_to_one=False, steps_offset=1).save_pretrained(folder / "scheduler")
+    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                  set_alpha_to_one=False, steps_offset=1).save_pretrained(folder / "scheduler")

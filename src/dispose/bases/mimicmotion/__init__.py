@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dispose.bases.mimicmotion import random_weights, tiny
 from dispose.bases.registry import Base, SamplingRequest
 from dispose.pipelines.weights import Component, model_files
 
@@ -172,5 +173,6 @@ MIMICMOTION = Base(
     components=COMPONENTS, required_components=required_components, load_pipeline=load, sample=sample,
     tiles=tiles, sampling_steps=sampling_steps, steps_per_video=steps_per_video, parameter_counts=parameter_counts,
     checkpoint_kinds={"dispose": "add_embedding.", "mimicmotion": "unet."},  # the SD1.5 ControlNet has no add_embedding
-    verify_checkpoint=verify_checkpoint,
+    verify_checkpoint=verify_checkpoint, random_pipeline=random_weights.random_pipeline,
+    tiny_weights=tiny.build_tiny_weights,
 )

@@ -9,7 +9,7 @@ back.
 
 from __future__ import annotations
 
-from dispose.bases.musepose import weights
+from dispose.bases.musepose import random_weights, tiny, weights
 from dispose.bases.registry import Base
 
 MUSEPOSE = Base(
@@ -19,5 +19,6 @@ MUSEPOSE = Base(
     sampling_steps=weights.sampling_steps, steps_per_video=weights.steps_per_video,
     defaults=weights.DEFAULT_SETTINGS, parameter_counts=weights.parameter_counts,
     checkpoint_kinds={"dispose_musepose": "controlnet_cond_embedding."},
-    verify_checkpoint=weights.verify_checkpoint,
+    verify_checkpoint=weights.verify_checkpoint, random_pipeline=random_weights.random_pipeline,
+    tiny_weights=tiny.build_tiny_musepose_weights,
 )
