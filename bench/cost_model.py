@@ -60,7 +60,8 @@ def main() -> None:
     step = svd_step(unet, controlnet, width, height, tile, cfg)
     rows = dict(step["rows"])
     sample, timestep, context, time_ids = step["inputs"]
-    guidance, motion, levels, (down, mid) = step["guidance"], step["motion"], step["levels"], step["residuals"]
+    guidance, motion, levels = step["guidance"], step["motion"], step["levels"]
+    down, mid = step["residuals"]
     with torch.device("meta"):
         residual_bytes = sum(t.numel() for t in (*down, mid)) * 2
         controlnet_blocks = block_split(controlnet, sample, timestep, context, time_ids, guidance)
@@ -86,8 +87,8 @@ def main() -> None:
                                                               0.0)
     rows["F_s on the device (per tile)"] = (2 * tile * 2 * height * width * 18, 4 * tile * 2 * height * width)
 
-    print(f"{width}x{height}, {args.steps} steps, tiles of {tile} overlapping by {overlap} ({tiles} tiles for "
-          f"{args.frames} driving frames), CFG batch {cfg}, fp16, full-size networks on the meta device")
+    print(f"{width}x{height}, {args.steps} steps, tiles of {tile} overlapping by {overlap} ({tiles} tiles "
+          f"for {args.frames} driving frames), CFG batch {cfg}, fp16, full-size networks on the meta device")
     print(f"weights (fp16): UNet {weight_bytes(unet) / GB:.2f} GB ({sum(p.numel() for p in unet.parameters()):,} "
           f"parameters), hybrid ControlNet {weight_bytes(controlnet) / GB:.2f} GB "
           f"({sum(p.numel() for p in controlnet.parameters()):,})")

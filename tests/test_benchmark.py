@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -120,28 +124,23 @@ def _mini_tiktok(root, shared_data):
             Image.fromarray(frame).save(folder / f"{index + 1:04d}.png")
 
 
-def test_quality_tiny(tmp_path, shared_data, capsys):
+def test_quality_tiny_sharded_then_resumed(tmp_path, shared_data, capsys):
+    """Two CPU processes (torchrun, gloo) share the animations; a rerun in one process reuses every video."""
     data, out = tmp_path / "tiktok", tmp_path / "quality"
     _mini_tiktok(data, shared_data)
-    args = [
-        "benchmark",
-        "quality",
-        "--tiny",
-        "--data",
-        str(data),
-        "--sequences",
-        "00335",
-        "00336",
-        "--resolution",
-        "128",
-        "--steps",
-        "1",
-        "--no-progress",
-        "--out",
-        str(out),
-    ]
-    assert main(args) == 0
+    args = ["benchmark", "quality", "--tiny", "--data", str(data), "--sequences", "00335", "00336",
+            "--resolution", "128", "--steps", "1", "--no-progress", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(port), "-m", "dispose.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "process 1/2: wrote" in done.stderr and "process 2/2: wrote" in done.stderr  # world size 2
     report, text = _outputs(out, "quality")
+    assert report["processes"] == 2
     assert "Table 1 layout" in text and "Table 6 layout" in text and "MimicMotion+Ours (paper)" in text
     for variant in ("base", "dispose"):
         aggregate = report["evaluation"][variant]["aggregate"]
@@ -151,9 +150,8 @@ def test_quality_tiny(tmp_path, shared_data, capsys):
             assert (out / "side_by_side" / variant / f"{name}.mp4").is_file()
     video = out / "videos" / "dispose" / "00335.mp4"
     before = video.stat().st_mtime_ns
-    capsys.readouterr()
     assert main(args) == 0  # resumed: every video is reused, only the evaluation runs again
-    assert video.stat().st_mtime_ns == before and "reuse (exists)" in capsys.readouterr().err
+    assert video.stat().st_mtime_ns == before and capsys.readouterr().err.count("reuse (exists)") == 4
 
 
 def test_bad_out_is_one_line(tmp_path, capsys):

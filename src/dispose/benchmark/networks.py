@@ -32,8 +32,8 @@ def _entry(base: str, hook: str):
 
     builder = getattr(get_base(base), hook)
     if builder is None:
-        raise UserError(f"base {base!r} does not provide {hook.replace('_', ' ')}; pass --weights to time its "
-                        "real weights")
+        raise UserError(f"base {base!r} does not provide {hook.replace('_', ' ')}; pass --weights to time "
+                        "its real weights")
     return builder
 
 
@@ -48,7 +48,8 @@ def tiny_weights(base: str, folder) -> None:
 
 
 def random_cmp(device):
-    """CMP at full size with random weights, in float32 (as :func:`dispose.guidance.cmp.load_cmp` keeps it)."""
+    """CMP at full size with random weights, in float32 (as :func:`dispose.guidance.cmp.load_cmp` keeps
+    it)."""
     from dispose.guidance.cmp import CMP
 
     with on_device(device, torch.float32):
@@ -81,6 +82,7 @@ def parameters(module: torch.nn.Module | None) -> int:
 def trainable_counts(pipeline) -> dict[str, int]:
     """Table 7's "trainable parameters": the base's networks (every component but the frozen encoders and
     the ControlNet) and DisPose's ControlNet, counted on the pipeline's own modules."""
-    modules = {name: value for name, value in pipeline.components.items() if isinstance(value, torch.nn.Module)}
+    modules = {name: value for name, value in pipeline.components.items()
+               if isinstance(value, torch.nn.Module)}
     base = sum(parameters(m) for name, m in modules.items() if name not in (*FROZEN_ENCODERS, "controlnet"))
     return {"base": base, "dispose": parameters(modules.get("controlnet"))}

@@ -133,8 +133,8 @@ def _engine(settings: QualitySettings, workdir: Path, device: str):
     return Animator.load(settings.base, weights, None, runtime)
 
 
-def animate_all(settings: QualitySettings, folders: dict[str, Path]) -> None:
-    """Animate this process's share of the missing videos (module docstring)."""
+def animate_all(settings: QualitySettings, folders: dict[str, Path]) -> int:
+    """Animate this process's share of the missing videos (module docstring); returns the process count."""
     from dispose.commands.animate import _process_shard
     from dispose.evaluation.videos import read_frames
     from dispose.jobs import shard, write_result
@@ -151,7 +151,7 @@ def animate_all(settings: QualitySettings, folders: dict[str, Path]) -> None:
         jobs = []
         for name, variant, job in shard(_all_jobs(settings, folders), index, count):
             if _done(job):
-                print(f"reuse (exists): {job.out}", file=sys.stderr)
+                print(f"process {index + 1}/{count}: reuse (exists) {job.out}", file=sys.stderr)
             else:
                 jobs.append((name, variant, job))
         current, frames = None, None
@@ -169,11 +169,12 @@ def animate_all(settings: QualitySettings, folders: dict[str, Path]) -> None:
                 frames[0], frames, fps=settings.folder_fps / settings.sample_stride, settings=job
             )
             write_result(job, result)
-            print(f"wrote {job.out}", file=sys.stderr)
+            print(f"process {index + 1}/{count}: wrote {job.out}", file=sys.stderr)
     if count > 1:
         from accelerate import PartialState
 
         PartialState().wait_for_everyone()
+    return count
 
 
 def evaluate_all(settings: QualitySettings, folders: dict[str, Path]) -> dict:
@@ -208,7 +209,7 @@ def run_quality(settings: QualitySettings) -> tuple[dict, str, list]:
     from dispose.devices import resolve_device
 
     folders = _sequences(settings)
-    animate_all(settings, folders)
+    processes = animate_all(settings, folders)
     if _process_shard()[0] != 0:
         return {}, "", []
     reports = evaluate_all(settings, folders)
@@ -219,6 +220,7 @@ def run_quality(settings: QualitySettings) -> tuple[dict, str, list]:
         "settings": asdict(settings),
         "sequences": list(folders),
         "jobs": jobs,
+        "processes": processes,
         "environment": environment(resolve_device(settings.device)),
         "evaluation": reports,
     }

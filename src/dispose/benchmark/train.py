@@ -1,17 +1,17 @@
 """``dispose benchmark train``: one training configuration's step time, samples/s and peak memory.
 
-The training model is the trainer's own (:mod:`dispose.bases.mimicmotion.training`: frozen base +
-trainable hybrid ControlNet, its ``draw`` and ``forward`` giving the per-clip loss), built at full size with
-random weights on the device (the frozen networks directly in the mixed-precision dtype, the ControlNet in
-float32, as the trainer keeps it), or, with ``tiny``, by the trainer's own ``build`` from the tiny test weights.  Each timed
-iteration is what one process does per micro-batch when the gradients are synchronised: the loss of
+The training model is the trainer's own (:mod:`dispose.bases.mimicmotion.training`: frozen base + trainable
+hybrid ControlNet, its ``draw`` and ``forward`` giving the per-clip loss), built at full size with random
+weights on the device (the frozen networks directly in the mixed-precision dtype, the ControlNet in float32,
+as the trainer keeps it), or, with ``tiny``, by the trainer's own ``build`` from the tiny test weights. Each
+timed iteration is what one process does per micro-batch when the gradients are synchronised: the loss of
 ``micro_batch`` random clips of the configured size under autocast, backward, the optimiser step and
-``zero_grad``; ``warmup`` iterations run first, untimed, and peak memory is reset after them.  Settings come
+``zero_grad``; ``warmup`` iterations run first, untimed, and peak memory is reset after them. Settings come
 from a ``configs/train/*.yaml`` file (default: the base's, when the checkout's ``configs/`` is there) with
-``--set`` overrides.  The prediction of ``bench/train_memory.py`` for the same networks and settings
+``--set`` overrides. The prediction of ``bench/train_memory.py`` for the same networks and settings
 (:mod:`.train_memory`, one process without sharding) is printed beside the measurement; it covers the
 MimicMotion base, and excludes the CUDA context and the allocator's cache (and, on a CPU, where the peak
-resident set is measured, Python and its libraries).  Full size with random weights is built for MimicMotion
+resident set is measured, Python and its libraries). Full size with random weights is built for MimicMotion
 only (MusePose: ``--tiny``).
 """
 

@@ -13,6 +13,7 @@ library versions, every measurement) and DIR/NAME.png (a bar chart).  See the RE
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -147,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder for the benchmark's outputs")
+    existing = next(p for p in (args.out.absolute(), *args.out.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"--out {args.out}: {existing} is not writable; choose another folder")
+    for option in ("data", "weights", "eval_weights", "config", "dwpose_dir"):
+        path = getattr(args, option, None)
+        if path is not None and not path.exists():
+            raise UserError(f"--{option.replace('_', '-')} {path} does not exist")
     for option in ("frames", "repeats", "steps", "micro_batch", "max_frames", "sample_stride"):
         value = getattr(args, option, None)
         if value is not None and value < 1:
@@ -158,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
     transformers_logging.disable_progress_bar()  # no bar per model file written or loaded
     runner = {"speed": _speed, "train": _train, "quality": _quality}[args.benchmark]
     report, text, groups, title, unit = runner(args)
+    if not report:  # a process of a sharded quality run other than the first: its videos are written
+        return 0
     from dispose.benchmark.chart import bar_chart
     from dispose.benchmark.report import write_outputs
 

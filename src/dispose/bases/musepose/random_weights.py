@@ -39,7 +39,8 @@ def random_pipeline(dispose: bool, dtype: torch.dtype, device):
         denoising = MusePoseDenoisingUNet.from_config(motion_config_from_sd(config))
         reference = MusePoseReferenceUNet.from_config(config)
         pose_guider = build_pose_guider(denoising.config.block_out_channels[0])
-        controlnet = HybridControlNetSD.from_unet(denoising, load_weights_from_unet=False) if dispose else None
+        controlnet = (HybridControlNetSD.from_unet(denoising, load_weights_from_unet=False) if dispose
+                      else None)
         vae = AutoencoderKL(**SD_VAE)
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**SD_IMAGE_CLIP))
     for module in (denoising, reference, pose_guider, controlnet, vae, image_encoder):
