@@ -269,4 +269,5 @@ def _quality(args):
         progress=not args.no_progress,
     )
     report, text, groups = run_quality(settings)
-    return report, text, groups, f"dispose benchmark quality: {args.base}, base vs base + DisPose", ""
+    title = f"dispose benchmark quality: {args.base}, DisPose / base per metric (1 = same)"
+    return report, text, groups, title, ""
