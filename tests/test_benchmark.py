@@ -152,6 +152,9 @@ def test_quality_tiny_sharded_then_resumed(tmp_path, shared_data, capsys):
     before = video.stat().st_mtime_ns
     assert main(args) == 0  # resumed: every video is reused, only the evaluation runs again
     assert video.stat().st_mtime_ns == before and capsys.readouterr().err.count("reuse (exists)") == 4
+    assert main([*args[:-2], "--steps", "2", "--out", str(out)]) == 2  # other settings: refused, not reused
+    assert "was made with other settings (num_inference_steps)" in capsys.readouterr().err
+    assert video.stat().st_mtime_ns == before
 
 
 def test_bad_out_is_one_line(tmp_path, capsys):

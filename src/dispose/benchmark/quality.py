@@ -26,6 +26,7 @@ into memory one sequence at a time (the engine takes frames as an array).
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -108,66 +109,88 @@ def _all_jobs(settings: QualitySettings, folders: dict[str, Path]) -> list:
 
 
 def _done(job) -> bool:
+    """Whether the job's video, side-by-side and sidecar (written last) exist; a UserError when they were made
+    with other settings (a reused video must be the one this run would make)."""
+    import json
+
+    from dispose.errors import UserError
     from dispose.jobs import sidecar_path
 
-    return job.out.is_file() and sidecar_path(job.out).is_file() and job.side_by_side.is_file()
+    sidecar = sidecar_path(job.out)
+    if not (job.out.is_file() and sidecar.is_file() and job.side_by_side.is_file()):
+        return False
+    try:
+        made = json.loads(sidecar.read_text()).get("job", {})
+    except (OSError, ValueError):
+        return False  # an unreadable sidecar: the video is made again
+    wanted = job.to_dict()
+    changed = sorted(key for key in wanted if key in made and made[key] != wanted[key])
+    if changed:
+        raise UserError(f"{job.out} was made with other settings ({', '.join(changed)}); use another --out "
+                        "or remove that folder to start again")
+    return True
 
 
-def _engine(settings: QualitySettings, workdir: Path, device: str):
+def _engine(settings: QualitySettings, weights: Path | None, device: str):
     from dispose.engine import Animator, Runtime
 
     tiny = settings.tiny
-    runtime = Runtime(
-        device=device,
-        dtype=settings.dtype,
-        detector="mediapipe" if tiny else settings.detector,
-        dense="propagate" if tiny else settings.dense,
-        progress=settings.progress,
-    )
-    weights = settings.weights
-    if tiny:
-        from dispose.benchmark.networks import tiny_weights
-
-        weights = workdir / "tiny-weights"
-        tiny_weights(settings.base, weights)
+    runtime = Runtime(device=device, dtype=settings.dtype, progress=settings.progress,
+                      detector="mediapipe" if tiny else settings.detector,
+                      dense="propagate" if tiny else settings.dense)
     return Animator.load(settings.base, weights, None, runtime)
+
+
+def process_shard(device: str) -> tuple[int, int]:
+    """(index, count) of this process under ``accelerate launch`` / torchrun, else (0, 1).  On the CPU,
+    accelerate sees the other processes only when asked for a CPU state (``PartialState(cpu=True)``)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    from accelerate import PartialState
+
+    from dispose.devices import resolve_device
+
+    state = PartialState(cpu=resolve_device(device).type == "cpu")
+    return state.process_index, state.num_processes
 
 
 def animate_all(settings: QualitySettings, folders: dict[str, Path]) -> int:
     """Animate this process's share of the missing videos (module docstring); returns the process count."""
-    from dispose.commands.animate import _process_shard
     from dispose.evaluation.videos import read_frames
     from dispose.jobs import shard, write_result
     from dispose.media.files import ensure_folder
 
-    index, count = _process_shard()
-    device = settings.device
-    if count > 1 and device == "auto":
-        from accelerate import PartialState
-
-        device = str(PartialState().device)
+    jobs = _all_jobs(settings, folders)
+    finished = {id(job) for _, _, job in jobs if _done(job)}
     with tempfile.TemporaryDirectory(prefix="dispose-bench-") as workdir:
-        engine = None
-        jobs = []
-        for name, variant, job in shard(_all_jobs(settings, folders), index, count):
-            if _done(job):
+        weights = settings.weights
+        if settings.tiny and len(finished) < len(jobs):
+            from dispose.benchmark.networks import tiny_weights
+
+            # before any process group exists: inside one, transformers saves its models on rank 0 only
+            weights = Path(workdir) / "tiny-weights"
+            tiny_weights(settings.base, weights)
+        index, count = process_shard(settings.device)
+        device = settings.device
+        if count > 1 and device == "auto":
+            from accelerate import PartialState
+
+            device = str(PartialState().device)
+        engine, current, frames = None, None, None
+        for name, _, job in shard(jobs, index, count):
+            if id(job) in finished:
                 print(f"process {index + 1}/{count}: reuse (exists) {job.out}", file=sys.stderr)
-            else:
-                jobs.append((name, variant, job))
-        current, frames = None, None
-        for name, variant, job in jobs:
+                continue
             if engine is None:
-                engine = _engine(settings, Path(workdir), device)
+                engine = _engine(settings, weights, device)
             if current != name:
-                frames = read_frames(
-                    folders[name], stride=settings.sample_stride, max_frames=settings.max_frames
-                )
+                frames = read_frames(folders[name], stride=settings.sample_stride,
+                                     max_frames=settings.max_frames)
                 current = name
             for path in (job.out, job.side_by_side):
                 ensure_folder(path.parent)
-            result = engine.animate(
-                frames[0], frames, fps=settings.folder_fps / settings.sample_stride, settings=job
-            )
+            result = engine.animate(frames[0], frames, fps=settings.folder_fps / settings.sample_stride,
+                                    settings=job)
             write_result(job, result)
             print(f"process {index + 1}/{count}: wrote {job.out}", file=sys.stderr)
     if count > 1:
@@ -205,12 +228,11 @@ def evaluate_all(settings: QualitySettings, folders: dict[str, Path]) -> dict:
 def run_quality(settings: QualitySettings) -> tuple[dict, str, list]:
     """Animate (sharded, resumable), evaluate on the first process; returns (report, tables, chart groups)."""
     from dispose.benchmark.measure import environment
-    from dispose.commands.animate import _process_shard
     from dispose.devices import resolve_device
 
     folders = _sequences(settings)
     processes = animate_all(settings, folders)
-    if _process_shard()[0] != 0:
+    if process_shard(settings.device)[0] != 0:
         return {}, "", []
     reports = evaluate_all(settings, folders)
     jobs = {f"{variant}/{name}": job.to_dict() for name, variant, job in _all_jobs(settings, folders)}
