@@ -115,12 +115,14 @@ class PeakMemory:
 
 
 class ModuleTimes:
-    """Seconds spent in the forward calls of named modules, and the number of calls (module docstring)."""
+    """Seconds spent in the forward calls of named modules, in call order (module docstring)."""
 
     def __init__(self, modules: dict[str, torch.nn.Module], device: torch.device) -> None:
         self.device = device
         self.handles = []
-        self.spans: dict[str, list] = {name: [] for name in modules}
+        self.names = list(modules)
+        self.spans: list[list] = []  # [name, start mark, end mark] per call, in call order
+        self.open: dict[str, list] = {}
         for name, module in modules.items():
             self.handles.append(module.register_forward_pre_hook(self._start(name)))
             self.handles.append(module.register_forward_hook(self._stop(name)))
@@ -134,29 +136,33 @@ class ModuleTimes:
 
     def _start(self, name: str):
         def hook(_module, _args):
-            self.spans[name].append([self._mark(), None])
+            self.open[name] = [name, self._mark(), None]
+            self.spans.append(self.open[name])
 
         return hook
 
     def _stop(self, name: str):
         def hook(_module, _args, _output):
-            self.spans[name][-1][1] = self._mark()
+            self.open.pop(name)[2] = self._mark()
 
         return hook
 
     def reset(self) -> None:
-        for spans in self.spans.values():
-            spans.clear()
+        self.spans.clear()
+        self.open.clear()
 
-    def totals(self) -> dict[str, dict]:
-        """``{name: {"calls": n, "seconds": s}}`` of the calls since the last :meth:`reset`."""
+    def calls(self) -> list[tuple[str, float]]:
+        """``(name, seconds)`` of every finished call since the last :meth:`reset`, in call order."""
         synchronize(self.device)
-        out = {}
-        for name, spans in self.spans.items():
-            done = [(a, b) for a, b in spans if b is not None]
-            seconds = sum(a.elapsed_time(b) / 1000 if self.device.type == "cuda" else b - a for a, b in done)
-            out[name] = {"calls": len(done), "seconds": seconds}
-        return out
+        cuda = self.device.type == "cuda"
+        return [(name, a.elapsed_time(b) / 1000 if cuda else b - a) for name, a, b in self.spans
+                if b is not None]
+
+    def totals(self, calls: list[tuple[str, float]] | None = None) -> dict[str, dict]:
+        """``{name: {"calls": n, "seconds": s}}`` of ``calls`` (default: the calls since :meth:`reset`)."""
+        calls = self.calls() if calls is None else calls
+        return {name: {"calls": sum(1 for n, _ in calls if n == name),
+                       "seconds": sum(t for n, t in calls if n == name)} for name in self.names}
 
     def remove(self) -> None:
         for handle in self.handles:

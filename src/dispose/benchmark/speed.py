@@ -6,8 +6,9 @@ base with DisPose animate the same reference and driving frames, interleaved (ba
 (poses, ``F_d``, DIFT, sampling, decoding), the time inside every network (:class:`.measure.ModuleTimes`: the
 UNet and the ControlNet per denoising step of one tile, CFG included) and peak memory
 (:class:`.measure.PeakMemory`).  s/frame is the whole run (poses to decoded frames) over the driving frames,
-as the paper's "infer time (sec/frame)", the median of the repeats; the per-step times of the networks are
-the fastest repeat's (on a shared machine the least disturbed one: their ratio is what is compared).
+as the paper's "infer time (sec/frame)", the median of the repeats.  The ControlNet / UNet time ratio is the
+median over denoising steps of each ControlNet call against the UNet call right after it (adjacent calls
+see the same load, so the ratio holds on a shared machine).
 
 Networks: full size with random weights built on the device in the run's dtype (:mod:`.networks`; CMP and
 SD1.5 for DIFT too), or the real ones with ``weights``, or the tiny test models with ``tiny`` (then F_d is
@@ -90,9 +91,8 @@ def _engine(settings: SpeedSettings, workdir: Path):
         if settings.tiny:
             folder = workdir / "tiny-weights"
             tiny_weights(settings.base, folder)
-        return Animator.load(
-            settings.base, folder, overrides, runtime
-        ), "tiny random" if settings.tiny else "real"
+        engine = Animator.load(settings.base, folder, overrides, runtime)
+        return engine, "tiny random" if settings.tiny else "real"
     from dispose.benchmark.networks import random_cmp, random_dift, random_pipeline
 
     device, dtype = runtime.torch_device(), runtime.torch_dtype()
@@ -128,13 +128,15 @@ def _run_once(engine, job, timer: ModuleTimes, memory: PeakMemory, device) -> di
     result = engine.animate(job.ref, job.driving, settings=job)
     synchronize(device)
     seconds = time.perf_counter() - start
+    calls = timer.calls()
     record = {
         "seconds": seconds,
         "frames": result.metadata["result"]["frames"],
         "tiles": result.metadata["result"]["tiles"],
         "stages": result.metadata["timings"],
         "size": [result.metadata["result"]["width"], result.metadata["result"]["height"]],
-        "modules": timer.totals(),
+        "modules": timer.totals(calls),
+        "calls": [[name, round(t, 6)] for name, t in calls],
         "peak_memory": memory.peak(),
     }
     del result
@@ -146,9 +148,19 @@ def _median(runs: list[dict], get) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _least(runs: list[dict], get) -> float | None:
-    values = [v for v in (get(run) for run in runs) if v is not None]
-    return min(values) if values else None
+def _paired_ratio(runs: list[dict], denoiser: str) -> tuple[float | None, int]:
+    """(median, count) over denoising steps of each ControlNet call's time / the time of the denoiser call
+    that follows it: adjacent calls see the same machine load, so the ratio holds on a busy machine."""
+    ratios = []
+    for run in runs:
+        pending = None
+        for name, seconds in run["calls"]:
+            if name == "controlnet":
+                pending = seconds
+            elif name == denoiser and pending is not None:
+                ratios.append(pending / seconds)
+                pending = None
+    return (statistics.median(ratios) if ratios else None), len(ratios)
 
 
 def _summary(runs: list[dict], denoiser: str, steps: int) -> dict:
@@ -167,13 +179,15 @@ def _summary(runs: list[dict], denoiser: str, steps: int) -> dict:
         "peak_memory": max((r["peak_memory"] for r in runs if r["peak_memory"] is not None), default=None),
     }
     out["s_per_frame"] = out["seconds"]["median"] / frames
-    unet = _least(runs, module(denoiser))  # the least disturbed call: a ratio of two networks' times
-    control = _least(runs, module("controlnet"))
+    unet = _median(runs, module(denoiser))
+    control = _median(runs, module("controlnet"))
     out["per_step"] = {
         "unet": None if unet is None else unet / per_step,
         "controlnet": None if not control else control / per_step,
     }
     out["modules"] = {name: _median(runs, module(name)) for name in runs[0]["modules"]}
+    ratio, pairs = _paired_ratio(runs, denoiser)
+    out["controlnet_unet_ratio"] = {"median_per_step": ratio, "steps": pairs}
     return out
 
 
@@ -302,7 +316,7 @@ def format_speed(report: dict) -> str:
             rows,
         )
     )
-    lines += ["", "Per stage (median seconds per run; per denoising step of one tile with CFG: fastest run):"]
+    lines += ["", "Per stage (median seconds per run; per denoising step of one tile, CFG included):"]
     stage_rows = [[title, base["stages"].get(key), dispose["stages"].get(key)] for key, title in STAGES]
     stage_rows += [
         [f"{report['denoiser']} per step", base["per_step"]["unet"], dispose["per_step"]["unet"]],
@@ -310,9 +324,12 @@ def format_speed(report: dict) -> str:
         ["whole run", base["seconds"]["median"], dispose["seconds"]["median"]],
     ]
     lines.append(table(["stage", "base (s)", "base + DisPose (s)"], stage_rows))
-    measured = _ratio(dispose["per_step"]["controlnet"], dispose["per_step"]["unet"])
+    paired = dispose["controlnet_unet_ratio"]
+    measured = paired["median_per_step"]
     predicted = report["predicted_controlnet_unet_flop_ratio"]
-    text = f"\nControlNet / {report['denoiser']} time per step: measured {cell(measured)}"
+    denoiser = report["denoiser"]
+    text = (f"\nControlNet / {denoiser} time per step: measured {cell(measured)} (median over "
+            f"{paired['steps']} steps of each ControlNet call against the {denoiser} call after it)")
     if predicted is not None and measured is not None:
         text += (
             f", FLOP ratio of the same networks at this size {predicted:.3f} (cost model), "
