@@ -74,9 +74,10 @@ def test_speed_tiny(tmp_path, shared_data, capsys):
     for variant in ("base", "dispose"):
         assert summary[variant]["frames"] == 2 and summary[variant]["s_per_frame"] > 0
         assert summary[variant]["per_step"]["unet"] > 0
-    assert (
-        summary["dispose"]["per_step"]["controlnet"] > 0 and summary["base"]["per_step"]["controlnet"] is None
-    )
+    assert summary["dispose"]["per_step"]["controlnet"] > 0
+    assert summary["base"]["per_step"]["controlnet"] is None
+    paired = summary["dispose"]["controlnet_unet_ratio"]
+    assert paired["steps"] == 1 and paired["median_per_step"] > 0  # one step, one timed run
     assert summary["dispose"]["stages"]["dift"] > 0 and summary["base"]["stages"]["dift"] is None
     assert report["trainable_parameters"]["dispose"] > 0 and report["denoiser"] == "unet"
     assert report["environment"]["torch"] == torch.__version__
