@@ -42,7 +42,7 @@ GB = 1e9
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100, help="driving frames of the video (per-video costs)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--resolution", type=int, default=576,
