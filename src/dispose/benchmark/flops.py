@@ -85,7 +85,8 @@ def meta(*shape: int) -> torch.Tensor:
 def build(cls, *args, **kwargs) -> torch.nn.Module:
     with torch.device("meta"):
         module = cls(*args, **kwargs)
-    return module.to("meta", HALF).eval()  # a few diffusers parameters are created on the CPU regardless
+    # a few diffusers parameters are created on the CPU regardless; nn.Module.to: ModelMixin.to warns on casts
+    return torch.nn.Module.to(module, "meta", HALF).eval()
 
 
 def svd_networks() -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -95,7 +96,8 @@ def svd_networks() -> tuple[torch.nn.Module, torch.nn.Module]:
 
     unet = build(MimicMotionUNet, **SVD_XT_UNET_CONFIG)
     with torch.device("meta"):
-        controlnet = HybridControlNetSVD.from_unet(unet, load_weights_from_unet=False).to("meta", HALF).eval()
+        controlnet = HybridControlNetSVD.from_unet(unet, load_weights_from_unet=False)
+    controlnet = torch.nn.Module.to(controlnet, "meta", HALF).eval()
     return unet, controlnet
 
 
