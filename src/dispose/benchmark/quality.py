@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dispose.benchmark import paper
@@ -86,8 +86,8 @@ def _sequences(settings: QualitySettings) -> dict[str, Path]:
 def _all_jobs(settings: QualitySettings, folders: dict[str, Path]) -> list:
     """The jobs (sequence, variant, settings) with the base's defaults, without loading any model."""
     from dispose.bases import get_base
-    from dispose.settings import JobSettings
 
+    base = get_base(settings.base)
     values = {"sample_stride": 1, "fps": max(1, round(settings.folder_fps / settings.sample_stride))}
     if settings.resolution:
         values["resolution"] = settings.resolution
@@ -96,14 +96,9 @@ def _all_jobs(settings: QualitySettings, folders: dict[str, Path]) -> list:
     jobs = []
     for name in folders:
         for variant in VARIANTS:
-            job = replace(
-                JobSettings(),
-                **{**get_base(settings.base).defaults, **values},
-                base=settings.base,
-                baseline=variant == "base",
-                out=settings.out / "videos" / variant / f"{name}.mp4",
-                side_by_side=settings.out / "side_by_side" / variant / f"{name}.mp4",
-            )
+            job = base.job_settings(**values, base=settings.base, baseline=variant == "base",
+                                    out=settings.out / "videos" / variant / f"{name}.mp4",
+                                    side_by_side=settings.out / "side_by_side" / variant / f"{name}.mp4")
             jobs.append((name, variant, job))
     return jobs
 

@@ -75,7 +75,7 @@ def _config(settings: TrainBenchSettings):
 
 def _model(config, settings: TrainBenchSettings, device: torch.device, workdir: Path):
     """The training model (module docstring) on ``device``."""
-    from dispose.bases.training import training_base
+    from dispose.bases import training_base
     from dispose.errors import UserError
 
     if settings.tiny:
