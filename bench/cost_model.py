@@ -14,133 +14,55 @@ Settings (the release's ``configs/test.yaml``): 576x1024 (latents 72x128), 25 st
 overlapping by 6, classifier-free guidance as one batch of 2, fp16.  Time is assumed proportional to FLOPs
 (the sampling is compute-bound at this size on a GPU); stages whose cost is the same with and without
 DisPose (pose detection, CLIP, VAE encoding of the reference) are left out of both sides, which slightly
-overstates the ratio.  Run by hand: ``python bench/cost_model.py [--frames 100]`` (about a minute on a CPU).
+overstates the ratio.  Run by hand: ``python bench/cost_model.py [--frames 100]`` (about a minute on a CPU);
+``--resolution 128 --tile-frames 5`` evaluates it at the size of a small run (``dispose benchmark speed
+--resolution 128 --frames 4`` prints the measured per-step ratio beside the same prediction).  The counting
+modes and the per-step calls live in :mod:`dispose.benchmark.flops`.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import weakref
 
 import diffusers
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder, UNet2DConditionModel
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
+from dispose.benchmark.flops import FusedAttention, build, measure, meta, svd_networks, svd_step, weight_bytes
 from dispose.guidance.cmp import CMP
 from dispose.guidance.correspondence import correspondence_map
-from dispose.models.controlnet_svd import HybridControlNetSVD
-from dispose.models.hybrid_controlnet import EncodedGuidance
+from dispose.media.geometry import target_size
 from dispose.models.pose_net import PoseNet
-from dispose.models.unet_mimicmotion import SVD_XT_UNET_CONFIG, MimicMotionUNet
 from dispose.pipelines.tiling import tile_indices
 
 PAPER_MIMICMOTION, PAPER_DISPOSE = 1.61, 2.36  # s/frame, Table 7 (576x1024)
-HALF = torch.float16
 GB = 1e9
-
-
-class FusedAttention(TorchFunctionMode):
-    """Runs ``F.scaled_dot_product_attention`` as a fused kernel would: output only, FLOPs recorded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.flops = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention:
-            query, key, value = args[:3]
-            batch = math.prod(query.shape[:-2])
-            self.flops += 2 * batch * query.shape[-2] * key.shape[-2] * (query.shape[-1] + value.shape[-1])
-            return query.new_empty((*query.shape[:-1], value.shape[-1]))
-        return func(*args, **kwargs)
-
-
-class PeakMemory(TorchDispatchMode):
-    """Peak bytes of the tensors created inside (views and in-place results share their base's storage)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = self.peak = 0
-
-    def _free(self, size: int) -> None:
-        self.live -= size
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        given = {id(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor) and id(tensor) not in given and not tensor._is_view():
-                size = tensor.untyped_storage().nbytes()
-                self.live += size
-                self.peak = max(self.peak, self.live)
-                weakref.finalize(tensor, self._free, size)
-        return out
-
-
-def measure(fn) -> tuple[float, float, object]:
-    """(FLOPs, peak activation bytes, output) of ``fn()`` run without gradients."""
-    with torch.no_grad(), FusedAttention() as attention, FlopCounterMode(display=False) as counter, \
-            PeakMemory() as memory:
-        out = fn()
-    return counter.get_total_flops() + attention.flops, memory.peak, out
-
-
-def weight_bytes(module: torch.nn.Module, dtype: torch.dtype = HALF) -> float:
-    return sum(p.numel() for p in module.parameters()) * torch.finfo(dtype).bits / 8
-
-
-def meta(*shape: int) -> torch.Tensor:
-    return torch.empty(*shape, device="meta", dtype=HALF)
-
-
-def build(cls, *args, **kwargs) -> torch.nn.Module:
-    with torch.device("meta"):
-        module = cls(*args, **kwargs)
-    return module.to("meta", HALF).eval()  # a few diffusers parameters are created on the CPU regardless
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100, help="driving frames of the video (per-video costs)")
     parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--resolution", type=int, default=576,
+                        help="generation size of a portrait video (576: 576x1024, 128: 128x192)")
+    parser.add_argument("--tile-frames", type=int, default=16,
+                        help="frames per tile (a video shorter than a tile is one tile of its length)")
     args = parser.parse_args()
     diffusers.utils.logging.set_verbosity_error()
-    height, width, tile, overlap, cfg = 1024, 576, 16, 6, 2
+    width, height = target_size(9, 16, args.resolution)
+    tile, overlap, cfg = args.tile_frames, min(6, args.tile_frames - 1), 2
     lat_h, lat_w = height // 8, width // 8
-    batch = cfg * tile
     tiles = len(tile_indices(args.frames + 1, tile, overlap))
 
-    unet = build(MimicMotionUNet, **SVD_XT_UNET_CONFIG)
+    unet, controlnet = svd_networks()
+    step = svd_step(unet, controlnet, width, height, tile, cfg)
+    rows = dict(step["rows"])
+    sample, timestep, context, time_ids = step["inputs"]
+    guidance, motion, levels = step["guidance"], step["motion"], step["levels"]
+    down, mid = step["residuals"]
     with torch.device("meta"):
-        controlnet = HybridControlNetSVD.from_unet(unet, load_weights_from_unet=False).to("meta", HALF).eval()
-    sample, context, time_ids = meta(cfg, tile, 8, lat_h, lat_w), meta(cfg, 1, 1024), meta(cfg, 3)
-    pose_latents = meta(batch, 320, lat_h, lat_w)
-    timestep = torch.tensor(500.0, device="meta")
-    rows = {}
-    with torch.device("meta"):
-        flops, peak, motion = measure(lambda: controlnet.controlnet_cond_embedding(meta(tile, 2, height, width),
-                                                                                    meta(tile, 2, height, width)))
-        rows["motion encoder (per tile)"] = (flops, peak)
-        sizes = [(lat_h // d, lat_w // d) for d in (2, 4, 8, 8)]  # hidden sizes after each down block
-        levels = {i: meta(tile, c, *s) for i, (c, s) in enumerate(zip((320, 640, 1280, 1280), sizes))}
-        guidance = EncodedGuidance(tile, motion, cells=object(), levels=levels)  # cached encodings: no MLP calls
-        flops, peak, (down, mid) = measure(lambda: controlnet(sample, timestep, context, time_ids,
-                                                              guidance=guidance))
-        rows["ControlNet (per step, CFG batch)"] = (flops, peak)
-        flops, peak, _ = measure(lambda: unet(sample, timestep, context, time_ids, pose_latents=pose_latents,
-                                              down_block_additional_residuals=down,
-                                              mid_block_additional_residual=mid, return_dict=False))
-        rows["UNet + residuals (per step)"] = (flops, peak)
-        flops, peak, _ = measure(lambda: unet(sample, timestep, context, time_ids, pose_latents=pose_latents,
-                                              return_dict=False))
-        rows["UNet alone (per step)"] = (flops, peak)
         residual_bytes = sum(t.numel() for t in (*down, mid)) * 2
         controlnet_blocks = block_split(controlnet, sample, timestep, context, time_ids, guidance)
         pose_net = build(PoseNet)
@@ -165,8 +87,8 @@ def main() -> None:
                                                               0.0)
     rows["F_s on the device (per tile)"] = (2 * tile * 2 * height * width * 18, 4 * tile * 2 * height * width)
 
-    print(f"576x1024, {args.steps} steps, tiles of {tile} overlapping by {overlap} ({tiles} tiles for "
-          f"{args.frames} driving frames), CFG batch {cfg}, fp16, full-size networks on the meta device")
+    print(f"{width}x{height}, {args.steps} steps, tiles of {tile} overlapping by {overlap} ({tiles} tiles "
+          f"for {args.frames} driving frames), CFG batch {cfg}, fp16, full-size networks on the meta device")
     print(f"weights (fp16): UNet {weight_bytes(unet) / GB:.2f} GB ({sum(p.numel() for p in unet.parameters()):,} "
           f"parameters), hybrid ControlNet {weight_bytes(controlnet) / GB:.2f} GB "
           f"({sum(p.numel() for p in controlnet.parameters()):,})")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from dispose.errors import UserError
@@ -27,3 +30,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {name}: Apple's MPS backend is not available on this machine")
     return device
+
+
+@contextlib.contextmanager
+def on_device(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
+    """Modules constructed inside get their parameters created and initialised on ``device`` in ``dtype``
+    (``"meta"``: nothing allocated); no host copy is made first."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)

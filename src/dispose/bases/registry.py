@@ -72,6 +72,9 @@ class Base:
             for a base that cannot be trained.
         unsupported: ``{JobSettings field: why}`` for the settings this base has no use for; a run that sets
             one away from its default is refused (:meth:`check_settings`).
+        random_pipeline: ``f(dispose: bool, dtype, device) -> pipeline`` at full size with random weights,
+            every parameter created on the device in ``dtype`` (``dispose benchmark``; ``"meta"``: counts).
+        tiny_weights: ``f(folder)`` writes tiny random weights in the release layout (tests, ``--tiny``).
     """
 
     name: str
@@ -89,6 +92,8 @@ class Base:
     verify_checkpoint: Callable[..., None] | None = None
     training: Callable[[], Any] | None = None
     unsupported: dict = field(default_factory=dict)
+    random_pipeline: Callable[..., Any] | None = None
+    tiny_weights: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.defaults) - set(_SETTING_DEFAULTS)

@@ -11,10 +11,20 @@ from pathlib import Path
 DIFT_CHANNELS = 32
 
 
+def letters_tokenizer():
+    """A CLIP tokenizer of single letters (54 tokens): no vocabulary file to download; prompts tokenise to
+    valid ids of any CLIP text encoder (also the full-size random SD1.5 of ``dispose benchmark``)."""
+    from transformers import CLIPTokenizer
+
+    letters = list(string.ascii_lowercase)
+    tokens = ["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters)]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=77)
+
+
 def build_tiny_sd15(folder: Path) -> None:
     """Write the tiny SD1.5 folder at ``folder``."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
@@ -29,9 +39,6 @@ def build_tiny_sd15(folder: Path) -> None:
     CLIPTextModel(CLIPTextConfig(vocab_size=54, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                  num_attention_heads=2, max_position_embeddings=77, bos_token_id=0,
                                  eos_token_id=1, pad_token_id=1)).save_pretrained(folder / "text_encoder")
-    letters = list(string.ascii_lowercase)
-    tokens = ["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters)]
-    CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[],
-                  model_max_length=77).save_pretrained(folder / "tokenizer")
-    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                  clip_sample=False, set_alpha_to_one=False, steps_offset=1).save_pretrained(folder / "scheduler")
+    letters_tokenizer().save_pretrained(folder / "tokenizer")
+    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                  set_alpha_to_one=False, steps_offset=1).save_pretrained(folder / "scheduler")

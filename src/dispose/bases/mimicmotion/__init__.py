@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dispose.bases.mimicmotion import weights
+from dispose.bases.mimicmotion import random_weights, tiny, weights
 from dispose.bases.mimicmotion.training import MimicMotionBase
 from dispose.bases.registry import Base, SamplingRequest
 from dispose.pipelines.weights import Component, model_files
@@ -166,4 +166,5 @@ MIMICMOTION = Base(
     tiles=tiles, sampling_steps=sampling_steps, steps_per_video=steps_per_video, parameter_counts=parameter_counts,
     checkpoint_kinds={"dispose": "add_embedding.", "mimicmotion": "unet."},  # the SD1.5 ControlNet has no add_embedding
     verify_checkpoint=verify_checkpoint, training=MimicMotionBase,
+    random_pipeline=random_weights.random_pipeline, tiny_weights=tiny.build_tiny_weights,
 )

@@ -9,7 +9,7 @@ back.
 
 from __future__ import annotations
 
-from dispose.bases.musepose import weights
+from dispose.bases.musepose import random_weights, tiny, weights
 from dispose.bases.musepose.training import MusePoseBase
 from dispose.bases.registry import Base
 
@@ -21,6 +21,8 @@ MUSEPOSE = Base(
     defaults=weights.DEFAULT_SETTINGS, parameter_counts=weights.parameter_counts,
     checkpoint_kinds={"dispose_musepose": "controlnet_cond_embedding."},
     verify_checkpoint=weights.verify_checkpoint, training=MusePoseBase,
+    random_pipeline=random_weights.random_pipeline,
+    tiny_weights=tiny.build_tiny_musepose_weights,
     unsupported={
         "match_release": "it reproduces DisPose's official release, which exists for MimicMotion only",
         "min_guidance_scale": "MusePose's guidance scale is the same for every frame (give --guidance-scale)",
