@@ -32,6 +32,7 @@ class WeightsConfig:
     mimicmotion: str | None = None  # MimicMotion_1-1.pth
     controlnet: str | None = None  # a DisPose.pth to fine-tune; None = from the SVD UNet (paper)
     point_channels: int = 1280  # width of the DIFT point embeddings (SD1.5 up block 1)
+    cmp: str | None = None  # ckpt_iter_42000.pth.tar for data.dense_field=cmp (default: cmp/ under dir)
 
 
 @dataclass
@@ -42,6 +43,9 @@ class DataConfig:
     height: int = 1024
     flip_probability: float = 0.5  # random horizontal flip (poses, flows and keypoint labels flip with it)
     num_workers: int = 4
+    samples_per_clip: int = 1  # draws of every clip per epoch (the dataset's length is clips x this)
+    dense_field: str = "cmp"  # F_d: cmp (CMP on watershed samples of the flow, paper App. A) | flow (raw flow)
+    detector: str = "dwpose"  # the detector the dataset must have been prepared with (dwpose | mediapipe)
 
 
 @dataclass
@@ -158,6 +162,11 @@ class TrainConfig:
                 raise UserError(f"train.{name} must be at least 1, got {getattr(train, name)}")
         if self.data.num_frames < 2:
             raise UserError(f"data.num_frames must be at least 2 (reference + one frame), got {self.data.num_frames}")
+        if self.data.samples_per_clip < 1:
+            raise UserError(f"data.samples_per_clip must be at least 1, got {self.data.samples_per_clip}")
+        for key, allowed in (("dense_field", ("cmp", "flow")), ("detector", ("dwpose", "mediapipe"))):
+            if getattr(self.data, key) not in allowed:
+                raise UserError(f"data.{key} must be {' or '.join(allowed)}, got {getattr(self.data, key)!r}")
         if self.data.width % 64 or self.data.height % 64:
             raise UserError(f"data.width/height must be multiples of 64, got {self.data.width}x{self.data.height}")
         if not 0.0 <= self.loss.conditioning_dropout < 1.0:

@@ -48,7 +48,7 @@ import multiprocessing
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,20 +96,35 @@ class PrepareSettings:
             raise UserError(f"--nms-kernel {self.nms_kernel}: use a positive odd number (CMP uses 41)")
 
 
+#: ``--detector`` value -> the name a clip's record and ``ModelFiles.identity`` give it.
+DETECTORS = {"dwpose": "DWPose", "mediapipe": "MediaPipe"}
+
+
 @dataclass(frozen=True)
 class ModelFiles:
-    """Local weights of the per-clip models and the device they run on."""
+    """Local weights of the per-clip models, the pose detector (``dwpose``: needs ``dwpose_dir``;
+    ``mediapipe``) and the device they run on."""
 
     dwpose_dir: Path | None = None
     raft: Path | None = None
     sd15: Path | None = None
     device: str = "auto"
+    detector: str = "dwpose"
 
     def identity(self) -> dict:
         """What the shards depend on (checked when a run resumes a dataset)."""
-        return {"detector": "DWPose" if self.dwpose_dir else "MediaPipe",
+        return {"detector": DETECTORS[self.detector],
                 "flow": f"RAFT {self.raft.name}" if self.raft else "DIS medium",
                 "dift": str(self.sd15) if self.sd15 else None}
+
+    def check(self) -> None:
+        """The detector's weights are given (one line naming the weight-free choice when not)."""
+        if self.detector not in DETECTORS:
+            raise UserError(f"--detector {self.detector}: use dwpose or mediapipe")
+        if self.detector == "dwpose" and self.dwpose_dir is None:
+            raise UserError("DWPose weights not given: pass --dwpose-dir DIR (yolox_l.onnx, dw-ll_ucoco_384.onnx), "
+                            "or --detector mediapipe (weight-free; costs the hand and face keypoints the release's "
+                            "PoseNet was trained with)")
 
 
 @dataclass
@@ -117,6 +132,7 @@ class ClipTools:
     """The loaded models of one worker."""
 
     detector: object
+    detector_key: str  # dwpose | mediapipe
     flow: object
     flow_name: str
     dift: object | None
@@ -129,7 +145,7 @@ class ClipTools:
         from dispose.training.flow_estimators import load_flow_estimator
 
         torch_device = resolve_device(device)
-        detector = load_detector(models.dwpose_dir, device=device)
+        detector = load_detector(models.dwpose_dir if models.detector == "dwpose" else None, device=device)
         flow, flow_name = load_flow_estimator(models.raft, torch_device)
         dift = dift_name = None
         if settings.dift:
@@ -140,7 +156,7 @@ class ClipTools:
             dtype = torch.float16 if torch_device.type == "cuda" else torch.float32
             dift = DiftFeaturizer.from_pretrained(models.sd15, device=torch_device, dtype=dtype)
             dift_name = f"SD1.5 {models.sd15} ({dift.model_fingerprint()[:12]})"
-        return cls(detector, flow, flow_name, dift, dift_name)
+        return cls(detector, models.detector, flow, flow_name, dift, dift_name)
 
 
 class ClipRejected(Exception):
@@ -260,7 +276,8 @@ def prepare_clip(clip: ClipSource, root: Path, settings: PrepareSettings, tools:
     from dispose.media.files import atomic_folder
 
     start = time.perf_counter()
-    record = {"id": clip.id, "source": str(clip.path), "kind": clip.kind, "status": "failed", "reason": None}
+    record = {"id": clip.id, "source": str(clip.path), "kind": clip.kind, "status": "failed", "reason": None,
+              "detector": tools.detector_key}
     with atomic_folder(shard.clip_dir(root, clip.id), option=f"clip folder of {clip.id}") as folder:
         files, people = [], []
         try:
@@ -400,14 +417,50 @@ def _results(todo: list[ClipSource], root: Path, settings: PrepareSettings, mode
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _ranks() -> tuple[int, int, int]:
+    """``(rank, world size, local rank)`` of a ``torchrun`` / ``accelerate launch`` process ((0, 1, 0) alone)."""
+    import os
+
+    return tuple(int(os.environ.get(name, default)) for name, default in
+                 (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+
+
+def _rank_device(device: str, local_rank: int, world: int) -> str:
+    """The device of one launched process: its own CUDA device (``LOCAL_RANK``) when ``device`` allows it."""
+    import torch
+
+    if world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{local_rank % torch.cuda.device_count()}"
+    return device
+
+
+def _barrier(world: int) -> None:
+    """Wait for every launched process (gloo: works beside any device; a no-op alone)."""
+    import torch.distributed as dist
+
+    if world == 1:
+        return
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
+
+
 def prepare_dataset(source: str | Path, out: str | Path, settings: PrepareSettings, models: ModelFiles, *,
                     workers: int = 1, retry_failed: bool = False, progress: bool = True) -> list[dict]:
-    """Prepare every clip of ``source`` into ``out`` (module docstring); returns the manifest records."""
+    """Prepare every clip of ``source`` into ``out`` (module docstring); returns the manifest records.
+
+    Launched as several processes (``torchrun`` / ``accelerate launch``, any node count: ``RANK`` and
+    ``WORLD_SIZE`` in the environment) each process prepares every ``WORLD_SIZE``-th clip of the input, from
+    its ``RANK``, on its own device, into the same folder (clip folders are locked one by one, so no two
+    processes write one clip); the manifest is written by rank 0 once every process has finished, from the
+    clip records on disk.  A rerun completes whatever is missing.
+    """
     from tqdm.auto import tqdm
 
     from dispose.media.files import ensure_folder
 
     settings.check()
+    models.check()
     if settings.dift and models.sd15 is None:
         raise UserError("DIFT point embeddings need Stable Diffusion 1.5: pass --sd15 DIR (local "
                         "stable-diffusion-v1-5 folder), or --no-dift (then the point encoder cannot be trained)")
@@ -416,23 +469,44 @@ def prepare_dataset(source: str | Path, out: str | Path, settings: PrepareSettin
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} exists and is not a folder")
+    rank, world, local_rank = _ranks()
+    if world > 1:
+        models = replace(models, device=_rank_device(models.device, local_rank, world))
     clips = list_clips(source)
-    ensure_folder(root / shard.CLIPS, "--out", named=root)
     identity = models.identity()
-    records, todo = _todo(clips, root, settings, identity, retry_failed)
+    records, todo = _todo(clips[rank::world], root, settings, identity, retry_failed)
+    created = [folder for folder in (root, root / shard.CLIPS) if not folder.exists()]
+    ensure_folder(root / shard.CLIPS, "--out", named=root)
     order = [clip.id for clip in clips]
 
     def manifest() -> None:
         shard.write_manifest(root, [records[i] for i in order if i in records])
 
     if todo:
-        print(f"{len(clips)} clip(s): {len(records)} already prepared, {len(todo)} to do")
+        share = f" (process {rank} of {world})" if world > 1 else ""
+        print(f"{len(clips)} clip(s){share}: {len(records)} already prepared, {len(todo)} to do")
     last = time.monotonic()
-    for record in tqdm(_results(todo, root, settings, models, workers, progress), total=len(todo), desc="prepare",
-                       unit="clip", disable=not progress):
-        records[record["id"]] = record
-        if time.monotonic() - last > MANIFEST_INTERVAL:
-            manifest()
-            last = time.monotonic()
-    manifest()
-    return [records[i] for i in order]
+    try:
+        for record in tqdm(_results(todo, root, settings, models, workers, progress), total=len(todo),
+                           desc="prepare", unit="clip", disable=not progress):
+            records[record["id"]] = record
+            if world == 1 and time.monotonic() - last > MANIFEST_INTERVAL:
+                manifest()
+                last = time.monotonic()
+    except BaseException:  # a refusal (e.g. a model that does not load) leaves no empty folder behind
+        for folder in reversed(created):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    _barrier(world)
+    if world > 1:  # every process's clips are on disk now
+        stored = {clip.id: shard.read_record(shard.clip_dir(root, clip.id)) for clip in clips}
+        records = {key: value["record"] for key, value in stored.items() if value is not None}
+    if rank == 0:
+        manifest()
+    _barrier(world)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return [records[i] for i in order if i in records]

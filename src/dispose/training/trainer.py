@@ -119,16 +119,10 @@ def _optimizer_class(config: TrainConfig, device: torch.device):
 
 
 def _open_dataset(config: TrainConfig):
-    """The prepared dataset of ``data.root`` (``dispose prepare``'s reader)."""
-    if config.data.root is None:
-        raise UserError("data.root is not set: pass --data DATASET (a folder written by dispose prepare)")
-    try:
-        from dispose.training.dataset import TrainingDataset
-    except ImportError as error:
-        raise UserError(f"the training dataset reader is not available ({error})") from None
-    data = config.data
-    return TrainingDataset(data.root, num_frames=data.num_frames, size=(data.width, data.height),
-                           flip_probability=data.flip_probability, seed=config.train.seed)
+    """The prepared dataset of ``data.root`` (``dispose prepare``'s reader, after its cheap checks)."""
+    from dispose.training.dataset import open_dataset
+
+    return open_dataset(config)
 
 
 def _hparams(config: TrainConfig) -> dict:
