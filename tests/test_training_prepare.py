@@ -144,7 +144,7 @@ def _tensors(path) -> tuple[dict, dict]:
     from safetensors import safe_open
 
     with safe_open(str(path), "np") as handle:
-        return handle.metadata(), {key: handle.get_tensor(key).tobytes() for key in handle.keys()}
+        return handle.metadata(), {key: handle.get_tensor(key).tobytes() for key in handle.keys()}  # noqa: SIM118
 
 
 def test_rerun_skips_finished_clips_and_redoes_an_interrupted_one(prepared, videos, sd15, capsys) -> None:
