@@ -18,7 +18,7 @@ from dispose.pipelines.musepose_weights import load_controlnet
 from dispose.pipelines.tiny import DIFT_CHANNELS
 from dispose.pipelines.tiny_musepose import build_tiny_musepose_weights
 from dispose.training.config import TrainConfig, ValidationConfig
-from dispose.training.model import random_sample, training_base
+from dispose.training.model import model_inputs, random_sample, training_base
 from dispose.training.model_musepose import SDNoiseDraw, sample_guidance
 from dispose.training.trainer import train
 
@@ -36,7 +36,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _config(weights, **train) -> TrainConfig:
     return TrainConfig.from_dict({"base": "musepose", "weights": {"dir": str(weights), "point_channels": DIFT_CHANNELS},
-                                  "data": {"num_frames": FRAMES, "width": SIZE, "height": SIZE},
+                                  "data": {"num_frames": FRAMES, "width": SIZE, "height": SIZE,
+                                           "dense_field": "flow"},
                                   "train": {"mixed_precision": "no", **train}})
 
 
@@ -79,7 +80,7 @@ def test_training_forward_is_one_sampling_step_on_one_window(weights):
     base = training_base("musepose")
     model = base.build(_config(weights))
     model.eval()
-    batch = _batch(1, seed=3)
+    batch = model_inputs(_batch(1, seed=3), None)  # as the forward reads it
     pipeline = base.pipeline(model)
     noise = torch.randn(model.latent_shape(batch), generator=torch.Generator().manual_seed(1))
     sample = {key: value[0] for key, value in batch.items()}
@@ -101,7 +102,7 @@ def test_dispose_train_base_musepose_exports_a_checkpoint_animate_loads(weights,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "run"
     settings = [f"weights.point_channels={DIFT_CHANNELS}", f"data.num_frames={FRAMES}", f"data.width={SIZE}",
-                f"data.height={SIZE}", "data.num_workers=0", "train.batch_size=2", "train.mixed_precision=no",
+                f"data.height={SIZE}", "data.num_workers=0", "data.dense_field=flow", "train.batch_size=2", "train.mixed_precision=no",
                 "train.learning_rate=1.0e-3", "train.gradient_checkpointing=true", "checkpoints.every=2"]
     with mock.patch("dispose.training.trainer._open_dataset", return_value=_samples(2)):
         code = main(["train", "--config", str(REPO / "configs" / "train" / "musepose.yaml"), "--weights", str(weights),

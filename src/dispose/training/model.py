@@ -31,6 +31,14 @@ Training choices (not in the paper, which gives none of these):
 * ``F_s`` of a sample is generated from its keypoint trajectories on the training device, by the same
   ``GuidanceTensors.window`` sampling uses; its step 0 is reference -> f1, as in the first inference tile
   (later inference tiles see the step from the frame before the tile instead).
+* ``F_d`` (:func:`dense_field`): with ``data.dense_field=cmp`` (the default, paper sec. 4.1 and App. A) the
+  frozen CMP turns the watershed samples of the real flow (``P_d`` at training) into ``F_d`` on the training
+  device through inference's own call (:func:`dispose.guidance.motion_fields.cmp_motion_field`: the reference
+  resized to CMP's 384 grid, CMP in float32 outside autocast, its flow resized back to W x H as the release
+  does); with ``flow`` the stored optical flow itself is ``F_d``.  Either way it then goes through
+  ``GuidanceTensors.window`` and ``encode_guidance`` exactly as at inference.
+* Samples arrive as uint8 images and float16 fields (:mod:`dispose.training.dataset`) and are converted on
+  the device (:func:`device_inputs`).
 
 A second base (MusePose / SD1.5, v-prediction: :mod:`dispose.training.model_musepose`) plugs in as another
 :class:`TrainingBase` in :data:`TRAINING_BASES` with its own model, objective and export file name; the
@@ -57,23 +65,70 @@ if TYPE_CHECKING:
 
 def random_sample(num_frames: int = 4, width: int = 64, height: int = 64, *, keypoints: int = 18,
                   point_channels: int = 1280, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """A random training sample in the dataset's contract (what ``dispose.training.dataset`` yields; for smoke
-    runs, tests and benches): ``pixels`` / ``pose_images`` (T, 3, H, W) in [-1, 1] ([0] = the reference),
-    ``trajectories`` (T, K, 2) pixels of W x H, ``visible`` (T, K) bool, ``dense_flow`` (T - 1, 2, H, W) relative
-    to the reference, ``point_embeddings`` (K, C), ``points`` (T, K, 2) normalised."""
+    """A random training sample in the dataset's contract (what ``dispose.training.dataset`` yields with
+    ``dense_field="flow"``; for smoke runs, tests and benches): ``pixels`` / ``pose_images`` (T, 3, H, W) uint8
+    ([0] = the reference), ``trajectories`` (T, K, 2) pixels of W x H, ``visible`` (T, K) bool, ``dense_flow``
+    (T - 1, 2, H, W) float16 relative to the reference, ``point_embeddings`` (K, C) float16, ``points``
+    (T, K, 2) normalised."""
     def uniform(*shape):
         return torch.rand(*shape, generator=generator)
+
+    def image(*shape):
+        return torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
 
     scale = torch.tensor([width, height], dtype=torch.float32)
     trajectories = uniform(num_frames, keypoints, 2) * (scale - 1)
     visible = uniform(num_frames, keypoints) > 0.2
     trajectories = torch.where(visible[..., None], trajectories, 0.0)
-    return {"pixels": uniform(num_frames, 3, height, width) * 2 - 1,
-            "pose_images": uniform(num_frames, 3, height, width) * 2 - 1,
+    return {"pixels": image(num_frames, 3, height, width), "pose_images": image(num_frames, 3, height, width),
             "trajectories": trajectories, "visible": visible,
-            "dense_flow": torch.randn(num_frames - 1, 2, height, width, generator=generator) * 2,
-            "point_embeddings": torch.randn(keypoints, point_channels, generator=generator),
+            "dense_flow": (torch.randn(num_frames - 1, 2, height, width, generator=generator) * 2).half(),
+            "point_embeddings": torch.randn(keypoints, point_channels, generator=generator).half(),
             "points": trajectories / scale}
+
+
+def device_inputs(batch: dict) -> dict:
+    """The dataset's transport dtypes as the models read them, on the batch's device: uint8 ``pixels`` and
+    ``pose_images`` to float32 in [-1, 1], the float16 fields to float32."""
+    out = dict(batch)
+    for key in ("pixels", "pose_images"):
+        if batch[key].dtype != torch.uint8:
+            raise TypeError(f"batch[{key!r}] must be uint8 (the dataset's contract), got {batch[key].dtype}")
+        out[key] = batch[key].float().div_(127.5).sub_(1.0)
+    for key in ("dense_flow", "point_embeddings"):
+        if key in batch:
+            out[key] = batch[key].float()
+    return out
+
+
+def dense_field(batch: dict, cmp: nn.Module | None) -> torch.Tensor:
+    """``F_d`` (B, T - 1, 2, H, W) float32 on the batch's device: the batch's ``dense_flow``, or CMP's field of
+    its watershed samples (``watershed_flow`` / ``watershed_mask`` on CMP's grid) and uint8 reference
+    ``pixels[:, 0]`` through :func:`dispose.guidance.motion_fields.cmp_motion_field`, as inference calls it."""
+    from dispose.guidance.motion_fields import cmp_motion_field
+
+    if "dense_flow" in batch:
+        return batch["dense_flow"].float()
+    if cmp is None:
+        raise ValueError("a batch of watershed samples needs the CMP model (data.dense_field=cmp)")
+    device = batch["pixels"].device
+    chunk = 1 if device.type == "cpu" else 8  # as the guidance stage (bench/bench_cmp.py)
+    fields = []
+    with torch.autocast(device.type, enabled=False):
+        for index in range(len(batch["pixels"])):
+            reference = batch["pixels"][index, 0].permute(1, 2, 0).cpu().numpy()
+            flow = cmp_motion_field(cmp, reference, batch["watershed_flow"][index].float(),
+                                    batch["watershed_mask"][index].float(), chunk_size=chunk)
+            fields.append(torch.from_numpy(flow))
+    return torch.stack(fields).to(device)
+
+
+def model_inputs(batch: dict, cmp: nn.Module | None) -> dict:
+    """The batch a training forward reads: :func:`device_inputs` with ``dense_flow`` = :func:`dense_field`."""
+    field_ = dense_field(batch, cmp)
+    out = device_inputs({key: value for key, value in batch.items() if not key.startswith("watershed_")})
+    out["dense_flow"] = field_
+    return out
 
 
 #: Blocks of the SVD UNet / ControlNet recomputed in the backward pass with gradient checkpointing: every
@@ -166,7 +221,7 @@ class MimicMotionTrainingModel(FrozenBaseModel):
     def __init__(self, *, vae: nn.Module, image_encoder: nn.Module, unet: nn.Module, pose_net: nn.Module,
                  controlnet: nn.Module, feature_extractor=None, objective: EDMVObjective | None = None,
                  conditioning: Conditioning | None = None, vae_encode_chunk: int = 8,
-                 frozen_dtype: torch.dtype = torch.float32) -> None:
+                 frozen_dtype: torch.dtype = torch.float32, cmp: nn.Module | None = None) -> None:
         super().__init__()
         self.vae, self.image_encoder, self.unet, self.pose_net = vae, image_encoder, unet, pose_net
         self.controlnet = controlnet
@@ -175,6 +230,7 @@ class MimicMotionTrainingModel(FrozenBaseModel):
         self.conditioning = conditioning or Conditioning()
         self.vae_encode_chunk = vae_encode_chunk
         self.freeze(frozen_dtype)
+        self.cmp = cmp  # frozen by load_cmp, kept in float32 as inference runs it
 
     # ------------------------------------------------------------------ parameter sets
     def frozen_modules(self) -> list[nn.Module]:
@@ -258,12 +314,22 @@ class MimicMotionTrainingModel(FrozenBaseModel):
         return self.objective.denoised(noisy, output, pre)
 
     def forward(self, batch: dict, draw: NoiseDraw) -> torch.Tensor:
-        """Per-clip loss (B,) of one training step (module docstring)."""
+        """Per-clip loss (B,) of one training step on a batch of the dataset (module docstring)."""
+        batch = model_inputs(batch, self.cmp)
         cond = self.encode(batch, draw.reference_noise)
         control = self.controlnet.encode_guidance(**self.guidance_window(batch, self.controlnet.dtype))
         noisy = self.objective.noisy(cond["latents"], draw.noise, draw.sigmas)
         denoised = self.denoise(noisy, draw.sigmas, cond, control, draw.keep)
         return self.objective.loss(denoised, cond["latents"], draw.sigmas)
+
+
+def load_training_cmp(config: TrainConfig) -> nn.Module | None:
+    """The frozen CMP of a run with ``data.dense_field=cmp`` (None for ``flow``), strictly loaded, float32."""
+    from dispose.guidance.cmp import load_cmp
+    from dispose.training.dataset import cmp_checkpoint
+
+    path = cmp_checkpoint(config)
+    return load_cmp(path) if path is not None else None
 
 
 # ---------------------------------------------------------------------- bases
@@ -310,7 +376,7 @@ class MimicMotionBase:
             controlnet = HybridControlNetSVD.from_unet(base.unet, point_channels=weights.point_channels)
         loss = config.loss
         frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.train.mixed_precision, torch.float32)
-        model = MimicMotionTrainingModel(
+        model = MimicMotionTrainingModel(cmp=load_training_cmp(config),
             vae=base.vae, image_encoder=base.image_encoder, unet=base.unet, pose_net=base.pose_net,
             controlnet=controlnet.float(), feature_extractor=base.feature_extractor,
             objective=EDMVObjective(loss.p_mean, loss.p_std),

@@ -47,7 +47,7 @@ from torch import nn
 from dispose.guidance.stage import GuidanceTensors
 from dispose.pipelines.musepose import LATENT_SCALE, DisPoseMusePosePipeline
 from dispose.training.loss_sd import SDNoiseObjective
-from dispose.training.model import TRAINING_BASES, FrozenBaseModel
+from dispose.training.model import TRAINING_BASES, FrozenBaseModel, load_training_cmp, model_inputs
 
 if TYPE_CHECKING:
     from dispose.training.config import TrainConfig
@@ -80,7 +80,8 @@ class MusePoseTrainingModel(FrozenBaseModel):
     def __init__(self, *, vae: nn.Module, image_encoder: nn.Module, reference_unet: nn.Module,
                  denoising_unet: nn.Module, pose_guider: nn.Module, controlnet: nn.Module, reference_bank,
                  objective: SDNoiseObjective | None = None, conditioning_dropout: float = 0.1,
-                 vae_encode_chunk: int = 8, frozen_dtype: torch.dtype = torch.float32) -> None:
+                 vae_encode_chunk: int = 8, frozen_dtype: torch.dtype = torch.float32,
+                 cmp: nn.Module | None = None) -> None:
         super().__init__()
         self.vae, self.image_encoder, self.pose_guider = vae, image_encoder, pose_guider
         self.reference_unet, self.denoising_unet = reference_unet, denoising_unet
@@ -91,6 +92,7 @@ class MusePoseTrainingModel(FrozenBaseModel):
         self.conditioning_dropout = conditioning_dropout
         self.vae_encode_chunk = vae_encode_chunk
         self.freeze(frozen_dtype)
+        self.cmp = cmp  # frozen by load_cmp, kept in float32 as inference runs it (data.dense_field=cmp)
 
     # ------------------------------------------------------------------ parameter sets
     def frozen_modules(self) -> list[nn.Module]:
@@ -159,7 +161,9 @@ class MusePoseTrainingModel(FrozenBaseModel):
                                    mid_block_additional_residual=mid, return_dict=False)[0]
 
     def forward(self, batch: dict, draw: SDNoiseDraw) -> torch.Tensor:
-        """Per-clip loss (B,) of one training step (module docstring); its mean is the objective's batch loss."""
+        """Per-clip loss (B,) of one training step on a batch of the dataset (module docstring); its mean is the
+        objective's batch loss."""
+        batch = model_inputs(batch, self.cmp)
         cond = self.encode(batch, draw.keep)
         control = self.controlnet.encode_guidance(**self.guidance_window(batch, self.controlnet.dtype))
         noisy, target = self.objective.noisy_and_target(cond["latents"], draw.noise, draw.timesteps,
@@ -197,7 +201,7 @@ class MusePoseBase:
             reference_bank=base.reference_bank,
             objective=SDNoiseObjective(noise_offset=loss.noise_offset, snr_gamma=loss.snr_gamma),
             conditioning_dropout=loss.conditioning_dropout, vae_encode_chunk=config.train.vae_encode_chunk,
-            frozen_dtype=frozen)
+            frozen_dtype=frozen, cmp=load_training_cmp(config))
         model.scheduler = base.scheduler  # plain attribute (not a module): the sampler, for validation pipelines
         return model
 
