@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+from dispose.bases.training import model_inputs, training_base
 from dispose.guidance.cmp import load_cmp
 from dispose.guidance.motion_fields import cmp_motion_field
-from dispose.pipelines.tiny import DIFT_CHANNELS
+from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.training import shard
 from dispose.training.config import TrainConfig
 from dispose.training.dataset import TrainingDataset
-from dispose.training.model import model_inputs, training_base
 from dispose.training.prepare import ModelFiles, PrepareSettings, prepare_dataset
 
 SIZE, T = 384, 4

@@ -5,7 +5,7 @@ clip (one of the candidates ``prepare`` computed DIFT embeddings and flows for) 
 ``T - 1`` consecutive prepared frames (already thinned by the release's stride rule), starting anywhere in
 the clip; the reference may lie inside or outside that window.  Every sample is a dict of CPU tensors, the
 images as uint8 and the fields as float16 so that worker processes pass little shared memory; the training
-models normalise them on the device (:func:`dispose.training.model.device_inputs`):
+models normalise them on the device (:func:`dispose.bases.training.model_inputs`):
 
 =====================  ==========================  =====================================================
 key                    shape, dtype                meaning

@@ -12,14 +12,14 @@ step's computation, so accelerate / DDP / DeepSpeed wrap a single module).  For 
   fine-tuned) or from a given ``DisPose.pth``.
 
 One training forward on a sample ``[reference, f1 .. f(T-1)]`` is one sampling step of the pipeline on one
-tile (:mod:`dispose.pipelines.mimicmotion`): the CLIP embedding of the reference, its VAE latent
+tile (:mod:`dispose.bases.mimicmotion.pipeline`): the CLIP embedding of the reference, its VAE latent
 (posterior mode, unscaled) concatenated to the noisy latents of every frame, PoseNet latents of the
 skeletons added in the UNet, added time ids ``[fps - 1, motion_bucket_id, noise_aug_strength]``, the tile's
 guidance built by ``GuidanceTensors.window`` (:mod:`dispose.guidance.stage`) and encoded by ``controlnet.encode_guidance``, the ControlNet's
 residuals into the UNet.  The conditioning and the denoiser call are the pipeline's own methods
 (``_clip_embedding``, ``_pose_latents``, ``_time_ids``, ``_denoise_tile``), applied to this module (it has the
 attributes they read), so training cannot drift from sampling; a test checks a training forward at the
-first sampling sigma against a one-step sampling run.  The EDM objective is :mod:`dispose.training.loss`.
+first sampling sigma against a one-step sampling run.  The EDM objective is :mod:`dispose.bases.mimicmotion.loss`.
 
 Training choices (not in the paper, which gives none of these):
 
@@ -31,16 +31,17 @@ Training choices (not in the paper, which gives none of these):
 * ``F_s`` of a sample is generated from its keypoint trajectories on the training device, by the same
   ``GuidanceTensors.window`` sampling uses; its step 0 is reference -> f1, as in the first inference tile
   (later inference tiles see the step from the frame before the tile instead).
-* ``F_d`` (:func:`dense_field`): with ``data.dense_field=cmp`` (the default, paper sec. 4.1 and App. A) the
-  frozen CMP turns the watershed samples of the real flow (``P_d`` at training) into ``F_d`` on the training
-  device through inference's own call (:func:`dispose.guidance.motion_fields.cmp_motion_field`: the reference
-  resized to CMP's 384 grid, CMP in float32 outside autocast, its flow resized back to W x H as the release
-  does); with ``flow`` the stored optical flow itself is ``F_d``.  Either way it then goes through
-  ``GuidanceTensors.window`` and ``encode_guidance`` exactly as at inference.
+* ``F_d`` (:func:`dispose.bases.training.dense_field`): with ``data.dense_field=cmp`` (the default, paper
+  sec. 4.1 and App. A) the frozen CMP turns the watershed samples of the real flow (``P_d`` at training) into
+  ``F_d`` on the training device through inference's own call
+  (:func:`dispose.guidance.motion_fields.cmp_motion_field`: the reference resized to CMP's 384 grid, CMP in
+  float32, its flow resized back to W x H as the release does); with ``flow`` the stored optical flow itself
+  is ``F_d``.  Either way it then goes through ``GuidanceTensors.window`` and ``encode_guidance`` exactly as
+  at inference.
 * Samples arrive as uint8 images and float16 fields (:mod:`dispose.training.dataset`) and are converted on
-  the device (:func:`device_inputs`).
+  the device (:func:`dispose.bases.training.model_inputs`).
 
-A second base (MusePose / SD1.5, v-prediction: :mod:`dispose.training.model_musepose`) plugs in as another
+A second base (MusePose / SD1.5, v-prediction: :mod:`dispose.bases.musepose.training`) plugs in as another
 :class:`TrainingBase` in :data:`TRAINING_BASES` with its own model, objective and export file name; the
 trainer only uses the ``TrainingBase`` interface.
 """
@@ -50,85 +51,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from dispose.bases.mimicmotion.loss import EDMVObjective
+from dispose.bases.mimicmotion.pipeline import DisPoseMimicMotionPipeline
+from dispose.bases.training import TRAINING_BASES, FrozenBaseModel, load_training_cmp, model_inputs
 from dispose.guidance.stage import GuidanceTensors
-from dispose.pipelines.mimicmotion import DisPoseMimicMotionPipeline
-from dispose.training.loss import EDMVObjective
 
 if TYPE_CHECKING:
     from dispose.training.config import TrainConfig
-
-
-def random_sample(num_frames: int = 4, width: int = 64, height: int = 64, *, keypoints: int = 18,
-                  point_channels: int = 1280, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """A random training sample in the dataset's contract (what ``dispose.training.dataset`` yields with
-    ``dense_field="flow"``; for smoke runs, tests and benches): ``pixels`` / ``pose_images`` (T, 3, H, W) uint8
-    ([0] = the reference), ``trajectories`` (T, K, 2) pixels of W x H, ``visible`` (T, K) bool, ``dense_flow``
-    (T - 1, 2, H, W) float16 relative to the reference, ``point_embeddings`` (K, C) float16, ``points``
-    (T, K, 2) normalised."""
-    def uniform(*shape):
-        return torch.rand(*shape, generator=generator)
-
-    def image(*shape):
-        return torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
-
-    scale = torch.tensor([width, height], dtype=torch.float32)
-    trajectories = uniform(num_frames, keypoints, 2) * (scale - 1)
-    visible = uniform(num_frames, keypoints) > 0.2
-    trajectories = torch.where(visible[..., None], trajectories, 0.0)
-    return {"pixels": image(num_frames, 3, height, width), "pose_images": image(num_frames, 3, height, width),
-            "trajectories": trajectories, "visible": visible,
-            "dense_flow": (torch.randn(num_frames - 1, 2, height, width, generator=generator) * 2).half(),
-            "point_embeddings": torch.randn(keypoints, point_channels, generator=generator).half(),
-            "points": trajectories / scale}
-
-
-def device_inputs(batch: dict) -> dict:
-    """The dataset's transport dtypes as the models read them, on the batch's device: uint8 ``pixels`` and
-    ``pose_images`` to float32 in [-1, 1], the float16 fields to float32."""
-    out = dict(batch)
-    for key in ("pixels", "pose_images"):
-        if batch[key].dtype != torch.uint8:
-            raise TypeError(f"batch[{key!r}] must be uint8 (the dataset's contract), got {batch[key].dtype}")
-        out[key] = batch[key].float().div_(127.5).sub_(1.0)
-    for key in ("dense_flow", "point_embeddings"):
-        if key in batch:
-            out[key] = batch[key].float()
-    return out
-
-
-def dense_field(batch: dict, cmp: nn.Module | None) -> torch.Tensor:
-    """``F_d`` (B, T - 1, 2, H, W) float32 on the batch's device: the batch's ``dense_flow``, or CMP's field of
-    its watershed samples (``watershed_flow`` / ``watershed_mask`` on CMP's grid) and uint8 reference
-    ``pixels[:, 0]`` through :func:`dispose.guidance.motion_fields.cmp_motion_field`, as inference calls it."""
-    from dispose.guidance.motion_fields import cmp_motion_field
-
-    if "dense_flow" in batch:
-        return batch["dense_flow"].float()
-    if cmp is None:
-        raise ValueError("a batch of watershed samples needs the CMP model (data.dense_field=cmp)")
-    device = batch["pixels"].device
-    chunk = 1 if device.type == "cpu" else 8  # as the guidance stage (bench/bench_cmp.py)
-    fields = []
-    with torch.autocast(device.type, enabled=False):
-        for index in range(len(batch["pixels"])):
-            reference = batch["pixels"][index, 0].permute(1, 2, 0).cpu().numpy()
-            flow = cmp_motion_field(cmp, reference, batch["watershed_flow"][index].float(),
-                                    batch["watershed_mask"][index].float(), chunk_size=chunk)
-            fields.append(torch.from_numpy(flow))
-    return torch.stack(fields).to(device)
-
-
-def model_inputs(batch: dict, cmp: nn.Module | None) -> dict:
-    """The batch a training forward reads: :func:`device_inputs` with ``dense_flow`` = :func:`dense_field`."""
-    field_ = dense_field(batch, cmp)
-    out = device_inputs({key: value for key, value in batch.items() if not key.startswith("watershed_")})
-    out["dense_flow"] = field_
-    return out
 
 
 #: Blocks of the SVD UNet / ControlNet recomputed in the backward pass with gradient checkpointing: every
@@ -190,31 +124,6 @@ class Conditioning:
     dropout: float = 0.1
 
 
-class FrozenBaseModel(nn.Module):
-    """What every training model shares: a frozen base (:meth:`frozen_modules`, cast to the mixed-precision dtype,
-    no gradients, always in eval mode) and a trainable hybrid ControlNet (``self.controlnet``)."""
-
-    controlnet: nn.Module
-
-    def frozen_modules(self) -> list[nn.Module]:
-        raise NotImplementedError
-
-    def freeze(self, frozen_dtype: torch.dtype) -> None:
-        for module in self.frozen_modules():
-            nn.Module.to(module, dtype=frozen_dtype)  # ModelMixin.to warns about fp32 modules on dtype casts
-            module.requires_grad_(False).eval()
-        self.controlnet.requires_grad_(True)
-
-    def trainable_modules(self) -> list[nn.Module]:
-        return [self.controlnet]
-
-    def train(self, mode: bool = True) -> FrozenBaseModel:
-        """Only the ControlNet switches to training mode; the frozen base stays in eval mode."""
-        self.training = mode
-        self.controlnet.train(mode)
-        return self
-
-
 class MimicMotionTrainingModel(FrozenBaseModel):
     """Frozen MimicMotion/SVD base + trainable hybrid ControlNet; ``forward`` gives the per-clip loss."""
 
@@ -230,7 +139,7 @@ class MimicMotionTrainingModel(FrozenBaseModel):
         self.conditioning = conditioning or Conditioning()
         self.vae_encode_chunk = vae_encode_chunk
         self.freeze(frozen_dtype)
-        self.cmp = cmp  # frozen by load_cmp, kept in float32 as inference runs it
+        self.cmp = cmp  # frozen by load_cmp, kept in float32 as inference runs it (data.dense_field=cmp)
 
     # ------------------------------------------------------------------ parameter sets
     def frozen_modules(self) -> list[nn.Module]:
@@ -323,36 +232,6 @@ class MimicMotionTrainingModel(FrozenBaseModel):
         return self.objective.loss(denoised, cond["latents"], draw.sigmas)
 
 
-def load_training_cmp(config: TrainConfig) -> nn.Module | None:
-    """The frozen CMP of a run with ``data.dense_field=cmp`` (None for ``flow``), strictly loaded, float32."""
-    from dispose.guidance.cmp import load_cmp
-    from dispose.training.dataset import cmp_checkpoint
-
-    path = cmp_checkpoint(config)
-    return load_cmp(path) if path is not None else None
-
-
-# ---------------------------------------------------------------------- bases
-class TrainingBase(Protocol):
-    """What the trainer needs from a base model family (MimicMotion, MusePose)."""
-
-    name: str
-
-    def build(self, config: TrainConfig) -> nn.Module:
-        """The training model (frozen base + trainable ControlNet) on the CPU, with ``trainable_modules()``,
-        ``enable_gradient_checkpointing()``, ``draw(batch, generator)`` and ``forward(batch, draw) -> per-clip
-        loss`` (its objective is the base's: EDM v-prediction here, MusePose's own for MusePose)."""
-
-    def controlnet(self, model: nn.Module) -> nn.Module:
-        """The trainable network whose state dict is the exported checkpoint."""
-
-    def pipeline(self, model: nn.Module):
-        """A sampling pipeline sharing the model's networks (validation)."""
-
-    def export(self, controlnet: nn.Module, folder: Path, metadata: dict[str, str]) -> tuple[Path, ...]:
-        """Write the checkpoint file(s) ``dispose animate`` loads for this base into ``folder``."""
-
-
 class MimicMotionBase:
     """DisPose on MimicMotion / SVD (EDM v-prediction)."""
 
@@ -360,8 +239,8 @@ class MimicMotionBase:
 
     def build(self, config: TrainConfig) -> MimicMotionTrainingModel:
         from dispose.bases import get_base
+        from dispose.bases.mimicmotion.weights import load_controlnet
         from dispose.models.controlnet_svd import HybridControlNetSVD
-        from dispose.pipelines.loading import load_controlnet
         from dispose.pipelines.weights import resolve_weights
 
         weights = config.weights
@@ -404,24 +283,4 @@ class MimicMotionBase:
         return export_controlnet(controlnet, folder, metadata=metadata)
 
 
-#: Base name -> its training recipe (``dispose train --base`` / ``base:`` in the config).  Another base's recipe
-#: lives in ``dispose/training/model_<name>.py``, which adds itself here when imported (:func:`training_base`
-#: imports it on first use).
-TRAINING_BASES: dict[str, Callable[[], TrainingBase]] = {"mimicmotion": MimicMotionBase}
-
-
-def training_base(name: str) -> TrainingBase:
-    """The training recipe of base ``name`` (a UserError lists the known ones)."""
-    import importlib
-
-    from dispose.errors import UserError
-
-    if name not in TRAINING_BASES and name.isidentifier():
-        try:
-            importlib.import_module(f"dispose.training.model_{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"dispose.training.model_{name}":
-                raise
-    if name not in TRAINING_BASES:
-        raise UserError(f"base {name!r} cannot be trained (yet); known: {', '.join(sorted(TRAINING_BASES))}")
-    return TRAINING_BASES[name]()
+TRAINING_BASES[MimicMotionBase.name] = MimicMotionBase

@@ -1,0 +1,164 @@
+"""What the training models of every base share (:mod:`dispose.bases.<name>.training`): the frozen-base module,
+the recipe interface the trainer uses, the recipe registry, a random sample in the dataset's contract, and the
+conversion of a dataset batch to what the models read (:func:`model_inputs`: images normalised on the device,
+``F_d`` from the stored flow or from CMP on the watershed samples)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from dispose.training.config import TrainConfig
+
+
+def random_sample(num_frames: int = 4, width: int = 64, height: int = 64, *, keypoints: int = 18,
+                  point_channels: int = 1280, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """A random training sample in the dataset's contract (what ``dispose.training.dataset`` yields with
+    ``dense_field="flow"``; for smoke runs, tests and benches): ``pixels`` / ``pose_images`` (T, 3, H, W) uint8
+    ([0] = the reference), ``trajectories`` (T, K, 2) pixels of W x H, ``visible`` (T, K) bool, ``dense_flow``
+    (T - 1, 2, H, W) float16 relative to the reference, ``point_embeddings`` (K, C) float16, ``points``
+    (T, K, 2) normalised."""
+    def uniform(*shape):
+        return torch.rand(*shape, generator=generator)
+
+    def image(*shape):
+        return torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+
+    scale = torch.tensor([width, height], dtype=torch.float32)
+    trajectories = uniform(num_frames, keypoints, 2) * (scale - 1)
+    visible = uniform(num_frames, keypoints) > 0.2
+    trajectories = torch.where(visible[..., None], trajectories, 0.0)
+    return {"pixels": image(num_frames, 3, height, width), "pose_images": image(num_frames, 3, height, width),
+            "trajectories": trajectories, "visible": visible,
+            "dense_flow": (torch.randn(num_frames - 1, 2, height, width, generator=generator) * 2).half(),
+            "point_embeddings": torch.randn(keypoints, point_channels, generator=generator).half(),
+            "points": trajectories / scale}
+
+
+def device_inputs(batch: dict) -> dict:
+    """The dataset's transport dtypes as the models read them, on the batch's device: uint8 ``pixels`` and
+    ``pose_images`` to float32 in [-1, 1], the float16 fields to float32."""
+    out = dict(batch)
+    for key in ("pixels", "pose_images"):
+        if batch[key].dtype != torch.uint8:
+            raise TypeError(f"batch[{key!r}] must be uint8 (the dataset's contract), got {batch[key].dtype}")
+        out[key] = batch[key].float().div_(127.5).sub_(1.0)
+    for key in ("dense_flow", "point_embeddings"):
+        if key in batch:
+            out[key] = batch[key].float()
+    return out
+
+
+def dense_field(batch: dict, cmp: nn.Module | None) -> torch.Tensor:
+    """``F_d`` (B, T - 1, 2, H, W) float32 on the batch's device: the batch's ``dense_flow``
+    (``data.dense_field=flow``), or CMP's field of its watershed samples (``watershed_flow`` /
+    ``watershed_mask`` on CMP's grid, paper App. A) and uint8 reference ``pixels[:, 0]`` through
+    :func:`dispose.guidance.motion_fields.cmp_motion_field`, the call inference makes: CMP in float32 (outside
+    autocast), one frame per call on the CPU and 8 elsewhere, as the guidance stage."""
+    from dispose.guidance.motion_fields import cmp_motion_field
+
+    if "dense_flow" in batch:
+        return batch["dense_flow"].float()
+    if cmp is None:
+        raise ValueError("a batch of watershed samples needs the CMP model (data.dense_field=cmp)")
+    device = batch["pixels"].device
+    chunk = 1 if device.type == "cpu" else 8
+    fields = []
+    with torch.autocast(device.type, enabled=False):
+        for index in range(len(batch["pixels"])):
+            reference = batch["pixels"][index, 0].permute(1, 2, 0).cpu().numpy()
+            flow = cmp_motion_field(cmp, reference, batch["watershed_flow"][index].float(),
+                                    batch["watershed_mask"][index].float(), chunk_size=chunk)
+            fields.append(torch.from_numpy(flow))
+    return torch.stack(fields).to(device)
+
+
+def model_inputs(batch: dict, cmp: nn.Module | None) -> dict:
+    """The batch a training forward reads: :func:`device_inputs` with ``dense_flow`` = :func:`dense_field`."""
+    field_ = dense_field(batch, cmp)
+    out = device_inputs({key: value for key, value in batch.items() if not key.startswith("watershed_")})
+    out["dense_flow"] = field_
+    return out
+
+
+def load_training_cmp(config: TrainConfig) -> nn.Module | None:
+    """The frozen CMP of a run with ``data.dense_field=cmp`` (None for ``flow``), strictly loaded, float32 (as
+    inference runs it; it is not cast with the frozen base)."""
+    from dispose.guidance.cmp import load_cmp
+    from dispose.training.dataset import cmp_checkpoint
+
+    path = cmp_checkpoint(config)
+    return load_cmp(path) if path is not None else None
+
+
+class FrozenBaseModel(nn.Module):
+    """What every training model shares: a frozen base (:meth:`frozen_modules`, cast to the mixed-precision dtype,
+    no gradients, always in eval mode) and a trainable hybrid ControlNet (``self.controlnet``)."""
+
+    controlnet: nn.Module
+
+    def frozen_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def freeze(self, frozen_dtype: torch.dtype) -> None:
+        for module in self.frozen_modules():
+            nn.Module.to(module, dtype=frozen_dtype)  # ModelMixin.to warns about fp32 modules on dtype casts
+            module.requires_grad_(False).eval()
+        self.controlnet.requires_grad_(True)
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.controlnet]
+
+    def train(self, mode: bool = True) -> FrozenBaseModel:
+        """Only the ControlNet switches to training mode; the frozen base stays in eval mode."""
+        self.training = mode
+        self.controlnet.train(mode)
+        return self
+
+
+class TrainingBase(Protocol):
+    """What the trainer needs from a base model family (MimicMotion, MusePose)."""
+
+    name: str
+
+    def build(self, config: TrainConfig) -> nn.Module:
+        """The training model (frozen base + trainable ControlNet) on the CPU, with ``trainable_modules()``,
+        ``enable_gradient_checkpointing()``, ``draw(batch, generator)`` and ``forward(batch, draw) -> per-clip
+        loss`` (its objective is the base's: EDM v-prediction here, MusePose's own for MusePose)."""
+
+    def controlnet(self, model: nn.Module) -> nn.Module:
+        """The trainable network whose state dict is the exported checkpoint."""
+
+    def pipeline(self, model: nn.Module):
+        """A sampling pipeline sharing the model's networks (validation)."""
+
+    def export(self, controlnet: nn.Module, folder: Path, metadata: dict[str, str]) -> tuple[Path, ...]:
+        """Write the checkpoint file(s) ``dispose animate`` loads for this base into ``folder``."""
+
+
+#: Base name -> its training recipe (``dispose train --base`` / ``base:`` in the config).  A base's recipe lives in
+#: ``dispose/bases/<name>/training.py``, which adds itself here when imported (:func:`training_base` imports it
+#: on first use).
+TRAINING_BASES: dict[str, Callable[[], TrainingBase]] = {}
+
+
+def training_base(name: str) -> TrainingBase:
+    """The training recipe of base ``name`` (a UserError lists the known ones)."""
+    import importlib
+
+    from dispose.errors import UserError
+
+    if name not in TRAINING_BASES and name.isidentifier():
+        try:
+            importlib.import_module(f"dispose.bases.{name}.training")
+        except ModuleNotFoundError as error:
+            if error.name not in (f"dispose.bases.{name}", f"dispose.bases.{name}.training"):
+                raise
+    if name not in TRAINING_BASES:
+        raise UserError(f"base {name!r} cannot be trained (yet); known: {', '.join(sorted(TRAINING_BASES))}")
+    return TRAINING_BASES[name]()
