@@ -172,6 +172,6 @@ def test_gradient_checkpointing_gives_the_same_gradients(weights):
 def test_shipped_musepose_config_holds_the_paper_settings():
     config = TrainConfig.load(REPO / "configs" / "train" / "musepose.yaml")
     assert config.base == "musepose"
-    assert (config.data.num_frames, config.data.width, config.data.height) == (16, 512, 512)
+    assert (config.data.num_frames, config.data.width, config.data.height) == (17, 512, 512)  # 16 denoised
     assert (config.train.batch_size, config.train.learning_rate, config.train.max_steps) == (32, 1e-5, 20_000)
     assert config.train.mixed_precision == "bf16"

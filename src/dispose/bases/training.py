@@ -96,6 +96,28 @@ def load_training_cmp(config: TrainConfig) -> nn.Module | None:
     return load_cmp(path) if path is not None else None
 
 
+def checkpoint_blocks(module: nn.Module, blocks: tuple[str, ...], checkpoint: Callable | None = None) -> int:
+    """Gradient checkpointing of every submodule of ``module`` whose class name is in ``blocks`` (once); returns
+    how many it wrapped.  ``checkpoint(fn, *args, **kwargs)`` defaults to ``torch.utils.checkpoint.checkpoint``
+    (non-reentrant); without gradients (validation, frozen passes) the blocks run plainly."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint as torch_checkpoint
+
+    run = checkpoint or functools.partial(torch_checkpoint, use_reentrant=False)
+    count = 0
+    for block in module.modules():
+        if type(block).__name__ in blocks and not getattr(block, "_checkpointed", False):
+            block.forward = functools.partial(_checkpointed, run, block.forward)
+            block._checkpointed = True
+            count += 1
+    return count
+
+
+def _checkpointed(run: Callable, forward: Callable, *args, **kwargs):
+    return run(forward, *args, **kwargs) if torch.is_grad_enabled() else forward(*args, **kwargs)
+
+
 class FrozenBaseModel(nn.Module):
     """What every training model shares: a frozen base (:meth:`frozen_modules`, cast to the mixed-precision dtype,
     no gradients, always in eval mode) and a trainable hybrid ControlNet (``self.controlnet``)."""

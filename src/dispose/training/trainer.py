@@ -7,7 +7,7 @@ What runs (:func:`train`):
   ControlNet's parameters only; diffusers' LR schedule with warm-up; gradient clipping; optional EMA
   (``diffusers.training_utils.EMAModel``); gradient checkpointing of every block of the ControlNet and of the frozen
   UNet (the loss reaches the ControlNet through the UNet's up blocks, whose activations dominate memory;
-  ``model.enable_gradient_checkpointing``, for SVD :func:`dispose.bases.mimicmotion.training.checkpoint_blocks`).
+  ``model.enable_gradient_checkpointing``, :func:`dispose.bases.training.checkpoint_blocks`).
 * Batch: ``train.batch_size`` clips per optimiser step over all processes, ``train.micro_batch_size`` per
   forward; the gradient accumulation makes up the rest (:mod:`dispose.training.config`).
 * Randomness: the sigmas, noise and CFG-dropout flags come from one ``torch.Generator`` per process (seed +

@@ -48,7 +48,6 @@ trainer only uses the ``TrainingBase`` interface.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,7 +57,13 @@ from torch import nn
 
 from dispose.bases.mimicmotion.loss import EDMVObjective
 from dispose.bases.mimicmotion.pipeline import DisPoseMimicMotionPipeline
-from dispose.bases.training import TRAINING_BASES, FrozenBaseModel, load_training_cmp, model_inputs
+from dispose.bases.training import (
+    TRAINING_BASES,
+    FrozenBaseModel,
+    checkpoint_blocks,
+    load_training_cmp,
+    model_inputs,
+)
 from dispose.guidance.stage import GuidanceTensors
 
 if TYPE_CHECKING:
@@ -68,33 +73,6 @@ if TYPE_CHECKING:
 #: Blocks of the SVD UNet / ControlNet recomputed in the backward pass with gradient checkpointing: every
 #: spatio-temporal resnet and every spatio-temporal transformer (spatial and temporal attention together).
 CHECKPOINTED_BLOCKS = ("SpatioTemporalResBlock", "TransformerSpatioTemporalModel")
-
-
-def checkpoint_blocks(module: nn.Module, checkpoint: Callable | None = None) -> int:
-    """Gradient checkpointing of every block of ``module`` named in :data:`CHECKPOINTED_BLOCKS` (once); returns
-    how many blocks it wrapped.
-
-    diffusers' own ``enable_gradient_checkpointing`` of the SVD UNet recomputes the resnets and the spatial
-    transformer blocks only, and keeps the temporal transformer blocks' activations (``bench/train_memory.py``:
-    58 GiB of activations per 16-frame 768x1024 clip against 21 GiB here).  ``checkpoint(fn, *args, **kwargs)``
-    defaults to ``torch.utils.checkpoint.checkpoint`` (non-reentrant).
-    """
-    import functools
-
-    from torch.utils.checkpoint import checkpoint as torch_checkpoint
-
-    run = checkpoint or functools.partial(torch_checkpoint, use_reentrant=False)
-    count = 0
-    for block in module.modules():
-        if type(block).__name__ in CHECKPOINTED_BLOCKS and not getattr(block, "_checkpointed", False):
-            block.forward = functools.partial(_checkpointed, run, block.forward)
-            block._checkpointed = True
-            count += 1
-    return count
-
-
-def _checkpointed(run: Callable, forward: Callable, *args, **kwargs):
-    return run(forward, *args, **kwargs) if torch.is_grad_enabled() else forward(*args, **kwargs)
 
 
 @dataclass
@@ -146,9 +124,13 @@ class MimicMotionTrainingModel(FrozenBaseModel):
         return [self.vae, self.image_encoder, self.unet, self.pose_net]
 
     def enable_gradient_checkpointing(self) -> None:
-        """Recompute every spatio-temporal block of the UNet and the ControlNet in the backward pass."""
+        """Recompute every spatio-temporal block of the UNet and the ControlNet in the backward pass.
+
+        diffusers' own ``enable_gradient_checkpointing`` of the SVD UNet recomputes the resnets and the spatial
+        transformer blocks only, and keeps the temporal transformer blocks' activations (``bench/train_memory.py``:
+        58 GiB of activations per 16-frame 768x1024 clip against 21 GiB here)."""
         for module in (self.unet, self.controlnet):
-            checkpoint_blocks(module)
+            checkpoint_blocks(module, CHECKPOINTED_BLOCKS)
 
     # ------------------------------------------------------------------ inputs
     @property

@@ -46,11 +46,22 @@ from torch import nn
 
 from dispose.bases.musepose.loss import SDNoiseObjective
 from dispose.bases.musepose.pipeline import LATENT_SCALE, DisPoseMusePosePipeline
-from dispose.bases.training import TRAINING_BASES, FrozenBaseModel, load_training_cmp, model_inputs
+from dispose.bases.training import (
+    TRAINING_BASES,
+    FrozenBaseModel,
+    checkpoint_blocks,
+    load_training_cmp,
+    model_inputs,
+)
 from dispose.guidance.stage import GuidanceTensors
 
 if TYPE_CHECKING:
     from dispose.training.config import TrainConfig
+
+
+#: Blocks of MusePose's denoising UNet and the SD ControlNet recomputed in the backward pass: the resnets, the
+#: spatial transformers (self-, reference and cross-attention) and the motion modules (temporal attention).
+CHECKPOINTED_BLOCKS = ("ResnetBlock2D", "Transformer2DModel", "MusePoseMotionModule")
 
 
 @dataclass
@@ -99,10 +110,12 @@ class MusePoseTrainingModel(FrozenBaseModel):
         return [self.vae, self.image_encoder, self.reference_unet, self.denoising_unet, self.pose_guider]
 
     def enable_gradient_checkpointing(self) -> None:
-        """Recompute the blocks of the denoising UNet (motion modules included) and the ControlNet in the backward
-        pass (diffusers' own block checkpointing)."""
+        """Recompute every resnet, spatial transformer and motion module of the denoising UNet and the
+        ControlNet in the backward pass (:data:`CHECKPOINTED_BLOCKS`).  diffusers' own block checkpointing of
+        these blocks recomputes the resnets only and keeps the attention and motion modules' activations
+        (``bench/train_memory_musepose.py`` measures both)."""
         for module in (self.denoising_unet, self.controlnet):
-            module.enable_gradient_checkpointing()
+            checkpoint_blocks(module, CHECKPOINTED_BLOCKS)
 
     # ------------------------------------------------------------------ inputs
     def latent_shape(self, batch: dict) -> tuple[int, ...]:
