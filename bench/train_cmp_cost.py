@@ -68,10 +68,13 @@ def full_size() -> None:
         unet.requires_grad_(False)
         sample = meta(1, FRAMES, 8, h, w)
         timestep, context, time_ids = meta(1, dtype=torch.float32), meta(1, 1, 1024), meta(1, 3)
-        motion = controlnet.controlnet_cond_embedding(meta(FRAMES, 2, HEIGHT, WIDTH), meta(FRAMES, 2, HEIGHT, WIDTH))
-        down, mid = controlnet(sample, timestep, context, time_ids, guidance=EncodedGuidance(FRAMES, motion, None))
+        flow = meta(FRAMES, 2, HEIGHT, WIDTH)
+        motion = controlnet.controlnet_cond_embedding(flow, flow)
+        guidance = EncodedGuidance(FRAMES, motion, None)
+        down, mid = controlnet(sample, timestep, context, time_ids, guidance=guidance)
         out = unet(sample, timestep, context, time_ids, pose_latents=meta(FRAMES, 320, h, w),
-                   down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False)[0]
+                   down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                   return_dict=False)[0]
         if backward:
             out.float().square().mean().backward()
 
@@ -80,10 +83,11 @@ def full_size() -> None:
     forward = flops(lambda: run_denoiser(False))
     forward_backward = flops(lambda: run_denoiser(True))
     step = frozen + forward_backward + forward  # + the recomputed forward of gradient checkpointing
-    print(f"full size ({FRAMES} x {WIDTH}x{HEIGHT}, one clip): CMP {cmp_flops / 1e12:.2f} TFLOP (reference encoded "
-          f"once, {FRAMES - 1} frames decoded at {CMP_SIZE}x{CMP_SIZE}); step without CMP {step / 1e12:.1f} TFLOP "
-          f"(frozen VAE/CLIP/PoseNet {frozen / 1e12:.1f}, ControlNet + UNet forward {forward / 1e12:.1f}, forward + "
-          f"backward {forward_backward / 1e12:.1f}, recomputed forward {forward / 1e12:.1f}) -> CMP adds "
+    print(f"full size ({FRAMES} x {WIDTH}x{HEIGHT}, one clip): CMP {cmp_flops / 1e12:.2f} TFLOP (reference "
+          f"encoded once, {FRAMES - 1} frames decoded at {CMP_SIZE}x{CMP_SIZE}); step without CMP "
+          f"{step / 1e12:.1f} TFLOP (frozen VAE/CLIP/PoseNet {frozen / 1e12:.1f}, ControlNet + UNet forward "
+          f"{forward / 1e12:.1f}, forward + backward {forward_backward / 1e12:.1f}, recomputed forward "
+          f"{forward / 1e12:.1f}) -> CMP adds "
           f"{100 * cmp_flops / step:.2f} % (ratio cmp/flow {1 + cmp_flops / step:.4f})")
 
 
@@ -95,11 +99,13 @@ def tiny(work: Path, repeats: int) -> None:
     if not (data / "manifest.jsonl").is_file():
         code = cli(["prepare", str(SHARED / "musepose_dance.mp4"), "--out", str(data), "--size", "64x64",
                     "--max-frames", "24", "--min-frames", "8", "--references", "2", "--flow-downscale", "1",
-                    "--sd15", str(weights / "stable-diffusion-v1-5"), "--detector", "mediapipe", "--no-progress"])
+                    "--sd15", str(weights / "stable-diffusion-v1-5"), "--detector", "mediapipe",
+                    "--no-progress"])
         if code:
             raise SystemExit(f"dispose prepare failed ({code})")
     config = TrainConfig.from_dict({"weights": {"dir": str(weights), "point_channels": DIFT_CHANNELS},
-                                    "data": {"num_frames": 4, "width": 64, "height": 64, "dense_field": "cmp"},
+                                    "data": {"num_frames": 4, "width": 64, "height": 64,
+                                             "dense_field": "cmp"},
                                     "train": {"mixed_precision": "no"}})
     model = training_base("mimicmotion").build(config)
     model.train()
@@ -115,8 +121,10 @@ def tiny(work: Path, repeats: int) -> None:
             times[field].append(time.perf_counter() - started)
             model.controlnet.zero_grad(set_to_none=True)
     cmp_s, flow_s = (statistics.median(times[field]) for field in ("cmp", "flow"))
-    print(f"tiny models on the CPU ({torch.get_num_threads()} threads), one step of one 4-frame 64x64 sample: cmp "
-          f"{cmp_s:.2f} s, flow {flow_s:.2f} s (median of {repeats}, interleaved) -> ratio {cmp_s / flow_s:.1f}")
+    print(f"tiny models on the CPU ({torch.get_num_threads()} threads), one step of one 4-frame 64x64 "
+          "sample: "
+          f"cmp {cmp_s:.2f} s, flow {flow_s:.2f} s (median of {repeats}, interleaved) -> ratio "
+          f"{cmp_s / flow_s:.1f}")
 
 
 def main() -> None:

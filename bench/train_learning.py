@@ -16,8 +16,9 @@
    checkpoint must load strictly and change the output (the zero ControlNet adds nothing to the UNet).
 
 Prints the loss drop (%) from step 0 and the time; writes the curve to ``docs/training_loss_FIELD.png``.  Run
-by hand: ``python bench/train_learning.py [--dense-field cmp|flow] [--steps 300] [--work DIR]`` (``flow``: about
-10-20 minutes on 2 CPU cores; ``cmp`` runs the full-size CMP on a 384 grid every step, several times longer).
+by hand: ``python bench/train_learning.py [--dense-field cmp|flow] [--steps 300] [--work DIR]``
+(``flow``: about 10-20 minutes on 2 CPU cores; ``cmp`` runs the full-size CMP on a 384 grid every step,
+several times longer).
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ def prepare(work: Path, weights: Path) -> Path:
 
 def config(work: Path, weights: Path, steps: int, field: str) -> TrainConfig:
     return TrainConfig.from_dict({
-        "output_dir": str(work / f"run-{field}"), "weights": {"dir": str(weights), "point_channels": DIFT_CHANNELS},
-        "data": {"num_frames": FRAMES, "width": SIZE, "height": SIZE, "num_workers": 0, "flip_probability": 0.0,
-                 "dense_field": field, "detector": "mediapipe"},
+        "output_dir": str(work / f"run-{field}"),
+        "weights": {"dir": str(weights), "point_channels": DIFT_CHANNELS},
+        "data": {"num_frames": FRAMES, "width": SIZE, "height": SIZE, "num_workers": 0,
+                 "flip_probability": 0.0, "dense_field": field, "detector": "mediapipe"},
         "train": {"max_steps": steps, "batch_size": 1, "learning_rate": 1e-3, "mixed_precision": "no",
                   "gradient_checkpointing": False, "lr_warmup_steps": 10},
         "loss": {"conditioning_dropout": 0.0}, "checkpoints": {"every": steps}, "logging": {"every": 10}})
@@ -79,7 +81,8 @@ class FixedEvaluation:
         generator = torch.Generator().manual_seed(1234)
         shape = model.latent_shape(self.batch)
         self.draw = NoiseDraw(torch.tensor(EVAL_SIGMAS), torch.randn(shape, generator=generator),
-                              torch.zeros(self.batch["pixels"][:, 0].shape), torch.ones(len(EVAL_SIGMAS), dtype=bool))
+                              torch.zeros(self.batch["pixels"][:, 0].shape),
+                              torch.ones(len(EVAL_SIGMAS), dtype=bool))
         self.curve: list[tuple[int, float]] = []
         self.every = 1
 

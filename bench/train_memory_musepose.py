@@ -1,5 +1,5 @@
-"""Activation memory of DisPose training on MusePose (SD1.5) per GPU, from the real full-size networks on the meta
-device, with the accounting of ``bench/train_memory.py`` (saved-for-backward bytes under
+"""Activation memory of DisPose training on MusePose (SD1.5) per GPU, from the real full-size networks on the
+meta device, with the accounting of ``bench/train_memory.py`` (saved-for-backward bytes under
 ``saved_tensors_hooks``, fused attention, each checkpointed block's inputs kept and its own saved tensors
 recomputed one block at a time).
 
@@ -9,8 +9,8 @@ ControlNet (``HybridControlNetSD.from_unet``).  The reference attention is left 
 are the same in every setting).  Compared, for one clip of ``--frames`` denoised frames at ``--size``:
 
 * ``off``: no gradient checkpointing;
-* ``diffusers``: diffusers' ``enable_gradient_checkpointing`` (what the trainer used before: the resnets of the
-  motion blocks only);
+* ``diffusers``: diffusers' ``enable_gradient_checkpointing`` (what the trainer used before: the resnets of
+  the motion blocks only);
 * ``blocks``: the trainer's :func:`dispose.bases.training.checkpoint_blocks` with
   :data:`dispose.bases.musepose.training.CHECKPOINTED_BLOCKS` (resnets, spatial transformers, motion modules).
 
@@ -54,7 +54,8 @@ def activations(unet, controlnet, frames: int, size: int, checkpointing: str) ->
     latent = size // 8
     timestep, context = meta(1, dtype=torch.float32), meta(1, 1, 768)
     with FusedAttention(), torch.autograd.graph.saved_tensors_hooks(tally.pack, lambda tensor: tensor):
-        motion = controlnet.controlnet_cond_embedding(meta(frames, 2, size, size), meta(frames, 2, size, size))
+        flow = meta(frames, 2, size, size)
+        motion = controlnet.controlnet_cond_embedding(flow, flow)
         down, mid = controlnet(meta(1, frames, 4, latent, latent), timestep, context,
                                guidance=EncodedGuidance(frames, motion, None))
         out = unet(meta(1, 4, frames, latent, latent), timestep, context,
@@ -76,7 +77,8 @@ def main() -> None:
             measured[checkpointing] = activations(unet, controlnet, frames, args.size, checkpointing)
         print(f"{frames} frames at {args.size}x{args.size}: activations off {measured['off'] / GIB:.2f} GiB, "
               f"diffusers' checkpointing {measured['diffusers'] / GIB:.2f} GiB, every block (trainer) "
-              f"{measured['blocks'] / GIB:.2f} GiB (ratio to diffusers' {measured['blocks'] / measured['diffusers']:.2f})")
+              f"{measured['blocks'] / GIB:.2f} GiB (ratio to diffusers' "
+              f"{measured['blocks'] / measured['diffusers']:.2f})")
         unet, controlnet = networks()
 
 

@@ -57,7 +57,7 @@ def test_sample_contract(prepared) -> None:
                 "point_embeddings": ((K, DIFT_CHANNELS), torch.float16), "points": ((T, K, 2), torch.float32)}
     assert {key: (tuple(v.shape), v.dtype) for key, v in sample.items()} == expected
     assert sample["pixels"].float().std() > 25
-    assert sample["pose_images"].min() == 0 and sample["pose_images"].max() > 128  # black canvas, coloured limbs
+    assert sample["pose_images"].min() == 0 and sample["pose_images"].max() > 128  # black canvas, limbs
     visible = sample["visible"]
     assert visible.float().mean() > 0.5
     points, pixels = sample["points"][visible], sample["trajectories"][visible]

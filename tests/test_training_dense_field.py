@@ -30,7 +30,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def prepared(shared_data, tiny_weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("dataset")
     records = prepare_dataset(shared_data / "musepose_dance.mp4", out,
-                              PrepareSettings(width=SIZE, height=SIZE, max_frames=6, min_frames=4, references=1),
+                              PrepareSettings(width=SIZE, height=SIZE, max_frames=6, min_frames=4,
+                                              references=1),
                               ModelFiles(sd15=tiny_weights / "stable-diffusion-v1-5", device="cpu",
                                          detector="mediapipe"), progress=False)
     assert [r["status"] for r in records] == ["ok"] and records[0]["references"] == [0]
@@ -44,10 +45,12 @@ def cmp(tiny_weights):
 
 def test_cmp_reads_exactly_the_stored_watershed_samples(prepared, cmp, monkeypatch) -> None:
     stored = load_file(shard.clip_dir(prepared, "musepose_dance") / "flows.safetensors")
-    offsets, points, vectors = stored["watershed_offsets"], stored["watershed_points"], stored["watershed_vectors"]
+    offsets, points = stored["watershed_offsets"], stored["watershed_points"]
+    vectors = stored["watershed_vectors"]
     seen = []
     predict = cmp.predict_flow
-    monkeypatch.setattr(cmp, "predict_flow", lambda features, inputs: (seen.append(inputs), predict(features, inputs))[1])
+    monkeypatch.setattr(cmp, "predict_flow",
+                        lambda features, inputs: (seen.append(inputs), predict(features, inputs))[1])
     dataset = TrainingDataset(prepared, num_frames=T, dense_field="cmp")
     for flip in (False, True):
         seen.clear()
@@ -72,16 +75,19 @@ def test_cmp_reads_exactly_the_stored_watershed_samples(prepared, cmp, monkeypat
 
 def test_cmp_field_reaches_the_controlnet_as_a_given_flow(prepared, tiny_weights, cmp) -> None:
     config = TrainConfig.from_dict({"weights": {"dir": str(tiny_weights), "point_channels": DIFT_CHANNELS},
-                                    "data": {"num_frames": T, "width": SIZE, "height": SIZE, "dense_field": "cmp"},
+                                    "data": {"num_frames": T, "width": SIZE, "height": SIZE,
+                                             "dense_field": "cmp"},
                                     "train": {"mixed_precision": "no"}})
     model = training_base("mimicmotion").build(config)
     assert model.cmp is not None
     model.eval()
-    sample = TrainingDataset(prepared, num_frames=T, dense_field="cmp", flip_probability=0).sample(0, 0, WINDOW, False)
+    dataset = TrainingDataset(prepared, num_frames=T, dense_field="cmp", flip_probability=0)
+    sample = dataset.sample(0, 0, WINDOW, False)
     batch = torch.utils.data.default_collate([sample])
-    # F_d as inference computes it from a P_d on CMP's grid (one frame per call on the CPU, as the guidance stage)
-    field = cmp_motion_field(cmp, sample["pixels"][0].permute(1, 2, 0).numpy(), sample["watershed_flow"].float(),
-                             sample["watershed_mask"].float(), chunk_size=1)
+    # F_d as inference computes it from a P_d on CMP's grid (one frame per call on the CPU, as the guidance
+    # stage does)
+    field = cmp_motion_field(cmp, sample["pixels"][0].permute(1, 2, 0).numpy(),
+                             sample["watershed_flow"].float(), sample["watershed_mask"].float(), chunk_size=1)
     given = {key: value for key, value in batch.items() if not key.startswith("watershed_")}
     given["dense_flow"] = torch.from_numpy(field)[None]
     draw = model.draw(batch, torch.Generator().manual_seed(0))

@@ -102,7 +102,8 @@ def test_dispose_train_base_musepose_exports_a_checkpoint_animate_loads(weights,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "run"
     settings = [f"weights.point_channels={DIFT_CHANNELS}", f"data.num_frames={FRAMES}", f"data.width={SIZE}",
-                f"data.height={SIZE}", "data.num_workers=0", "data.dense_field=flow", "train.batch_size=2", "train.mixed_precision=no",
+                f"data.height={SIZE}", "data.num_workers=0", "data.dense_field=flow", "train.batch_size=2",
+                "train.mixed_precision=no",
                 "train.learning_rate=1.0e-3", "train.gradient_checkpointing=true", "checkpoints.every=2"]
     with mock.patch("dispose.training.trainer._open_dataset", return_value=_samples(2)):
         code = main(["train", "--config", str(REPO / "configs" / "train" / "musepose.yaml"), "--weights", str(weights),

@@ -48,8 +48,8 @@ def videos(shared_data, tmp_path_factory):
 
 def _prepare(videos, out, sd15, *extra: str) -> int:
     return main(["prepare", str(videos), "--out", str(out), "--size", f"{SIZE[0]}x{SIZE[1]}", "--max-frames",
-                 str(FRAMES), "--references", str(REFERENCES), "--sd15", str(sd15), "--device", "cpu", "--no-progress",
-                 "--detector", "mediapipe", *extra])
+                 str(FRAMES), "--references", str(REFERENCES), "--sd15", str(sd15), "--device", "cpu",
+                 "--no-progress", "--detector", "mediapipe", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,9 @@ def test_two_launched_processes_write_what_one_process_writes(prepared, videos, 
     out = tmp_path / "distributed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-         "-m", "dispose.cli", "prepare", str(videos), "--out", str(out), "--size", f"{SIZE[0]}x{SIZE[1]}",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(_free_port()), "-m", "dispose.cli", "prepare", str(videos), "--out", str(out), "--size",
+         f"{SIZE[0]}x{SIZE[1]}",
          "--max-frames", str(FRAMES), "--references", str(REFERENCES), "--sd15", str(sd15), "--device", "cpu",
          "--no-progress", "--detector", "mediapipe"], check=False, env=env, capture_output=True, text=True,
         timeout=900)
@@ -145,7 +146,8 @@ def _tensors(path) -> tuple[dict, dict]:
     from safetensors import safe_open
 
     with safe_open(str(path), "np") as handle:
-        return handle.metadata(), {key: handle.get_tensor(key).tobytes() for key in handle.keys()}  # noqa: SIM118
+        names = handle.keys()
+        return handle.metadata(), {key: handle.get_tensor(key).tobytes() for key in names}
 
 
 def test_rerun_skips_finished_clips_and_redoes_an_interrupted_one(prepared, videos, sd15, capsys) -> None:
@@ -167,7 +169,8 @@ def test_other_settings_on_an_existing_dataset_are_refused(prepared, videos, sd1
 
 
 def test_dift_needs_sd15_or_an_explicit_no_dift(videos, tmp_path, capsys) -> None:
-    code = main(["prepare", str(videos), "--out", str(tmp_path / "out"), "--no-progress", "--detector", "mediapipe"])
+    code = main(["prepare", str(videos), "--out", str(tmp_path / "out"), "--no-progress", "--detector",
+                 "mediapipe"])
     assert code == 2 and "--sd15" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
@@ -192,8 +195,8 @@ def test_an_id_that_is_not_one_folder_name_is_refused(shared_data, tmp_path, cap
 
 def test_a_refused_run_leaves_no_folder(videos, tmp_path, capsys) -> None:
     (tmp_path / "raft.pth").write_text("not a checkpoint")
-    code = main(["prepare", str(videos), "--out", str(tmp_path / "out"), "--no-dift", "--detector", "mediapipe",
-                 "--raft", str(tmp_path / "raft.pth"), "--device", "cpu", "--no-progress"])
+    code = main(["prepare", str(videos), "--out", str(tmp_path / "out"), "--no-dift", "--detector",
+                 "mediapipe", "--raft", str(tmp_path / "raft.pth"), "--device", "cpu", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "raft.pth" in err
     assert not (tmp_path / "out").exists()

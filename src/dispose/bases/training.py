@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 def random_sample(num_frames: int = 4, width: int = 64, height: int = 64, *, keypoints: int = 18,
                   point_channels: int = 1280, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """A random training sample in the dataset's contract (what ``dispose.training.dataset`` yields with
-    ``dense_field="flow"``; for smoke runs, tests and benches): ``pixels`` / ``pose_images`` (T, 3, H, W) uint8
-    ([0] = the reference), ``trajectories`` (T, K, 2) pixels of W x H, ``visible`` (T, K) bool, ``dense_flow``
-    (T - 1, 2, H, W) float16 relative to the reference, ``point_embeddings`` (K, C) float16, ``points``
-    (T, K, 2) normalised."""
+    ``dense_field="flow"``; for smoke runs, tests and benches): ``pixels`` / ``pose_images`` (T, 3, H, W)
+    uint8 ([0] = the reference), ``trajectories`` (T, K, 2) pixels of W x H, ``visible`` (T, K) bool,
+    ``dense_flow`` (T - 1, 2, H, W) float16 relative to the reference, ``point_embeddings`` (K, C) float16,
+    ``points`` (T, K, 2) normalised."""
     def uniform(*shape):
         return torch.rand(*shape, generator=generator)
 
@@ -97,9 +97,10 @@ def load_training_cmp(config: TrainConfig) -> nn.Module | None:
 
 
 def checkpoint_blocks(module: nn.Module, blocks: tuple[str, ...], checkpoint: Callable | None = None) -> int:
-    """Gradient checkpointing of every submodule of ``module`` whose class name is in ``blocks`` (once); returns
-    how many it wrapped.  ``checkpoint(fn, *args, **kwargs)`` defaults to ``torch.utils.checkpoint.checkpoint``
-    (non-reentrant); without gradients (validation, frozen passes) the blocks run plainly."""
+    """Gradient checkpointing of every submodule of ``module`` whose class name is in ``blocks`` (once);
+    returns how many it wrapped.  ``checkpoint(fn, *args, **kwargs)`` defaults to
+    ``torch.utils.checkpoint.checkpoint`` (non-reentrant); without gradients (validation, frozen passes)
+    the blocks run plainly."""
     import functools
 
     from torch.utils.checkpoint import checkpoint as torch_checkpoint

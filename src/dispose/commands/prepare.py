@@ -5,7 +5,8 @@ VIDEOS is a folder of videos (.mp4/.mov/.webm/.mkv), a TikTok-style folder of fr
 Every clip is sampled with the release's stride rule (--sample-stride times int(fps / 24)), resized and
 centre-cropped to --size (default 768x1024, the paper's training size), posed (--detector: DWPose from
 --dwpose-dir, the default and what the release's PoseNet was trained on; or MediaPipe, weight-free but
-without hand and face keypoints), filtered, and stored under OUT/clips/<id>/ with one line per clip in OUT/manifest.jsonl (status
+without hand and face keypoints), filtered, and stored under OUT/clips/<id>/ with one line per clip in
+OUT/manifest.jsonl (status
 ok or failed with the reason, detector, frame count, fps, sizes, stride, pose quality, flow model, source
 sha256); dispose train refuses a dataset whose detector differs from its data.detector.
 
@@ -60,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-missing", type=float, default=0.1,
                         help="reject clips where nobody is found in a larger share of the frames (0.1)")
     parser.add_argument("--detector", default="dwpose", choices=("dwpose", "mediapipe"),
-                        help="pose detector: dwpose (default, needs --dwpose-dir) or mediapipe (no weights, no hands)")
+                        help="pose detector: dwpose (default, needs --dwpose-dir) or mediapipe (no weights, "
+                        "no hands)")
     parser.add_argument("--dwpose-dir", type=Path, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
     parser.add_argument("--raft", type=Path, help="raft-things.pth for the optical flow (default: OpenCV DIS)")
     parser.add_argument("--sd15", type=Path, help="local stable-diffusion-v1-5 folder for the DIFT embeddings")
@@ -98,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not ok:
         reason = Counter(r["reason"] for r in records).most_common(1)[0][0]
-        raise UserError(f"{args.videos}: every clip failed ({len(records)}; most often: {reason}); the reasons are "
-                        f"in {args.out / 'manifest.jsonl'}")
+        raise UserError(f"{args.videos}: every clip failed ({len(records)}; most often: {reason}); the "
+                        f"reasons are in {args.out / 'manifest.jsonl'}")
     frames = sum(r["frames"] for r in ok)
     size = sum(r["bytes"] for r in ok)
     print(f"{args.out}: {len(ok)} of {len(records)} clip(s) prepared, {frames} frames, "

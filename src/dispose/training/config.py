@@ -44,7 +44,7 @@ class DataConfig:
     flip_probability: float = 0.5  # random horizontal flip (poses, flows and keypoint labels flip with it)
     num_workers: int = 4
     samples_per_clip: int = 1  # draws of every clip per epoch (the dataset's length is clips x this)
-    dense_field: str = "cmp"  # F_d: cmp (CMP on watershed samples of the flow, paper App. A) | flow (raw flow)
+    dense_field: str = "cmp"  # F_d: cmp (CMP on watershed samples of the flow, App. A) | flow (raw flow)
     detector: str = "dwpose"  # the detector the dataset must have been prepared with (dwpose | mediapipe)
 
 
@@ -103,8 +103,8 @@ class ValidationConfig:
     sample_stride: int = 2
     num_inference_steps: int = 10
     guidance_scale: float = 2.0
-    detector: str = "mediapipe"  # dwpose (needs weights.dir/dwpose) | mediapipe
-    dense: str = "propagate"  # cmp | propagate | none
+    detector: str = "auto"  # dwpose | mediapipe | auto: dwpose when weights.dir holds it (as dispose animate)
+    dense: str = "auto"  # cmp | propagate | none | auto: cmp when its checkpoint is found (as animate)
     sd15: str | None = None  # SD1.5 folder for DIFT (default: under weights.dir)
     seed: int = 42
 

@@ -223,8 +223,8 @@ class TrainingDataset(torch.utils.data.Dataset):
             start, stop = int(offsets[pair]), int(offsets[pair + 1])
             if start == stop:
                 continue
-            positions = (handle.get_slice("watershed_points")[start:stop].double().numpy() + 0.5) * scale.numpy()
-            positions -= np.array([left, top])
+            positions = handle.get_slice("watershed_points")[start:stop].double().numpy() + 0.5
+            positions = positions * scale.numpy() - np.array([left, top])
             vectors = handle.get_slice("watershed_vectors")[start:stop].double().numpy() * scale.numpy()
             keep = (positions >= 0).all(1) & (positions[:, 0] < width) & (positions[:, 1] < height)
             positions, vectors = positions[keep], vectors[keep]
@@ -257,23 +257,24 @@ def _mirror_flow(flows: torch.Tensor) -> torch.Tensor:
 
 
 def prepared_with(root: str | Path, detector: str) -> dict[str, str]:
-    """Check the dataset ``root`` against the run's ``data.detector`` before any model loads: one line when its
-    clips were posed by another detector, or mix detectors or flow models; returns ``{"detector", "flow"}``."""
+    """Check the dataset ``root`` against the run's ``data.detector`` before any model loads: one line when
+    its clips were posed by another detector, or mix detectors or flow models; returns ``{"detector",
+    "flow"}``."""
     from dispose.training.prepare import DETECTORS
 
-    ok = [r for r in shard.read_manifest(root) if r["status"] == "ok"] if (Path(root) / shard.MANIFEST).is_file() \
-        else []
+    records = shard.read_manifest(root) if (Path(root) / shard.MANIFEST).is_file() else []
+    ok = [r for r in records if r["status"] == "ok"]
     found = {r.get("detector") or _legacy_detector(r) for r in ok}
     flows = {r["flow"]["model"] for r in ok}
     if len(found) > 1 or len(flows) > 1:
         mixed = sorted(found) if len(found) > 1 else sorted(flows)
-        raise UserError(f"data.root {root} mixes clips prepared with {' and '.join(mixed)}; prepare the dataset "
-                        "with one --detector and one flow model")
+        raise UserError(f"data.root {root} mixes clips prepared with {' and '.join(mixed)}; prepare the "
+                        "dataset with one --detector and one flow model")
     if found and found != {detector}:
         (used,) = found
-        raise UserError(f"data.root {root} was prepared with --detector {used} ({DETECTORS.get(used, used)} poses) "
-                        f"but data.detector is {detector}: pass --set data.detector={used} to train on it, or "
-                        f"prepare it again with --detector {detector}")
+        raise UserError(f"data.root {root} was prepared with --detector {used} ({DETECTORS.get(used, used)} "
+                        f"poses) but data.detector is {detector}: pass --set data.detector={used} to train "
+                        f"on it, or prepare it again with --detector {detector}")
     return {"detector": found.pop() if found else detector, "flow": flows.pop() if flows else ""}
 
 
@@ -285,7 +286,8 @@ def _legacy_detector(record: dict) -> str:
 
 def cmp_checkpoint(config) -> Path | None:
     """The CMP checkpoint a run with ``data.dense_field=cmp`` needs (None for ``flow``), or one line naming
-    ``--set data.dense_field=flow`` when it is not found (``weights.cmp``, else the ``weights.dir`` layout)."""
+    ``--set data.dense_field=flow`` when it is not found (``weights.cmp``, else the ``weights.dir``
+    layout)."""
     from dispose.pipelines.weights import find_weights
 
     if config.data.dense_field not in DENSE_FIELDS:
@@ -294,9 +296,10 @@ def cmp_checkpoint(config) -> Path | None:
         return None
     paths, problems = find_weights(config.weights.dir, {"cmp": config.weights.cmp}, ["cmp"])
     if problems:
-        raise UserError("data.dense_field=cmp (the paper's F_d: CMP on watershed samples of the flow) needs the CMP "
-                        "checkpoint ckpt_iter_42000.pth.tar (weights.cmp, or cmp/ under weights.dir); pass --set "
-                        "data.dense_field=flow to train on the raw optical flow instead")
+        raise UserError("data.dense_field=cmp (the paper's F_d: CMP on watershed samples of the flow) needs "
+                        "the CMP checkpoint ckpt_iter_42000.pth.tar (weights.cmp, or cmp/ under "
+                        "weights.dir); pass --set data.dense_field=flow to train on the raw optical flow "
+                        "instead")
     return paths.cmp
 
 
@@ -307,8 +310,8 @@ def open_dataset(config) -> TrainingDataset:
     if data.root is None:
         raise UserError("data.root is not set: pass --data DATASET (a folder written by dispose prepare)")
     if not (Path(data.root) / shard.MANIFEST).is_file():
-        raise UserError(f"--data {data.root} holds no {shard.MANIFEST}: prepare it with 'dispose prepare VIDEOS "
-                        f"--out {data.root}'")
+        raise UserError(f"--data {data.root} holds no {shard.MANIFEST}: prepare it with 'dispose prepare "
+                        f"VIDEOS --out {data.root}'")
     prepared_with(data.root, data.detector)
     cmp_checkpoint(config)
     return TrainingDataset(data.root, num_frames=data.num_frames, size=(data.width, data.height),

@@ -122,9 +122,9 @@ class ModelFiles:
         if self.detector not in DETECTORS:
             raise UserError(f"--detector {self.detector}: use dwpose or mediapipe")
         if self.detector == "dwpose" and self.dwpose_dir is None:
-            raise UserError("DWPose weights not given: pass --dwpose-dir DIR (yolox_l.onnx, dw-ll_ucoco_384.onnx), "
-                            "or --detector mediapipe (weight-free; costs the hand and face keypoints the release's "
-                            "PoseNet was trained with)")
+            raise UserError("DWPose weights not given: pass --dwpose-dir DIR (yolox_l.onnx, "
+                            "dw-ll_ucoco_384.onnx), or --detector mediapipe (weight-free; costs the hand and "
+                            "face keypoints the release's PoseNet was trained with)")
 
 
 @dataclass
@@ -418,7 +418,8 @@ def _results(todo: list[ClipSource], root: Path, settings: PrepareSettings, mode
 
 
 def _ranks() -> tuple[int, int, int]:
-    """``(rank, world size, local rank)`` of a ``torchrun`` / ``accelerate launch`` process ((0, 1, 0) alone)."""
+    """``(rank, world size, local rank)`` of a ``torchrun`` / ``accelerate launch`` process ((0, 1, 0)
+    alone)."""
     import os
 
     return tuple(int(os.environ.get(name, default)) for name, default in

@@ -7,7 +7,8 @@ Input (one path):
 * a text file (``.txt``): one path per line (relative paths are taken from the list's folder; blank lines and
   lines starting with ``#`` are ignored);
 * a JSONL file (``.jsonl``): one object per line with ``"path"`` and optionally ``"id"`` (a given id must be
-  one safe folder name, :data:`SAFE_ID`: it becomes ``OUT/clips/<id>``, so ``"../x"`` or ``"a/b"`` is refused);
+  one safe folder name, :data:`SAFE_ID`: it becomes ``OUT/clips/<id>``, so ``"../x"`` or ``"a/b"`` is
+  refused);
 * a single video file.
 
 Clip ids are the path relative to the input folder (or the list's folder), without suffix, with every
@@ -115,8 +116,8 @@ def _read_list(path: Path) -> list[tuple[Path, str | None]]:
             except (ValueError, KeyError, TypeError):
                 raise UserError(f"{path} line {number}: expected a JSON object with a \"path\"") from None
             if given is not None and not _safe_id(given):
-                raise UserError(f"{path} line {number}: id {given!r} is not one safe folder name; use letters, "
-                                "digits, '_', '.' and '-' only, not starting with '.'")
+                raise UserError(f"{path} line {number}: id {given!r} is not one safe folder name; use "
+                                "letters, digits, '_', '.' and '-' only, not starting with '.'")
         else:
             target = line
         entries.append((Path(target), given))

@@ -33,7 +33,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -383,16 +383,20 @@ def validation_animate(config: TrainConfig, device: torch.device) -> Animate:
     pipeline's current weights."""
     from dispose.engine import Animator, Runtime
     from dispose.guidance.stage import GuidanceModels
-    from dispose.pipelines.weights import resolve_weights
+    from dispose.pipelines.weights import find_weights, resolve_weights
     from dispose.pose.detector_factory import load_detector
 
     settings = config.validation
     if settings.ref is None or settings.driving is None:
         raise UserError("validation.every is set but validation.ref / validation.driving are not: give a held-out "
                         "reference image and driving video, or set validation.every=0")
+    found, _ = find_weights(config.weights.dir, {"cmp": config.weights.cmp}, ["dwpose", "cmp"])
+    settings = replace(settings, detector={"auto": "dwpose" if found.dwpose else "mediapipe"}.get(
+        settings.detector, settings.detector), dense={"auto": "cmp" if found.cmp else "propagate"}.get(
+        settings.dense, settings.dense))  # "auto": the run's weights, as dispose animate chooses
     needed = ["sd15"] + (["cmp"] if settings.dense == "cmp" else []) + (["dwpose"] if settings.detector == "dwpose"
                                                                         else [])
-    paths = resolve_weights(config.weights.dir, {"sd15": settings.sd15} if settings.sd15 else {}, needed)
+    paths = resolve_weights(config.weights.dir, {"sd15": settings.sd15, "cmp": config.weights.cmp}, needed)
     detector = load_detector(dwpose_dir=paths.dwpose if settings.detector == "dwpose" else None, device=str(device))
     dtype = {"no": "fp32"}.get(config.train.mixed_precision, config.train.mixed_precision)
     runtime = Runtime(device=str(device), dtype=dtype, detector=settings.detector, dense=settings.dense,

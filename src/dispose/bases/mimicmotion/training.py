@@ -126,9 +126,9 @@ class MimicMotionTrainingModel(FrozenBaseModel):
     def enable_gradient_checkpointing(self) -> None:
         """Recompute every spatio-temporal block of the UNet and the ControlNet in the backward pass.
 
-        diffusers' own ``enable_gradient_checkpointing`` of the SVD UNet recomputes the resnets and the spatial
-        transformer blocks only, and keeps the temporal transformer blocks' activations (``bench/train_memory.py``:
-        58 GiB of activations per 16-frame 768x1024 clip against 21 GiB here)."""
+        diffusers' own ``enable_gradient_checkpointing`` of the SVD UNet recomputes the resnets and the
+        spatial transformer blocks only, and keeps the temporal transformer blocks' activations
+        (``bench/train_memory.py``: 58 GiB of activations per 16-frame 768x1024 clip against 21 GiB here)."""
         for module in (self.unet, self.controlnet):
             checkpoint_blocks(module, CHECKPOINTED_BLOCKS)
 

@@ -174,8 +174,8 @@ class MusePoseTrainingModel(FrozenBaseModel):
                                    mid_block_additional_residual=mid, return_dict=False)[0]
 
     def forward(self, batch: dict, draw: SDNoiseDraw) -> torch.Tensor:
-        """Per-clip loss (B,) of one training step on a batch of the dataset (module docstring); its mean is the
-        objective's batch loss."""
+        """Per-clip loss (B,) of one training step on a batch of the dataset (module docstring); its mean is
+        the objective's batch loss."""
         batch = model_inputs(batch, self.cmp)
         cond = self.encode(batch, draw.keep)
         control = self.controlnet.encode_guidance(**self.guidance_window(batch, self.controlnet.dtype))
