@@ -144,6 +144,7 @@ class ClipTools:
         from dispose.pose.detector_factory import load_detector
         from dispose.training.flow_estimators import load_flow_estimator
 
+        models.check()
         torch_device = resolve_device(device)
         detector = load_detector(models.dwpose_dir if models.detector == "dwpose" else None, device=device)
         flow, flow_name = load_flow_estimator(models.raft, torch_device)
