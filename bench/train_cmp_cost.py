@@ -128,7 +128,7 @@ def tiny(work: Path, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--work", help="working folder (kept; default: a new temporary folder)")
     args = parser.parse_args()

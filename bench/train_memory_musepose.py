@@ -66,7 +66,7 @@ def activations(unet, controlnet, frames: int, size: int, checkpointing: str) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[15, 16])
     parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args()
