@@ -7,9 +7,10 @@ Per clip (a video, or a folder of frames; :mod:`dispose.training.sources`):
    ``--max-frames``, then resized and centre-cropped to ``--size W x H`` exactly as inference prepares
    its inputs (:func:`dispose.media.geometry.resize_and_crop`; default 768x1024, the paper's MimicMotion
    training size).  They are stored as JPEG (quality 95).
-2. Poses: every person of every *source* frame (full resolution) is detected (DWPose with ``--dwpose-dir``,
-   else MediaPipe, :func:`dispose.pose.detector_factory.load_detector`); the first person is kept and carried into
-   the W x H crop.  Frames with nobody take the previous frame's pose (:func:`dispose.pose.extract.fill_missing`).
+2. Poses: every person of every *source* frame (full resolution) is detected (``--detector``: DWPose from
+   ``--dwpose-dir``, the default and the release's detector, or MediaPipe, weight-free but without hands and
+   face; :func:`dispose.pose.detector_factory.load_detector`; each clip's record names it); the first person
+   is kept and carried into the W x H crop.  Frames with nobody take the previous frame's pose (:func:`dispose.pose.extract.fill_missing`).
    The people count of a frame is the detector's (MediaPipe finds at most one person).
 3. Filters (a rejected clip is recorded as ``failed`` with the reason): fewer than ``--min-frames`` frames;
    nobody found; nobody in more than ``--max-missing`` of the frames; more than ``--max-people`` people in
@@ -18,17 +19,18 @@ Per clip (a video, or a folder of frames; :mod:`dispose.training.sources`):
 4. Reference candidates: ``--references R`` frames spread evenly over the frames where the person was
    detected (default 4).  The training sampler picks the reference among them (any window, any candidate),
    so only these need the two expensive per-reference products below.
-5. Dense field ``F_d`` at training (decision, App. D): the training pairs show the same person, so the
-   accurate optical flow of the real video stands in for the CMP field that approximates it at inference.
-   Like ``F_d`` (Eq. 4 / sec. 4.1) it is *reference-based*: the forward flow from the reference candidate
+5. Optical flow of the real video (sec. 4.1, App. D: training pairs show the same person, so accurate
+   flow-derived motion is available).  Like ``F_d`` (Eq. 4 / sec. 4.1) it is *reference-based*: the
+   forward flow from the reference candidate
    to every frame of the clip, estimated directly on the pair (RAFT with ``--raft``, else OpenCV DIS;
    :mod:`dispose.training.flow_estimators`), not chained from consecutive flows (chaining 15+ flows drifts
    and breaks at occlusions).  It is stored at 1/``--flow-downscale`` of W x H (default 4: 192x256 for
    768x1024; area-averaged, in pixels of W x H, float16): the motion encoder reduces it to the latent size
-   (1/8) in its first layers, and CMP's inference field has a similar resolution (its 384 x 384 grid).
+   (1/8) in its first layers, and CMP's inference field has a similar resolution (its 384 x 384 grid).  It
+   is ``F_d`` itself with ``data.dense_field=flow``.
 6. ``P_d`` at training (App. A): watershed samples (:mod:`dispose.guidance.watershed`, NMS kernel
    ``K_f`` = ``--nms-kernel``, default 41 as CMP) of each full-size reference -> frame flow, stored as
-   points and vectors, for a trainer that feeds CMP with them (sec. 4.1's recipe) instead of the flow.
+   points and vectors, which the trainer feeds to CMP for ``F_d`` (``data.dense_field=cmp``, the default).
 7. DIFT point embeddings (:mod:`dispose.guidance.dift`, the release's setting: t = 261, up block 1,
    ensemble 8, seed 0) of every reference candidate at its body keypoints
    (:func:`dispose.guidance.correspondence.point_embeddings`), from SD1.5 given with ``--sd15``.  With
@@ -37,8 +39,8 @@ Per clip (a video, or a folder of frames; :mod:`dispose.training.sources`):
 Bytes per clip at the defaults (768x1024, R = 4, N frames): about N x (100 KB of JPEG + 4 x 196 KB of flow).
 
 Runs are resumable (finished clips are skipped; a clip whose source changed is redone; failed clips are kept
-unless ``retry_failed``), parallel (``workers`` processes, one CUDA device each when several are visible),
-and a clip that fails never stops the run.
+unless ``retry_failed``), parallel (``workers`` processes, one CUDA device each when several are visible; or
+several launched processes, :func:`prepare_dataset`), and a clip that fails never stops the run.
 """
 
 from __future__ import annotations
