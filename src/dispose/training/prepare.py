@@ -10,8 +10,9 @@ Per clip (a video, or a folder of frames; :mod:`dispose.training.sources`):
 2. Poses: every person of every *source* frame (full resolution) is detected (``--detector``: DWPose from
    ``--dwpose-dir``, the default and the release's detector, or MediaPipe, weight-free but without hands and
    face; :func:`dispose.pose.detector_factory.load_detector`; each clip's record names it); the first person
-   is kept and carried into the W x H crop.  Frames with nobody take the previous frame's pose (:func:`dispose.pose.extract.fill_missing`).
-   The people count of a frame is the detector's (MediaPipe finds at most one person).
+   is kept and carried into the W x H crop.  Frames with nobody take the previous frame's pose
+   (:func:`dispose.pose.extract.fill_missing`).  The people count of a frame is the detector's (MediaPipe
+   finds at most one person).
 3. Filters (a rejected clip is recorded as ``failed`` with the reason): fewer than ``--min-frames`` frames;
    nobody found; nobody in more than ``--max-missing`` of the frames; more than ``--max-people`` people in
    more than 5 % of the frames; mean keypoint score below ``--min-score``; visible body keypoints (inside
