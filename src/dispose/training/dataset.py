@@ -256,10 +256,9 @@ def _mirror_flow(flows: torch.Tensor) -> torch.Tensor:
     return mirrored
 
 
-def prepared_with(root: str | Path, detector: str) -> dict[str, str]:
+def check_prepared(root: str | Path, detector: str) -> None:
     """Check the dataset ``root`` against the run's ``data.detector`` before any model loads: one line when
-    its clips were posed by another detector, or mix detectors or flow models; returns ``{"detector",
-    "flow"}``."""
+    its clips were posed by another detector, or mix detectors or flow models."""
     from dispose.training.prepare import DETECTORS
 
     records = shard.read_manifest(root) if (Path(root) / shard.MANIFEST).is_file() else []
@@ -275,7 +274,6 @@ def prepared_with(root: str | Path, detector: str) -> dict[str, str]:
         raise UserError(f"data.root {root} was prepared with --detector {used} ({DETECTORS.get(used, used)} "
                         f"poses) but data.detector is {detector}: pass --set data.detector={used} to train "
                         f"on it, or prepare it again with --detector {detector}")
-    return {"detector": found.pop() if found else detector, "flow": flows.pop() if flows else ""}
 
 
 def _legacy_detector(record: dict) -> str:
@@ -305,14 +303,14 @@ def cmp_checkpoint(config) -> Path | None:
 
 def open_dataset(config) -> TrainingDataset:
     """The training dataset of a :class:`dispose.training.config.TrainConfig`, after the cheap checks
-    (:func:`prepared_with`, :func:`cmp_checkpoint`) that must pass before any model loads."""
+    (:func:`check_prepared`, :func:`cmp_checkpoint`) that must pass before any model loads."""
     data = config.data
     if data.root is None:
         raise UserError("data.root is not set: pass --data DATASET (a folder written by dispose prepare)")
     if not (Path(data.root) / shard.MANIFEST).is_file():
         raise UserError(f"--data {data.root} holds no {shard.MANIFEST}: prepare it with 'dispose prepare "
                         f"VIDEOS --out {data.root}'")
-    prepared_with(data.root, data.detector)
+    check_prepared(data.root, data.detector)
     cmp_checkpoint(config)
     return TrainingDataset(data.root, num_frames=data.num_frames, size=(data.width, data.height),
                            flip_probability=data.flip_probability, seed=config.train.seed,
