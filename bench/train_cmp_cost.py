@@ -27,8 +27,8 @@ from timing import SHARED
 from torch.utils.flop_counter import FlopCounterMode
 from train_memory import HALF, meta, networks
 
+from dispose.bases import training_base
 from dispose.bases.mimicmotion.tiny import build_tiny_weights
-from dispose.bases.training import training_base
 from dispose.cli import main as cli
 from dispose.guidance.cmp import CMP, CMP_SIZE
 from dispose.guidance.tiny import DIFT_CHANNELS

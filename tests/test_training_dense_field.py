@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from dispose.bases.training import model_inputs, training_base
+from dispose.bases import training_base
+from dispose.bases.training import model_inputs
 from dispose.guidance.cmp import load_cmp
 from dispose.guidance.motion_fields import cmp_motion_field
 from dispose.guidance.tiny import DIFT_CHANNELS

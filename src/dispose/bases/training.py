@@ -1,19 +1,28 @@
 """What the training models of every base share (:mod:`dispose.bases.<name>.training`): the frozen-base module,
-the recipe interface the trainer uses, the recipe registry, a random sample in the dataset's contract, and the
-conversion of a dataset batch to what the models read (:func:`model_inputs`: images normalised on the device,
-``F_d`` from the stored flow or from CMP on the watershed samples)."""
+the recipe interface the trainer uses (a base's registry entry hands out its recipe: ``Base.training``), the
+export of a trained ControlNet, a random sample in the dataset's contract, and the conversion of a dataset
+batch to what the models read (:func:`model_inputs`: images normalised on the device, ``F_d`` from the stored
+flow or from CMP on the watershed samples).
+
+The export writes ``NAME.pth`` + ``NAME.safetensors`` holding the ControlNet's ``state_dict()`` and nothing
+else, key for key the release's layout (``ControlNetSVDModel``: 705 float32 tensors for SVD-xt), so
+``dispose animate`` loads it strictly; with EMA, the EMA weights are exported.  Both files are written
+atomically (a failure leaves the previous export in place).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from dispose.training.config import TrainConfig
+from dispose.media.files import atomic_path
+
+#: The export's file name (without suffix) for the MimicMotion base, the release's ``DisPose.pth``.
+CHECKPOINT_NAME = "DisPose"
 
 
 def random_sample(num_frames: int = 4, width: int = 64, height: int = 64, *, keypoints: int = 18,
@@ -86,11 +95,30 @@ def model_inputs(batch: dict, cmp: nn.Module | None) -> dict:
     return out
 
 
-def load_training_cmp(config: TrainConfig) -> nn.Module | None:
+def cmp_checkpoint(config: Any) -> Path | None:
+    """The CMP checkpoint a run (a ``dispose.training.config.TrainConfig``) with ``data.dense_field=cmp``
+    needs (None for ``flow``), or one line naming ``--set data.dense_field=flow`` when it is not found
+    (``weights.cmp``, else the ``weights.dir`` layout)."""
+    from dispose.errors import UserError
+    from dispose.pipelines.weights import find_weights
+
+    if config.data.dense_field not in ("cmp", "flow"):
+        raise UserError(f"data.dense_field must be cmp or flow, got {config.data.dense_field!r}")
+    if config.data.dense_field == "flow":
+        return None
+    paths, problems = find_weights(config.weights.dir, {"cmp": config.weights.cmp}, ["cmp"])
+    if problems:
+        raise UserError("data.dense_field=cmp (the paper's F_d: CMP on watershed samples of the flow) needs "
+                        "the CMP checkpoint ckpt_iter_42000.pth.tar (weights.cmp, or cmp/ under "
+                        "weights.dir); pass --set data.dense_field=flow to train on the raw optical flow "
+                        "instead")
+    return paths.cmp
+
+
+def load_training_cmp(config: Any) -> nn.Module | None:
     """The frozen CMP of a run with ``data.dense_field=cmp`` (None for ``flow``), strictly loaded, float32 (as
     inference runs it; it is not cast with the frozen base)."""
     from dispose.guidance.cmp import load_cmp
-    from dispose.training.dataset import cmp_checkpoint
 
     path = cmp_checkpoint(config)
     return load_cmp(path) if path is not None else None
@@ -149,8 +177,9 @@ class TrainingBase(Protocol):
 
     name: str
 
-    def build(self, config: TrainConfig) -> nn.Module:
-        """The training model (frozen base + trainable ControlNet) on the CPU, with ``trainable_modules()``,
+    def build(self, config: Any) -> nn.Module:
+        """The training model (frozen base + trainable ControlNet) for a
+        ``dispose.training.config.TrainConfig``, on the CPU, with ``trainable_modules()``,
         ``enable_gradient_checkpointing()``, ``draw(batch, generator)`` and ``forward(batch, draw) -> per-clip
         loss`` (its objective is the base's: EDM v-prediction here, MusePose's own for MusePose)."""
 
@@ -164,24 +193,24 @@ class TrainingBase(Protocol):
         """Write the checkpoint file(s) ``dispose animate`` loads for this base into ``folder``."""
 
 
-#: Base name -> its training recipe (``dispose train --base`` / ``base:`` in the config).  A base's recipe lives in
-#: ``dispose/bases/<name>/training.py``, which adds itself here when imported (:func:`training_base` imports it
-#: on first use).
-TRAINING_BASES: dict[str, Callable[[], TrainingBase]] = {}
+def controlnet_state(controlnet: nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous float32 CPU copies of every tensor of ``controlnet`` (no shared storage, as safetensors
+    needs)."""
+    return {key: value.detach().to("cpu", torch.float32).contiguous().clone()
+            for key, value in controlnet.state_dict().items()}
 
 
-def training_base(name: str) -> TrainingBase:
-    """The training recipe of base ``name`` (a UserError lists the known ones)."""
-    import importlib
+def export_controlnet(controlnet: nn.Module, folder: str | Path, *, metadata: dict[str, str] | None = None,
+                      name: str = CHECKPOINT_NAME) -> tuple[Path, Path]:
+    """Write ``folder/NAME.pth`` and ``folder/NAME.safetensors`` (module docstring); returns their paths."""
+    from safetensors.torch import save_file
 
-    from dispose.errors import UserError
-
-    if name not in TRAINING_BASES and name.isidentifier():
-        try:
-            importlib.import_module(f"dispose.bases.{name}.training")
-        except ModuleNotFoundError as error:
-            if error.name not in (f"dispose.bases.{name}", f"dispose.bases.{name}.training"):
-                raise
-    if name not in TRAINING_BASES:
-        raise UserError(f"base {name!r} cannot be trained (yet); known: {', '.join(sorted(TRAINING_BASES))}")
-    return TRAINING_BASES[name]()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = controlnet_state(controlnet)
+    pth, safetensors = folder / f"{name}.pth", folder / f"{name}.safetensors"
+    with atomic_path(pth) as tmp:
+        torch.save(state, tmp)
+    with atomic_path(safetensors) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})})
+    return pth, safetensors

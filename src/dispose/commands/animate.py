@@ -1,8 +1,8 @@
 """Animate a reference image with the poses of a driving video (DisPose on a base model, MimicMotion by default).
 
-Defaults are the base model's release settings (MimicMotion: configs/test.yaml: resolution 576, tiles of 16
-frames overlapping by 6, 25 steps, guidance 2.0, every 2nd driving frame, 15 fps output, noise aug 0, VAE
-decode chunks of 8, seed 42).  Before loading any model, every input, option and weight file the run needs is
+Defaults are the base model's release settings (``Base.defaults`` of :mod:`dispose.bases`: MimicMotion's
+configs/test.yaml, MusePose's test_stage_2.py; ``dispose animate --help`` lists them).  Before loading any
+model, every input, option and weight file the run needs is
 checked, and all missing weights are listed with where to get them and what to run instead.  Writes OUT.mp4
 atomically (its folder is created) and OUT.json (every setting, the seed, sha256 of the inputs and weight
 files (cached per file version), timings); --side-by-side adds reference | skeleton | result.  --baseline runs
@@ -42,6 +42,14 @@ def _weight_options():
     return [(c.option.lstrip("-").replace("-", "_"), c.key, c.option, c.what) for c in COMPONENTS.values()]
 
 
+def _default_text(name: str) -> str:
+    """The default of setting ``name`` for the help: each base's for the settings a base owns."""
+    from dispose.bases import BASE_SETTINGS, defaults_text
+    from dispose.settings import JobSettings
+
+    return defaults_text(name) if name in BASE_SETTINGS else str(getattr(JobSettings(), name))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.bases import BASES, DEFAULT_BASE
 
@@ -69,19 +77,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     gen = parser.add_argument_group("generation (default: the base model's release settings)")
     gen.add_argument("--base", choices=sorted(BASES), help=f"base animation model ({DEFAULT_BASE})")
-    gen.add_argument("--resolution", type=int, help="short side of the output, multiple of 64 (576)")
-    gen.add_argument("--num-frames", type=int, help="frames per tile (16)")
-    gen.add_argument("--frames-overlap", type=int, help="overlap of consecutive tiles (6)")
-    gen.add_argument("--steps", type=int, help="denoising steps (25)")
-    gen.add_argument("--guidance-scale", type=float, help="CFG scale; the max of a per-frame ramp (2.0)")
-    gen.add_argument("--min-guidance-scale", type=float, help="CFG scale of the first frame (= --guidance-scale)")
-    gen.add_argument("--noise-aug-strength", type=float, help="noise added to the reference (0)")
-    gen.add_argument("--sample-stride", type=int, help="use every N-th driving frame (2)")
-    gen.add_argument("--max-frames", type=int, help="at most N driving frames (after the stride)")
-    gen.add_argument("--fps", type=int, help="output fps (15)")
-    gen.add_argument("--decode-chunk-size", type=int, help="frames per VAE decode (8); 1 = least memory")
-    gen.add_argument("--seed", type=int, help="random seed (42)")
-    gen.add_argument("--controlnet-scale", type=float, help="scale of DisPose's residuals (1.0)")
+    #: (option, type, what, setting whose default is shown: owned by the base, or the same for every base)
+    generation = (
+        ("--resolution", int, "short side of the output, multiple of 64", "resolution"),
+        ("--num-frames", int, "frames per tile", "num_frames"),
+        ("--frames-overlap", int, "overlap of consecutive tiles", "frames_overlap"),
+        ("--steps", int, "denoising steps", "num_inference_steps"),
+        ("--guidance-scale", float, "CFG scale; the max of a per-frame ramp", "guidance_scale"),
+        ("--min-guidance-scale", float, "CFG scale of the first frame (= --guidance-scale)", None),
+        ("--noise-aug-strength", float, "noise added to the reference", "noise_aug_strength"),
+        ("--sample-stride", int, "use every N-th driving frame", "sample_stride"),
+        ("--max-frames", int, "at most N driving frames (after the stride)", "max_frames"),
+        ("--fps", int, "output fps", "fps"),
+        ("--decode-chunk-size", int, "frames per VAE decode (1 = least memory)", "decode_chunk_size"),
+        ("--seed", int, "random seed", "seed"),
+        ("--controlnet-scale", float, "scale of DisPose's residuals", "controlnet_scale"),
+    )
+    for option, kind, what, setting in generation:
+        shown = "" if setting is None else f" ({_default_text(setting)})"
+        gen.add_argument(option, type=kind, help=what + shown)
     gen.add_argument("--controlnet-interval", type=int, metavar="K",
                      help="run the ControlNet at every K-th step and reuse its residuals in between (1 = every "
                           "step, the release; 2 is faster and changes the frames: README, Performance)")
@@ -107,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     run.add_argument("--guidance-cache-mb", type=float, default=GUIDANCE_CACHE_MB, metavar="MB",
                      help="device memory for the per-tile guidance and pose features kept across steps "
-                          "(about 235 MB per 16-frame tile at 576x1024 fp16); tiles beyond it are re-encoded "
+                          "(per-tile sizes: README, Performance); tiles beyond it are re-encoded "
                           "at each step (same output)")
     run.add_argument("--detector", default="dwpose", choices=("dwpose", "mediapipe"),
                      help="pose detector (dwpose as the release; mediapipe needs no weights)")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from dispose.bases import DEFAULT_BASE, get_base
 from dispose.errors import UserError
 
 
@@ -102,11 +103,11 @@ class ValidationConfig:
     max_frames: int = 16
     sample_stride: int = 2
     num_inference_steps: int = 10
-    guidance_scale: float = 2.0
+    guidance_scale: float | None = None  # None: the base's (dispose.bases: Base.defaults)
     detector: str = "auto"  # dwpose | mediapipe | auto: dwpose when weights.dir holds it (as dispose animate)
     dense: str = "auto"  # cmp | propagate | none | auto: cmp when its checkpoint is found (as animate)
     sd15: str | None = None  # SD1.5 folder for DIFT (default: under weights.dir)
-    seed: int = 42
+    seed: int | None = None  # None: the base's (dispose.bases: Base.defaults)
 
 
 @dataclass
@@ -116,7 +117,7 @@ class LoggingConfig:
 
 @dataclass
 class TrainConfig:
-    base: str = "mimicmotion"
+    base: str = DEFAULT_BASE
     output_dir: str = "runs/dispose"
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -125,6 +126,14 @@ class TrainConfig:
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self) -> None:
+        """Validation settings left unset take the base's sampling defaults (a UserError for an unknown
+        base)."""
+        defaults = get_base(self.base).defaults
+        for name in ("guidance_scale", "seed"):
+            if getattr(self.validation, name) is None:
+                setattr(self.validation, name, defaults[name])
 
     @classmethod
     def from_dict(cls, data: dict, origin: str = "config") -> TrainConfig:

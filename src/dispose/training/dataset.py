@@ -282,28 +282,12 @@ def _legacy_detector(record: dict) -> str:
     return "dwpose" if name.startswith("dwpose") else "mediapipe" if name.startswith("mediapipe") else name
 
 
-def cmp_checkpoint(config) -> Path | None:
-    """The CMP checkpoint a run with ``data.dense_field=cmp`` needs (None for ``flow``), or one line naming
-    ``--set data.dense_field=flow`` when it is not found (``weights.cmp``, else the ``weights.dir``
-    layout)."""
-    from dispose.pipelines.weights import find_weights
-
-    if config.data.dense_field not in DENSE_FIELDS:
-        raise UserError(f"data.dense_field must be cmp or flow, got {config.data.dense_field!r}")
-    if config.data.dense_field == "flow":
-        return None
-    paths, problems = find_weights(config.weights.dir, {"cmp": config.weights.cmp}, ["cmp"])
-    if problems:
-        raise UserError("data.dense_field=cmp (the paper's F_d: CMP on watershed samples of the flow) needs "
-                        "the CMP checkpoint ckpt_iter_42000.pth.tar (weights.cmp, or cmp/ under "
-                        "weights.dir); pass --set data.dense_field=flow to train on the raw optical flow "
-                        "instead")
-    return paths.cmp
-
-
 def open_dataset(config) -> TrainingDataset:
     """The training dataset of a :class:`dispose.training.config.TrainConfig`, after the cheap checks
-    (:func:`check_prepared`, :func:`cmp_checkpoint`) that must pass before any model loads."""
+    (:func:`check_prepared`, :func:`dispose.bases.training.cmp_checkpoint`) that must pass before any model
+    loads."""
+    from dispose.bases.training import cmp_checkpoint
+
     data = config.data
     if data.root is None:
         raise UserError("data.root is not set: pass --data DATASET (a folder written by dispose prepare)")
@@ -311,7 +295,7 @@ def open_dataset(config) -> TrainingDataset:
         raise UserError(f"--data {data.root} holds no {shard.MANIFEST}: prepare it with 'dispose prepare "
                         f"VIDEOS --out {data.root}'")
     check_prepared(data.root, data.detector)
-    cmp_checkpoint(config)
+    cmp_checkpoint(config)  # the CMP weights of data.dense_field=cmp are there
     return TrainingDataset(data.root, num_frames=data.num_frames, size=(data.width, data.height),
                            flip_probability=data.flip_probability, seed=config.train.seed,
                            samples_per_clip=data.samples_per_clip, dense_field=data.dense_field)
