@@ -50,7 +50,7 @@ class Timed:
 def stages(args, out: Path) -> None:
     settings = PrepareSettings(width=args.size[0], height=args.size[1], max_frames=args.frames,
                                references=args.references, dift=args.sd15 is not None)
-    models = ModelFiles(raft=args.raft, sd15=args.sd15, device=args.device)
+    models = ModelFiles(raft=args.raft, sd15=args.sd15, device=args.device, detector="mediapipe")
     tools = ClipTools.load(models, settings, args.device)
     detect, flow = Timed(tools.detector.detect_people), Timed(tools.flow)
     tools.detector.detect_people, tools.flow = detect, flow

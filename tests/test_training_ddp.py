@@ -45,7 +45,7 @@ RANK_SCRIPT = textwrap.dedent("""
         return TrainConfig.from_dict({
             "output_dir": str(Path(out) / name), "weights": {"dir": weights, "point_channels": DIFT_CHANNELS},
             "data": {"root": data, "num_frames": 3, "width": 64, "height": 64, "num_workers": 0,
-                     "samples_per_clip": %(samples)d},
+                     "samples_per_clip": %(samples)d, "detector": "mediapipe", "dense_field": "flow"},
             "train": {"max_steps": steps, "batch_size": 6, "mixed_precision": "no", "learning_rate": 1e-3,
                       "gradient_checkpointing": False},
             "checkpoints": {"every": %(stop)d}, "logging": {"samples": True}})
@@ -86,7 +86,7 @@ def prepared(shared_data, tmp_path_factory) -> tuple[Path, Path]:
     data = work / "dataset"
     code = main(["prepare", str(clips), "--out", str(data), "--size", "64x64", "--max-frames", "6",
                  "--min-frames", "4", "--references", "2", "--flow-downscale", "1",
-                 "--sd15", str(weights / "stable-diffusion-v1-5"),
+                 "--sd15", str(weights / "stable-diffusion-v1-5"), "--detector", "mediapipe",
                  "--no-progress"])
     assert code == 0
     return weights, data

@@ -8,7 +8,7 @@ import torch
 
 from dispose.bases import training_base
 from dispose.bases.mimicmotion.training import NoiseDraw
-from dispose.bases.training import random_sample
+from dispose.bases.training import model_inputs, random_sample
 from dispose.guidance.stage import GuidanceTensors
 from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.training.config import TrainConfig
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _config(weights, **train) -> TrainConfig:
     return TrainConfig.from_dict({"weights": {"dir": str(weights), "point_channels": DIFT_CHANNELS},
-                                  "data": {"num_frames": FRAMES, "width": SIZE, "height": SIZE},
+                                  "data": {"num_frames": FRAMES, "width": SIZE, "height": SIZE,
+                                           "dense_field": "flow"},
                                   "train": {"mixed_precision": "no", **train}})
 
 
@@ -68,7 +69,7 @@ def test_training_forward_is_one_sampling_step_on_one_tile(weights):
     base = training_base("mimicmotion")
     model = base.build(_config(weights, mixed_precision="no"))
     model.eval()
-    batch = _batch(1, seed=3)
+    batch = model_inputs(_batch(1, seed=4), None)  # as the forward reads it
     pipeline = base.pipeline(model)
     pipeline.scheduler.set_timesteps(1)
     sigma = pipeline.scheduler.sigmas[:1].float()

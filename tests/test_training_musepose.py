@@ -17,7 +17,7 @@ from dispose.bases import training_base
 from dispose.bases.musepose.tiny import build_tiny_musepose_weights
 from dispose.bases.musepose.training import SDNoiseDraw, sample_guidance
 from dispose.bases.musepose.weights import load_controlnet
-from dispose.bases.training import random_sample
+from dispose.bases.training import model_inputs, random_sample
 from dispose.cli import main
 from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.training.config import TrainConfig, ValidationConfig
@@ -37,7 +37,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _config(weights, **train) -> TrainConfig:
     return TrainConfig.from_dict({"base": "musepose", "weights": {"dir": str(weights), "point_channels": DIFT_CHANNELS},
-                                  "data": {"num_frames": FRAMES, "width": SIZE, "height": SIZE},
+                                  "data": {"num_frames": FRAMES, "width": SIZE, "height": SIZE,
+                                           "dense_field": "flow"},
                                   "train": {"mixed_precision": "no", **train}})
 
 
@@ -80,7 +81,7 @@ def test_training_forward_is_one_sampling_step_on_one_window(weights):
     base = training_base("musepose")
     model = base.build(_config(weights))
     model.eval()
-    batch = _batch(1, seed=3)
+    batch = model_inputs(_batch(1, seed=3), None)  # as the forward reads it
     pipeline = base.pipeline(model)
     noise = torch.randn(model.latent_shape(batch), generator=torch.Generator().manual_seed(1))
     sample = {key: value[0] for key, value in batch.items()}
@@ -102,7 +103,8 @@ def test_dispose_train_base_musepose_exports_a_checkpoint_animate_loads(weights,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "run"
     settings = [f"weights.point_channels={DIFT_CHANNELS}", f"data.num_frames={FRAMES}", f"data.width={SIZE}",
-                f"data.height={SIZE}", "data.num_workers=0", "train.batch_size=2", "train.mixed_precision=no",
+                f"data.height={SIZE}", "data.num_workers=0", "data.dense_field=flow", "train.batch_size=2",
+                "train.mixed_precision=no",
                 "train.learning_rate=1.0e-3", "train.gradient_checkpointing=true", "checkpoints.every=2"]
     with mock.patch("dispose.training.trainer._open_dataset", return_value=_samples(2)):
         code = main(["train", "--config", str(REPO / "configs" / "train" / "musepose.yaml"), "--weights", str(weights),
@@ -172,6 +174,6 @@ def test_gradient_checkpointing_gives_the_same_gradients(weights):
 def test_shipped_musepose_config_holds_the_paper_settings():
     config = TrainConfig.load(REPO / "configs" / "train" / "musepose.yaml")
     assert config.base == "musepose"
-    assert (config.data.num_frames, config.data.width, config.data.height) == (16, 512, 512)
+    assert (config.data.num_frames, config.data.width, config.data.height) == (17, 512, 512)  # 16 denoised
     assert (config.train.batch_size, config.train.learning_rate, config.train.max_steps) == (32, 1e-5, 20_000)
     assert config.train.mixed_precision == "bf16"

@@ -1,4 +1,5 @@
-"""``dispose prepare`` on the shared clips: manifest and shards, resume, failed clips, input lists, refusals.
+"""``dispose prepare`` on the shared clips: manifest and shards, resume, failed clips, input lists, refusals,
+several launched processes.
 
 CPU only: MediaPipe poses, OpenCV DIS flow, DIFT from the tiny random SD1.5 of dispose.bases.mimicmotion.tiny.
 """
@@ -7,10 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.numpy import load_file
 
@@ -43,13 +49,22 @@ def videos(shared_data, tmp_path_factory):
 
 def _prepare(videos, out, sd15, *extra: str) -> int:
     return main(["prepare", str(videos), "--out", str(out), "--size", f"{SIZE[0]}x{SIZE[1]}", "--max-frames",
-                 str(FRAMES), "--references", str(REFERENCES), "--sd15", str(sd15), "--device", "cpu", "--no-progress", *extra])
+                 str(FRAMES), "--references", str(REFERENCES), "--sd15", str(sd15), "--device", "cpu",
+                 "--no-progress", "--detector", "mediapipe", *extra])
 
 
 @pytest.fixture(scope="module")
 def prepared(videos, sd15, tmp_path_factory):
+    """The dataset one process writes, on one torch thread as each launched process runs (torchrun sets
+    OMP_NUM_THREADS=1): float reductions split over threads round differently, and the two-process test
+    compares bytes."""
     out = tmp_path_factory.mktemp("dataset")
-    assert _prepare(videos, out, sd15) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert _prepare(videos, out, sd15) == 0
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -67,7 +82,7 @@ def test_manifest_records_every_clip_with_its_quality(prepared, shared_data) -> 
         assert record["fingerprint"] == {"size": (shared_data / f"{name}.mp4").stat().st_size, "sha256": digest}
         assert record["pose"]["people"] == 1 and record["pose"]["visible_fraction"] > 0.5
         assert 0.3 < record["pose"]["mean_score"] <= 1
-        assert record["flow"]["model"].startswith("OpenCV DIS")
+        assert record["flow"]["model"].startswith("OpenCV DIS") and record["detector"] == "mediapipe"
         assert record["dift"].startswith("SD1.5")
         assert record["references"] == [0, FRAMES - 1]  # spread over the clip
         assert record["bytes"] > 0
@@ -100,6 +115,50 @@ def test_shards_hold_frames_poses_flows_and_embeddings(prepared) -> None:
     assert not (shard.clip_dir(prepared, "corrupt") / "frames.safetensors").exists()
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_launched_processes_write_what_one_process_writes(prepared, videos, sd15, tmp_path) -> None:
+    out = tmp_path / "distributed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(_free_port()), "-m", "dispose.cli", "prepare", str(videos), "--out", str(out), "--size",
+         f"{SIZE[0]}x{SIZE[1]}",
+         "--max-frames", str(FRAMES), "--references", str(REFERENCES), "--sd15", str(sd15), "--device", "cpu",
+         "--no-progress", "--detector", "mediapipe"], check=False, env=env, capture_output=True, text=True,
+        timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "(process 0 of 2): 0 already prepared, 2 to do" in done.stdout  # the world size obtained
+    assert "(process 1 of 2): 0 already prepared, 2 to do" in done.stdout
+
+    def without_timing(records):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+    assert without_timing(shard.read_manifest(out)) == without_timing(shard.read_manifest(prepared))
+    for clip in CLIPS:
+        ours, theirs = shard.clip_dir(out, clip), shard.clip_dir(prepared, clip)
+        names = sorted(p.name for p in theirs.iterdir() if p.name != shard.RECORD)
+        assert sorted(p.name for p in ours.iterdir() if p.name != shard.RECORD) == names
+        for name in names:
+            if name.endswith(".safetensors"):  # the header's key order varies between processes
+                assert _tensors(ours / name) == _tensors(theirs / name), (clip, name)
+            else:
+                assert (ours / name).read_bytes() == (theirs / name).read_bytes(), (clip, name)
+
+
+def _tensors(path) -> tuple[dict, dict]:
+    """Metadata and tensors (as bytes) of a safetensors file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as handle:
+        names = handle.keys()
+        return handle.metadata(), {key: handle.get_tensor(key).tobytes() for key in names}
+
+
 def test_rerun_skips_finished_clips_and_redoes_an_interrupted_one(prepared, videos, sd15, capsys) -> None:
     stamps = {c: (shard.clip_dir(prepared, c) / shard.RECORD).stat().st_mtime_ns for c in CLIPS}
     (shard.clip_dir(prepared, "animatex_ubc_fashion") / shard.RECORD).unlink()  # as if killed before the end
@@ -119,8 +178,37 @@ def test_other_settings_on_an_existing_dataset_are_refused(prepared, videos, sd1
 
 
 def test_dift_needs_sd15_or_an_explicit_no_dift(videos, tmp_path, capsys) -> None:
-    code = main(["prepare", str(videos), "--out", str(tmp_path / "out"), "--no-progress"])
+    code = main(["prepare", str(videos), "--out", str(tmp_path / "out"), "--no-progress", "--detector",
+                 "mediapipe"])
     assert code == 2 and "--sd15" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_dwpose_is_the_default_and_its_absence_names_mediapipe(videos, tmp_path, capsys) -> None:
+    code = main(["prepare", str(videos), "--out", str(tmp_path / "out"), "--no-dift", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--detector mediapipe" in err and "hand" in err and not (tmp_path / "out").exists()
+
+
+def test_an_id_that_is_not_one_folder_name_is_refused(shared_data, tmp_path, capsys) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "list.jsonl").write_text(json.dumps({"path": str(shared_data / "musepose_dance.mp4"),
+                                                "id": "../../escape"}) + "\n")
+    code = main(["prepare", str(work / "list.jsonl"), "--out", str(work / "ds"), "--no-dift", "--detector",
+                 "mediapipe", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "'../../escape'" in err and "line 1" in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["list.jsonl", "work"]  # nothing written anywhere
+
+
+def test_a_refused_run_leaves_no_folder(videos, tmp_path, capsys) -> None:
+    (tmp_path / "raft.pth").write_text("not a checkpoint")
+    code = main(["prepare", str(videos), "--out", str(tmp_path / "out"), "--no-dift", "--detector",
+                 "mediapipe", "--raft", str(tmp_path / "raft.pth"), "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "raft.pth" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_lists_videos_frame_folders_and_path_lists(shared_data, tmp_path) -> None:
@@ -141,14 +229,16 @@ def test_lists_videos_frame_folders_and_path_lists(shared_data, tmp_path) -> Non
     assert [(c.id, c.path) for c in list_clips(tmp_path / "list.jsonl")] == [("dance", tiktok / "extra.mp4")]
 
 
-def test_worker_processes_record_every_clip(shared_data, tmp_path) -> None:
+def test_worker_processes_record_every_clip(shared_data, tmp_path, capsys) -> None:
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "skeleton.mp4").symlink_to(shared_data / "moore_pose_video2_kps.mp4")
     (videos / "broken.mp4").write_bytes(b"not a video")
     out = tmp_path / "out"
     assert main(["prepare", str(videos), "--out", str(out), "--workers", "2", "--no-dift", "--max-frames", "16",
-                 "--size", "128x192", "--device", "cpu", "--no-progress"]) == 0
+                 "--size", "128x192", "--device", "cpu", "--no-progress", "--detector", "mediapipe"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "every clip failed" in err and "manifest.jsonl" in err
     records = {r["id"]: r for r in shard.read_manifest(out)}
     assert {k: r["status"] for k, r in records.items()} == {"broken": "failed", "skeleton": "failed"}
     assert "no person" in records["skeleton"]["reason"] and "broken.mp4" in records["broken"]["reason"]

@@ -165,13 +165,13 @@ def _scalars(run: Path, tag: str) -> list[tuple[int, float]]:
 
 
 class NanAt(Samples):
-    """Samples whose pixels are NaN at the given indices."""
+    """Samples whose dense field is NaN at the given indices (images are uint8: they cannot hold a NaN)."""
 
     def __init__(self, bad: set[int], count: int = 3) -> None:
         super().__init__(count)
         for index in bad:
-            pixels = torch.full_like(self.items[index]["pixels"], np.nan)
-            self.items[index] = {**self.items[index], "pixels": pixels}
+            field = torch.full_like(self.items[index]["dense_flow"], np.nan)
+            self.items[index] = {**self.items[index], "dense_flow": field}
 
 
 def test_a_non_finite_step_is_skipped_and_too_many_in_a_row_stop_the_run(weights, tmp_path):

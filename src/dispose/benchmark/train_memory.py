@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from dispose.bases.mimicmotion.random_weights import SVD_CLIP, SVD_VAE
-from dispose.bases.mimicmotion.training import checkpoint_blocks
+from dispose.bases.mimicmotion.training import CHECKPOINTED_BLOCKS
+from dispose.bases.training import checkpoint_blocks
 from dispose.models.controlnet_svd import HybridControlNetSVD
 from dispose.models.hybrid_controlnet import EncodedGuidance
 from dispose.models.pose_net import PoseNet
@@ -133,7 +134,7 @@ def activations(unet, controlnet, frames: int, height: int, width: int, checkpoi
         if checkpointing == "diffusers":
             module.enable_gradient_checkpointing(gradient_checkpointing_func=tally.checkpoint)
         elif checkpointing == "blocks":
-            checkpoint_blocks(module, tally.checkpoint)
+            checkpoint_blocks(module, CHECKPOINTED_BLOCKS, tally.checkpoint)
         module.train()
     h, w = height // 8, width // 8
     config = unet.config

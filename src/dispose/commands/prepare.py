@@ -3,25 +3,32 @@
 VIDEOS is a folder of videos (.mp4/.mov/.webm/.mkv), a TikTok-style folder of frame folders
 (<root>/00001/images/*.png), a .txt list of paths (one per line) or a .jsonl list ({"path": ..., "id": ...}).
 Every clip is sampled with the release's stride rule (--sample-stride times int(fps / 24)), resized and
-centre-cropped to --size (default 768x1024, the paper's training size), posed (DWPose with --dwpose-dir, else
-MediaPipe), filtered, and stored under OUT/clips/<id>/ with one line per clip in OUT/manifest.jsonl (status
-ok or failed with the reason, frame count, fps, sizes, stride, pose quality, flow model, source sha256).
+centre-cropped to --size (default 768x1024, the paper's training size), posed (--detector: DWPose from
+--dwpose-dir, the default and what the release's PoseNet was trained on; or MediaPipe, weight-free but
+without hand and face keypoints), filtered, and stored under OUT/clips/<id>/ with one line per clip in
+OUT/manifest.jsonl (status
+ok or failed with the reason, detector, frame count, fps, sizes, stride, pose quality, flow model, source
+sha256); dispose train refuses a dataset whose detector differs from its data.detector.
 
 Per clip, for --references R frames spread over the clip (the references the training sampler may pick):
 the optical flow from that frame to every frame (RAFT with --raft raft-things.pth, else OpenCV DIS; float16
 at 1/--flow-downscale of the size), its watershed samples (P_d, App. A; --nms-kernel K_f) and the DIFT
 embeddings of its body keypoints (SD1.5 from --sd15; or --no-dift, then the point encoder cannot be
-trained).  This flow is the dense field F_d the trainer uses (App. D: training pairs show the same person,
-so the real flow replaces the CMP field that approximates it at inference).
+trained).  The trainer feeds CMP with the watershed samples (data.dense_field=cmp, the paper's App. A) or
+uses the flow itself (data.dense_field=flow).
 
 Rerunning skips finished clips (failed ones too, unless --retry-failed); a clip that cannot be read or shows
-nobody is recorded as failed and never stops the run.  --workers N runs N processes (one CUDA device each
-when several are visible).  The reader for training is dispose.training.dataset.TrainingDataset.
+nobody is recorded as failed and never stops the run (the exit code is 2 when every clip failed).  --workers N
+runs N processes (one CUDA device each when several are visible).  Launched with torchrun or accelerate
+launch (any number of nodes), each process prepares every K-th clip on its own device into the same --out
+and the manifest is written once all have finished.  The reader for training is
+dispose.training.dataset.TrainingDataset.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -53,8 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reject clips with more people in over 5%% of the frames (1; 0: no limit)")
     parser.add_argument("--max-missing", type=float, default=0.1,
                         help="reject clips where nobody is found in a larger share of the frames (0.1)")
-    parser.add_argument("--dwpose-dir", type=Path, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx "
-                        "(default: MediaPipe)")
+    parser.add_argument("--detector", default="dwpose", choices=("dwpose", "mediapipe"),
+                        help="pose detector: dwpose (default, needs --dwpose-dir) or mediapipe (no weights, "
+                        "no hands)")
+    parser.add_argument("--dwpose-dir", type=Path, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
     parser.add_argument("--raft", type=Path, help="raft-things.pth for the optical flow (default: OpenCV DIS)")
     parser.add_argument("--sd15", type=Path, help="local stable-diffusion-v1-5 folder for the DIFT embeddings")
     parser.add_argument("--no-dift", action="store_true", help="skip DIFT (the point encoder cannot be trained)")
@@ -82,10 +91,17 @@ def run(args: argparse.Namespace) -> int:
         folder_fps=args.folder_fps, min_frames=args.min_frames, min_score=args.min_score,
         min_visible=args.min_visible, max_people=args.max_people, max_missing=args.max_missing,
         dift=not args.no_dift)
-    models = ModelFiles(dwpose_dir=args.dwpose_dir, raft=args.raft, sd15=args.sd15, device=args.device)
+    models = ModelFiles(dwpose_dir=args.dwpose_dir, raft=args.raft, sd15=args.sd15, device=args.device,
+                        detector=args.detector)
     records = prepare_dataset(args.videos, args.out, settings, models, workers=args.workers,
                               retry_failed=args.retry_failed, progress=not args.no_progress)
     ok = [r for r in records if r["status"] == "ok"]
+    if os.environ.get("RANK", "0") != "0":  # a launched process: rank 0 reports
+        return 0
+    if not ok:
+        reason = Counter(r["reason"] for r in records).most_common(1)[0][0]
+        raise UserError(f"{args.videos}: every clip failed ({len(records)}; most often: {reason}); the "
+                        f"reasons are in {args.out / 'manifest.jsonl'}")
     frames = sum(r["frames"] for r in ok)
     size = sum(r["bytes"] for r in ok)
     print(f"{args.out}: {len(ok)} of {len(records)} clip(s) prepared, {frames} frames, "

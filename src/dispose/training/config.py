@@ -37,6 +37,7 @@ class WeightsConfig:
     clip_image_encoder: str | None = None  # MusePose base: image_encoder folder
     sd_vae: str | None = None  # MusePose base: sd-vae-ft-mse folder
     point_channels: int = 1280  # width of the DIFT point embeddings (SD1.5 up block 1)
+    cmp: str | None = None  # ckpt_iter_42000.pth.tar for data.dense_field=cmp (default: cmp/ under dir)
 
 
 @dataclass
@@ -48,6 +49,8 @@ class DataConfig:
     flip_probability: float = 0.5  # random horizontal flip (poses, flows and keypoint labels flip with it)
     num_workers: int = 4
     samples_per_clip: int = 1  # draws of every clip per epoch (the dataset's length is clips x this)
+    dense_field: str = "cmp"  # F_d: cmp (CMP on watershed samples of the flow, App. A) | flow (raw flow)
+    detector: str = "dwpose"  # the detector the dataset must have been prepared with (dwpose | mediapipe)
 
 
 @dataclass
@@ -107,8 +110,8 @@ class ValidationConfig:
     sample_stride: int = 2
     num_inference_steps: int = 10
     guidance_scale: float | None = None  # None: the base's (dispose.bases: Base.defaults)
-    detector: str = "mediapipe"  # dwpose (needs weights.dir/dwpose) | mediapipe
-    dense: str = "propagate"  # cmp | propagate | none
+    detector: str = "auto"  # dwpose | mediapipe | auto: dwpose when weights.dir holds it (as dispose animate)
+    dense: str = "auto"  # cmp | propagate | none | auto: cmp when its checkpoint is found (as animate)
     sd15: str | None = None  # SD1.5 folder for DIFT (default: under weights.dir)
     seed: int | None = None  # None: the base's (dispose.bases: Base.defaults)
     loss_every: int = 0  # held-out loss at fixed noise every N steps (0: never; dispose.training.heldout)
@@ -181,6 +184,9 @@ class TrainConfig:
             raise UserError(f"data.num_frames must be at least 2 (reference + one frame), got {self.data.num_frames}")
         if self.data.samples_per_clip < 1:
             raise UserError(f"data.samples_per_clip must be at least 1, got {self.data.samples_per_clip}")
+        for key, allowed in (("dense_field", ("cmp", "flow")), ("detector", ("dwpose", "mediapipe"))):
+            if getattr(self.data, key) not in allowed:
+                raise UserError(f"data.{key} must be {' or '.join(allowed)}, got {getattr(self.data, key)!r}")
         if self.data.width % 64 or self.data.height % 64:
             raise UserError(f"data.width/height must be multiples of 64, got {self.data.width}x{self.data.height}")
         if not 0.0 <= self.loss.conditioning_dropout < 1.0:

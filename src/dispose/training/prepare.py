@@ -7,10 +7,12 @@ Per clip (a video, or a folder of frames; :mod:`dispose.training.sources`):
    ``--max-frames``, then resized and centre-cropped to ``--size W x H`` exactly as inference prepares
    its inputs (:func:`dispose.media.geometry.resize_and_crop`; default 768x1024, the paper's MimicMotion
    training size).  They are stored as JPEG (quality 95).
-2. Poses: every person of every *source* frame (full resolution) is detected (DWPose with ``--dwpose-dir``,
-   else MediaPipe, :func:`dispose.pose.detector_factory.load_detector`); the first person is kept and carried into
-   the W x H crop.  Frames with nobody take the previous frame's pose (:func:`dispose.pose.extract.fill_missing`).
-   The people count of a frame is the detector's (MediaPipe finds at most one person).
+2. Poses: every person of every *source* frame (full resolution) is detected (``--detector``: DWPose from
+   ``--dwpose-dir``, the default and the release's detector, or MediaPipe, weight-free but without hands and
+   face; :func:`dispose.pose.detector_factory.load_detector`; each clip's record names it); the first person
+   is kept and carried into the W x H crop.  Frames with nobody take the previous frame's pose
+   (:func:`dispose.pose.extract.fill_missing`).  The people count of a frame is the detector's (MediaPipe
+   finds at most one person).
 3. Filters (a rejected clip is recorded as ``failed`` with the reason): fewer than ``--min-frames`` frames;
    nobody found; nobody in more than ``--max-missing`` of the frames; more than ``--max-people`` people in
    more than 5 % of the frames; mean keypoint score below ``--min-score``; visible body keypoints (inside
@@ -18,17 +20,18 @@ Per clip (a video, or a folder of frames; :mod:`dispose.training.sources`):
 4. Reference candidates: ``--references R`` frames spread evenly over the frames where the person was
    detected (default 4).  The training sampler picks the reference among them (any window, any candidate),
    so only these need the two expensive per-reference products below.
-5. Dense field ``F_d`` at training (decision, App. D): the training pairs show the same person, so the
-   accurate optical flow of the real video stands in for the CMP field that approximates it at inference.
-   Like ``F_d`` (Eq. 4 / sec. 4.1) it is *reference-based*: the forward flow from the reference candidate
+5. Optical flow of the real video (sec. 4.1, App. D: training pairs show the same person, so accurate
+   flow-derived motion is available).  Like ``F_d`` (Eq. 4 / sec. 4.1) it is *reference-based*: the
+   forward flow from the reference candidate
    to every frame of the clip, estimated directly on the pair (RAFT with ``--raft``, else OpenCV DIS;
    :mod:`dispose.training.flow_estimators`), not chained from consecutive flows (chaining 15+ flows drifts
    and breaks at occlusions).  It is stored at 1/``--flow-downscale`` of W x H (default 4: 192x256 for
    768x1024; area-averaged, in pixels of W x H, float16): the motion encoder reduces it to the latent size
-   (1/8) in its first layers, and CMP's inference field has a similar resolution (its 384 x 384 grid).
+   (1/8) in its first layers, and CMP's inference field has a similar resolution (its 384 x 384 grid).  It
+   is ``F_d`` itself with ``data.dense_field=flow``.
 6. ``P_d`` at training (App. A): watershed samples (:mod:`dispose.guidance.watershed`, NMS kernel
    ``K_f`` = ``--nms-kernel``, default 41 as CMP) of each full-size reference -> frame flow, stored as
-   points and vectors, for a trainer that feeds CMP with them (sec. 4.1's recipe) instead of the flow.
+   points and vectors, which the trainer feeds to CMP for ``F_d`` (``data.dense_field=cmp``, the default).
 7. DIFT point embeddings (:mod:`dispose.guidance.dift`, the release's setting: t = 261, up block 1,
    ensemble 8, seed 0) of every reference candidate at its body keypoints
    (:func:`dispose.guidance.correspondence.point_embeddings`), from SD1.5 given with ``--sd15``.  With
@@ -37,8 +40,8 @@ Per clip (a video, or a folder of frames; :mod:`dispose.training.sources`):
 Bytes per clip at the defaults (768x1024, R = 4, N frames): about N x (100 KB of JPEG + 4 x 196 KB of flow).
 
 Runs are resumable (finished clips are skipped; a clip whose source changed is redone; failed clips are kept
-unless ``retry_failed``), parallel (``workers`` processes, one CUDA device each when several are visible),
-and a clip that fails never stops the run.
+unless ``retry_failed``), parallel (``workers`` processes, one CUDA device each when several are visible; or
+several launched processes, :func:`prepare_dataset`), and a clip that fails never stops the run.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import multiprocessing
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,20 +99,35 @@ class PrepareSettings:
             raise UserError(f"--nms-kernel {self.nms_kernel}: use a positive odd number (CMP uses 41)")
 
 
+#: ``--detector`` value -> the name a clip's record and ``ModelFiles.identity`` give it.
+DETECTORS = {"dwpose": "DWPose", "mediapipe": "MediaPipe"}
+
+
 @dataclass(frozen=True)
 class ModelFiles:
-    """Local weights of the per-clip models and the device they run on."""
+    """Local weights of the per-clip models, the pose detector (``dwpose``: needs ``dwpose_dir``;
+    ``mediapipe``) and the device they run on."""
 
     dwpose_dir: Path | None = None
     raft: Path | None = None
     sd15: Path | None = None
     device: str = "auto"
+    detector: str = "dwpose"
 
     def identity(self) -> dict:
         """What the shards depend on (checked when a run resumes a dataset)."""
-        return {"detector": "DWPose" if self.dwpose_dir else "MediaPipe",
+        return {"detector": DETECTORS[self.detector],
                 "flow": f"RAFT {self.raft.name}" if self.raft else "DIS medium",
                 "dift": str(self.sd15) if self.sd15 else None}
+
+    def check(self) -> None:
+        """The detector's weights are given (one line naming the weight-free choice when not)."""
+        if self.detector not in DETECTORS:
+            raise UserError(f"--detector {self.detector}: use dwpose or mediapipe")
+        if self.detector == "dwpose" and self.dwpose_dir is None:
+            raise UserError("DWPose weights not given: pass --dwpose-dir DIR (yolox_l.onnx, "
+                            "dw-ll_ucoco_384.onnx), or --detector mediapipe (weight-free; costs the hand and "
+                            "face keypoints the release's PoseNet was trained with)")
 
 
 @dataclass
@@ -117,6 +135,7 @@ class ClipTools:
     """The loaded models of one worker."""
 
     detector: object
+    detector_key: str  # dwpose | mediapipe
     flow: object
     flow_name: str
     dift: object | None
@@ -128,8 +147,9 @@ class ClipTools:
         from dispose.pose.detector_factory import load_detector
         from dispose.training.flow_estimators import load_flow_estimator
 
+        models.check()
         torch_device = resolve_device(device)
-        detector = load_detector(models.dwpose_dir, device=device)
+        detector = load_detector(models.dwpose_dir if models.detector == "dwpose" else None, device=device)
         flow, flow_name = load_flow_estimator(models.raft, torch_device)
         dift = dift_name = None
         if settings.dift:
@@ -140,7 +160,7 @@ class ClipTools:
             dtype = torch.float16 if torch_device.type == "cuda" else torch.float32
             dift = DiftFeaturizer.from_pretrained(models.sd15, device=torch_device, dtype=dtype)
             dift_name = f"SD1.5 {models.sd15} ({dift.model_fingerprint()[:12]})"
-        return cls(detector, flow, flow_name, dift, dift_name)
+        return cls(detector, models.detector, flow, flow_name, dift, dift_name)
 
 
 class ClipRejected(Exception):
@@ -260,7 +280,8 @@ def prepare_clip(clip: ClipSource, root: Path, settings: PrepareSettings, tools:
     from dispose.media.files import atomic_folder
 
     start = time.perf_counter()
-    record = {"id": clip.id, "source": str(clip.path), "kind": clip.kind, "status": "failed", "reason": None}
+    record = {"id": clip.id, "source": str(clip.path), "kind": clip.kind, "status": "failed", "reason": None,
+              "detector": tools.detector_key}
     with atomic_folder(shard.clip_dir(root, clip.id), option=f"clip folder of {clip.id}") as folder:
         files, people = [], []
         try:
@@ -400,14 +421,51 @@ def _results(todo: list[ClipSource], root: Path, settings: PrepareSettings, mode
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _ranks() -> tuple[int, int, int]:
+    """``(rank, world size, local rank)`` of a ``torchrun`` / ``accelerate launch`` process ((0, 1, 0)
+    alone)."""
+    import os
+
+    return tuple(int(os.environ.get(name, default)) for name, default in
+                 (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+
+
+def _rank_device(device: str, local_rank: int, world: int) -> str:
+    """The device of one launched process: its own CUDA device (``LOCAL_RANK``) when ``device`` allows it."""
+    import torch
+
+    if world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{local_rank % torch.cuda.device_count()}"
+    return device
+
+
+def _barrier(world: int) -> None:
+    """Wait for every launched process (gloo: works beside any device; a no-op alone)."""
+    import torch.distributed as dist
+
+    if world == 1:
+        return
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
+
+
 def prepare_dataset(source: str | Path, out: str | Path, settings: PrepareSettings, models: ModelFiles, *,
                     workers: int = 1, retry_failed: bool = False, progress: bool = True) -> list[dict]:
-    """Prepare every clip of ``source`` into ``out`` (module docstring); returns the manifest records."""
+    """Prepare every clip of ``source`` into ``out`` (module docstring); returns the manifest records.
+
+    Launched as several processes (``torchrun`` / ``accelerate launch``, any node count: ``RANK`` and
+    ``WORLD_SIZE`` in the environment) each process prepares every ``WORLD_SIZE``-th clip of the input, from
+    its ``RANK``, on its own device, into the same folder (clip folders are locked one by one, so no two
+    processes write one clip); the manifest is written by rank 0 once every process has finished, from the
+    clip records on disk.  A rerun completes whatever is missing.
+    """
     from tqdm.auto import tqdm
 
     from dispose.media.files import ensure_folder
 
     settings.check()
+    models.check()
     if settings.dift and models.sd15 is None:
         raise UserError("DIFT point embeddings need Stable Diffusion 1.5: pass --sd15 DIR (local "
                         "stable-diffusion-v1-5 folder), or --no-dift (then the point encoder cannot be trained)")
@@ -416,23 +474,44 @@ def prepare_dataset(source: str | Path, out: str | Path, settings: PrepareSettin
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} exists and is not a folder")
+    rank, world, local_rank = _ranks()
+    if world > 1:
+        models = replace(models, device=_rank_device(models.device, local_rank, world))
     clips = list_clips(source)
-    ensure_folder(root / shard.CLIPS, "--out", named=root)
     identity = models.identity()
-    records, todo = _todo(clips, root, settings, identity, retry_failed)
+    records, todo = _todo(clips[rank::world], root, settings, identity, retry_failed)
+    created = [folder for folder in (root, root / shard.CLIPS) if not folder.exists()]
+    ensure_folder(root / shard.CLIPS, "--out", named=root)
     order = [clip.id for clip in clips]
 
     def manifest() -> None:
         shard.write_manifest(root, [records[i] for i in order if i in records])
 
     if todo:
-        print(f"{len(clips)} clip(s): {len(records)} already prepared, {len(todo)} to do")
+        share = f" (process {rank} of {world})" if world > 1 else ""
+        print(f"{len(clips)} clip(s){share}: {len(records)} already prepared, {len(todo)} to do")
     last = time.monotonic()
-    for record in tqdm(_results(todo, root, settings, models, workers, progress), total=len(todo), desc="prepare",
-                       unit="clip", disable=not progress):
-        records[record["id"]] = record
-        if time.monotonic() - last > MANIFEST_INTERVAL:
-            manifest()
-            last = time.monotonic()
-    manifest()
-    return [records[i] for i in order]
+    try:
+        for record in tqdm(_results(todo, root, settings, models, workers, progress), total=len(todo),
+                           desc="prepare", unit="clip", disable=not progress):
+            records[record["id"]] = record
+            if world == 1 and time.monotonic() - last > MANIFEST_INTERVAL:
+                manifest()
+                last = time.monotonic()
+    except BaseException:  # a refusal (e.g. a model that does not load) leaves no empty folder behind
+        for folder in reversed(created):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    _barrier(world)
+    if world > 1:  # every process's clips are on disk now
+        stored = {clip.id: shard.read_record(shard.clip_dir(root, clip.id)) for clip in clips}
+        records = {key: value["record"] for key, value in stored.items() if value is not None}
+    if rank == 0:
+        manifest()
+    _barrier(world)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return [records[i] for i in order if i in records]

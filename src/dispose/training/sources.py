@@ -6,7 +6,9 @@ Input (one path):
   directly holds PNG/JPEG frames is a clip (the TikTok dataset layout, ``<root>/00001/images/0001.png``);
 * a text file (``.txt``): one path per line (relative paths are taken from the list's folder; blank lines and
   lines starting with ``#`` are ignored);
-* a JSONL file (``.jsonl``): one object per line with ``"path"`` and optionally ``"id"``;
+* a JSONL file (``.jsonl``): one object per line with ``"path"`` and optionally ``"id"`` (a given id must be
+  one safe folder name, :data:`SAFE_ID`: it becomes ``OUT/clips/<id>``, so ``"../x"`` or ``"a/b"`` is
+  refused);
 * a single video file.
 
 Clip ids are the path relative to the input folder (or the list's folder), without suffix, with every
@@ -33,6 +35,9 @@ from dispose.errors import UserError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: What a clip id given in a list may be: one folder name of letters, digits, ``_``, ``.`` and ``-``, not
+#: starting with ``.`` (so neither ``..`` nor a hidden folder).
+SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 #: Frame rate assumed for a folder of frames (the TikTok dataset is 30 fps).
 FOLDER_FPS = 30.0
 
@@ -82,6 +87,10 @@ def _with_ids(entries: list[tuple[Path, Path, str | None]]) -> list[ClipSource]:
     return clips
 
 
+def _safe_id(given: object) -> bool:
+    return isinstance(given, str) and SAFE_ID.fullmatch(given) is not None
+
+
 def _scan_folder(root: Path) -> list[Path]:
     found = []
     for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
@@ -106,6 +115,9 @@ def _read_list(path: Path) -> list[tuple[Path, str | None]]:
                 target, given = record["path"], record.get("id")
             except (ValueError, KeyError, TypeError):
                 raise UserError(f"{path} line {number}: expected a JSON object with a \"path\"") from None
+            if given is not None and not _safe_id(given):
+                raise UserError(f"{path} line {number}: id {given!r} is not one safe folder name; use "
+                                "letters, digits, '_', '.' and '-' only, not starting with '.'")
         else:
             target = line
         entries.append((Path(target), given))

@@ -9,7 +9,7 @@ What runs (:func:`train`):
   (``diffusers.training_utils.EMAModel``); gradient checkpointing of every block of the ControlNet and of the
   frozen UNet (the loss reaches the ControlNet through the UNet's up blocks, whose activations dominate
   memory; ``model.enable_gradient_checkpointing``, for SVD
-  :func:`dispose.bases.mimicmotion.training.checkpoint_blocks`).
+  :func:`dispose.bases.training.checkpoint_blocks`).
 * Batch: ``train.batch_size`` clips per optimiser step over all processes, ``train.micro_batch_size`` per
   forward; the gradient accumulation makes up the rest (:mod:`dispose.training.config`).
 * Data and randomness: accelerate's seedable sampler shards every epoch over the processes (a different order
@@ -155,17 +155,10 @@ def _optimizer_class(config: TrainConfig, device: torch.device):
 
 
 def _open_dataset(config: TrainConfig):
-    """The prepared dataset of ``data.root`` (``dispose prepare``'s reader)."""
-    if config.data.root is None:
-        raise UserError("data.root is not set: pass --data DATASET (a folder written by dispose prepare)")
-    try:
-        from dispose.training.dataset import TrainingDataset
-    except ImportError as error:
-        raise UserError(f"the training dataset reader is not available ({error})") from None
-    data = config.data
-    return TrainingDataset(data.root, num_frames=data.num_frames, size=(data.width, data.height),
-                           flip_probability=data.flip_probability, seed=config.train.seed,
-                           samples_per_clip=data.samples_per_clip)
+    """The prepared dataset of ``data.root`` (``dispose prepare``'s reader, after its cheap checks)."""
+    from dispose.training.dataset import open_dataset
+
+    return open_dataset(config)
 
 
 def _held_out_config(config: TrainConfig) -> TrainConfig:
@@ -576,7 +569,7 @@ def master_weights(accelerator, controlnet) -> list[torch.Tensor]:
 
 
 def _fsdp_settings(accelerator, model) -> None:
-    """FSDP shards the trainable ControlNet only.  The frozen base goes to ``ignored_modules`` (kept whole on
+    """FSDP shards the trainable ControlNet only.  The frozen base and CMP go to ``ignored_modules`` (kept whole on
     every process in its bf16/fp16 dtype: FSDP cannot put it in one unit with the float32 ControlNet); nothing
     is auto-wrapped, so the ControlNet is one unit, gathered for the training forward (its guidance encoders
     run outside its own ``forward``, which a unit of their own would not allow); the root's inputs keep their
@@ -592,7 +585,7 @@ def _fsdp_settings(accelerator, model) -> None:
     if plugin.fsdp_version != 1:
         raise UserError(f"the accelerate config sets fsdp_version {plugin.fsdp_version}; dispose train "
                         "supports FSDP1 (fsdp_version: 1, as configs/accelerate/fsdp.yaml)")
-    plugin.ignored_modules = model.frozen_modules()
+    plugin.ignored_modules = model.untrained_modules()
     plugin.auto_wrap_policy = None
     if plugin.mixed_precision_policy is not None:
         plugin.mixed_precision_policy = dataclasses.replace(plugin.mixed_precision_policy,
@@ -644,16 +637,20 @@ def validation_animate(config: TrainConfig, device: torch.device) -> Animate:
     pipeline's current weights."""
     from dispose.engine import Animator, Runtime
     from dispose.guidance.stage import GuidanceModels
-    from dispose.pipelines.weights import resolve_weights
+    from dispose.pipelines.weights import find_weights, resolve_weights
     from dispose.pose.detector_factory import load_detector
 
     settings = config.validation
     if settings.ref is None or settings.driving is None:
         raise UserError("validation.every is set but validation.ref / validation.driving are not: give a held-out "
                         "reference image and driving video, or set validation.every=0")
+    found, _ = find_weights(config.weights.dir, {"cmp": config.weights.cmp}, ["dwpose", "cmp"])
+    settings = replace(settings, detector={"auto": "dwpose" if found.dwpose else "mediapipe"}.get(
+        settings.detector, settings.detector), dense={"auto": "cmp" if found.cmp else "propagate"}.get(
+        settings.dense, settings.dense))  # "auto": the run's weights, as dispose animate chooses
     needed = ["sd15"] + (["cmp"] if settings.dense == "cmp" else []) + (["dwpose"] if settings.detector == "dwpose"
                                                                         else [])
-    paths = resolve_weights(config.weights.dir, {"sd15": settings.sd15} if settings.sd15 else {}, needed)
+    paths = resolve_weights(config.weights.dir, {"sd15": settings.sd15, "cmp": config.weights.cmp}, needed)
     detector = load_detector(dwpose_dir=paths.dwpose if settings.detector == "dwpose" else None, device=str(device))
     dtype = {"no": "fp32"}.get(config.train.mixed_precision, config.train.mixed_precision)
     runtime = Runtime(device=str(device), dtype=dtype, detector=settings.detector, dense=settings.dense,

@@ -2,9 +2,11 @@
 
 Everything is built in code with small widths (latents of 8x8 for 64x64 frames) and saved the way the
 real files are: SVD folder (VAE, CLIP image encoder, scheduler, feature extractor, UNet config),
-``MimicMotion_1-1.pth`` (``unet.*`` + ``pose_net.*``), ``DisPose.pth``, an SD1.5 folder for DIFT.  Loading
-them goes through exactly the code that loads real weights.  No detector or CMP weights: use the
-MediaPipe detector and a weight-free dense field with them.
+``MimicMotion_1-1.pth`` (``unet.*`` + ``pose_net.*``), ``DisPose.pth``, an SD1.5 folder for DIFT, and a
+random CMP ``cmp/ckpt_iter_42000.pth.tar`` (the real network's size, about 110 MB: CMP's configuration is
+fixed; saved as CMP's trainer saves, ``module.`` keys without BatchNorm counters) so that the ``cmp`` dense
+field runs in training and inference.  Loading them goes through exactly the code that loads real weights.
+No detector weights: use the MediaPipe detector with them.
 """
 
 from __future__ import annotations
@@ -76,6 +78,15 @@ def tiny_models(controlnet: str = "random", seed: int = 0):
     return unet, pose_net, control
 
 
+def _cmp(path: Path) -> None:
+    from dispose.guidance.cmp import CMP
+
+    state = {f"module.{key}": value for key, value in CMP().state_dict().items()
+             if not key.endswith("num_batches_tracked")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": 0, "state_dict": state}, path)
+
+
 def build_tiny_weights(root: str | Path, *, controlnet: str = "random", seed: int = 0) -> Path:
     """Write tiny random weights in the release layout under ``root``; returns ``root``."""
     root = Path(root)
@@ -89,4 +100,5 @@ def build_tiny_weights(root: str | Path, *, controlnet: str = "random", seed: in
     state.update({f"pose_net.{k}": v for k, v in pose_net.state_dict().items()})
     torch.save(state, root / "MimicMotion_1-1.pth")
     torch.save(control.state_dict(), root / "DisPose.pth")
+    _cmp(root / "cmp" / "ckpt_iter_42000.pth.tar")
     return root

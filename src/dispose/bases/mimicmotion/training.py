@@ -34,6 +34,15 @@ Training choices (not in the paper, which gives none of these):
 * ``F_s`` of a sample is generated from its keypoint trajectories on the training device, by the same
   ``GuidanceTensors.window`` sampling uses; its step 0 is reference -> f1, as in the first inference tile
   (later inference tiles see the step from the frame before the tile instead).
+* ``F_d`` (:func:`dispose.bases.training.dense_field`): with ``data.dense_field=cmp`` (the default, paper
+  sec. 4.1 and App. A) the frozen CMP turns the watershed samples of the real flow (``P_d`` at training) into
+  ``F_d`` on the training device through inference's own call
+  (:func:`dispose.guidance.motion_fields.cmp_motion_field`: the reference resized to CMP's 384 grid, CMP in
+  float32, its flow resized back to W x H as the release does); with ``flow`` the stored optical flow itself
+  is ``F_d``.  Either way it then goes through ``GuidanceTensors.window`` and ``encode_guidance`` exactly as
+  at inference.
+* Samples arrive as uint8 images and float16 fields (:mod:`dispose.training.dataset`) and are converted on
+  the device (:func:`dispose.bases.training.model_inputs`).
 
 A second base (MusePose / SD1.5, v-prediction: :mod:`dispose.bases.musepose.training`) has its own model,
 objective and export file name; each base's registry entry hands out its recipe (``Base.training``), and the
@@ -42,7 +51,6 @@ trainer only uses the :class:`~dispose.bases.training.TrainingBase` interface.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +67,14 @@ from dispose.bases.mimicmotion.pipeline import (
     time_ids,
 )
 from dispose.bases.mimicmotion.weights import load_controlnet, load_pipeline, required_components
-from dispose.bases.training import FrozenBaseModel, export_controlnet, frozen_dtype
+from dispose.bases.training import (
+    FrozenBaseModel,
+    checkpoint_blocks,
+    export_controlnet,
+    frozen_dtype,
+    load_training_cmp,
+    model_inputs,
+)
 from dispose.guidance.stage import GuidanceTensors
 from dispose.models.controlnet_svd import HybridControlNetSVD
 from dispose.pipelines.weights import resolve_weights
@@ -67,33 +82,6 @@ from dispose.pipelines.weights import resolve_weights
 #: Blocks of the SVD UNet / ControlNet recomputed in the backward pass with gradient checkpointing: every
 #: spatio-temporal resnet and every spatio-temporal transformer (spatial and temporal attention together).
 CHECKPOINTED_BLOCKS = ("SpatioTemporalResBlock", "TransformerSpatioTemporalModel")
-
-
-def checkpoint_blocks(module: nn.Module, checkpoint: Callable | None = None) -> int:
-    """Gradient checkpointing of every block of ``module`` named in :data:`CHECKPOINTED_BLOCKS` (once); returns
-    how many blocks it wrapped.
-
-    diffusers' own ``enable_gradient_checkpointing`` of the SVD UNet recomputes the resnets and the spatial
-    transformer blocks only, and keeps the temporal transformer blocks' activations, several times the memory
-    of checkpointing both (``bench/train_memory.py``; figures in the README's training section).
-    ``checkpoint(fn, *args, **kwargs)`` defaults to ``torch.utils.checkpoint.checkpoint`` (non-reentrant).
-    """
-    import functools
-
-    from torch.utils.checkpoint import checkpoint as torch_checkpoint
-
-    run = checkpoint or functools.partial(torch_checkpoint, use_reentrant=False)
-    count = 0
-    for block in module.modules():
-        if type(block).__name__ in CHECKPOINTED_BLOCKS and not getattr(block, "_checkpointed", False):
-            block.forward = functools.partial(_checkpointed, run, block.forward)
-            block._checkpointed = True
-            count += 1
-    return count
-
-
-def _checkpointed(run: Callable, forward: Callable, *args, **kwargs):
-    return run(forward, *args, **kwargs) if torch.is_grad_enabled() else forward(*args, **kwargs)
 
 
 @dataclass
@@ -129,7 +117,7 @@ class MimicMotionTrainingModel(FrozenBaseModel):
     def __init__(self, *, vae: nn.Module, image_encoder: nn.Module, unet: nn.Module, pose_net: nn.Module,
                  controlnet: nn.Module, feature_extractor=None, objective: EDMVObjective | None = None,
                  conditioning: Conditioning | None = None, vae_encode_chunk: int = 8,
-                 frozen_dtype: torch.dtype = torch.float32) -> None:
+                 frozen_dtype: torch.dtype = torch.float32, cmp: nn.Module | None = None) -> None:
         super().__init__()
         self.vae, self.image_encoder, self.unet, self.pose_net = vae, image_encoder, unet, pose_net
         self.controlnet = controlnet
@@ -138,15 +126,21 @@ class MimicMotionTrainingModel(FrozenBaseModel):
         self.conditioning = conditioning or Conditioning()
         self.vae_encode_chunk = vae_encode_chunk
         self.freeze(frozen_dtype)
+        self.cmp = cmp  # frozen by load_cmp, kept in float32 as inference runs it (data.dense_field=cmp)
 
     # ------------------------------------------------------------------ parameter sets
     def frozen_modules(self) -> list[nn.Module]:
         return [self.vae, self.image_encoder, self.unet, self.pose_net]
 
     def enable_gradient_checkpointing(self) -> None:
-        """Recompute every spatio-temporal block of the UNet and the ControlNet in the backward pass."""
+        """Recompute every spatio-temporal block of the UNet and the ControlNet in the backward pass.
+
+        diffusers' own ``enable_gradient_checkpointing`` of the SVD UNet recomputes the resnets and the
+        spatial transformer blocks only, and keeps the temporal transformer blocks' activations, several times
+        the memory of checkpointing both (``bench/train_memory.py``; figures in the README's training
+        section)."""
         for module in (self.unet, self.controlnet):
-            checkpoint_blocks(module)
+            checkpoint_blocks(module, CHECKPOINTED_BLOCKS)
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -221,7 +215,8 @@ class MimicMotionTrainingModel(FrozenBaseModel):
         return self.objective.denoised(noisy, output, pre)
 
     def forward(self, batch: dict, draw: NoiseDraw) -> torch.Tensor:
-        """Per-clip loss (B,) of one training step (module docstring)."""
+        """Per-clip loss (B,) of one training step on a batch of the dataset (module docstring)."""
+        batch = model_inputs(batch, self.cmp)
         cond = self.encode(batch, draw.reference_noise)
         control = self.controlnet.encode_guidance(**self.guidance_window(batch, self.controlnet.dtype))
         noisy = self.objective.noisy(cond["latents"], draw.noise, draw.sigmas)
@@ -248,7 +243,7 @@ class MimicMotionBase:
         else:
             controlnet = HybridControlNetSVD.from_unet(base.unet, point_channels=weights.point_channels)
         loss = config.loss
-        model = MimicMotionTrainingModel(
+        model = MimicMotionTrainingModel(cmp=load_training_cmp(config),
             vae=base.vae, image_encoder=base.image_encoder, unet=base.unet, pose_net=base.pose_net,
             controlnet=controlnet.float(), feature_extractor=base.feature_extractor,
             objective=EDMVObjective(loss.p_mean, loss.p_std),

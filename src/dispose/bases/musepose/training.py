@@ -64,10 +64,21 @@ from dispose.bases.musepose.weights import (
     load_pipeline,
     required_components,
 )
-from dispose.bases.training import FrozenBaseModel, export_controlnet, frozen_dtype
+from dispose.bases.training import (
+    FrozenBaseModel,
+    checkpoint_blocks,
+    export_controlnet,
+    frozen_dtype,
+    load_training_cmp,
+    model_inputs,
+)
 from dispose.guidance.stage import GuidanceTensors
 from dispose.models.controlnet_sd import HybridControlNetSD
 from dispose.pipelines.weights import resolve_weights
+
+#: Blocks of MusePose's denoising UNet and the SD ControlNet recomputed in the backward pass: the resnets, the
+#: spatial transformers (self-, reference and cross-attention) and the motion modules (temporal attention).
+CHECKPOINTED_BLOCKS = ("ResnetBlock2D", "Transformer2DModel", "MusePoseMotionModule")
 
 
 @dataclass
@@ -97,7 +108,8 @@ class MusePoseTrainingModel(FrozenBaseModel):
     def __init__(self, *, vae: nn.Module, image_encoder: nn.Module, reference_unet: nn.Module,
                  denoising_unet: nn.Module, pose_guider: nn.Module, controlnet: nn.Module, reference_bank,
                  objective: SDNoiseObjective | None = None, conditioning_dropout: float = 0.1,
-                 vae_encode_chunk: int = 8, frozen_dtype: torch.dtype = torch.float32) -> None:
+                 vae_encode_chunk: int = 8, frozen_dtype: torch.dtype = torch.float32,
+                 cmp: nn.Module | None = None) -> None:
         super().__init__()
         self.vae, self.image_encoder, self.pose_guider = vae, image_encoder, pose_guider
         self.reference_unet, self.denoising_unet = reference_unet, denoising_unet
@@ -108,16 +120,19 @@ class MusePoseTrainingModel(FrozenBaseModel):
         self.conditioning_dropout = conditioning_dropout
         self.vae_encode_chunk = vae_encode_chunk
         self.freeze(frozen_dtype)
+        self.cmp = cmp  # frozen by load_cmp, kept in float32 as inference runs it (data.dense_field=cmp)
 
     # ------------------------------------------------------------------ parameter sets
     def frozen_modules(self) -> list[nn.Module]:
         return [self.vae, self.image_encoder, self.reference_unet, self.denoising_unet, self.pose_guider]
 
     def enable_gradient_checkpointing(self) -> None:
-        """Recompute the blocks of the denoising UNet (motion modules included) and the ControlNet in the backward
-        pass (diffusers' own block checkpointing)."""
+        """Recompute every resnet, spatial transformer and motion module of the denoising UNet and the
+        ControlNet in the backward pass (:data:`CHECKPOINTED_BLOCKS`).  diffusers' own block checkpointing of
+        these blocks recomputes the resnets only and keeps the attention and motion modules' activations
+        (``bench/train_memory_musepose.py`` measures both)."""
         for module in (self.denoising_unet, self.controlnet):
-            module.enable_gradient_checkpointing()
+            checkpoint_blocks(module, CHECKPOINTED_BLOCKS)
 
     # ------------------------------------------------------------------ inputs
     def latent_shape(self, batch: dict) -> tuple[int, ...]:
@@ -175,7 +190,9 @@ class MusePoseTrainingModel(FrozenBaseModel):
                               residuals)
 
     def forward(self, batch: dict, draw: SDNoiseDraw) -> torch.Tensor:
-        """Per-clip loss (B,) of one training step (module docstring); its mean is the objective's batch loss."""
+        """Per-clip loss (B,) of one training step on a batch of the dataset (module docstring); its mean is
+        the objective's batch loss."""
+        batch = model_inputs(batch, self.cmp)
         cond = self.encode(batch, draw.keep)
         control = self.controlnet.encode_guidance(**self.guidance_window(batch, self.controlnet.dtype))
         noisy, target = self.objective.noisy_and_target(cond["latents"], draw.noise, draw.timesteps,
@@ -216,7 +233,7 @@ class MusePoseBase:
             reference_bank=base.reference_bank,
             objective=SDNoiseObjective(noise_offset=loss.noise_offset, snr_gamma=loss.snr_gamma),
             conditioning_dropout=loss.conditioning_dropout, vae_encode_chunk=config.train.vae_encode_chunk,
-            frozen_dtype=frozen)
+            frozen_dtype=frozen, cmp=load_training_cmp(config))
         model.scheduler = base.scheduler  # plain attribute (not a module): the sampler, for validation pipelines
         return model
 
