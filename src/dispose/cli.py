@@ -5,7 +5,8 @@ and ``run(args) -> int``; its docstring's first line is the command's help.  Mod
 only when their command runs, so ``dispose --help`` stays fast and a missing optional extra only
 affects the command that needs it.
 
-Errors are one line on standard error, never a traceback: a :class:`~dispose.errors.UserError`, a bad value,
+Errors are one line on standard error, never a traceback: a bad command line (argparse's message and a pointer to
+``--help``, without the usage block), a :class:`~dispose.errors.UserError`, a bad value,
 a missing or unreadable file, and an operating-system error about a file the user chose (read-only disk,
 permissions, disk full) exit with status 2; Ctrl-C (SIGINT) exits with status 130 and ``kill`` (SIGTERM) with
 143, each after one line saying which finished outputs were kept (outputs are written atomically,
@@ -19,29 +20,51 @@ import argparse
 import contextlib
 import importlib
 import pkgutil
+import re
 import signal
 import sys
 import threading
 from collections.abc import Iterator
 
 import dispose.commands
-from dispose.errors import error_line
+from dispose.errors import UserError, error_line
 from dispose.media.files import finished_outputs
+
+
+class UsageError(UserError):
+    """A bad command line (an unknown option, a value of the wrong type): one line naming the command."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(f"{message} (see '{prog} --help')")
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage block): the command and a pointer to its --help."""
+
+    def error(self, message: str):
+        raise UsageError(self.prog, message)
 
 
 def _command_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(dispose.commands.__path__) if not m.name.startswith("_"))
 
 
+def _summary(doc: str) -> str:
+    """The first sentence of a command's docstring (it may span several lines)."""
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    return re.split(r"(?<=\.)\s(?=[A-Z-])", paragraph)[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dispose", description="DisPose (ICLR 2025): animate a reference image with the motion of a driving "
         "video. 'dispose COMMAND --help' describes each command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _command_modules():
         module = importlib.import_module(f"dispose.commands.{name}")
         doc = (module.__doc__ or name).strip()
-        command = sub.add_parser(name.replace("_", "-"), help=doc.splitlines()[0], description=doc,
+        command = sub.add_parser(name.replace("_", "-"), help=_summary(doc), description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
@@ -92,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             signum = interrupted[0] if interrupted else signal.SIGINT
             print(f"{prog}: {_interrupted(signum, finished_outputs()[before:])}", file=sys.stderr)
             return 128 + signum
+        prog = getattr(error, "prog", prog)
         line = error_line(error)
         if line is None:  # a bug, or --help / a bad option (SystemExit): as it is
             raise
