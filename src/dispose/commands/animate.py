@@ -147,6 +147,21 @@ def _check_inputs(job) -> None:
             check_writable_dir(Path(path))
 
 
+def _check_apart(jobs, config: Path | None) -> None:
+    """No output of any job is an input of any job (or the job file), or another output: symlinks and hard
+    links included (:func:`dispose.media.files.check_apart`)."""
+    from dispose.media.files import check_apart
+    from dispose.pipelines.job import sidecar_path
+
+    inputs = [("--config", config)]
+    outputs = []
+    for job in jobs:
+        inputs += [("--ref", job.ref), ("--driving", job.driving), ("--poses", job.poses), ("--guidance", job.guidance)]
+        outputs += [("--out", job.out), ("--side-by-side", job.side_by_side),
+                    ("sidecar of --out", sidecar_path(Path(job.out)))]
+    check_apart(inputs, outputs)
+
+
 def _check_references(jobs):
     """Once the detector is loaded, before the base model: every reference can be read and shows a person."""
     from dispose.guidance.stage import reference_frame
@@ -191,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     jobs, weight_overrides = build_jobs(args.config, overrides, args.out)
     weight_overrides.update({key: getattr(args, dest) for dest, key, _, _ in _weight_options()
                              if getattr(args, dest, None) is not None})
+    _check_apart(jobs, args.config)
     bases = {job.base for job in jobs}
     if len(bases) > 1:
         raise _error(f"a job file must use one base model per run, got {sorted(map(str, bases))}; split it")

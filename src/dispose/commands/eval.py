@@ -86,8 +86,12 @@ MIN_SIZE = 16
 def _check_options(args: argparse.Namespace) -> None:
     """Every option and the report path, before any video is read or model loaded."""
     from dispose.errors import UserError
-    from dispose.media.files import check_writable_dir
+    from dispose.evaluation.backbones import WEIGHT_OPTIONS
+    from dispose.media.files import check_apart, check_writable_dir
 
+    check_apart([*(("--pred", path) for path in args.pred), *(("--gt", path) for path in args.gt),
+                 ("--weights", args.weights), *((option, getattr(args, key)) for key, option in WEIGHT_OPTIONS.items())],
+                [("--out", args.out)])
     if args.out.is_dir():
         raise UserError(f"--out {args.out} is a folder; give the report's file name, e.g. {args.out / 'report.json'}")
     check_writable_dir(args.out)

@@ -86,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_args(args: argparse.Namespace) -> str:
     """Validate the options before anything loads; return the dense method to use."""
     from dispose.errors import UserError
+    from dispose.media.files import check_apart
     from dispose.media.geometry import check_resolution
 
     for label, path in (("--ref", args.ref), ("--driving", args.driving), ("--cmp-checkpoint", args.cmp_checkpoint)):
@@ -94,6 +95,9 @@ def _check_args(args: argparse.Namespace) -> str:
     for label, path in (("--poses", args.poses), ("--sd15", args.sd15), ("--dwpose-dir", args.dwpose_dir)):
         if path is not None and not path.exists():
             raise UserError(f"{label} {path} does not exist")
+    check_apart([("--ref", args.ref), ("--driving", args.driving), ("--poses", args.poses),
+                 ("--cmp-checkpoint", args.cmp_checkpoint), ("--sd15", args.sd15), ("--dwpose-dir", args.dwpose_dir)],
+                [("--out", args.out)])
     if args.driving is None and args.poses is None:
         raise UserError("give the driving video (--driving) or its poses (--poses)")
     check_resolution(args.resolution)
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     dense = _check_args(args)
     device = resolve_device(args.device)
-    with atomic_folder(args.out) as folder:
+    with atomic_folder(args.out, command="dispose guidance") as folder:
         detector = load_detector(args.dwpose_dir, device=str(device))
         models = GuidanceModels(detector=detector, cmp=args.cmp_checkpoint, sd15=args.sd15)
         timings: dict[str, float] = {}

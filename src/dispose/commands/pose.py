@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     from dispose.errors import UserError
+    from dispose.media.files import check_apart
     from dispose.media.geometry import check_resolution
 
     sources = [label for label, value in (("--image", args.image), ("--video", args.video), ("--poses", args.poses))
@@ -82,13 +83,15 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UserError(f"{label} {path} does not exist")
     if args.poses is not None and not args.poses.exists():
         raise UserError(f"--poses {args.poses} does not exist")
+    check_apart([("--image", args.image), ("--video", args.video), ("--poses", args.poses), ("--ref", args.ref),
+                 ("--dwpose-dir", args.dwpose_dir)], [("--out", args.out)])
 
 
 def run(args: argparse.Namespace) -> int:
     from dispose.media.files import atomic_folder
 
     _check_args(args)
-    with atomic_folder(args.out) as out:
+    with atomic_folder(args.out, command="dispose pose") as out:
         written = (_pose_image if args.image is not None else _pose_video)(args, out)
     print(f"wrote {written} to {args.out}")
     return 0

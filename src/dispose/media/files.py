@@ -9,6 +9,10 @@ not at all.
   second concurrent writer; a lock left by a process that no longer runs is taken over.  A finished folder
   holds a manifest (``.dispose-output``) listing its files: an existing folder is replaced only when it is
   empty or holds nothing but what its manifest lists, so a mistyped ``--out`` never deletes the user's files.
+  The manifest also names the command that wrote the folder: a folder written by another command (a
+  ``dispose guidance`` result under ``dispose pose --out``) is refused, not replaced.
+* :func:`check_apart` refuses, before anything is computed, an output that is one of the command's inputs or
+  another of its outputs (through a symlink or a hard link too), or a folder holding one of its inputs.
 * :func:`ensure_folder` creates an output folder (and its parents), turning a read-only disk or a permission
   problem into one line naming the folder.
 
@@ -28,7 +32,7 @@ import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dispose.errors import UserError, os_error_fix
@@ -56,6 +60,41 @@ def check_writable_dir(path: Path) -> None:
         raise UserError(f"output folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK):
         raise UserError(f"output folder {folder} is not writable; choose another folder or fix its permissions")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        first, second = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return os.path.isdir(folder) and Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents
+
+
+def check_apart(inputs: Iterable[tuple[str, str | Path | None]],
+                outputs: Iterable[tuple[str, str | Path | None]]) -> None:
+    """Refuse (UserError naming both) an output that resolves to one of the ``inputs`` or to another output,
+    symlinks and hard links included (same real path, or same device and inode), or an existing output folder
+    that holds an input (it would be replaced as a whole).  Each item is ``(option, path)``; None is skipped."""
+    inputs = [(label, Path(path)) for label, path in inputs if path is not None]
+    outputs = [(label, Path(path)) for label, path in outputs if path is not None]
+    for number, (label, out) in enumerate(outputs):
+        for in_label, source in inputs:
+            if _same_file(out, source):
+                raise UserError(f"{label} {out} is the input {in_label} {source}; writing it would replace "
+                                "that input: choose another output name")
+            if _inside(source, out):
+                raise UserError(f"{label} {out} holds the input {in_label} {source}, and the folder is replaced "
+                                "as a whole: choose another output folder or move the input out of it")
+        for other_label, other in outputs[:number]:
+            if _same_file(out, other):
+                raise UserError(f"{label} {out} is also {other_label} {other}; one output would replace the "
+                                "other: give each its own name")
 
 
 def ensure_folder(path: str | Path, option: str = "--out", *, named: Path | None = None) -> Path:
@@ -123,10 +162,11 @@ def atomic_write_bytes(path: Path, data: bytes, *, cache: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | Path, option: str = "--out") -> Iterator[Path]:
+def atomic_folder(path: str | Path, option: str = "--out", *, command: str | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` as a whole.
 
-    ``option`` names the folder in errors (``"--out"``).  Checks run on entry, before the caller computes
+    ``option`` names the folder in errors (``"--out"``); ``command`` (``"dispose pose"``) is recorded in the
+    manifest, and an existing result written by another command is refused.  Checks run on entry, before the caller computes
     anything: the parent is created (:func:`ensure_folder`), the lock is taken, and an existing ``path``
     must be a folder that is empty or a previous result (see module docstring).  On any error or
     interruption the temporary folder is removed and ``path`` is left as it was.
@@ -137,15 +177,18 @@ def atomic_folder(path: str | Path, option: str = "--out") -> Iterator[Path]:
     ensure_folder(path.parent, option, named=path)
     with _lock(path, option):
         _recover(path)
-        _check_replaceable(path, option)
+        _check_replaceable(path, option, command)
         tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")  # unique: we hold the lock
         try:
             tmp.mkdir()
             _building.add(tmp)
             yield tmp
             files = sorted(str(item.relative_to(tmp)) for item in tmp.rglob("*") if not item.is_dir())
-            (tmp / MANIFEST).write_text(json.dumps({"format": "dispose-output/1", "files": files}))
-            _check_replaceable(path, option)
+            manifest = {"format": "dispose-output/1", "files": files}
+            if command is not None:
+                manifest["command"] = command
+            (tmp / MANIFEST).write_text(json.dumps(manifest))
+            _check_replaceable(path, option, command)
             _swap_into_place(tmp, path)
             _finished.append(path)
         finally:
@@ -153,14 +196,16 @@ def atomic_folder(path: str | Path, option: str = "--out") -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _manifest_files(folder: Path) -> set[str] | None:
+def _manifest(folder: Path) -> tuple[set[str], str | None] | None:
+    """The files listed in ``folder``'s manifest (itself included) and the command that wrote it."""
     try:
-        return set(json.loads((folder / MANIFEST).read_text())["files"]) | {MANIFEST}
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads((folder / MANIFEST).read_text())
+        return set(data["files"]) | {MANIFEST}, data.get("command")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def _check_replaceable(path: Path, option: str) -> None:
+def _check_replaceable(path: Path, option: str, command: str | None = None) -> None:
     if not path.exists():
         return
     if not path.is_dir():
@@ -168,10 +213,14 @@ def _check_replaceable(path: Path, option: str) -> None:
     present = [str(item.relative_to(path)) for item in path.rglob("*") if not item.is_dir()]
     if not present:
         return
-    listed = _manifest_files(path)
-    if listed is None:
+    manifest = _manifest(path)
+    if manifest is None:
         raise UserError(f"{option} {path} already holds files that dispose did not write (e.g. {present[0]}); "
                         "choose a new folder, or empty or delete this one")
+    listed, writer = manifest
+    if command is not None and writer is not None and writer != command:
+        raise UserError(f"{option} {path} holds a result of `{writer}`, not of `{command}`; choose another folder "
+                        "(or delete that one)")
     foreign = sorted(set(present) - listed)
     if foreign:
         raise UserError(f"{option} {path} holds {foreign[0]}, which the earlier result there did not write; "
