@@ -95,8 +95,8 @@ def test_output_folder_on_a_read_only_disk(shared_data, tmp_path, monkeypatch, c
                                        "(the file system is read-only; write to a folder on a writable disk)")
 
 
-@pytest.mark.parametrize(("value", "message"), [("100000", "is too large"), ("577", "use 576 or 640"),
-                                                ("65", "use 64 or 128"), ("32", "is too small")])
+@pytest.mark.parametrize(("value", "message"), [("100000", "from 64 to 2048"), ("577", "nearest: 576 or 640"),
+                                                ("65", "nearest: 64 or 128"), ("32", "from 64 to 2048")])
 def test_bad_resolution_is_refused_before_any_work(shared_data, tmp_path, capsys, value, message):
     out = tmp_path / "out"
     assert main(["pose", "--image", str(shared_data / "musepose_ref.png"), "--resolution", value,

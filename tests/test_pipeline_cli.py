@@ -135,8 +135,8 @@ def test_bad_inputs_are_reported_before_the_base_model_loads(shared_data, weight
 
 
 @pytest.mark.parametrize(("option", "expected"), [
-    (["--controlnet-interval", "0"], "controlnet_interval must be at least 1"),
-    (["--guidance-cache-mb", "-1"], "--guidance-cache-mb must be 0 or more")])
+    (["--controlnet-interval", "0"], "argument --controlnet-interval: 0 is not allowed"),
+    (["--guidance-cache-mb", "-1"], "argument --guidance-cache-mb: -1 is not allowed")])
 def test_bad_speed_options_name_themselves_before_loading(shared_data, weights, tmp_path, capsys, monkeypatch,
                                                           option, expected):
     from dispose.pipelines import loading

@@ -5,7 +5,7 @@ its bounds and whether it may be left out.  :meth:`Rule.check` turns what a user
 raises one :class:`~dispose.errors.UserError` line naming the source (an option, or a file and key), the value
 and what is allowed.  The same rules serve
 
-* command-line options (:func:`option`, an argparse ``type=``: the error names the option),
+* command-line options (:func:`option_type`, an argparse ``type=``: the error names the option),
 * job files and their command-line overrides (:data:`JOB_RULES`, used by the job settings),
 * ``dispose train`` YAML files and ``--set`` (:func:`rule_for_annotation`: the rule comes from the config
   dataclass's annotation, so ``1e-3`` is a number and ``abc`` is not),
@@ -50,15 +50,13 @@ class Rule:
         """What is allowed, in words ("a whole number from 1 to 8")."""
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
-        text = _KIND_NAMES[self.kind]
-        if self.multiple is not None:
-            text += f", a multiple of {self.multiple}"
+        text = _KIND_NAMES[self.kind] if self.multiple is None else f"a multiple of {self.multiple}"
         if self.least is not None and self.most is not None:
-            text += f" from {self.least:g} to {self.most:g}"
+            text += f" from {self.least} to {self.most}"
         elif self.least is not None:
-            text += f" of at least {self.least:g}"
+            text += f" of at least {self.least}"
         elif self.most is not None:
-            text += f" of at most {self.most:g}"
+            text += f" of at most {self.most}"
         return text
 
     def check(self, value: Any, source: str) -> Any:
@@ -67,10 +65,22 @@ class Rule:
             if self.optional:
                 return None
             raise UserError(f"{source}: a value is needed: expected {self.allowed()}")
+        problem = self.problem(value)
+        if problem is not None:
+            raise UserError(f"{source}: {problem}")
+        return self._typed(value)
+
+    def problem(self, value: Any, *, typed_text: bool = False) -> str | None:
+        """What is wrong with ``value`` ("0 is not allowed: expected ..."), or None when it fits.
+        ``typed_text``: the value is what the user typed on a command line (shown without quotes)."""
         typed = self._typed(value)
-        if typed is None or not self._within(typed):
-            raise UserError(f"{source}: {_shown(value)} is not allowed: expected {self.allowed()}")
-        return typed
+        if typed is not None and self._within(typed):
+            return None
+        hint = ""
+        if typed is not None and self.multiple is not None and typed % self.multiple:
+            low = max(typed // self.multiple * self.multiple, self.least or self.multiple)
+            hint = f" (nearest: {low} or {low + self.multiple})"
+        return f"{value if typed_text else _shown(value)} is not allowed: expected {self.allowed()}{hint}"
 
     def _typed(self, value: Any) -> Any:
         if self.kind is bool:
@@ -117,14 +127,14 @@ class Rule:
         return True
 
 
-def option(rule: Rule):
+def option_type(rule: Rule):
     """An argparse ``type=`` for ``rule``: a bad value is argparse's one-line error naming the option."""
 
     def parse(text: str):
-        try:
-            return rule.check(text, "value")
-        except UserError:
-            raise argparse.ArgumentTypeError(f"{_shown(text)} is not allowed: expected {rule.allowed()}") from None
+        problem = rule.problem(text, typed_text=True)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return rule.check(text, "value")
 
     parse.__name__ = _KIND_NAMES[rule.kind]  # argparse names the type in some messages
     return parse
@@ -147,8 +157,8 @@ def rule_for_annotation(annotation: str) -> Rule | None:
     return Rule(named[0], optional=optional)
 
 
-#: A seed torch accepts (``torch.manual_seed``: 64-bit unsigned).
-_SEED = Rule(int, least=0, most=2**64 - 1)
+#: A seed every random generator accepts (numpy's are 32-bit).
+_SEED = Rule(int, least=0, most=2**32 - 1)
 
 #: Every animation setting a user can give (job files, their defaults, animate's options, the app, ComfyUI),
 #: by job-settings field name.  Cross-field rules (overlap < tile) stay with the job settings.
@@ -173,7 +183,7 @@ JOB_RULES: Mapping[str, Rule] = {
 
 def job_option(field: str):
     """The argparse ``type=`` of the command-line option that sets the job field ``field``."""
-    return option(JOB_RULES[field])
+    return option_type(JOB_RULES[field])
 
 
 def checked_job_values(values: Mapping[str, Any], where: str) -> dict:

@@ -44,6 +44,7 @@ def _weight_options():
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.bases import BASES, DEFAULT_BASE
+    from dispose.validation import JOB_RULES, Rule, job_option, option_type
 
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--ref", type=Path, help="reference image")
@@ -69,20 +70,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     gen = parser.add_argument_group("generation (default: the base model's release settings)")
     gen.add_argument("--base", choices=sorted(BASES), help=f"base animation model ({DEFAULT_BASE})")
-    gen.add_argument("--resolution", type=int, help="short side of the output, multiple of 64 (576)")
-    gen.add_argument("--num-frames", type=int, help="frames per tile (16)")
-    gen.add_argument("--frames-overlap", type=int, help="overlap of consecutive tiles (6)")
-    gen.add_argument("--steps", type=int, help="denoising steps (25)")
-    gen.add_argument("--guidance-scale", type=float, help="CFG scale; the max of a per-frame ramp (2.0)")
-    gen.add_argument("--min-guidance-scale", type=float, help="CFG scale of the first frame (= --guidance-scale)")
-    gen.add_argument("--noise-aug-strength", type=float, help="noise added to the reference (0)")
-    gen.add_argument("--sample-stride", type=int, help="use every N-th driving frame (2)")
-    gen.add_argument("--max-frames", type=int, help="at most N driving frames (after the stride)")
-    gen.add_argument("--fps", type=int, help="output fps (15)")
-    gen.add_argument("--decode-chunk-size", type=int, help="frames per VAE decode (8); 1 = least memory")
-    gen.add_argument("--seed", type=int, help="random seed (42)")
-    gen.add_argument("--controlnet-scale", type=float, help="scale of DisPose's residuals (1.0)")
-    gen.add_argument("--controlnet-interval", type=int, metavar="K",
+    gen.add_argument("--resolution", type=job_option("resolution"),
+                     help="short side of the output, multiple of 64 (576)")
+    gen.add_argument("--num-frames", type=job_option("num_frames"), help="frames per tile (16)")
+    gen.add_argument("--frames-overlap", type=job_option("frames_overlap"),
+                     help="overlap of consecutive tiles (6)")
+    gen.add_argument("--steps", type=job_option("num_inference_steps"), help="denoising steps (25)")
+    gen.add_argument("--guidance-scale", type=job_option("guidance_scale"),
+                     help="CFG scale; the max of a per-frame ramp (2.0)")
+    gen.add_argument("--min-guidance-scale", type=job_option("min_guidance_scale"),
+                     help="CFG scale of the first frame (= --guidance-scale)")
+    gen.add_argument("--noise-aug-strength", type=job_option("noise_aug_strength"),
+                     help="noise added to the reference (0)")
+    gen.add_argument("--sample-stride", type=job_option("sample_stride"),
+                     help="use every N-th driving frame (2)")
+    gen.add_argument("--max-frames", type=job_option("max_frames"),
+                     help="at most N driving frames (after the stride)")
+    gen.add_argument("--fps", type=job_option("fps"), help="output fps (15)")
+    gen.add_argument("--decode-chunk-size", type=job_option("decode_chunk_size"),
+                     help="frames per VAE decode (8); 1 = least memory")
+    gen.add_argument("--seed", type=job_option("seed"), help="random seed (42)")
+    gen.add_argument("--controlnet-scale", type=job_option("controlnet_scale"),
+                     help="scale of DisPose's residuals (1.0)")
+    gen.add_argument("--controlnet-interval", type=job_option("controlnet_interval"), metavar="K",
                      help="run the ControlNet at every K-th step and reuse its residuals in between (1 = every "
                           "step, the release; 2 is faster and changes the frames: README, Performance)")
     gen.add_argument("--baseline", action="store_true", help="the base model alone: same pipeline without DisPose")
@@ -105,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "them per tile (same output, slower)")
     from dispose.pipelines.tile_cache import GUIDANCE_CACHE_MB
 
-    run.add_argument("--guidance-cache-mb", type=float, default=GUIDANCE_CACHE_MB, metavar="MB",
+    run.add_argument("--guidance-cache-mb", type=option_type(Rule(float, least=0)),
+                     default=GUIDANCE_CACHE_MB, metavar="MB",
                      help="device memory for the per-tile guidance and pose features kept across steps "
                           "(about 235 MB per 16-frame tile at 576x1024 fp16); tiles beyond it are re-encoded "
                           "at each step (same output)")
@@ -113,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="pose detector (dwpose as the release; mediapipe needs no weights)")
     run.add_argument("--dense", default="cmp", choices=("cmp", "propagate", "none"),
                      help="dense motion field: CMP (release), a weight-free propagation, or none")
-    run.add_argument("--align", help="pose alignment: global (release's fit, the default), bones or none")
+    run.add_argument("--align", choices=JOB_RULES["align"].choices, help="pose alignment: global (release's fit, the default), bones or none")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.pose.alignment import ALIGN_MODES
+    from dispose.validation import job_option
 
     parser.add_argument("--image", type=Path, help="an image (PNG/JPEG) to pose")
     parser.add_argument("--video", type=Path, help="a driving video to pose (with --poses: the video they belong to)")
@@ -48,12 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dwpose-dir", type=Path, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx "
                         "(default: MediaPipe)")
     parser.add_argument("--device", default="auto", help="device for DWPose: auto, cpu, cuda, cuda:1")
-    parser.add_argument("--resolution", type=int, default=576,
+    parser.add_argument("--resolution", type=job_option("resolution"), default=576,
                         help="short side of the generation frame, a multiple of 64 from 64 to 2048 (576)")
-    parser.add_argument("--sample-stride", type=int,
+    parser.add_argument("--sample-stride", type=job_option("sample_stride"),
                         help="use every N-th video frame (2; 1 for --poses without --video); times int(fps / 24) "
                              "for 48 fps and faster, as the release")
-    parser.add_argument("--max-frames", type=int, help="use at most N video frames (after the stride)")
+    parser.add_argument("--max-frames", type=job_option("max_frames"), help="use at most N video frames (after the stride)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a video that ends before the frame count its container declares")
     parser.add_argument("--out", type=Path, required=True,
@@ -84,7 +85,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.poses is not None and not args.poses.exists():
         raise UserError(f"--poses {args.poses} does not exist")
     check_apart([("--image", args.image), ("--video", args.video), ("--poses", args.poses), ("--ref", args.ref),
-                 ("--dwpose-dir", args.dwpose_dir)], [("--out", args.out)])
+                 ("--dwpose-dir", args.dwpose_dir)], [("--out", args.out)], folders=True)
 
 
 def run(args: argparse.Namespace) -> int:

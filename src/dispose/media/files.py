@@ -73,14 +73,15 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _inside(path: Path, folder: Path) -> bool:
-    return os.path.isdir(folder) and Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents
+    return folder.is_dir() and Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents
 
 
 def check_apart(inputs: Iterable[tuple[str, str | Path | None]],
-                outputs: Iterable[tuple[str, str | Path | None]]) -> None:
+                outputs: Iterable[tuple[str, str | Path | None]], *, folders: bool = False) -> None:
     """Refuse (UserError naming both) an output that resolves to one of the ``inputs`` or to another output,
-    symlinks and hard links included (same real path, or same device and inode), or an existing output folder
-    that holds an input (it would be replaced as a whole).  Each item is ``(option, path)``; None is skipped."""
+    symlinks and hard links included (same real path, or same device and inode), and with ``folders`` (the
+    outputs are folders replaced as a whole, :func:`atomic_folder`) an existing output folder that holds an
+    input.  Each item is ``(option, path)``; None is skipped."""
     inputs = [(label, Path(path)) for label, path in inputs if path is not None]
     outputs = [(label, Path(path)) for label, path in outputs if path is not None]
     for number, (label, out) in enumerate(outputs):
@@ -88,7 +89,7 @@ def check_apart(inputs: Iterable[tuple[str, str | Path | None]],
             if _same_file(out, source):
                 raise UserError(f"{label} {out} is the input {in_label} {source}; writing it would replace "
                                 "that input: choose another output name")
-            if _inside(source, out):
+            if folders and _inside(source, out):
                 raise UserError(f"{label} {out} holds the input {in_label} {source}, and the folder is replaced "
                                 "as a whole: choose another output folder or move the input out of it")
         for other_label, other in outputs[:number]:
