@@ -145,6 +145,14 @@ def finite(value: float, source: str) -> float:
     return Rule(float).check(value, source)
 
 
+def yaml_problem(error: Exception) -> str:
+    """A YAML parser's error as one line: where in the file and what is wrong."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
+
+
 def rule_for_annotation(annotation: str) -> Rule | None:
     """The rule of a dataclass field annotated ``int``, ``float | None``, ``bool``, ``str``, ``Path | None``...
     (annotations are text: ``from __future__ import annotations``); None for other types (nested sections)."""
