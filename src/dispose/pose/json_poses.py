@@ -92,7 +92,8 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _checked_finite(pose: Pose, source: Path, frame: int) -> Pose:
+def checked_finite(pose: Pose, source: Path, frame: int) -> Pose:
+    """``pose`` (frame ``frame`` of the file ``source``) when every number in it is finite, else a UserError."""
     for name in ("body", "body_score", "hands", "hands_score", "face", "face_score"):
         if not np.isfinite(getattr(pose, name)).all():
             raise UserError(f"pose file {source}: frame {frame} has a {name} value that is not a finite number "
@@ -123,7 +124,7 @@ def _read_file(path: Path) -> list[_Frame]:
         if not sequence.poses:
             raise UserError(f"pose file {path} is a damaged dispose-poses/1 file (it holds no frames)")
         for number, pose in enumerate(sequence.poses):
-            _checked_finite(pose, path, number)
+            checked_finite(pose, path, number)
         return [_Frame([pose] if pose.has_person else [], size, False, sequence.fps) for pose in sequence.poses]
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
         data = data[0]  # some tools wrap the frame in a list
@@ -131,7 +132,7 @@ def _read_file(path: Path) -> list[_Frame]:
         raise UserError(f"pose file {path} is neither a dispose-poses/1 file nor OpenPose JSON (no 'people')")
     if not isinstance(data["people"], list):
         raise UserError(f"pose file {path}: 'people' is {_short(data['people'])}, not a list of person records")
-    people = [_checked_finite(openpose_person(person, path), path, 0) for person in data["people"]]
+    people = [checked_finite(openpose_person(person, path), path, 0) for person in data["people"]]
     size = None
     if data.get("canvas_width") and data.get("canvas_height"):
         size = (_SIZE.check(data["canvas_width"], f"pose file {path}: canvas_width"),
