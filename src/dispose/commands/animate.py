@@ -120,10 +120,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="device memory for the per-tile guidance and pose features kept across steps "
                           "(about 235 MB per 16-frame tile at 576x1024 fp16); tiles beyond it are re-encoded "
                           "at each step (same output)")
-    run.add_argument("--detector", default="dwpose", choices=("dwpose", "mediapipe"),
-                     help="pose detector (dwpose as the release; mediapipe needs no weights)")
-    run.add_argument("--dense", default="cmp", choices=("cmp", "propagate", "none"),
-                     help="dense motion field: CMP (release), a weight-free propagation, or none")
+    run.add_argument("--detector", choices=("dwpose", "mediapipe"),
+                     help="pose detector (dwpose as the release, the default; mediapipe needs no weights); "
+                          "not used with --guidance")
+    run.add_argument("--dense", choices=("cmp", "propagate", "none"),
+                     help="dense motion field: CMP (release, the default), a weight-free propagation, or none; "
+                          "with --guidance the saved field is used (another --dense is refused)")
     run.add_argument("--align", choices=JOB_RULES["align"].choices, help="pose alignment: global (release's fit, the default), bones or none")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -141,7 +143,6 @@ def _process_shard() -> tuple[int, int]:
 
 def _check_inputs(job) -> None:
     """Cheap checks of one job's inputs and outputs, before any model loads."""
-    from dispose.guidance.stage import Guidance
     from dispose.media.files import check_writable_dir, ensure_folder
     from dispose.media.video import VideoFrames
 
@@ -150,8 +151,6 @@ def _check_inputs(job) -> None:
             raise _error(f"{label} {path} does not exist")
     if job.driving is not None:
         VideoFrames(job.driving, job.sample_stride, 1, release_stride=True)  # opens the container: not a video?
-    if job.guidance is not None:
-        Guidance.load(job.guidance)
     for option, path in (("--out", job.out), ("--side-by-side", job.side_by_side)):
         if path is not None:
             ensure_folder(Path(path).parent, option)
@@ -191,11 +190,16 @@ def _error(message: str):
     return UserError(message)
 
 
-def _load_guidance(job, explicit: set[str]):
-    """The saved guidance of a job, checked against its reference and the settings the user gave."""
+def _load_guidance(job, explicit: set[str], dense: str | None):
+    """The saved guidance of a job, checked against its reference, the settings the user gave and ``dense``
+    (--dense, when given: the saved field is used, so another method is refused)."""
     from dispose.guidance.stage import Guidance, input_fingerprint
 
     guidance = Guidance.load(job.guidance)
+    saved = guidance.settings.get("dense")
+    if dense is not None and saved is not None and dense != saved:
+        raise _error(f"--dense {dense} does not apply to --guidance {job.guidance}: its dense field was computed "
+                     f"with {saved}; drop --dense or run `dispose guidance --dense {dense}` again")
     inputs = {"reference": input_fingerprint(job.ref)} if job.ref is not None else {}
     if job.driving is not None:
         inputs["driving"] = input_fingerprint(job.driving)
@@ -236,21 +240,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"skip (exists): {job.out}", file=sys.stderr)
     if not jobs:
         return 0
-    runtime = Runtime(device=device, dtype=args.dtype, cfg_mode=args.cfg_mode, offload=args.offload,
-                      compile=args.compile, cache_guidance=args.cache_guidance,
-                      guidance_cache_mb=args.guidance_cache_mb, detector=args.detector,
-                      dense=args.dense, progress=not args.no_progress)
-    runtime.check()
     for job in jobs:
         _check_inputs(job)
+    saved = {id(job): _load_guidance(job, explicit | set(explicit_settings(job)), args.dense)
+             for job in jobs if job.guidance is not None}
+    only_saved = len(saved) == len(jobs)  # nothing to detect or compute: no detector, CMP or DWPose weights
+    runtime = Runtime(device=device, dtype=args.dtype, cfg_mode=args.cfg_mode, offload=args.offload,
+                      compile=args.compile, cache_guidance=args.cache_guidance,
+                      guidance_cache_mb=args.guidance_cache_mb,
+                      detector="saved" if only_saved else args.detector or "dwpose",
+                      dense="saved" if only_saved else args.dense or "cmp", progress=not args.no_progress)
+    runtime.check()
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # one bar of our own, not one per model file loaded
     engine = Animator.load(jobs[0].base, args.weights, weight_overrides, runtime,
                            dispose=any(not job.baseline for job in jobs), check=_check_references(jobs))
     for job in jobs:
-        guidance = _load_guidance(job, explicit | set(explicit_settings(job))) if job.guidance else None
-        result = engine.animate(job.ref, job.driving, poses=job.poses, guidance=guidance, settings=job)
+        result = engine.animate(job.ref, job.driving, poses=job.poses, guidance=saved.get(id(job)), settings=job)
         write_result(job, result)
         print(f"wrote {job.out}", file=sys.stderr)
     return 0
