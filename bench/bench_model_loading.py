@@ -1,5 +1,5 @@
 """Peak memory of loading the full-size hybrid ControlNet: meta-device build + checkpoint tensors as parameters
-(ours, ``dispose.pipelines.loading.load_controlnet``) vs the conventional way (random init on the CPU, then
+(ours, ``dispose.bases.mimicmotion.weights.load_controlnet``) vs the conventional way (random init on the CPU, then
 ``torch.load`` + ``load_state_dict`` copying into it).
 
 Run by hand: ``python bench/bench_model_loading.py [folder]`` (default: a temporary folder under /tmp, removed
@@ -58,7 +58,7 @@ def measure(way: str, path: Path) -> dict:
         control = HybridControlNetSVD.from_unet(unet, load_weights_from_unet=False)
         control.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     else:
-        from dispose.pipelines.loading import load_controlnet
+        from dispose.bases.mimicmotion.weights import load_controlnet
 
         control = load_controlnet(path, unet)
     total = sum(float(p.double().sum()) for p in control.parameters())  # touch every weight

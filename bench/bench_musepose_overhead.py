@@ -1,6 +1,6 @@
 """DisPose's overhead over plain MusePose per sampling step (run by hand).
 
-1. Measured, tiny random weights (:mod:`dispose.pipelines.tiny_musepose`), CPU: plain MusePose and DisPose on the
+1. Measured, tiny random weights (:mod:`dispose.bases.musepose.tiny`), CPU: plain MusePose and DisPose on the
    same inputs and seed, runs interleaved, time per denoising step (latents out, no decoding); prints min and
    median of each and their ratio.
 2. Estimated, full size: forward FLOPs of the denoising UNet (with reference attention), of the reference UNet
@@ -24,9 +24,9 @@ PAPER_MUSEPOSE_SECONDS_PER_FRAME = 3.37
 
 
 def measured(runs: int, steps: int, frames: int) -> None:
+    from dispose.bases.musepose.tiny import build_tiny_musepose_weights
+    from dispose.bases.musepose.weights import load_pipeline
     from dispose.guidance.stage import GuidanceTensors
-    from dispose.pipelines.musepose_weights import load_pipeline
-    from dispose.pipelines.tiny_musepose import build_tiny_musepose_weights
 
     size = 64
     with tempfile.TemporaryDirectory() as folder:
@@ -60,10 +60,10 @@ def full_size_flops(window: int, height: int, width: int) -> None:
     from accelerate import init_empty_weights
     from torch.utils.flop_counter import FlopCounterMode
 
+    from dispose.bases.musepose.weights import SD_IMAGE_VARIATIONS_UNET_CONFIG as CONFIG
     from dispose.models.controlnet_sd import HybridControlNetSD
     from dispose.models.musepose.denoising_unet import MusePoseDenoisingUNet, motion_config_from_sd
     from dispose.models.musepose.reference import MusePoseReferenceUNet, connect_reference_attention
-    from dispose.pipelines.musepose_weights import SD_IMAGE_VARIATIONS_UNET_CONFIG as CONFIG
 
     with init_empty_weights(include_buffers=True):
         denoising = MusePoseDenoisingUNet.from_config(motion_config_from_sd(CONFIG))

@@ -1,7 +1,7 @@
 """Our MusePose networks against the release's code on identical tiny random weights (run by hand).
 
 Needs a checkout of github.com/TMElyralab/MusePose (``--release DIR``; its ``musepose/`` package is imported,
-never copied) and einops.  Builds our tiny models (:mod:`dispose.pipelines.tiny_musepose`), writes them in the
+never copied) and einops.  Builds our tiny models (:mod:`dispose.bases.musepose.tiny`), writes them in the
 release's file layout, loads those files into the release's ``UNet3DConditionModel`` (with
 ``configs/inference_v2.yaml``'s motion-module settings), ``UNet2DConditionModel`` and ``PoseGuider`` with
 ``strict=True``, then compares one classifier-free-guided noise prediction with reference attention
@@ -54,9 +54,9 @@ def main() -> None:
     args = parser.parse_args()
     unet3d_cls, unet2d_cls, guider_cls, control_cls = _import_release(args.release)
 
+    from dispose.bases.musepose.tiny import tiny_musepose_models, tiny_unet_config
     from dispose.models.musepose.reference import connect_reference_attention
     from dispose.models.musepose.release_files import release_states
-    from dispose.pipelines.tiny_musepose import tiny_musepose_models, tiny_unet_config
 
     torch.manual_seed(0)
     denoising, reference, pose_guider, _ = tiny_musepose_models(seed=0)
@@ -115,8 +115,8 @@ def compare_pipelines(release: Path, theirs: tuple, ours: tuple, driving: int = 
     import transformers
     from diffusers import DDIMScheduler
 
-    from dispose.pipelines.musepose import MUSEPOSE_SCHEDULER, DisPoseMusePosePipeline, padded_length
-    from dispose.pipelines.tiny_musepose import _clip_and_vae
+    from dispose.bases.musepose.pipeline import MUSEPOSE_SCHEDULER, DisPoseMusePosePipeline, padded_length
+    from dispose.bases.musepose.tiny import _clip_and_vae
 
     transformers.CLIPImageProcessor = transformers.CLIPImageProcessorPil  # the release's, without torchvision
     from musepose.pipelines.pipeline_pose2vid_long import Pose2VideoPipeline

@@ -2,7 +2,7 @@
 frames and to the sampling time, against every step (K = 1, the release) and against plain MimicMotion.
 
 Run by hand: ``python bench/controlnet_interval.py [--frames 16] [--resolution 256] [--steps 6] [--runs 3]``.
-Builds the tiny random weights of :mod:`dispose.pipelines.tiny` in a temporary folder, computes the dancer's
+Builds the tiny random weights of :mod:`dispose.bases.mimicmotion.tiny` in a temporary folder, computes the dancer's
 guidance once, then samples in alternating rounds with K = 1, 2, 3 and the baseline (same guidance, seed,
 tiles).  Prints, per K, the difference of its frames to K = 1 (mean absolute difference in uint8 levels,
 PSNR) and the sampling time ratios (min and median over the rounds).  The tiny models' ControlNet is as
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dispose.bases.mimicmotion.tiny import build_tiny_weights
 from dispose.engine import Animator, Runtime
-from dispose.pipelines.tiny import build_tiny_weights
 
 SHARED = Path(os.environ.get("DISPOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -2,7 +2,7 @@
 frame, same job, one run, through the engine (:mod:`dispose.engine`).
 
 Run by hand: ``python bench/pipeline.py [--frames 16] [--resolution 256] [--steps 4]``.  Builds the tiny
-random weights of :mod:`dispose.pipelines.tiny` in a temporary folder, loads them once, and animates the
+random weights of :mod:`dispose.bases.mimicmotion.tiny` in a temporary folder, loads them once, and animates the
 shared dancer video with identical poses, steps, tiles and seed, in alternating rounds: with ``baseline``,
 with DisPose (guidance encoded once per tile, the default), with DisPose re-encoding its guidance at every
 step (``cache_guidance=False``; the release re-encodes at every step and for both CFG halves), and with
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
+from dispose.bases.mimicmotion.tiny import build_tiny_weights
 from dispose.engine import Animator, Runtime
-from dispose.pipelines.tiny import build_tiny_weights
 
 SHARED = Path(os.environ.get("DISPOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

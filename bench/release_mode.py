@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dispose.bases.mimicmotion.tiny import build_tiny_weights
 from dispose.engine import Animator, Runtime
-from dispose.pipelines.tiny import build_tiny_weights
 
 SHARED = Path(os.environ.get("DISPOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

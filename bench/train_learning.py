@@ -1,6 +1,6 @@
 """Does ``dispose train`` learn?  Tiny random models, one short real clip at 64x64, a few hundred CPU steps.
 
-1. Tiny random weights in the release layout (:mod:`dispose.pipelines.tiny`); the example dancer
+1. Tiny random weights in the release layout (:mod:`dispose.bases.mimicmotion.tiny`); the example dancer
    (``musepose_dance.mp4``) prepared by ``dispose prepare`` at 64x64 (MediaPipe poses, OpenCV DIS flow, DIFT
    from the tiny SD1.5); samples of 4 frames ([reference, 3 frames]), no flip.
 2. ``dispose.training.trainer.train`` from the zero-initialised ControlNet (``from_unet``) on that clip.  Every
@@ -28,13 +28,15 @@ import numpy as np
 import torch
 from timing import SHARED
 
+from dispose.bases.mimicmotion.tiny import build_tiny_weights
+from dispose.bases.mimicmotion.training import NoiseDraw
+from dispose.bases.training import training_base
 from dispose.cli import main as cli
+from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.media.video import read_video
-from dispose.pipelines.tiny import DIFT_CHANNELS, build_tiny_weights
 from dispose.training.config import TrainConfig
 from dispose.training.dataset import TrainingDataset
 from dispose.training.export import export_controlnet
-from dispose.training.model import NoiseDraw, training_base
 from dispose.training.trainer import train
 
 SIZE, FRAMES = 64, 4

@@ -13,7 +13,7 @@ and PoseNet, SVD's temporal VAE and CLIP ViT-H/14 image encoder (frozen), and th
   size (16 frames, 768x1024, latents 128x96) under ``torch.autograd.graph.saved_tensors_hooks`` and adding
   up the bytes of every tensor autograd saves (parameters excluded, each tensor once).  Attention is
   counted as a fused (Flash/memory-efficient) kernel, which saves q, k, v, the output and the log-sum-exp,
-  never the L x L matrix.  With gradient checkpointing (the trainer's, :func:`dispose.training.model.
+  never the L x L matrix.  With gradient checkpointing (the trainer's, :func:`dispose.bases.mimicmotion.training.
   checkpoint_blocks`: every spatio-temporal resnet and transformer of both networks), what stays is what is saved outside the checkpointed blocks plus each block's inputs, and the
   backward pass recomputes one block at a time, whose own saved tensors are added once (the largest);
 * the point encoder's per-level maps (N, C_l, h_l, w_l) in bf16 (its MLPs run on 18 cells per frame:
@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from dispose.bases.mimicmotion.training import checkpoint_blocks
 from dispose.models.controlnet_svd import HybridControlNetSVD
 from dispose.models.hybrid_controlnet import EncodedGuidance
 from dispose.models.pose_net import PoseNet
 from dispose.models.unet_mimicmotion import SVD_XT_UNET_CONFIG, MimicMotionUNet
-from dispose.training.model import checkpoint_blocks
 
 HALF = torch.bfloat16
 GIB = 2 ** 30

@@ -38,7 +38,7 @@ def engine(weights):
 
 
 def test_one_load_animates_two_references_with_progress(weights, shared_data, monkeypatch):
-    from dispose.pipelines import loading
+    from dispose.bases.mimicmotion import weights as loading
 
     loads = []
     original = loading.load_pipeline

@@ -8,9 +8,10 @@ import torch
 from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
 from diffusers import AutoencoderKLTemporalDecoder
 
+from dispose.bases.mimicmotion.tiny import EMBED, tiny_models, tiny_unet_config
+from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.models.controlnet_svd import HybridControlNetSVD
 from dispose.models.unet_mimicmotion import MimicMotionUNet, skip_counts
-from dispose.pipelines.tiny import DIFT_CHANNELS, EMBED, tiny_models, tiny_unet_config
 
 SIZE = 64  # frames of 64x64 -> latents 8x8, correspondence grid 4x4
 BATCH, FRAMES = 2, 3

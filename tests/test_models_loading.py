@@ -9,10 +9,16 @@ import torch
 from diffusers import UNetSpatioTemporalConditionModel
 from safetensors.torch import load_file
 
+from dispose.bases.mimicmotion.tiny import build_tiny_weights, tiny_unet_config
+from dispose.bases.mimicmotion.weights import (
+    load_controlnet,
+    load_mimicmotion,
+    load_pipeline,
+    read_checkpoint,
+)
 from dispose.cli import main
 from dispose.errors import UserError
-from dispose.pipelines.loading import load_controlnet, load_mimicmotion, load_pipeline, read_checkpoint
-from dispose.pipelines.tiny import DIFT_CHANNELS, build_tiny_weights, tiny_unet_config
+from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.pipelines.weights import resolve_weights
 
 WIDTH = 32  # tiny block width (all four blocks)

@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
+from dispose.bases.musepose.tiny import build_tiny_musepose_weights
 from dispose.cli import main
 from dispose.media.video import read_video
-from dispose.pipelines.tiny_musepose import build_tiny_musepose_weights
 
 FAST = ["--base", "musepose", "--resolution", "128", "--max-frames", "3", "--steps", "2", "--num-frames", "4",
         "--frames-overlap", "1", "--detector", "mediapipe", "--dense", "propagate", "--no-progress"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dispose.training.loss_sd import SDNoiseObjective
+from dispose.bases.musepose.loss import SDNoiseObjective
 
 
 def test_v_target_is_what_the_sampler_reads_back_as_the_clean_latents():

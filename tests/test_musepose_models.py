@@ -9,6 +9,13 @@ import pytest
 import torch
 from accelerate import init_empty_weights
 
+from dispose.bases.musepose.tiny import tiny_musepose_models, tiny_unet_config
+from dispose.bases.musepose.weights import (
+    SD_IMAGE_VARIATIONS_UNET_CONFIG,
+    load_musepose,
+    parameter_table,
+    verify_checkpoint,
+)
 from dispose.errors import UserError
 from dispose.models.controlnet_sd import HybridControlNetSD
 from dispose.models.musepose.denoising_unet import MusePoseDenoisingUNet, motion_config_from_sd
@@ -18,13 +25,6 @@ from dispose.models.musepose.reference import (
     connect_reference_attention,
 )
 from dispose.models.musepose.release_files import build_pose_guider, release_states
-from dispose.pipelines.musepose_weights import (
-    SD_IMAGE_VARIATIONS_UNET_CONFIG,
-    load_musepose,
-    parameter_table,
-    verify_checkpoint,
-)
-from dispose.pipelines.tiny_musepose import tiny_musepose_models, tiny_unet_config
 
 # Written down from the release's code (musepose/models/unet_3d.py, motion_module.py, unet_2d_condition.py,
 # pose_guider.py, configs/inference_v2.yaml, train_stage_*.py save_checkpoint): what each published file holds.

@@ -12,12 +12,9 @@ import pytest
 import torch
 
 from dispose.bases import SamplingRequest
-from dispose.errors import UserError
-from dispose.guidance.stage import GuidanceTensors
-from dispose.media.frame_store import FrameStore
-from dispose.pipelines.job import JobSettings
-from dispose.pipelines.musepose import context_windows, padded_length
-from dispose.pipelines.musepose_weights import (
+from dispose.bases.musepose.pipeline import context_windows, padded_length
+from dispose.bases.musepose.tiny import build_tiny_musepose_weights, tiny_unet_config
+from dispose.bases.musepose.weights import (
     DEFAULT_SETTINGS,
     load_pipeline,
     required_components,
@@ -25,7 +22,10 @@ from dispose.pipelines.musepose_weights import (
     steps_per_video,
     tiles,
 )
-from dispose.pipelines.tiny_musepose import build_tiny_musepose_weights, tiny_unet_config
+from dispose.errors import UserError
+from dispose.guidance.stage import GuidanceTensors
+from dispose.media.frame_store import FrameStore
+from dispose.settings import JobSettings
 
 SIZE = 64
 SETTINGS = {"num_inference_steps": 2, "context_frames": 4, "context_overlap": 1}

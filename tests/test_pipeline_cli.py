@@ -116,7 +116,7 @@ def test_bad_inputs_are_reported_before_the_base_model_loads(shared_data, weight
     import numpy as np
     from PIL import Image
 
-    from dispose.pipelines import loading
+    from dispose.bases.mimicmotion import weights as loading
 
     monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: pytest.fail("the base model was loaded"))
     inputs = _inputs(shared_data)
@@ -139,7 +139,7 @@ def test_bad_inputs_are_reported_before_the_base_model_loads(shared_data, weight
     (["--guidance-cache-mb", "-1"], "argument --guidance-cache-mb: -1 is not allowed")])
 def test_bad_speed_options_name_themselves_before_loading(shared_data, weights, tmp_path, capsys, monkeypatch,
                                                           option, expected):
-    from dispose.pipelines import loading
+    from dispose.bases.mimicmotion import weights as loading
 
     monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: pytest.fail("the base model was loaded"))
     code = main(["animate", *_inputs(shared_data), "--weights", str(weights), *FAST, *option,

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from dispose.errors import UserError
-from dispose.pipelines.job import JobSettings, Sidecar, build_jobs, load_job_file, shard, sidecar_path
+from dispose.jobs import Sidecar, build_jobs, load_job_file, shard, sidecar_path
+from dispose.settings import JobSettings
 
 RELEASE_YAML = """\
 base_model_path: ./pretrained_weights/stable-video-diffusion-img2vid-xt-1-1

@@ -7,8 +7,8 @@ import pytest
 import torch
 from test_pipeline_tiny_models import tiny_pipeline
 
+from dispose.bases.mimicmotion.pipeline import DisPoseMimicMotionPipeline
 from dispose.guidance.stage import GuidanceTensors
-from dispose.pipelines.mimicmotion import DisPoseMimicMotionPipeline
 from dispose.pipelines.tiling import tile_indices
 
 SIZE = 64

@@ -17,9 +17,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from dispose.pipelines.loading import image_processor_class
-from dispose.pipelines.mimicmotion import DisPoseMimicMotionPipeline
-from dispose.pipelines.tiny import SVD_SCHEDULER
+from dispose.bases.mimicmotion.pipeline import DisPoseMimicMotionPipeline
+from dispose.bases.mimicmotion.tiny import SVD_SCHEDULER
+from dispose.bases.mimicmotion.weights import image_processor_class
 
 CHANNELS = 8  # first block width of the tiny UNet (PoseNet's output channels)
 EMBED = 16  # CLIP projection / cross-attention width

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from dispose.bases import required_components
+from dispose.bases.mimicmotion.weights import read_checkpoint, split_mimicmotion
 from dispose.checkpoints import load_strict
 from dispose.errors import UserError
-from dispose.pipelines.loading import read_checkpoint, split_mimicmotion
 from dispose.pipelines.weights import (
     CMP_RELEASE_PATH,
     COMPONENTS,

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from dispose.bases.mimicmotion.tiny import build_tiny_weights
 from dispose.errors import UserError
-from dispose.pipelines.tiny import DIFT_CHANNELS, build_tiny_weights
+from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.training.dataset import TrainingDataset
 from dispose.training.prepare import ModelFiles, PrepareSettings, prepare_dataset
 

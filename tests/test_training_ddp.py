@@ -11,7 +11,7 @@ import textwrap
 
 import torch
 
-from dispose.pipelines.tiny import build_tiny_weights
+from dispose.bases.mimicmotion.tiny import build_tiny_weights
 
 RANK_SCRIPT = textwrap.dedent("""
     import sys
@@ -20,9 +20,9 @@ RANK_SCRIPT = textwrap.dedent("""
     import torch
     from accelerate import PartialState
 
-    from dispose.pipelines.tiny import DIFT_CHANNELS
+    from dispose.guidance.tiny import DIFT_CHANNELS
     from dispose.training.config import TrainConfig
-    from dispose.training.model import random_sample
+    from dispose.bases.training import random_sample
     from dispose.training.trainer import train
 
     weights, out = sys.argv[1:3]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from diffusers import EulerDiscreteScheduler
 
-from dispose.pipelines.tiny import SVD_SCHEDULER
-from dispose.training.loss import EDMVObjective
+from dispose.bases.mimicmotion.loss import EDMVObjective
+from dispose.bases.mimicmotion.tiny import SVD_SCHEDULER
 
 
 def test_perfect_v_prediction_reconstructs_x0_through_the_sampling_scheduler():

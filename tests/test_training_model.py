@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dispose.bases.mimicmotion.training import NoiseDraw
+from dispose.bases.training import random_sample, training_base
 from dispose.guidance.stage import GuidanceTensors
-from dispose.pipelines.tiny import DIFT_CHANNELS
+from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.training.config import TrainConfig
-from dispose.training.model import NoiseDraw, random_sample, training_base
 
 FRAMES, SIZE = 2, 64
 
@@ -89,7 +90,7 @@ def test_training_forward_is_one_sampling_step_on_one_tile(weights):
 
 
 def test_exported_checkpoint_loads_strictly_as_dispose_pth(weights, tmp_path):
-    from dispose.pipelines.loading import load_controlnet
+    from dispose.bases.mimicmotion.weights import load_controlnet
     from dispose.training.export import export_controlnet
 
     model = training_base("mimicmotion").build(_config(weights))

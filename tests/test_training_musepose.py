@@ -13,13 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dispose.bases.musepose.tiny import build_tiny_musepose_weights
+from dispose.bases.musepose.training import SDNoiseDraw, sample_guidance
+from dispose.bases.musepose.weights import load_controlnet
+from dispose.bases.training import random_sample, training_base
 from dispose.cli import main
-from dispose.pipelines.musepose_weights import load_controlnet
-from dispose.pipelines.tiny import DIFT_CHANNELS
-from dispose.pipelines.tiny_musepose import build_tiny_musepose_weights
+from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.training.config import TrainConfig, ValidationConfig
-from dispose.training.model import random_sample, training_base
-from dispose.training.model_musepose import SDNoiseDraw, sample_guidance
 from dispose.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]

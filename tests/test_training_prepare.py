@@ -1,6 +1,6 @@
 """``dispose prepare`` on the shared clips: manifest and shards, resume, failed clips, input lists, refusals.
 
-CPU only: MediaPipe poses, OpenCV DIS flow, DIFT from the tiny random SD1.5 of dispose.pipelines.tiny.
+CPU only: MediaPipe poses, OpenCV DIS flow, DIFT from the tiny random SD1.5 of dispose.bases.mimicmotion.tiny.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 from safetensors.numpy import load_file
 
+from dispose.bases.mimicmotion.tiny import build_tiny_weights
 from dispose.cli import main
+from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.media.video import read_video
-from dispose.pipelines.tiny import DIFT_CHANNELS, build_tiny_weights
 from dispose.training import shard
 from dispose.training.sources import list_clips, read_clip
 

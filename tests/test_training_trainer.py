@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dispose.bases.training import random_sample
 from dispose.cli import main
 from dispose.errors import UserError
-from dispose.pipelines.tiny import DIFT_CHANNELS
+from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.training.config import TrainConfig
-from dispose.training.model import random_sample
 from dispose.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]

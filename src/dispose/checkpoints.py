@@ -1,7 +1,7 @@
 """Reading checkpoint files safely and loading state dicts strictly: the one implementation every loader uses.
 
 Every model the package builds from a weight file (DisPose.pth and MimicMotion_1-1.pth in
-:mod:`dispose.pipelines.loading`, CMP, the evaluation backbones) reads and loads it through these
+:mod:`dispose.bases.mimicmotion.weights`, CMP, the evaluation backbones) reads and loads it through these
 functions, so the rules of DEVELOPERS.md ("Strict loading", "Errors") hold the same way everywhere:
 
 * :func:`read_state_dict` reads ``.safetensors`` files with safetensors and any other file with

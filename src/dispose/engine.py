@@ -43,8 +43,8 @@ from dispose.bases import Base, SamplingRequest, get_base
 from dispose.errors import UserError
 from dispose.guidance.stage import Guidance, GuidanceModels, Progress, compute_guidance
 from dispose.media.frame_store import FrameStore
-from dispose.pipelines.job import JobSettings
 from dispose.pipelines.tile_cache import GUIDANCE_CACHE_MB
+from dispose.settings import JobSettings
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

@@ -1,7 +1,7 @@
 """What ``dispose app`` computes, without Gradio: one :class:`AppState` per process.
 
 * :class:`FormSettings` are the page's settings; they become the engine's
-  :class:`~dispose.pipelines.job.JobSettings` and ``Runtime`` and the guidance stage's arguments.
+  :class:`~dispose.settings.JobSettings` and ``Runtime`` and the guidance stage's arguments.
 * Models load once per process and stay loaded (:class:`ModelCache`): one :class:`~dispose.engine.Animator`
   is kept, keyed by base, weights folder, dtype, device, detector, dense field and baseline; a request with
   another key frees the loaded one before loading (one set of models per device, as the page runs one job at
@@ -69,7 +69,7 @@ class FormSettings:
     def job_values(self, reference: str | Path | None, driving: str | Path | None,
                    guidance: Path | None = None) -> dict:
         """JobSettings fields of these settings and inputs, validated with the command line's messages."""
-        from dispose.pipelines.job import JobSettings
+        from dispose.settings import JobSettings
 
         values = {"ref": None if reference is None else Path(reference),
                   "driving": None if driving is None else Path(driving), "guidance": guidance,
@@ -281,7 +281,7 @@ class AppState:
                 guidance_folder: str | None = None, *, on_progress: Progress | None = None,
                 cancel: threading.Event | None = None) -> AnimationFiles:
         """Animate and write result.mp4, side_by_side.mp4 and result.json into a new folder under the output dir."""
-        from dispose.pipelines.job import write_result
+        from dispose.jobs import write_result
 
         start = time.perf_counter()
         guidance = folder = None

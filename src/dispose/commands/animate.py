@@ -10,7 +10,7 @@ the base model alone with the same pipeline and seed.  --guidance DIR reuses wha
 (no pose detection, CMP or DIFT); --poses FILE takes the driving poses from a file.  --match-release reproduces
 the official release as it ships (README "Release-exact mode").
 
-Several jobs: --config jobs.yaml (see dispose.pipelines.job) with --out FOLDER; a relative `out:` in the file
+Several jobs: --config jobs.yaml (see dispose.jobs) with --out FOLDER; a relative `out:` in the file
 is then relative to FOLDER.  --resume skips jobs whose output exists.  Multi-GPU: accelerate launch
 --num_processes K -m dispose.cli animate --config jobs.yaml --out FOLDER (each process runs every K-th job).
 """
@@ -161,7 +161,7 @@ def _check_apart(jobs, config: Path | None) -> None:
     """No output of any job is an input of any job (or the job file), or another output: symlinks and hard
     links included (:func:`dispose.media.files.check_apart`)."""
     from dispose.media.files import check_apart
-    from dispose.pipelines.job import sidecar_path
+    from dispose.jobs import sidecar_path
 
     inputs = [("--config", config)]
     outputs = []
@@ -211,7 +211,7 @@ def _load_guidance(job, explicit: set[str], dense: str | None):
 
 def run(args: argparse.Namespace) -> int:
     from dispose.engine import Animator, Runtime
-    from dispose.pipelines.job import build_jobs, explicit_settings, shard, write_result
+    from dispose.jobs import build_jobs, explicit_settings, shard, write_result
 
     overrides = {field: getattr(args, dest) for dest, field in _JOB_OPTIONS.items()}
     for flag in _FLAGS:

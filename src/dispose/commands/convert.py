@@ -59,8 +59,8 @@ def _verify(kind: str, source: dict, written_file: Path, out: Path, base, config
     into its network (``base.verify_checkpoint``)."""
     import torch
 
+    from dispose.bases.mimicmotion.weights import read_checkpoint
     from dispose.errors import UserError
-    from dispose.pipelines.loading import read_checkpoint
 
     written = read_checkpoint(written_file, kind)
     if written.keys() != source.keys():
@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from dispose.bases import get_base
+    from dispose.bases.mimicmotion.weights import read_checkpoint
     from dispose.errors import UserError
     from dispose.media.files import atomic_path, check_apart, check_writable_dir
-    from dispose.pipelines.loading import read_checkpoint
 
     if args.out is not None and len(args.checkpoints) != 1:
         raise UserError("--out needs exactly one input checkpoint")

@@ -22,7 +22,7 @@ In both modes the residuals change only the skip connections read by the up bloc
 hidden states flowing through the encoder (as in the release).
 
 ``MimicMotion_1-1.pth`` holds this UNet's weights under ``unet.*`` (names as diffusers') next to
-``pose_net.*`` (:mod:`dispose.models.pose_net`); see :mod:`dispose.pipelines.loading`.
+``pose_net.*`` (:mod:`dispose.models.pose_net`); see :mod:`dispose.bases.mimicmotion.weights`.
 """
 
 from __future__ import annotations

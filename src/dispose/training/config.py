@@ -75,13 +75,13 @@ class TrainSettings:
 
 @dataclass
 class LossConfig:
-    p_mean: float = 0.7  # log-normal sigma sampling (dispose.training.loss)
+    p_mean: float = 0.7  # log-normal sigma sampling (dispose.bases.mimicmotion.loss)
     p_std: float = 1.6
     conditioning_dropout: float = 0.1  # probability of a clip trained as the CFG unconditional half
     fps: int = 7  # the conditioning the UNet sees at inference: added time ids [fps - 1, bucket, noise aug]
     motion_bucket_id: int = 127
     noise_aug_strength: float = 0.0
-    noise_offset: float = 0.05  # MusePose base only (dispose.training.loss_sd): offset noise, min-SNR gamma
+    noise_offset: float = 0.05  # MusePose base only (dispose.bases.musepose.loss): offset noise, min-SNR gamma
     snr_gamma: float = 5.0
 
 

@@ -3,7 +3,7 @@
 The file holds the ControlNet's ``state_dict()`` and nothing else, key for key the release's
 ``ControlNetSVDModel`` (705 float32 tensors for SVD-xt), so ``dispose animate --dispose-ckpt DIR/DisPose.pth``
 (or the ``.safetensors``, preferred by ``--weights``) loads it strictly through
-:func:`dispose.pipelines.loading.load_controlnet`.  With EMA, the EMA weights are exported.  Both files are
+:func:`dispose.bases.mimicmotion.weights.load_controlnet`.  With EMA, the EMA weights are exported.  Both files are
 written atomically (a failure leaves the previous export in place).
 """
 

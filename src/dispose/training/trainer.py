@@ -2,12 +2,12 @@
 
 What runs (:func:`train`):
 
-* The training model of the configured base (:mod:`dispose.training.model`): frozen base, trainable hybrid
+* The training model of the configured base (:mod:`dispose.bases.mimicmotion.training`): frozen base, trainable hybrid
   ControlNet.  Optimiser AdamW (``torch.optim.AdamW``, or bitsandbytes' ``AdamW8bit`` on CUDA) over the
   ControlNet's parameters only; diffusers' LR schedule with warm-up; gradient clipping; optional EMA
   (``diffusers.training_utils.EMAModel``); gradient checkpointing of every block of the ControlNet and of the frozen
   UNet (the loss reaches the ControlNet through the UNet's up blocks, whose activations dominate memory;
-  ``model.enable_gradient_checkpointing``, for SVD :func:`dispose.training.model.checkpoint_blocks`).
+  ``model.enable_gradient_checkpointing``, for SVD :func:`dispose.bases.mimicmotion.training.checkpoint_blocks`).
 * Batch: ``train.batch_size`` clips per optimiser step over all processes, ``train.micro_batch_size`` per
   forward; the gradient accumulation makes up the rest (:mod:`dispose.training.config`).
 * Randomness: the sigmas, noise and CFG-dropout flags come from one ``torch.Generator`` per process (seed +
@@ -152,7 +152,7 @@ def train(config: TrainConfig, *, resume: str | None = None, dataset=None, anima
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
-    from dispose.training.model import training_base
+    from dispose.bases.training import training_base
 
     output_dir = Path(config.output_dir)
     base = training_base(config.base)

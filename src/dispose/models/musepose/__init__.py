@@ -7,5 +7,5 @@
 
 Against the release's code on identical tiny random weights (``bench/bench_musepose_vs_release.py``): one
 classifier-free-guided noise prediction with reference attention differs by at most 7.6e-6 (fp32), the pose
-guider not at all; whole sampling runs agree to 1.5e-4 on [0, 1] (:mod:`dispose.pipelines.musepose`).
+guider not at all; whole sampling runs agree to 1.5e-4 on [0, 1] (:mod:`dispose.bases.musepose.pipeline`).
 """

@@ -1,6 +1,6 @@
 """MimicMotion (Stable Video Diffusion) as a DisPose base: its weights, loader, sampling call and tables.
 
-Sampling (:func:`sample`) hands the pipeline (:class:`~dispose.pipelines.mimicmotion.DisPoseMimicMotionPipeline`)
+Sampling (:func:`sample`) hands the pipeline (:class:`~dispose.bases.mimicmotion.pipeline.DisPoseMimicMotionPipeline`)
 the reference and skeletons with the release script's pixel arithmetic: it runs with torch's default dtype
 set to fp16 (float32 with ``--no_use_float16``), so the skeletons become ``uint8 / 127.5 - 1`` computed in
 that dtype, and the reference reaches the pipeline after a round trip ``((uint8 / 127.5 - 1) + 1) * 127.5``
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dispose.bases import Base, SamplingRequest
+from dispose.bases.registry import Base, SamplingRequest
 from dispose.pipelines.weights import Component, model_files
 
 COMPONENTS = (
@@ -46,7 +46,7 @@ def required_components(dispose: bool) -> list[str]:
 
 
 def load(paths, dispose: bool, dtype: torch.dtype, device):
-    from dispose.pipelines.loading import load_pipeline
+    from dispose.bases.mimicmotion.weights import load_pipeline
 
     return load_pipeline(paths, dispose=dispose, dtype=dtype, device=device)
 
@@ -68,8 +68,8 @@ def release_reference(reference: np.ndarray, dtype: torch.dtype) -> np.ndarray:
 
 def sample(pipeline, request: SamplingRequest) -> Iterator[np.ndarray]:
     """Sample the latents, then decode and yield them as uint8 a decoding chunk at a time."""
+    from dispose.bases.mimicmotion.pipeline import to_uint8
     from dispose.models.release_compat import release_temporal_context
-    from dispose.pipelines.mimicmotion import to_uint8
 
     job, runtime = request.settings, request.runtime
     device, dtype = pipeline._execution_device, pipeline.unet.dtype
@@ -133,10 +133,10 @@ def parameter_counts(config: str | Path | None = None) -> list:
     per part), MimicMotion's UNet and PoseNet, for SVD-xt-1.1's UNet config or the one at ``config``."""
     from accelerate import init_empty_weights
 
+    from dispose.bases.mimicmotion.weights import read_unet_config
     from dispose.models.controlnet_svd import HybridControlNetSVD
     from dispose.models.pose_net import PoseNet
     from dispose.models.unet_mimicmotion import MimicMotionUNet
-    from dispose.pipelines.loading import read_unet_config
 
     with init_empty_weights():
         unet = MimicMotionUNet.from_config(read_unet_config(config))
@@ -155,8 +155,8 @@ def verify_checkpoint(kind: str, path: Path, config: str | Path | None = None) -
     """Load a checkpoint file of ``kind`` ("mimicmotion" or "dispose") strictly into its network."""
     from accelerate import init_empty_weights
 
+    from dispose.bases.mimicmotion.weights import load_controlnet, load_mimicmotion, read_unet_config
     from dispose.models.unet_mimicmotion import MimicMotionUNet
-    from dispose.pipelines.loading import load_controlnet, load_mimicmotion, read_unet_config
 
     unet_config = read_unet_config(config)
     if kind == "mimicmotion":

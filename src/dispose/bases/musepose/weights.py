@@ -17,7 +17,7 @@ them with ``denoising_unet.pth``.
 Registering MusePose needs: :data:`COMPONENTS`, :func:`required_components`, :func:`load_pipeline`,
 :data:`DEFAULT_SETTINGS`, :func:`sample`, :func:`tiles`, :func:`sampling_steps`, :func:`steps_per_video`,
 :func:`parameter_counts` and :func:`verify_checkpoint` (the fields of :class:`dispose.bases.Base`), and the pipeline
-class :class:`~dispose.pipelines.musepose.DisPoseMusePosePipeline`.
+class :class:`~dispose.bases.musepose.pipeline.DisPoseMusePosePipeline`.
 
 Loading is strict (:mod:`dispose.checkpoints`): the networks are built on the meta device and take the files'
 tensors; the key mapping of the motion modules and what each file must hold are in
@@ -32,6 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dispose.bases.musepose.pipeline import (
+    DEFAULTS,
+    MUSEPOSE_SCHEDULER,
+    DisPoseMusePosePipeline,
+    context_windows,
+    padded_length,
+)
 from dispose.checkpoints import load_strict, read_state_dict
 from dispose.models.musepose.release_files import (
     DENOISING_FILE,
@@ -41,13 +48,6 @@ from dispose.models.musepose.release_files import (
     RELEASE_FILES,
     build_pose_guider,
     denoising_state,
-)
-from dispose.pipelines.musepose import (
-    DEFAULTS,
-    MUSEPOSE_SCHEDULER,
-    DisPoseMusePosePipeline,
-    context_windows,
-    padded_length,
 )
 from dispose.pipelines.weights import Component
 
@@ -86,7 +86,7 @@ COMPONENTS: tuple[Component, ...] = (
 )
 _BY_KEY = {component.key: component for component in COMPONENTS}
 
-#: :class:`~dispose.pipelines.job.JobSettings` values of a MusePose run (the release's ``test_stage_2.py``: windows
+#: :class:`~dispose.settings.JobSettings` values of a MusePose run (the release's ``test_stage_2.py``: windows
 #: of 48 frames overlapping by 4, 20 DDIM steps, guidance 3.5, every 2nd pose frame, at most 300 pose frames,
 #: seed 99, 768x768).  MusePose resizes the reference and the aligned pose video to 768x768 without cropping
 #: and scales the result back to the video's size; DisPose trained its MusePose ControlNet at 512x512.
@@ -163,8 +163,8 @@ def load_pipeline(paths, dispose: bool = True, dtype: torch.dtype = torch.float3
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPVisionModelWithProjection
 
+    from dispose.bases.mimicmotion.weights import read_unet_config
     from dispose.guidance.dift import from_local_folder
-    from dispose.pipelines.loading import read_unet_config
 
     unet_config = read_unet_config(_path(paths, "sd_image_variations"))
     denoising, reference, pose_guider = load_musepose(_path(paths, "musepose"), unet_config)
@@ -184,7 +184,7 @@ def load_pipeline(paths, dispose: bool = True, dtype: torch.dtype = torch.float3
 def sample(pipeline: DisPoseMusePosePipeline, request) -> Iterator[np.ndarray]:
     """One video for a :class:`dispose.bases.SamplingRequest`: samples the latents (the skeletons read a window
     at a time), then decodes them and yields (n, H, W, 3) uint8 driving frames a decoding chunk at a time."""
-    from dispose.pipelines.mimicmotion import to_uint8
+    from dispose.bases.mimicmotion.pipeline import to_uint8
 
     job, runtime = request.settings, request.runtime
     latents = pipeline(request.reference, request.skeletons, request.guidance,
@@ -223,8 +223,8 @@ def verify_checkpoint(kind: str, path: Path, config: str | Path | None = None) -
     (a ``MusePose/`` folder); ``config``: the sd-image-variations folder or UNet config (default built in)."""
     from accelerate import init_empty_weights
 
+    from dispose.bases.mimicmotion.weights import read_unet_config
     from dispose.models.musepose.denoising_unet import MusePoseDenoisingUNet, motion_config_from_sd
-    from dispose.pipelines.loading import read_unet_config
 
     unet_config = read_unet_config(config) if config is not None else SD_IMAGE_VARIATIONS_UNET_CONFIG
     if kind == "musepose":
@@ -285,7 +285,7 @@ def parameter_table(unet_config: Mapping | None = None) -> list[tuple[str, list[
 def parameter_counts(config: str | Path | None = None) -> list:
     """:func:`parameter_table` as ``dispose models`` prints it: ``[(section, [(label, tensors, parameters,
     note)])]``, for the sd-image-variations UNet config at ``config`` (default built in)."""
-    from dispose.pipelines.loading import read_unet_config
+    from dispose.bases.mimicmotion.weights import read_unet_config
 
     table = parameter_table(read_unet_config(config) if config is not None else None)
     return [(section, [(label, counts["tensors"], counts["parameters"], note) for label, counts, note in rows])

@@ -9,10 +9,11 @@ MediaPipe detector and a weight-free dense field with them.
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import torch
+
+from dispose.guidance.tiny import DIFT_CHANNELS, build_tiny_sd15
 
 #: SVD-xt-1.1's scheduler settings (EDM: Karras sigmas, v-prediction, continuous timesteps).
 SVD_SCHEDULER = {
@@ -20,8 +21,6 @@ SVD_SCHEDULER = {
     "num_train_timesteps": 1000, "prediction_type": "v_prediction", "sigma_max": 700.0, "sigma_min": 0.002,
     "steps_offset": 1, "timestep_spacing": "leading", "timestep_type": "continuous", "use_karras_sigmas": True,
 }
-#: Channels of the tiny SD1.5's up block 1 (the DIFT features the point encoder reads).
-DIFT_CHANNELS = 32
 WIDTH = 32  # UNet block width (GroupNorm needs multiples of 32)
 EMBED = 16  # CLIP projection = cross-attention width
 
@@ -41,7 +40,7 @@ def _svd(folder: Path) -> None:
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from dispose.pipelines.loading import image_processor_class
+    from dispose.bases.mimicmotion.weights import image_processor_class
 
     AutoencoderKLTemporalDecoder(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
                                  layers_per_block=1, latent_channels=4).save_pretrained(folder / "vae")
@@ -50,31 +49,6 @@ def _svd(folder: Path) -> None:
     CLIPVisionModelWithProjection(config).save_pretrained(folder / "image_encoder")
     EulerDiscreteScheduler(**SVD_SCHEDULER).save_pretrained(folder / "scheduler")
     image_processor_class()().save_pretrained(folder / "feature_extractor")
-
-
-def _sd15(folder: Path) -> None:
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(8, 16, DIFT_CHANNELS, DIFT_CHANNELS), norm_num_groups=4, cross_attention_dim=16,
-        attention_head_dim=2,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    ).save_pretrained(folder / "unet")
-    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=2,
-                  block_out_channels=(4, 4, 4, 4), down_block_types=("DownEncoderBlock2D",) * 4,
-                  up_block_types=("UpDecoderBlock2D",) * 4).save_pretrained(folder / "vae")
-    CLIPTextModel(CLIPTextConfig(vocab_size=54, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, max_position_embeddings=77, bos_token_id=0,
-                                 eos_token_id=1, pad_token_id=1)).save_pretrained(folder / "text_encoder")
-    letters = list(string.ascii_lowercase)
-    tokens = ["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters)]
-    CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[],
-                  model_max_length=77).save_pretrained(folder / "tokenizer")
-    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                  clip_sample=False, set_alpha_to_one=False, steps_offset=1).save_pretrained(folder / "scheduler")
 
 
 def tiny_models(controlnet: str = "random", seed: int = 0):
@@ -108,7 +82,7 @@ def build_tiny_weights(root: str | Path, *, controlnet: str = "random", seed: in
     svd = root / "stable-video-diffusion-img2vid-xt-1-1"
     torch.manual_seed(seed)
     _svd(svd)
-    _sd15(root / "stable-diffusion-v1-5")
+    build_tiny_sd15(root / "stable-diffusion-v1-5")
     unet, pose_net, control = tiny_models(controlnet, seed)
     unet.save_config(svd / "unet")
     state = {f"unet.{k}": v for k, v in unet.state_dict().items()}

@@ -67,8 +67,7 @@ from diffusers import AutoencoderKL, DDIMScheduler
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
-from dispose.models.musepose.reference import connect_reference_attention
-from dispose.pipelines.mimicmotion import (
+from dispose.bases.mimicmotion.pipeline import (
     CLIP_MEAN,
     CLIP_STD,
     AnimationOutput,
@@ -76,6 +75,7 @@ from dispose.pipelines.mimicmotion import (
     _pose_image_size,
     _to_unit_tensor,
 )
+from dispose.models.musepose.reference import connect_reference_attention
 from dispose.pipelines.tile_cache import GUIDANCE_CACHE_MB, TileCache
 
 if TYPE_CHECKING:

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
+from dispose.bases.mimicmotion.pipeline import DisPoseMimicMotionPipeline
 from dispose.checkpoints import load_strict, read_state_dict
 from dispose.errors import UserError
-from dispose.pipelines.mimicmotion import DisPoseMimicMotionPipeline
 from dispose.pipelines.weights import COMPONENTS, WeightPaths
 
 #: Prefixes of MimicMotion_1-1.pth entries that are not ours to load (SVD parts saved along).

@@ -25,7 +25,7 @@ Training (``generative-models``' ``StandardDiffusionLoss`` + ``EDMSampling`` + `
 
 Neither DisPose nor MimicMotion publishes training code; this is SVD's own objective, which is what a
 frozen SVD-based UNet was trained with.  MusePose's base (SD1.5) trains with epsilon prediction: it plugs
-in as another objective beside this one (:mod:`dispose.training.model`).
+in as another objective beside this one (:mod:`dispose.bases.mimicmotion.training`).
 """
 
 from __future__ import annotations

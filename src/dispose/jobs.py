@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dispose.bases import get_base
 from dispose.errors import UserError
 from dispose.media.files import atomic_write_text
+from dispose.settings import JobSettings
 
 #: Release key -> our key, for jobs written for the official ``inference_ctrl.py``.
 RELEASE_JOB_KEYS = {"ref_image_path": "ref", "ref_video_path": "driving"}
@@ -36,74 +38,10 @@ RELEASE_WEIGHT_KEYS = {"base_model_path": "svd", "dift_model_path": "sd15", "ckp
 SIDECAR_FORMAT = "dispose-animate-v1"
 
 
-@dataclass
-class JobSettings:
-    """One animation; the defaults are the release's ``configs/test.yaml`` settings."""
-
-    ref: Path | None = None
-    driving: Path | None = None
-    out: Path | None = None
-    resolution: int = 576
-    num_frames: int = 16  # tile size (release name)
-    frames_overlap: int = 6
-    num_inference_steps: int = 25
-    guidance_scale: float = 2.0  # max guidance; the release uses it as min and max
-    min_guidance_scale: float | None = None  # None = guidance_scale (constant, release)
-    noise_aug_strength: float = 0.0
-    sample_stride: int = 2
-    fps: int = 15  # output video fps; the UNet is conditioned on fps 7 regardless (conditioning_fps)
-    conditioning_fps: int = 7
-    motion_bucket_id: int = 127
-    decode_chunk_size: int = 8
-    seed: int = 42
-    max_frames: int | None = None  # driving frames after the stride; None = all
-    controlnet_scale: float = 1.0
-    controlnet_interval: int = 1  # ControlNet residuals made every k-th step, reused between (changes the output)
-    baseline: bool = False  # True = plain MimicMotion (no DisPose guidance)
-    release_missing_points: bool = False  # undetected keypoints in F_s / P_d as the release (default: ignored)
-    align: str = "global"  # pose alignment to the reference (dispose.pose.alignment; global = the release's fit)
-    match_release: bool = False  # reproduce the release as it ships (dispose.models.release_compat, README)
-    strict: bool = False  # refuse a driving video shorter than its container declares (default: warn)
-    base: str | None = None  # base model (dispose.bases); None = the default
-    side_by_side: Path | None = None
-    guidance: Path | None = None  # a folder written by `dispose guidance`, reused instead of recomputing
-    poses: Path | None = None  # driving poses from a file (our JSON or OpenPose JSON) instead of the detector
-
-    def validate(self) -> None:
-        from dispose.media.geometry import check_resolution
-        from dispose.pose.alignment import ALIGN_MODES
-
-        check_resolution(self.resolution)
-        problems = []
-        if self.align not in ALIGN_MODES:
-            problems.append(f"align must be one of {', '.join(ALIGN_MODES)}, got {self.align!r}")
-        if self.guidance is None and (self.ref is None or self.driving is None):
-            problems.append("each job needs a reference image (--ref / ref) and a driving video (--driving / "
-                            "driving), or a saved guidance (--guidance / guidance)")
-        for name in ("num_inference_steps", "sample_stride", "decode_chunk_size", "fps", "conditioning_fps",
-                     "controlnet_interval"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_frames < 2 or not 1 <= self.frames_overlap < self.num_frames:
-            problems.append(f"need num_frames >= 2 and 1 <= frames_overlap < num_frames, got "
-                            f"{self.num_frames} / {self.frames_overlap}")
-        if self.max_frames is not None and self.max_frames < 1:
-            problems.append(f"max_frames must be at least 1, got {self.max_frames}")
-        if problems:
-            raise UserError("; ".join(problems))
-
-    @property
-    def guidance_range(self) -> tuple[float, float]:
-        low = self.guidance_scale if self.min_guidance_scale is None else self.min_guidance_scale
-        return low, self.guidance_scale
-
-    def to_dict(self) -> dict:
-        return {key: (str(value) if isinstance(value, Path) else value)
-                for key, value in dataclasses.asdict(self).items()}
-
-
 _FIELDS = {f.name: f for f in dataclasses.fields(JobSettings)}
 _PATH_FIELDS = {"ref", "driving", "out", "side_by_side", "guidance", "poses"}
+
+
 def _normalised(values: Mapping[str, Any], base: Path | None, where: str, *, out_base: Path | None = None) -> dict:
     """Settings of one source with release key names mapped and relative paths made absolute to ``base``
     (``out`` to ``out_base`` when given)."""
@@ -123,8 +61,6 @@ def _normalised(values: Mapping[str, Any], base: Path | None, where: str, *, out
 
 def settings_for(values: Mapping[str, Any]) -> JobSettings:
     """JobSettings from explicit ``values`` over the defaults of the base model they name."""
-    from dispose.bases import get_base
-
     return dataclasses.replace(JobSettings(), **{**get_base(values.get("base")).defaults, **values})
 
 

@@ -2,7 +2,7 @@
 
 MusePose (``train_stage_1.py`` / ``train_stage_2.py`` with ``enable_zero_snr: True``, ``noise_offset: 0.05``,
 ``snr_gamma: 5.0``) trains the SD1.5 UNet in the *v*-parameterisation on DDPM betas rescaled to zero terminal
-SNR, not with SD1.5's original epsilon prediction; its sampler (:data:`~dispose.pipelines.musepose.
+SNR, not with SD1.5's original epsilon prediction; its sampler (:data:`~dispose.bases.musepose.pipeline.
 MUSEPOSE_SCHEDULER`) reads the output as v.  A ControlNet added to the frozen MusePose UNet must train against
 the parameterisation that UNet predicts, so this objective follows the release:
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import DDIMScheduler
 
-from dispose.pipelines.musepose import MUSEPOSE_SCHEDULER
+from dispose.bases.musepose.pipeline import MUSEPOSE_SCHEDULER
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """The MusePose training base: frozen MusePose (SD1.5) plus DisPose's trainable SD1.5 hybrid ControlNet.
 
-Registers ``"musepose"`` in :data:`dispose.training.model.TRAINING_BASES` when imported (``dispose train --base
+Registers ``"musepose"`` in :data:`dispose.bases.training.TRAINING_BASES` when imported (``dispose train --base
 musepose`` imports it on first use).  :class:`MusePoseTrainingModel` holds
 
 * frozen (``requires_grad=False``, eval mode, cast to the mixed-precision dtype): the sd-vae-ft-mse VAE, the
   sd-image-variations CLIP image encoder, MusePose's reference UNet, denoising UNet (with its motion modules)
-  and pose guider, loaded strictly from the release's files (:mod:`dispose.pipelines.musepose_weights`);
+  and pose guider, loaded strictly from the release's files (:mod:`dispose.bases.musepose.weights`);
 * trainable: :class:`~dispose.models.controlnet_sd.HybridControlNetSD` with its motion encoder and point
   encoder, initialised from the 2D encoder of MusePose's denoising UNet (``from_unet``: weights copied, zero
   output convolutions) or from a given ``DisPose_MusePose.pth``.  The paper says "initialised from
@@ -14,14 +14,14 @@ musepose`` imports it on first use).  :class:`MusePoseTrainingModel` holds
   MimicMotion UNet rather than SVD-xt.
 
 One training forward on a sample ``[reference, f1 .. f(T-1)]`` is one sampling step of
-:class:`~dispose.pipelines.musepose.DisPoseMusePosePipeline` on one window covering ``f1 .. f(T-1)``: the
+:class:`~dispose.bases.musepose.pipeline.DisPoseMusePosePipeline` on one window covering ``f1 .. f(T-1)``: the
 CLIP embedding of the reference, its latent through the reference UNet at timestep 0 into the reference
 attention bank, the pose guider's features of the driving skeletons, the window's guidance (the pipeline's
 ``_guidance_window``: driving frame ``j`` reads guidance frame ``j + 1``) encoded by
 ``controlnet.encode_guidance``, the ControlNet's residuals into the denoising UNet.  The conditioning is the
 pipeline's own methods (``_clip_embedding``, ``_reference_latent``, ``_pose_features``, ``_write_reference``)
 applied to this module; a test checks a training forward at ``t = 999`` against a one-step sampling run.
-The objective is MusePose's (:mod:`dispose.training.loss_sd`: v-prediction on zero-terminal-SNR betas, offset
+The objective is MusePose's (:mod:`dispose.bases.musepose.loss`: v-prediction on zero-terminal-SNR betas, offset
 noise, min-SNR weighting).
 
 Training choices (the paper gives none of these; the release's ``train_stage_2.py`` where noted):
@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from dispose.bases.musepose.loss import SDNoiseObjective
+from dispose.bases.musepose.pipeline import LATENT_SCALE, DisPoseMusePosePipeline
+from dispose.bases.training import TRAINING_BASES, FrozenBaseModel
 from dispose.guidance.stage import GuidanceTensors
-from dispose.pipelines.musepose import LATENT_SCALE, DisPoseMusePosePipeline
-from dispose.training.loss_sd import SDNoiseObjective
-from dispose.training.model import TRAINING_BASES, FrozenBaseModel
 
 if TYPE_CHECKING:
     from dispose.training.config import TrainConfig
@@ -177,8 +177,8 @@ class MusePoseBase:
 
     def build(self, config: TrainConfig) -> MusePoseTrainingModel:
         from dispose.bases import get_base
+        from dispose.bases.musepose.weights import load_controlnet
         from dispose.models.controlnet_sd import HybridControlNetSD
-        from dispose.pipelines.musepose_weights import load_controlnet
         from dispose.pipelines.weights import resolve_weights
 
         weights = config.weights
@@ -217,7 +217,7 @@ class MusePoseBase:
 
     def export(self, controlnet: nn.Module, folder: Path, metadata: dict[str, str]) -> tuple[Path, ...]:
         """``folder/DisPose_MusePose.pth`` + ``.safetensors`` (what ``--dispose-musepose`` loads strictly)."""
-        from dispose.pipelines.musepose_weights import DISPOSE_MUSEPOSE_FILE
+        from dispose.bases.musepose.weights import DISPOSE_MUSEPOSE_FILE
         from dispose.training.export import export_controlnet
 
         return export_controlnet(controlnet, folder, metadata=metadata, name=Path(DISPOSE_MUSEPOSE_FILE).stem)

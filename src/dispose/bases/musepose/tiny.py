@@ -1,4 +1,4 @@
-"""Tiny random MusePose-shaped weights in the release's layout (:mod:`dispose.pipelines.musepose_weights`), for
+"""Tiny random MusePose-shaped weights in the release's layout (:mod:`dispose.bases.musepose.weights`), for
 tests and benchmarks.
 
 The networks have the SD1.5 layout at small widths (UNet blocks of 32 channels, latents of 8x8 for 64x64
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from dispose.pipelines.tiny import DIFT_CHANNELS, _sd15
+from dispose.guidance.tiny import DIFT_CHANNELS, build_tiny_sd15
 
 WIDTH = 32  # UNet block width (the motion modules' GroupNorm has 32 groups, as the release's)
 EMBED = 16  # CLIP projection = cross-attention width
@@ -71,14 +71,14 @@ def _clip_and_vae(root: Path) -> None:
 def build_tiny_musepose_weights(root: str | Path, *, seed: int = 0, dift: bool = True) -> Path:
     """Write tiny random MusePose weights in the release layout under ``root`` (and, with ``dift``, the tiny
     SD1.5 folder DisPose's DIFT features need); returns ``root``."""
+    from dispose.bases.musepose.weights import DISPOSE_MUSEPOSE_FILE
     from dispose.models.musepose.release_files import release_states
-    from dispose.pipelines.musepose_weights import DISPOSE_MUSEPOSE_FILE
 
     root = Path(root)
     torch.manual_seed(seed)
     _clip_and_vae(root)
     if dift:
-        _sd15(root / "stable-diffusion-v1-5")
+        build_tiny_sd15(root / "stable-diffusion-v1-5")
     unet_folder = root / "sd-image-variations-diffusers" / "unet"
     unet_folder.mkdir(parents=True, exist_ok=True)
     (unet_folder / "config.json").write_text(json.dumps(tiny_unet_config(), indent=2))

@@ -12,14 +12,14 @@ step's computation, so accelerate / DDP / DeepSpeed wrap a single module).  For 
   fine-tuned) or from a given ``DisPose.pth``.
 
 One training forward on a sample ``[reference, f1 .. f(T-1)]`` is one sampling step of the pipeline on one
-tile (:mod:`dispose.pipelines.mimicmotion`): the CLIP embedding of the reference, its VAE latent
+tile (:mod:`dispose.bases.mimicmotion.pipeline`): the CLIP embedding of the reference, its VAE latent
 (posterior mode, unscaled) concatenated to the noisy latents of every frame, PoseNet latents of the
 skeletons added in the UNet, added time ids ``[fps - 1, motion_bucket_id, noise_aug_strength]``, the tile's
 guidance built by ``GuidanceTensors.window`` (:mod:`dispose.guidance.stage`) and encoded by ``controlnet.encode_guidance``, the ControlNet's
 residuals into the UNet.  The conditioning and the denoiser call are the pipeline's own methods
 (``_clip_embedding``, ``_pose_latents``, ``_time_ids``, ``_denoise_tile``), applied to this module (it has the
 attributes they read), so training cannot drift from sampling; a test checks a training forward at the
-first sampling sigma against a one-step sampling run.  The EDM objective is :mod:`dispose.training.loss`.
+first sampling sigma against a one-step sampling run.  The EDM objective is :mod:`dispose.bases.mimicmotion.loss`.
 
 Training choices (not in the paper, which gives none of these):
 
@@ -32,7 +32,7 @@ Training choices (not in the paper, which gives none of these):
   ``GuidanceTensors.window`` sampling uses; its step 0 is reference -> f1, as in the first inference tile
   (later inference tiles see the step from the frame before the tile instead).
 
-A second base (MusePose / SD1.5, v-prediction: :mod:`dispose.training.model_musepose`) plugs in as another
+A second base (MusePose / SD1.5, v-prediction: :mod:`dispose.bases.musepose.training`) plugs in as another
 :class:`TrainingBase` in :data:`TRAINING_BASES` with its own model, objective and export file name; the
 trainer only uses the ``TrainingBase`` interface.
 """
@@ -42,38 +42,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from dispose.bases.mimicmotion.loss import EDMVObjective
+from dispose.bases.mimicmotion.pipeline import DisPoseMimicMotionPipeline
+from dispose.bases.training import TRAINING_BASES, FrozenBaseModel
 from dispose.guidance.stage import GuidanceTensors
-from dispose.pipelines.mimicmotion import DisPoseMimicMotionPipeline
-from dispose.training.loss import EDMVObjective
 
 if TYPE_CHECKING:
     from dispose.training.config import TrainConfig
-
-
-def random_sample(num_frames: int = 4, width: int = 64, height: int = 64, *, keypoints: int = 18,
-                  point_channels: int = 1280, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """A random training sample in the dataset's contract (what ``dispose.training.dataset`` yields; for smoke
-    runs, tests and benches): ``pixels`` / ``pose_images`` (T, 3, H, W) in [-1, 1] ([0] = the reference),
-    ``trajectories`` (T, K, 2) pixels of W x H, ``visible`` (T, K) bool, ``dense_flow`` (T - 1, 2, H, W) relative
-    to the reference, ``point_embeddings`` (K, C), ``points`` (T, K, 2) normalised."""
-    def uniform(*shape):
-        return torch.rand(*shape, generator=generator)
-
-    scale = torch.tensor([width, height], dtype=torch.float32)
-    trajectories = uniform(num_frames, keypoints, 2) * (scale - 1)
-    visible = uniform(num_frames, keypoints) > 0.2
-    trajectories = torch.where(visible[..., None], trajectories, 0.0)
-    return {"pixels": uniform(num_frames, 3, height, width) * 2 - 1,
-            "pose_images": uniform(num_frames, 3, height, width) * 2 - 1,
-            "trajectories": trajectories, "visible": visible,
-            "dense_flow": torch.randn(num_frames - 1, 2, height, width, generator=generator) * 2,
-            "point_embeddings": torch.randn(keypoints, point_channels, generator=generator),
-            "points": trajectories / scale}
 
 
 #: Blocks of the SVD UNet / ControlNet recomputed in the backward pass with gradient checkpointing: every
@@ -133,31 +113,6 @@ class Conditioning:
     motion_bucket_id: int = 127
     noise_aug_strength: float = 0.0
     dropout: float = 0.1
-
-
-class FrozenBaseModel(nn.Module):
-    """What every training model shares: a frozen base (:meth:`frozen_modules`, cast to the mixed-precision dtype,
-    no gradients, always in eval mode) and a trainable hybrid ControlNet (``self.controlnet``)."""
-
-    controlnet: nn.Module
-
-    def frozen_modules(self) -> list[nn.Module]:
-        raise NotImplementedError
-
-    def freeze(self, frozen_dtype: torch.dtype) -> None:
-        for module in self.frozen_modules():
-            nn.Module.to(module, dtype=frozen_dtype)  # ModelMixin.to warns about fp32 modules on dtype casts
-            module.requires_grad_(False).eval()
-        self.controlnet.requires_grad_(True)
-
-    def trainable_modules(self) -> list[nn.Module]:
-        return [self.controlnet]
-
-    def train(self, mode: bool = True) -> FrozenBaseModel:
-        """Only the ControlNet switches to training mode; the frozen base stays in eval mode."""
-        self.training = mode
-        self.controlnet.train(mode)
-        return self
 
 
 class MimicMotionTrainingModel(FrozenBaseModel):
@@ -266,27 +221,6 @@ class MimicMotionTrainingModel(FrozenBaseModel):
         return self.objective.loss(denoised, cond["latents"], draw.sigmas)
 
 
-# ---------------------------------------------------------------------- bases
-class TrainingBase(Protocol):
-    """What the trainer needs from a base model family (MimicMotion, MusePose)."""
-
-    name: str
-
-    def build(self, config: TrainConfig) -> nn.Module:
-        """The training model (frozen base + trainable ControlNet) on the CPU, with ``trainable_modules()``,
-        ``enable_gradient_checkpointing()``, ``draw(batch, generator)`` and ``forward(batch, draw) -> per-clip
-        loss`` (its objective is the base's: EDM v-prediction here, MusePose's own for MusePose)."""
-
-    def controlnet(self, model: nn.Module) -> nn.Module:
-        """The trainable network whose state dict is the exported checkpoint."""
-
-    def pipeline(self, model: nn.Module):
-        """A sampling pipeline sharing the model's networks (validation)."""
-
-    def export(self, controlnet: nn.Module, folder: Path, metadata: dict[str, str]) -> tuple[Path, ...]:
-        """Write the checkpoint file(s) ``dispose animate`` loads for this base into ``folder``."""
-
-
 class MimicMotionBase:
     """DisPose on MimicMotion / SVD (EDM v-prediction)."""
 
@@ -294,8 +228,8 @@ class MimicMotionBase:
 
     def build(self, config: TrainConfig) -> MimicMotionTrainingModel:
         from dispose.bases import get_base
+        from dispose.bases.mimicmotion.weights import load_controlnet
         from dispose.models.controlnet_svd import HybridControlNetSVD
-        from dispose.pipelines.loading import load_controlnet
         from dispose.pipelines.weights import resolve_weights
 
         weights = config.weights
@@ -338,24 +272,4 @@ class MimicMotionBase:
         return export_controlnet(controlnet, folder, metadata=metadata)
 
 
-#: Base name -> its training recipe (``dispose train --base`` / ``base:`` in the config).  Another base's recipe
-#: lives in ``dispose/training/model_<name>.py``, which adds itself here when imported (:func:`training_base`
-#: imports it on first use).
-TRAINING_BASES: dict[str, Callable[[], TrainingBase]] = {"mimicmotion": MimicMotionBase}
-
-
-def training_base(name: str) -> TrainingBase:
-    """The training recipe of base ``name`` (a UserError lists the known ones)."""
-    import importlib
-
-    from dispose.errors import UserError
-
-    if name not in TRAINING_BASES and name.isidentifier():
-        try:
-            importlib.import_module(f"dispose.training.model_{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"dispose.training.model_{name}":
-                raise
-    if name not in TRAINING_BASES:
-        raise UserError(f"base {name!r} cannot be trained (yet); known: {', '.join(sorted(TRAINING_BASES))}")
-    return TRAINING_BASES[name]()
+TRAINING_BASES[MimicMotionBase.name] = MimicMotionBase

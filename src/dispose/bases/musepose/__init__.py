@@ -1,7 +1,7 @@
 """MusePose (Stable Diffusion 1.5 + reference UNet + motion modules) as a DisPose base.
 
-Everything lives in :mod:`dispose.pipelines.musepose_weights` (components, loader, sampling call, tiling in
-context windows, defaults, tables) and :mod:`dispose.pipelines.musepose` (the pipeline); this is its registry
+Everything lives in :mod:`dispose.bases.musepose.weights` (components, loader, sampling call, tiling in
+context windows, defaults, tables) and :mod:`dispose.bases.musepose.pipeline` (the pipeline); this is its registry
 entry.  Difference from MusePose's own script: frames are made at the generation size of every base
 (``--resolution`` on the short side, 9:16, :mod:`dispose.media.geometry`), not resized to a 768x768 square and
 back.
@@ -9,8 +9,8 @@ back.
 
 from __future__ import annotations
 
-from dispose.bases import Base
-from dispose.pipelines import musepose_weights as weights
+from dispose.bases.musepose import weights
+from dispose.bases.registry import Base
 
 MUSEPOSE = Base(
     name="musepose", title="MusePose (SD1.5, reference UNet, pose guider, motion modules)",
