@@ -11,7 +11,9 @@ the base model alone with the same pipeline and seed.  --guidance DIR reuses wha
 the official release as it ships (README "Release-exact mode").
 
 Several jobs: --config jobs.yaml (see dispose.jobs) with --out FOLDER; a relative `out:` in the file
-is then relative to FOLDER.  --resume skips jobs whose output exists.  Multi-GPU: accelerate launch
+is then relative to FOLDER.  A job's video, side-by-side and sidecar are written as one unit (temporary names,
+renamed together); --resume skips the jobs whose unit is complete and whose sidecar records the same settings,
+and says why it runs the others again (a file missing, other settings).  Multi-GPU: accelerate launch
 --num_processes K -m dispose.cli animate --config jobs.yaml --out FOLDER (each process runs every K-th job).
 """
 
@@ -58,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--config", type=Path, help="YAML job file (one or more jobs; release test.yaml accepted); a "
                     "relative `out:` in it is relative to --out when given")
     io.add_argument("--side-by-side", type=Path, help="also write reference | skeleton | result to this .mp4")
-    io.add_argument("--resume", action="store_true", help="skip jobs whose output already exists")
+    io.add_argument("--resume", action="store_true", help="skip jobs whose files (video, side-by-side, sidecar) "
+                    "are a finished result of the same settings; say what is skipped and why the rest runs")
     io.add_argument("--strict", action="store_true", help="refuse a driving video that ends before the frame count "
                     "its container declares (default: a warning; both counts go to the sidecar)")
 
@@ -143,7 +146,7 @@ def _process_shard() -> tuple[int, int]:
 
 def _check_inputs(job) -> None:
     """Cheap checks of one job's inputs and outputs, before any model loads."""
-    from dispose.media.files import check_writable_dir, ensure_folder
+    from dispose.media.files import check_creatable
     from dispose.media.video import VideoFrames
 
     for label, path in (("reference image", job.ref), ("driving video", job.driving), ("poses file", job.poses)):
@@ -153,15 +156,14 @@ def _check_inputs(job) -> None:
         VideoFrames(job.driving, job.sample_stride, 1, release_stride=True)  # opens the container: not a video?
     for option, path in (("--out", job.out), ("--side-by-side", job.side_by_side)):
         if path is not None:
-            ensure_folder(Path(path).parent, option)
-            check_writable_dir(Path(path))
+            check_creatable(path, option)
 
 
 def _check_apart(jobs, config: Path | None) -> None:
     """No output of any job is an input of any job (or the job file), or another output: symlinks and hard
     links included (:func:`dispose.media.files.check_apart`)."""
-    from dispose.media.files import check_apart
     from dispose.jobs import sidecar_path
+    from dispose.media.files import check_apart
 
     inputs = [("--config", config)]
     outputs = []
@@ -182,6 +184,26 @@ def _check_references(jobs):
                 reference_frame(job.ref, job.resolution, models.detector)
 
     return check
+
+
+def _not_finished(jobs):
+    """The jobs whose files are not a finished result of their settings (--resume); says which it skips and
+    why it runs the others again."""
+    from dispose.jobs import finished_unit, unit_paths
+
+    remaining = []
+    for job in jobs:
+        done = finished_unit(job)
+        if done is not None:
+            print(f"skip (finished: {done})", file=sys.stderr)
+            continue
+        parts = unit_paths(job)
+        missing = [str(path) for path in parts if not path.is_file()]
+        if len(missing) < len(parts):  # an unfinished or other result: say why it is made again
+            why = f"{', '.join(missing)} missing" if missing else "its sidecar describes other settings"
+            print(f"redo {job.out}: {why}", file=sys.stderr)
+        remaining.append(job)
+    return remaining
 
 
 def _error(message: str):
@@ -234,10 +256,7 @@ def run(args: argparse.Namespace) -> int:
 
             device = str(PartialState().device)
     if args.resume:
-        skipped = [job for job in jobs if Path(job.out).is_file()]
-        jobs = [job for job in jobs if not Path(job.out).is_file()]
-        for job in skipped:
-            print(f"skip (exists): {job.out}", file=sys.stderr)
+        jobs = _not_finished(jobs)
     if not jobs:
         return 0
     for job in jobs:

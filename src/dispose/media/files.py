@@ -1,7 +1,9 @@
 """Writing results so that a failure leaves nothing half-written: files and whole folders appear complete or
 not at all.
 
-* :func:`atomic_path` (one file): write to a temporary name beside the target, rename onto it when done.
+* :func:`atomic_path` (one file): write to a temporary name beside the target, rename onto it when done;
+  :func:`atomic_paths` does so for several files that form one result (a video, its side-by-side and its
+  sidecar): all are written under temporary names, then renamed together (Ctrl-C waits for the renames).
 * :func:`atomic_folder` (a result folder): build the folder under a temporary sibling name
   (``.NAME.partial-PID``) and rename it into place only when complete, replacing an earlier result then
   (so a rerun with fewer frames leaves no stale files, and Ctrl-C or an error leaves the earlier result, or
@@ -41,7 +43,7 @@ from dispose.errors import UserError, os_error_fix
 MANIFEST = ".dispose-output"
 
 _finished: list[Path] = []  # targets committed by this process, in order (files inside a folder: not listed)
-_building: set[Path] = set()  # temporary folders being built by this process
+_building: set[Path] = set()  # temporary folders and files of a unit being built by this process
 
 
 def finished_outputs() -> list[Path]:
@@ -116,6 +118,23 @@ def ensure_folder(path: str | Path, option: str = "--out", *, named: Path | None
     return path
 
 
+def check_creatable(path: str | Path, option: str = "--out") -> None:
+    """Refuse (UserError naming ``option``) an output file ``path`` that is a folder, or whose folder could not be
+    created or written: the nearest existing ancestor must be a writable folder.  Creates nothing, so a run
+    that fails later leaves no empty folder (create it with :func:`ensure_folder` just before writing)."""
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{option} {path}: {folder} exists and is not a folder; choose another name")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{option} {path}: cannot write in {folder} (permission denied or read-only); choose "
+                        "another folder")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -123,7 +142,7 @@ def _umask() -> int:
 
 
 def _inside_building(path: Path) -> bool:
-    return any(folder in path.parents for folder in _building)
+    return path in _building or any(folder in path.parents for folder in _building)
 
 
 @contextlib.contextmanager
@@ -135,21 +154,37 @@ def atomic_path(path: str | Path, *, cache: bool = False) -> Iterator[Path]:
     file is removed and the target is left untouched.  ``cache=True`` marks a cache file, which is not
     listed among the outputs a run kept (:func:`finished_outputs`).
     """
-    path = Path(path)
-    check_writable_dir(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    with atomic_paths([path], cache=cache) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: Iterable[str | Path], *, cache: bool = False) -> Iterator[list[Path]]:
+    """Yield a temporary path beside each of ``paths`` (see :func:`atomic_path`); when the block ends without an
+    error all of them are renamed onto their targets together, else all are removed and no target changes."""
+    paths = [Path(path) for path in paths]
+    for path in paths:
+        check_writable_dir(path)
+    tmps: list[Path] = []
     try:
-        yield tmp_path
-        # mkstemp makes 0600, and writers that replace the file themselves (safetensors) reset the mode:
-        # give the result the permissions a plain open() would, just before it takes the target's name.
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, path)
-        if not cache and not _inside_building(path.absolute()):
-            _finished.append(path)
+        for path in paths:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+            os.close(fd)
+            tmps.append(Path(tmp))
+        if len(paths) > 1:
+            _building.update(tmp.absolute() for tmp in tmps)  # parts of a unit: not outputs of their own
+        yield tmps
+        with _interrupts_deferred():
+            for tmp, path in zip(tmps, paths):
+                # mkstemp makes 0600, and writers that replace the file themselves (safetensors) reset the
+                # mode: give the result the permissions a plain open() would, just before it takes its name.
+                os.chmod(tmp, 0o666 & ~_umask())
+                os.replace(tmp, path)
+        _finished.extend(path for path in paths if not cache and not _inside_building(path.absolute()))
     finally:
-        tmp_path.unlink(missing_ok=True)
+        for tmp in tmps:
+            _building.discard(tmp.absolute())
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str, *, cache: bool = False) -> None:
