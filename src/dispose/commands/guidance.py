@@ -88,7 +88,6 @@ def _check_args(args: argparse.Namespace) -> str:
     """Validate the options before anything loads; return the dense method to use."""
     from dispose.errors import UserError
     from dispose.media.files import check_apart
-    from dispose.media.geometry import check_resolution
 
     for label, path in (("--ref", args.ref), ("--driving", args.driving), ("--cmp-checkpoint", args.cmp_checkpoint)):
         if path is not None and not path.is_file():
@@ -101,7 +100,6 @@ def _check_args(args: argparse.Namespace) -> str:
                 [("--out", args.out)], folders=True)
     if args.driving is None and args.poses is None:
         raise UserError("give the driving video (--driving) or its poses (--poses)")
-    check_resolution(args.resolution)
     if args.picture_width != 0 and args.picture_width < 16:
         raise UserError(f"--picture-width must be 0 (full size) or at least 16, got {args.picture_width}")
     dense = args.dense or ("cmp" if args.cmp_checkpoint is not None else "propagate")

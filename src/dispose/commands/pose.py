@@ -65,7 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     from dispose.errors import UserError
     from dispose.media.files import check_apart
-    from dispose.media.geometry import check_resolution
 
     sources = [label for label, value in (("--image", args.image), ("--video", args.video), ("--poses", args.poses))
                if value is not None]
@@ -75,10 +74,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError("--ref and --align go with --video or --poses, not --image")
     if args.align is not None and args.ref is None:
         raise UserError("--align needs --ref (the reference image to align the video's poses to)")
-    check_resolution(args.resolution)
-    for label, value in (("--sample-stride", args.sample_stride), ("--max-frames", args.max_frames)):
-        if value is not None and value < 1:
-            raise UserError(f"{label} must be at least 1, got {value}")
     for label, path in (("--image", args.image), ("--video", args.video), ("--ref", args.ref)):
         if path is not None and not path.is_file():
             raise UserError(f"{label} {path} does not exist")
