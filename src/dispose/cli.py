@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import pkgutil
 import re
 import signal
@@ -71,6 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_cpu_fp16_warning(record: logging.LogRecord) -> bool:
+    return "cannot run with `cpu` device" not in record.getMessage()
+
+
+def _quiet_libraries(progress: bool) -> None:
+    """Library output a run does not need: diffusers' warning that float16 pipelines cannot run on the CPU
+    (they do here; it is repeated for every component moved), and with ``--no-progress`` the libraries' own
+    bars (transformers' "Loading weights", diffusers', huggingface_hub's)."""
+    logging.getLogger("diffusers.pipelines.pipeline_utils").addFilter(_not_cpu_fp16_warning)
+    if not progress:
+        from diffusers.utils import logging as diffusers_logging
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+        disable_progress_bars()
+
+
 def _interrupted(signum: int, kept: list) -> str:
     what = "terminated" if signum == signal.SIGTERM else "interrupted"
     if not kept:
@@ -109,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         with _signals_noted(interrupted):
             args = build_parser().parse_args(argv)
             prog = f"dispose {args.command}"
+            _quiet_libraries(progress=not getattr(args, "no_progress", False))
             return int(args._run(args) or 0)
     except BaseException as error:
         if interrupted or isinstance(error, KeyboardInterrupt):
