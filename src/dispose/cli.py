@@ -124,12 +124,14 @@ def _signals_noted(noted: list) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     before = len(finished_outputs())
     prog = "dispose"
+    out = None
     interrupted: list = []
     try:
         with _signals_noted(interrupted):
             args = build_parser().parse_args(argv)
             prog = f"dispose {args.command}"
             _quiet_libraries(progress=not getattr(args, "no_progress", False))
+            out = getattr(args, "out", None)
             return int(args._run(args) or 0)
     except BaseException as error:
         if interrupted or isinstance(error, KeyboardInterrupt):
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{prog}: {_interrupted(signum, finished_outputs()[before:])}", file=sys.stderr)
             return 128 + signum
         prog = getattr(error, "prog", prog)
-        line = error_line(error)
+        line = error_line(error, None if out is None else f"--out {out}")
         if line is None:  # a bug, or --help / a bad option (SystemExit): as it is
             raise
         print(f"{prog}: error: {line}", file=sys.stderr)

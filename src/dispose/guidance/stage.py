@@ -355,10 +355,13 @@ class Guidance:
                 raise UserError(damaged.format(fields.name, f"{name} holds NaN or infinite values"))
         fps = finite(info.get("fps"), f"{info_path}: fps")
         reference_pose, driving = poses["reference.json"][0], poses["poses.json"]
-        guidance = cls(reference=reference, reference_pose=reference_pose, driving=driving,
-                       dense_flow=dense_flow, point_embeddings=embeddings,
-                       fps=fps, filled=int(info.get("filled", 0)), settings=info.get("settings", {}),
-                       inputs=info.get("inputs", {}))
+        try:
+            guidance = cls(reference=reference, reference_pose=reference_pose, driving=driving,
+                           dense_flow=dense_flow, point_embeddings=embeddings,
+                           fps=fps, filled=int(info.get("filled", 0)), settings=info.get("settings", {}),
+                           inputs=info.get("inputs", {}))
+        except (ValueError, TypeError) as error:  # files that do not fit together (poses vs fields)
+            raise UserError(damaged.format("poses.json or fields.safetensors", error)) from None
         if guidance.fingerprint != info.get("fingerprint"):
             raise UserError(f"guidance folder {folder} was changed after it was written (fingerprint mismatch); "
                             "write it again with `dispose guidance`")
