@@ -168,6 +168,12 @@ class TrainConfig:
             raise UserError(f"loss.conditioning_dropout must be in [0, 1), got {self.loss.conditioning_dropout}")
         if self.checkpoints.keep < 1:
             raise UserError(f"checkpoints.keep must be at least 1, got {self.checkpoints.keep}")
+        for name in ("learning_rate", "adam_epsilon"):  # the optimiser refuses them only once models are loaded
+            if not getattr(train, name) > 0:
+                raise UserError(f"train.{name} must be above 0, got {getattr(train, name)}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(train, name) < 1:
+                raise UserError(f"train.{name} must be in [0, 1), got {getattr(train, name)}")
 
 
 def apply_override(data: dict, item: str) -> str:
