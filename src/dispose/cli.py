@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     interrupted: list = []
     try:
         with _signals_noted(interrupted):
-            args = build_parser().parse_args(argv)
+            args, unknown = build_parser().parse_known_args(argv)
             prog = f"dispose {args.command}"
+            if unknown:  # named by the subcommand, not by `dispose`
+                raise UsageError(prog, f"unrecognized arguments: {' '.join(unknown)}")
             _quiet_libraries(progress=not getattr(args, "no_progress", False))
             out = getattr(args, "out", None)
             return int(args._run(args) or 0)
