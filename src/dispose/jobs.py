@@ -215,20 +215,18 @@ def finished_unit(job: JobSettings) -> str | None:
 def write_result(job: JobSettings, result) -> Path:
     """Write an engine result (:class:`dispose.engine.AnimationResult`) as ``job.out`` (+ ``job.side_by_side``)
     and its sidecar as one unit (:func:`dispose.media.files.atomic_paths`: all written under temporary names,
-    then renamed together), creating their folders first; the sidecar format is the same for every front door.
+    then renamed together), creating their folders first (removed again when the write fails); the sidecar format is the same for every front door.
     Returns the sidecar's path."""
-    from dispose.media.files import atomic_paths, ensure_folder
+    from dispose.media.files import atomic_paths, folders_for
     from dispose.media.video import write_video
 
     paths = unit_paths(job)
-    for option, path in zip(("--out", "--side-by-side"), paths[:-1]):
-        ensure_folder(path.parent, option, named=path)
     meta = result.metadata
     outputs = {"fps": job.fps, "out": str(job.out),
                "side_by_side": None if job.side_by_side is None else str(job.side_by_side)}
     sidecar = Sidecar(job=job, runtime={**meta["runtime"], "base": meta["base"]}, inputs=meta["inputs"],
                       weights=meta["weights"], result={**meta["result"], **outputs}, timings=meta["timings"])
-    with atomic_paths(paths) as tmps:
+    with folders_for(zip(("--out", "--side-by-side"), paths[:-1])), atomic_paths(paths) as tmps:
         write_video(tmps[0], result.frames, job.fps)
         if job.side_by_side is not None:
             write_video(tmps[1], result.side_by_side(), job.fps)

@@ -135,6 +135,27 @@ def check_creatable(path: str | Path, option: str = "--out") -> None:
                         "another folder")
 
 
+@contextlib.contextmanager
+def folders_for(paths: Iterable[tuple[str, str | Path]]) -> Iterator[None]:
+    """Create the folders of the output files ``(option, path)`` (see :func:`ensure_folder`) for the duration of a
+    write; when the block fails, the folders created here are removed again (those still empty), so a failed
+    run leaves no empty folder behind."""
+    created: list[Path] = []
+    for option, path in paths:
+        folder = Path(os.path.abspath(path)).parent
+        missing = [folder, *folder.parents]
+        missing = missing[:next(i for i, item in enumerate(missing) if item.exists())]
+        ensure_folder(folder, option, named=Path(path))
+        created += missing
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
