@@ -1,14 +1,14 @@
-"""CMP dense motion field F_d: our batched ``cmp_motion_field`` vs the release's per-frame loop, speed and peak
-memory per chunk size, on the example dancer's real poses.
+"""CMP dense motion field F_d: our batched ``cmp_motion_field`` vs the release's per-frame loop, speed and
+peak memory per chunk size, on the example dancer's real poses.
 
 Inputs: MediaPipe poses of the shared reference image and dancer video (every 2nd frame, aligned to the
 reference, as ``dispose guidance`` without weights), their trajectories and ``P_d`` on CMP's 384x384 grid
 (``reference_sparse_flow``, default missing-keypoint rule); ``CMP()`` with random weights, float32, CPU (the
 public checkpoint has the same cost).  Both sides take the reference at the generation size (``--resolution``,
 576 -> 576x1024 for the dancer) and return ``F_d`` float32 at that size: reference resized to 384x384
-(nearest), CMP on the 384 grid, flow resized back (nearest) and scaled, as the release does.  CMP itself always
-runs at 384x384, whatever the generation size, so its activations do not depend on it; only the returned
-field (2 x H x W float32 per frame) does.
+(nearest), CMP on the 384 grid, flow resized back (nearest) and scaled, as the release does.  CMP itself
+always runs at 384x384, whatever the generation size, so its activations do not depend on it; only the
+returned field (2 x H x W float32 per frame) does.
 
 * ours: ``dispose.guidance.motion_fields.cmp_motion_field`` with ``chunk_size`` in ``--chunks``: the
   reference is encoded once, the frames are decoded ``chunk_size`` at a time.
@@ -21,15 +21,15 @@ ratios release-style / ours.
 
 Peak memory: each variant is run again in ``--memory-repeats`` fresh Python processes (this script with
 ``--memory-child``), each of which builds CMP, loads the same inputs, resets the resident-set high-water mark
-(writing ``5`` to ``/proc/self/clear_refs``), runs the variant once and reports ``VmHWM`` (``/proc/self/status``)
-minus the ``VmRSS`` just before the call: the peak resident memory the call adds on top of the loaded model and
-inputs, output included (min - max over the processes).  A fresh process per run keeps one variant's
-freed-but-cached heap from hiding another's needs (an in-process reading would depend on the run order); the
-call is the first in its process, as in ``dispose guidance``, so lazy library set-up is included (the same for
-every variant).  From run to run the figure moves by up to about 100 MiB (glibc heap reuse, thread timing);
-the growth with the chunk size is far larger.  Each child saves its output, and the largest absolute
-difference of each of ours from the release-style output is printed (all children build CMP from the same
-seed).  Linux only.
+(writing ``5`` to ``/proc/self/clear_refs``), runs the variant once and reports ``VmHWM``
+(``/proc/self/status``) minus the ``VmRSS`` just before the call: the peak resident memory the call adds on
+top of the loaded model and inputs, output included (min - max over the processes).  A fresh process per run
+keeps one variant's freed-but-cached heap from hiding another's needs (an in-process reading would depend on
+the run order); the call is the first in its process, as in ``dispose guidance``, so lazy library set-up is
+included (the same for every variant).  From run to run the figure moves by up to about 100 MiB (glibc heap
+reuse, thread timing); the growth with the chunk size is far larger.  Each child saves its output, and the
+largest absolute difference of each of ours from the release-style output is printed (all children build CMP
+from the same seed).  Linux only.
 
 Run by hand: ``python bench/bench_cmp.py [--frames 16] [--repeats 2] [--memory-repeats 1] [--chunks 1 4 8 16]
 [--resolution 576] [--threads N]`` (the default run takes about 3 minutes on an idle 2-core CPU).
@@ -63,7 +63,8 @@ def release_style_field(cmp: CMP, reference: np.ndarray, flow: np.ndarray, mask:
     height, width = reference.shape[:2]
     images = release_image_tensor(resize_nearest_384(reference)).repeat(len(flow), 1, 1, 1)
     sparse = torch.from_numpy(np.concatenate([flow, mask], axis=1))
-    per_frame = [cmp.predict_flow(cmp.encode_image(images[i:i + 1]), sparse[i:i + 1]) for i in range(len(flow))]
+    per_frame = [cmp.predict_flow(cmp.encode_image(images[i:i + 1]), sparse[i:i + 1])
+                 for i in range(len(flow))]
     return resize_flow_nearest(torch.cat(per_frame), height, width).numpy()
 
 
@@ -105,8 +106,9 @@ def peak_memory(name: str, folder: Path, threads: int | None) -> tuple[dict[str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=16, help="driving frames (every 2nd frame of the video)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=16,
+                        help="driving frames (every 2nd frame of the video)")
     parser.add_argument("--repeats", type=int, default=2, help="timed interleaved rounds")
     parser.add_argument("--memory-repeats", type=int, default=1, help="fresh processes per variant for the "
                         "peak memory (min - max printed)")
@@ -126,7 +128,8 @@ def main() -> None:
     traj = body_trajectories(extraction.reference, extraction.driving, width, height)
     flow, mask = reference_sparse_flow(traj)
     n = len(flow)
-    print(f"dancer: {n} driving frames, reference {width}x{height}, CMP on {flow.shape[-1]}x{flow.shape[-2]}, "
+    print(f"dancer: {n} driving frames, reference {width}x{height}, "
+          f"CMP on {flow.shape[-1]}x{flow.shape[-2]}, "
           f"random fp32 weights, CPU, torch threads {torch.get_num_threads()}")
 
     torch.manual_seed(SEED)

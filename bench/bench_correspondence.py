@@ -44,7 +44,8 @@ def run(frames: int, channels: int) -> None:
     vec_s, (f, m) = best_of(lambda: correspondence_map(embeddings, points, visible, (width, height)))
     torch.testing.assert_close(f, ref_f, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(m, ref_m)
-    print(f"{frames} frames x {channels} channels: loop {loop_s * 1e3:.1f} ms, vectorised {vec_s * 1e3:.1f} ms, speed-up x{loop_s / vec_s:.1f}")
+    print(f"{frames} frames x {channels} channels: loop {loop_s * 1e3:.1f} ms, "
+          f"vectorised {vec_s * 1e3:.1f} ms, speed-up x{loop_s / vec_s:.1f}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def timed(fn, *args, **kwargs):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref", type=Path, default=SHARED / "musepose_ref.png")
     parser.add_argument("--driving", type=Path, default=SHARED / "musepose_dance.mp4")
     parser.add_argument("--resolution", type=int, default=576)
@@ -52,7 +52,8 @@ def main() -> None:
     clip = read_video(args.driving, sample_stride=2, max_frames=args.frames)
     extraction = extract_poses(reference, clip.frames, load_detector(None), progress=False)
     n = len(extraction.driving)
-    print(f"{n} driving frames at {width}x{height}, torch threads {torch.get_num_threads()}, device {args.device}")
+    print(f"{n} driving frames at {width}x{height}, torch threads {torch.get_num_threads()}, "
+          f"device {args.device}")
 
     traj, t_traj = timed(body_trajectories, extraction.reference, extraction.driving, width, height)
     _, t_sparse = timed(sparse_motion_field, traj)

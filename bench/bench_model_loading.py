@@ -1,6 +1,6 @@
-"""Peak memory of loading the full-size hybrid ControlNet: meta-device build + checkpoint tensors as parameters
-(ours, ``dispose.bases.mimicmotion.weights.load_controlnet``) vs the conventional way (random init on the CPU, then
-``torch.load`` + ``load_state_dict`` copying into it).
+"""Peak memory of loading the full-size hybrid ControlNet: meta-device build + checkpoint tensors as
+parameters (ours, ``dispose.bases.mimicmotion.weights.load_controlnet``) vs the conventional way (random init
+on the CPU, then ``torch.load`` + ``load_state_dict`` copying into it).
 
 Run by hand: ``python bench/bench_model_loading.py [folder]`` (default: a temporary folder under /tmp, removed
 afterwards).  Writes a random full-size DisPose-shaped checkpoint (2.74 GB fp32 .pth, and its .safetensors),
@@ -39,7 +39,8 @@ def write_checkpoint(folder: Path) -> Path:
     with init_empty_weights():
         control = HybridControlNetSVD.from_unet(_meta_unet(), load_weights_from_unet=False)
     generator = torch.Generator().manual_seed(0)
-    state = {key: torch.randn(tensor.shape, generator=generator) * 0.02 for key, tensor in control.state_dict().items()}
+    state = {key: torch.randn(tensor.shape, generator=generator) * 0.02
+             for key, tensor in control.state_dict().items()}
     path = folder / "DisPose.pth"
     torch.save(state, path)
     save_file(state, str(folder / "DisPose.safetensors"))
@@ -62,8 +63,8 @@ def measure(way: str, path: Path) -> dict:
 
         control = load_controlnet(path, unet)
     total = sum(float(p.double().sum()) for p in control.parameters())  # touch every weight
-    return {"seconds": time.perf_counter() - start, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            / 2**20, "checksum": total}
+    return {"seconds": time.perf_counter() - start,
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "checksum": total}
 
 
 def main() -> None:
@@ -83,7 +84,8 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--child", way, str(path)], check=True,
                                  capture_output=True, text=True).stdout
             results[way] = json.loads(out.strip().splitlines()[-1])
-            print(f"{way:>22}: peak RSS {results[way]['peak_rss_gib']:.2f} GiB, {results[way]['seconds']:.1f} s")
+            print(f"{way:>22}: peak RSS {results[way]['peak_rss_gib']:.2f} GiB, "
+                  f"{results[way]['seconds']:.1f} s")
         checksums = {round(r["checksum"], 3) for r in results.values()}
         base = results["conventional"]["peak_rss_gib"]
         for way in list(results)[1:]:

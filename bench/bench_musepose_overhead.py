@@ -5,8 +5,9 @@
    median of each and their ratio.
 2. Estimated, full size: forward FLOPs of the denoising UNet (with reference attention), of the reference UNet
    and of the SD1.5 hybrid ControlNet for one window of ``--window`` frames with classifier-free guidance,
-   counted by ``torch.utils.flop_counter`` on meta-device models (no weights, no memory), at the paper's Table 7
-   size (576x1024); the paper's 3.37 s/frame for MusePose scaled by the FLOP ratio gives a DisPose estimate.
+   counted by ``torch.utils.flop_counter`` on meta-device models (no weights, no memory), at the paper's
+   Table 7 size (576x1024); the paper's 3.37 s/frame for MusePose scaled by the FLOP ratio gives a DisPose
+   estimate.
 
     python bench/bench_musepose_overhead.py [--runs 5] [--steps 3] [--frames 8]
 """
@@ -31,7 +32,8 @@ def measured(runs: int, steps: int, frames: int) -> None:
     size = 64
     with tempfile.TemporaryDirectory() as folder:
         root = build_tiny_musepose_weights(folder, dift=False)
-        pipe = load_pipeline({"musepose": root / "MusePose", "sd_image_variations": root / "sd-image-variations-diffusers",
+        pipe = load_pipeline({"musepose": root / "MusePose",
+                              "sd_image_variations": root / "sd-image-variations-diffusers",
                               "clip_image_encoder": root / "image_encoder", "sd_vae": root / "sd-vae-ft-mse",
                               "dispose_musepose": root / "DisPose_MusePose.pth"})
     pipe.set_progress_bar_config(disable=True)
@@ -40,8 +42,10 @@ def measured(runs: int, steps: int, frames: int) -> None:
     poses = torch.rand(frames + 1, 3, size, size, generator=generator) * 2 - 1
     points = torch.rand(frames + 1, 18, 2, generator=generator)
     guidance = GuidanceTensors(points * size, torch.ones(frames + 1, 18, dtype=torch.bool), points,
-                               torch.randn(frames, 2, size, size, generator=generator), torch.randn(18, 32), size, size)
-    settings = {"num_inference_steps": steps, "context_frames": frames, "context_overlap": 1, "output_type": "latent"}
+                               torch.randn(frames, 2, size, size, generator=generator), torch.randn(18, 32),
+                               size, size)
+    settings = {"num_inference_steps": steps, "context_frames": frames, "context_overlap": 1,
+                "output_type": "latent"}
     times: dict[str, list[float]] = {"musepose": [], "dispose": []}
     for run in range(runs + 1):  # the first round warms up
         for name, extra in (("musepose", None), ("dispose", guidance)):
@@ -97,12 +101,12 @@ def full_size_flops(window: int, height: int, width: int) -> None:
     ratio = (counts["denoising UNet"] + counts["hybrid ControlNet"]) / counts["denoising UNet"]
     print(f"  (UNet + ControlNet) / UNet per step: {ratio:.3f}")
     print(f"  paper Table 7: MusePose {PAPER_MUSEPOSE_SECONDS_PER_FRAME} s/frame -> DisPose on MusePose ~"
-          f"{PAPER_MUSEPOSE_SECONDS_PER_FRAME * ratio:.2f} s/frame if time follows FLOPs (guidance extraction "
-          "not included)")
+          f"{PAPER_MUSEPOSE_SECONDS_PER_FRAME * ratio:.2f} s/frame if time follows FLOPs "
+          "(guidance extraction not included)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--frames", type=int, default=8)

@@ -6,9 +6,9 @@ release's file layout, loads those files into the release's ``UNet3DConditionMod
 ``configs/inference_v2.yaml``'s motion-module settings), ``UNet2DConditionModel`` and ``PoseGuider`` with
 ``strict=True``, then compares one classifier-free-guided noise prediction with reference attention
 (``ReferenceAttentionControl`` write/read, ``fusion_blocks="full"``) and the pose guider's output with ours;
-then whole sampling runs of the release's ``Pose2VideoPipeline`` (long-video version, the one ``test_stage_2.py``
-uses; fed the pose list padded as ``test_stage_2.py`` pads it) and of ours on the same reference, poses and seed
-(shared tiny VAE and CLIP encoder), and compares the frames.
+then whole sampling runs of the release's ``Pose2VideoPipeline`` (long-video version, the one
+``test_stage_2.py`` uses; fed the pose list padded as ``test_stage_2.py`` pads it) and of ours on the same
+reference, poses and seed (shared tiny VAE and CLIP encoder), and compares the frames.
 
     python bench/bench_musepose_vs_release.py --release /path/to/MusePose [--frames 6]
 """
@@ -48,7 +48,7 @@ MOTION_KWARGS = {"use_inflated_groupnorm": True, "unet_use_cross_frame_attention
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--release", type=Path, required=True, help="a MusePose checkout")
     parser.add_argument("--frames", type=int, default=6)
     args = parser.parse_args()
@@ -68,7 +68,8 @@ def main() -> None:
         torch.save(states["denoising_unet.pth"], Path(folder) / "unet" / "diffusion_pytorch_model.bin")
         their_denoising = unet3d_cls.from_pretrained_2d(folder, "", subfolder="unet",
                                                         unet_additional_kwargs=MOTION_KWARGS)
-    their_denoising.load_state_dict({**states["denoising_unet.pth"], **states["motion_module.pth"]}, strict=True)
+    their_denoising.load_state_dict({**states["denoising_unet.pth"], **states["motion_module.pth"]},
+                                    strict=True)
     their_reference = unet2d_cls(**config)
     their_reference.load_state_dict(states["reference_unet.pth"], strict=True)
     their_guider = guider_cls(32, block_out_channels=(16, 32, 96, 256))
@@ -86,8 +87,10 @@ def main() -> None:
         our_pose = pose_guider(poses[0].transpose(0, 1)).transpose(0, 1)[None]
         print(f"pose guider: max |diff| {(their_pose - our_pose).abs().max():.3e}")
 
-        writer = control_cls(their_reference, do_classifier_free_guidance=True, mode="write", fusion_blocks="full")
-        reader = control_cls(their_denoising, do_classifier_free_guidance=True, mode="read", fusion_blocks="full")
+        writer = control_cls(their_reference, do_classifier_free_guidance=True, mode="write",
+                             fusion_blocks="full")
+        reader = control_cls(their_denoising, do_classifier_free_guidance=True, mode="read",
+                             fusion_blocks="full")
         their_reference(ref_latent.repeat(2, 1, 1, 1), torch.zeros_like(t), encoder_hidden_states=context,
                         return_dict=False)
         reader.update(writer, dtype=torch.float32)
@@ -133,7 +136,8 @@ def compare_pipelines(release: Path, theirs: tuple, ours: tuple, driving: int = 
     ref = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     poses = rng.integers(0, 256, (driving + 1, size, size, 3), dtype=np.uint8)  # [reference pose, driving...]
     padded = padded_length(driving, context, overlap)
-    pose_list = [PIL.Image.fromarray(p) for p in poses[1:]] + [PIL.Image.fromarray(poses[-1])] * (padded - driving)
+    pose_list = ([PIL.Image.fromarray(p) for p in poses[1:]]
+                 + [PIL.Image.fromarray(poses[-1])] * (padded - driving))
     their_pipe = Pose2VideoPipeline(vae=vae, image_encoder=image_encoder, reference_unet=theirs[1],
                                     denoising_unet=theirs[0], pose_guider=theirs[2],
                                     scheduler=DDIMScheduler(**MUSEPOSE_SCHEDULER))
@@ -147,12 +151,13 @@ def compare_pipelines(release: Path, theirs: tuple, ours: tuple, driving: int = 
                                        scheduler=DDIMScheduler(**MUSEPOSE_SCHEDULER))
     our_pipe.set_progress_bar_config(disable=True)
     pose_tensor = torch.from_numpy(poses).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    ours_video = our_pipe(ref, pose_tensor, num_inference_steps=steps, guidance_scale=3.5, context_frames=context,
-                          context_overlap=overlap, generator=torch.manual_seed(99), output_type="pt").frames
+    ours_video = our_pipe(ref, pose_tensor, num_inference_steps=steps, guidance_scale=3.5,
+                          context_frames=context, context_overlap=overlap, generator=torch.manual_seed(99),
+                          output_type="pt").frames
     diff = (their_video.permute(0, 2, 1, 3, 4) - ours_video).abs()
     peak = 10 * torch.log10(1 / diff.pow(2).mean()).item()
-    print(f"whole sampling ({driving} frames padded to {padded}, windows of {context}/{overlap}, {steps} steps, "
-          f"cfg 3.5): max |diff| {diff.max():.3e} on [0, 1], PSNR {peak:.1f} dB")
+    print(f"whole sampling ({driving} frames padded to {padded}, windows of {context}/{overlap}, "
+          f"{steps} steps, cfg 3.5): max |diff| {diff.max():.3e} on [0, 1], PSNR {peak:.1f} dB")
 
 
 if __name__ == "__main__":

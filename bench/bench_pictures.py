@@ -6,8 +6,8 @@ propagation.  "full size (before)" is the former per-frame code, kept here as th
 at 576x1024, the float64 colour code on every pixel of both fields, arrows sampled one by one, three 576x1024
 panels.  "preview (guidance_panels)" draws the skeleton at the panel size and calls ``guidance_panels`` with
 its default panel width.  Timed per frame, interleaved: the panels; one PNG per frame (PIL as
-``dispose.media.image.save_image`` at both sizes, and OpenCV's encoder at the preview size); the mp4 encoding per
-frame of both picture sizes (whole clip, ``dispose.media.video.write_video``).  Prints min and median, the
+``dispose.media.image.save_image`` at both sizes, and OpenCV's encoder at the preview size); the mp4 encoding
+per frame of both picture sizes (whole clip, ``dispose.media.video.write_video``).  Prints min and median, the
 ratios, and per-frame totals for writing PNGs + mp4 or the mp4 only (the command's choice).
 Run by hand: ``python bench/bench_pictures.py [--frames 16] [--repeats 3]``.
 """
@@ -65,7 +65,7 @@ def png_pil(picture: np.ndarray) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch and OpenCV threads (default: theirs)")
@@ -85,7 +85,8 @@ def main() -> None:
     print(f"dancer: {len(frames)} frames, fields {width}x{height}, preview panels {preview[0]}x{preview[1]}")
 
     def before(n: int) -> np.ndarray:
-        dense_panel = arrows_before(colour_before(dense[n], scales["dense_scale"]), dense[n], step, arrow_scale)
+        dense_panel = arrows_before(colour_before(dense[n], scales["dense_scale"]), dense[n], step,
+                                    arrow_scale)
         return np.concatenate([label(draw_pose(extraction.driving[n], width, height), f"skeleton {n}"),
                                label(colour_before(sparse[n], scales["sparse_scale"]), "F_s sparse"),
                                label(dense_panel, "F_d propagate")], axis=1)
@@ -120,7 +121,8 @@ def main() -> None:
     total_before = panels["full size (before)"] + pngs["PIL, full size (before)"] + mp4["full size"]
     print(f"per frame, medians: before (panels + PNG + mp4 at full size) {total_before:.0f} ms; now:")
     for name, png_ms in (("panels + PIL PNG + mp4", pngs["PIL, preview"]),
-                         ("panels + cv2 PNG + mp4", pngs["cv2.imencode, preview"]), ("panels + mp4 only", 0.0)):
+                         ("panels + cv2 PNG + mp4", pngs["cv2.imencode, preview"]),
+                         ("panels + mp4 only", 0.0)):
         total = panels["preview (guidance_panels)"] + png_ms + mp4["preview"]
         print(f"  {name:34s} {total:6.0f} ms   x{total_before / total:.1f}")
 

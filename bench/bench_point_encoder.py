@@ -1,5 +1,5 @@
-"""Point encoder (Eq. 7): MLPs and resize on the occupied cells only vs the release's MLPs on every cell of the
-grid followed by the mask and the resizes.
+"""Point encoder (Eq. 7): MLPs and resize on the occupied cells only vs the release's MLPs on every cell
+of the grid followed by the mask and the resizes.
 
 Run by hand: ``python bench/bench_point_encoder.py [--frames 16] [--repeats 7]`` (16 = one tile of the
 pipeline, which encodes a tile's guidance once and shares it between the CFG halves and all steps; the release
@@ -35,7 +35,7 @@ def dense_release(encoder: PointEncoder, features: torch.Tensor, mask: torch.Ten
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, help="torch and OpenCV threads (default: theirs)")

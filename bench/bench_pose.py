@@ -28,10 +28,11 @@ def _per_frame(function, frames, repeat: int = 1) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("DISPOSE_SHARED_DATA",
-                                                                     Path(__file__).parents[2] / "shared" / "data")))
+    parser.add_argument("--data", type=Path,
+                        default=Path(os.environ.get("DISPOSE_SHARED_DATA",
+                                                    Path(__file__).parents[2] / "shared" / "data")))
     args = parser.parse_args()
 
     import mediapipe
@@ -58,8 +59,10 @@ def main() -> None:
     small = np.stack([resize_and_crop(frame, (576, 1024)) for frame in frames])
     resized = _per_frame(lambda f: detector.detect(f, progress=False), small)
     print(f"MediaPipe native, tracked  : {tracked * 1000:7.1f} ms/frame")
-    print(f"MediaPipe native, static   : {static * 1000:7.1f} ms/frame  (tracked / static = {tracked / static:.2f})")
-    print(f"MediaPipe 576x1024, tracked: {resized * 1000:7.1f} ms/frame  (576x1024 / native = {resized / tracked:.2f})")
+    print(f"MediaPipe native, static   : {static * 1000:7.1f} ms/frame  "
+          f"(tracked / static = {tracked / static:.2f})")
+    print(f"MediaPipe 576x1024, tracked: {resized * 1000:7.1f} ms/frame  "
+          f"(576x1024 / native = {resized / tracked:.2f})")
 
     poses = [p for p in detector.detect(small, progress=False) if p is not None]
     drawing = _per_frame(lambda batch: [draw_pose(p, 576, 1024) for p in batch], poses, repeat=3)

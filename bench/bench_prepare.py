@@ -1,10 +1,10 @@
-"""``dispose prepare``: time per frame of each stage, bytes per clip, and what a training sample costs when read
-from the shards versus computed on the fly from the video.
+"""``dispose prepare``: time per frame of each stage, bytes per clip, and what a training sample costs
+when read from the shards versus computed on the fly from the video.
 
-1. The dancer clip (``--frames`` frames, ``--size``) goes through :func:`dispose.training.prepare.prepare_clip`
-   with MediaPipe poses and OpenCV DIS flow (``--raft FILE`` for RAFT; ``--sd15 DIR`` adds DIFT, else it is
-   skipped); the detector, flow and DIFT calls are timed, the rest (decode, resize, JPEG, writing) is the
-   remainder.  Bytes per file of the shard are printed.
+1. The dancer clip (``--frames`` frames, ``--size``) goes through
+   :func:`dispose.training.prepare.prepare_clip` with MediaPipe poses and OpenCV DIS flow (``--raft FILE``
+   for RAFT; ``--sd15 DIR`` adds DIFT, else it is skipped); the detector, flow and DIFT calls are timed, the
+   rest (decode, resize, JPEG, writing) is the remainder.  Bytes per file of the shard are printed.
 2. Interleaved rounds, min and median: ``shards`` = one :class:`~dispose.training.dataset.TrainingDataset`
    sample (16 frames, no flip) versus ``on the fly`` = the same frames decoded from the video, resized,
    posed with MediaPipe, flowed with DIS from the reference and drawn (DIFT left out of both).
@@ -60,7 +60,8 @@ def stages(args, out: Path) -> None:
     record = prepare_clip(clip, out, settings, tools, identity=models.identity())
     n, pairs = record["frames"], record["flow"]["pairs"]
     rest = record["seconds"] - detect.seconds - flow.seconds - (dift.seconds if dift else 0.0)
-    print(f"prepare {clip.id}: {n} frames at {args.size[0]}x{args.size[1]}, {len(record['references'])} references, "
+    print(f"prepare {clip.id}: {n} frames at {args.size[0]}x{args.size[1]}, "
+          f"{len(record['references'])} references, "
           f"{pairs} flow pairs, {record['seconds']:.1f} s = {record['seconds'] / n:.3f} s per frame")
     print(f"  poses ({tools.detector.name}, full-size frames) {detect.seconds / n:.3f} s/frame")
     print(f"  optical flow ({record['flow']['model']}) {flow.seconds / pairs:.3f} s/pair, "
@@ -100,7 +101,7 @@ def sample_cost(args, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--size", type=lambda s: tuple(int(v) for v in s.split("x")), default=(576, 1024))
     parser.add_argument("--references", type=int, default=4)

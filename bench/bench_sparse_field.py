@@ -47,7 +47,7 @@ def release_field(traj: Trajectories, frames: range, kernel: np.ndarray) -> np.n
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--tile", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
@@ -64,7 +64,8 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}, cv2 threads {cv2.getNumThreads()}")
 
     def ours(frames: range, out: torch.Tensor | None = None) -> torch.Tensor:
-        return sparse_field_torch(points, visible, frames, height, width, release_missing_points=True, out=out)
+        return sparse_field_torch(points, visible, frames, height, width, release_missing_points=True,
+                                  out=out)
 
     for frames in (range(n), range(min(args.tile, n))):
         diff = (ours(frames).double() - torch.from_numpy(release_field(traj, frames, kernel))).abs().max()
@@ -72,7 +73,8 @@ def main() -> None:
         buffer = torch.empty(len(frames), 2, height, width)
         times = interleaved({"release": lambda f=frames: release_field(traj, f, kernel),
                              "sparse_field_torch": lambda f=frames: ours(f),
-                             "sparse_field_torch, reused out": lambda f=frames, b=buffer: ours(f, b)}, args.repeats)
+                             "sparse_field_torch, reused out": lambda f=frames, b=buffer: ours(f, b)},
+                            args.repeats)
         report(times, "release")
         report(times, "release", unit=len(frames) / 1000, unit_name="ms/frame")
 

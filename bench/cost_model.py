@@ -107,7 +107,7 @@ def build(cls, *args, **kwargs) -> torch.nn.Module:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100, help="driving frames of the video (per-video costs)")
     parser.add_argument("--steps", type=int, default=25)
     args = parser.parse_args()

@@ -35,7 +35,8 @@ def main() -> None:
     ours = AMT().eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     frames = read_frames(data / "musepose_dance.mp4", (288, 512), 1, 3)
-    x0, x1 = pad_to_16(*[torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255 for f in (frames[0], frames[2])])
+    x0, x1 = pad_to_16(*[torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255
+                         for f in (frames[0], frames[2])])
     embt = torch.tensor(0.5).view(1, 1, 1, 1)
     with torch.no_grad():
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Compare dispose's DINO ViT-B/16 port with DINO's ``vit_base`` (the torch.hub model VBench uses) on random weights.
+"""Compare dispose's DINO ViT-B/16 port with DINO's ``vit_base`` (VBench's torch.hub model), random weights.
 
 Usage: ``python bench/eval_dino_vs_reference.py DINO_SRC [SHARED_DATA_DIR]`` where ``DINO_SRC`` is a source
 checkout of github.com/facebookresearch/dino (Apache-2.0; ``vision_transformer.py`` and ``utils.py`` are
@@ -42,7 +42,8 @@ def main() -> None:
             got = ours(x)
             our_time = time.perf_counter() - start
         print(f"DINO ViT-B/16 on {tuple(x.shape[-2:])}: max|diff| {float((got - expected).abs().max()):.3e} "
-              f"(feature scale {float(expected.abs().max()):.2f}); ours {our_time:.2f} s, reference {ref_time:.2f} s")
+              f"(feature scale {float(expected.abs().max()):.2f}); ours {our_time:.2f} s, "
+              f"reference {ref_time:.2f} s")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def main() -> None:
     for net, backbone in (("alex", "alexnet"), ("vgg", "vgg16")):
         reference = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False).eval()
         torch.save(saved[backbone], folder / f"{backbone}.pth")
-        ours = load_lpips(folder / f"{backbone}.pth", source / "lpips" / "weights" / "v0.1" / f"{net}.pth", net)
+        ours = load_lpips(folder / f"{backbone}.pth", source / "lpips" / "weights" / "v0.1" / f"{net}.pth",
+                          net)
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
         y = torch.from_numpy(degraded).permute(0, 3, 1, 2).float() / 127.5 - 1
         with torch.no_grad():

@@ -39,8 +39,9 @@ def _pair(root: Path, source: list, length: int) -> Path:
 
 
 def _peak_rss(root: Path, args: argparse.Namespace) -> tuple[float, float]:
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "dispose.cli", "eval", "--pred", str(root / "pred"),
-               "--gt", str(root / "gt"), "--out", str(root / "report.json"), "--no-progress",
+    command = ["/usr/bin/time", "-v", sys.executable, "-m", "dispose.cli", "eval",
+               "--pred", str(root / "pred"), "--gt", str(root / "gt"), "--out", str(root / "report.json"),
+               "--no-progress",
                "--metrics", *args.metrics]
     command += ["--size", *map(str, args.size)] if args.size else []
     command += ["--weights", str(args.weights)] if args.weights else []
@@ -53,7 +54,8 @@ def _peak_rss(root: Path, args: argparse.Namespace) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("data", nargs="?", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("data", nargs="?", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--factor", type=int, default=10)
     parser.add_argument("--size", nargs=2, type=int)

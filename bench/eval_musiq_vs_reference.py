@@ -5,7 +5,8 @@ source checkout of github.com/chaofengc/IQA-PyTorch (only ``pyiqa/archs/musiq_ar
 ``pyiqa/matlab_utils/padding.py`` and ``pyiqa/data/multiscale_trans_util.py`` are used: the rest of
 pyiqa imports torchvision, so the script assembles those three files into a temporary package with
 small stand-ins for pyiqa's registry and weight helpers).  Both models get the same random state
-dict (default init plus N(0, 0.05) noise on every tensor); prints the max abs difference of the score on frames of the dancer video at several sizes.
+dict (default init plus N(0, 0.05) noise on every tensor); prints the max abs difference of the score on
+frames of the dancer video at several sizes.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ _STUBS = {
     "pyiqa/archs/__init__.py": "",
     "pyiqa/data/__init__.py": "",
     "pyiqa/utils/__init__.py": "",
-    "pyiqa/utils/registry.py": "class _Registry:\n    def register(self):\n        return lambda cls: cls\n\n\n"
+    "pyiqa/utils/registry.py": "class _Registry:\n    def register(self):\n"
+                               "        return lambda cls: cls\n\n\n"
                                "ARCH_REGISTRY = _Registry()\n",
     "pyiqa/matlab_utils/__init__.py": "from .padding import ExactPadding2d, exact_padding_2d\n",
     "pyiqa/archs/arch_util.py": "import torch\n\n\ndef dist_to_mos(d):\n"
-                                "    return (d * torch.arange(1, d.shape[-1] + 1).to(d)).sum(dim=-1, keepdim=True)\n\n\n"
-                                "def load_pretrained_network(*args, **kwargs):\n    raise RuntimeError('not used')\n\n\n"
+                                "    return (d * torch.arange(1, d.shape[-1] + 1).to(d))"
+                                ".sum(dim=-1, keepdim=True)\n\n\n"
+                                "def load_pretrained_network(*args, **kwargs):\n"
+                                "    raise RuntimeError('not used')\n\n\n"
                                 "def get_url_from_name(name):\n    return name\n",
 }
 

@@ -50,7 +50,8 @@ def main() -> None:
         got = ours(a, b, iters=20)
         our_time = time.perf_counter() - start
     print(f"RAFT on {tuple(a.shape[-2:])}: max|flow diff| {float((got - expected).abs().max()):.3e} px "
-          f"(flow scale {float(expected.abs().max()):.2f} px); ours {our_time:.1f} s, reference {ref_time:.1f} s")
+          f"(flow scale {float(expected.abs().max()):.2f} px); ours {our_time:.1f} s, "
+          f"reference {ref_time:.1f} s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Compare dispose's DisCo FID-VID feature (3D ResNet-50 + preprocessing) with DisCo's own code on random weights.
+"""Compare dispose's DisCo FID-VID feature (3D ResNet-50, preprocessing) with DisCo's code, random weights.
 
 Usage: ``python bench/eval_resnet3d_vs_reference.py DISCO_SRC [SHARED_DATA_DIR]`` where ``DISCO_SRC`` is a
 source checkout of github.com/Wangt-CN/DisCo (Apache-2.0; ``tool/metrics/resnet3d.py`` and
@@ -32,7 +32,8 @@ def main() -> None:
     from dispose.evaluation.resnet3d import ResNet3D, disco_segments, video_feature
     from dispose.evaluation.videos import read_frames
 
-    resnet3d, resize = _load(source / "resnet3d.py", "disco_resnet3d"), _load(source / "resize.py", "disco_resize")
+    resnet3d, resize = (_load(source / "resnet3d.py", "disco_resnet3d"),
+                        _load(source / "resize.py", "disco_resize"))
     torch.manual_seed(0)
     reference = resnet3d.resnet50(num_classes=400, shortcut_type="B", sample_size=112, sample_duration=16,
                                   last_fc=False).eval()
@@ -43,7 +44,8 @@ def main() -> None:
             elif name.endswith("running_var"):
                 tensor.uniform_(20.0, 200.0)
     ours = ResNet3D().eval()
-    ours.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}, strict=True)
+    ours.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")},
+                         strict=True)
     frames = read_frames(data / "musepose_dance.mp4", (288, 512), 1, 20)
 
     resizer = resize.make_resizer("PIL", False, "bicubic", (112, 112))

@@ -44,8 +44,9 @@ def main() -> None:
         _write(out / "gt" / f"dance_{part + 1}.mp4", frames[32 * part:32 * (part + 1)], 24)
         _write(out / "pred" / f"dance_{part + 1}.mp4", np.stack(noisy[32 * part:32 * (part + 1)]), 24)
     start = time.perf_counter()
-    code = cli_main(["eval", "--pred", str(out / "pred"), "--gt", str(out / "gt"), "--out", str(out / "report.json"),
-                     "--name", "degraded copy", "--no-progress", *sys.argv[3:]])
+    code = cli_main(["eval", "--pred", str(out / "pred"), "--gt", str(out / "gt"),
+                     "--out", str(out / "report.json"), "--name", "degraded copy", "--no-progress",
+                     *sys.argv[3:]])
     print(f"dispose eval took {time.perf_counter() - start:.1f} s (exit {code}); files in {out}")
 
 

@@ -26,7 +26,8 @@ def main() -> None:
     giant = "--giant" in sys.argv
     data = Path(args[1]) if len(args) > 1 else Path(__file__).resolve().parents[2] / "shared" / "data"
     spec = importlib.util.spec_from_file_location(
-        "videomaev2_finetune", Path(args[0]) / "cdfvd" / "third_party" / "VideoMAEv2" / "videomaev2_finetune.py")
+        "videomaev2_finetune",
+        Path(args[0]) / "cdfvd" / "third_party" / "VideoMAEv2" / "videomaev2_finetune.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 
@@ -41,7 +42,8 @@ def main() -> None:
     else:
         reference = module.VisionTransformer(patch_size=14, embed_dim=192, depth=4, num_heads=3, mlp_ratio=4,
                                              qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                                             num_classes=10, all_frames=16, tubelet_size=2, use_mean_pooling=True)
+                                             num_classes=10, all_frames=16, tubelet_size=2,
+                                             use_mean_pooling=True)
         ours = VideoMAEv2(dim=192, depth=4, heads=3, hidden=768)
     reference.eval()
     with torch.no_grad():

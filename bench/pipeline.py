@@ -2,8 +2,8 @@
 frame, same job, one run, through the engine (:mod:`dispose.engine`).
 
 Run by hand: ``python bench/pipeline.py [--frames 16] [--resolution 256] [--steps 4]``.  Builds the tiny
-random weights of :mod:`dispose.bases.mimicmotion.tiny` in a temporary folder, loads them once, and animates the
-shared dancer video with identical poses, steps, tiles and seed, in alternating rounds: with ``baseline``,
+random weights of :mod:`dispose.bases.mimicmotion.tiny` in a temporary folder, loads them once, and animates
+the shared dancer video with identical poses, steps, tiles and seed, in alternating rounds: with ``baseline``,
 with DisPose (guidance encoded once per tile, the default), with DisPose re-encoding its guidance at every
 step (``cache_guidance=False``; the release re-encodes at every step and for both CFG halves), and with
 DisPose from a guidance computed beforehand (what ``dispose animate --guidance DIR`` does: no poses, DIFT or
@@ -58,7 +58,7 @@ def _time_method(owner: object, name: str, totals: dict, key: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=16, help="driving frames (after the stride)")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--steps", type=int, default=4)
@@ -87,8 +87,8 @@ def main() -> None:
                 result = engine.animate(*inputs, guidance=saved if name == "from_guidance" else None,
                                         settings=dataclasses.replace(settings, **change))
                 meta = result.metadata
-                run = {"total": time.perf_counter() - start, "dift": 0.0, "motion_fields": 0.0, **meta["timings"],
-                       "controlnet": totals["controlnet"], "encoding": totals["encoding"],
+                run = {"total": time.perf_counter() - start, "dift": 0.0, "motion_fields": 0.0,
+                       **meta["timings"], "controlnet": totals["controlnet"], "encoding": totals["encoding"],
                        "frames": meta["result"]["frames"], "tiles": meta["result"]["tiles"]}
                 if name not in results or run["total"] < results[name]["total"]:
                     results[name] = run

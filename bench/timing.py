@@ -54,8 +54,8 @@ def report(times: dict[str, list[float]], baseline: str, unit: float = 1.0, unit
 
 
 def set_threads(threads: int | None) -> None:
-    """Use ``threads`` threads in torch and OpenCV (None: their defaults).  One thread gives steadier ratios on a
-    machine shared with other work, where a parallel region waits for its slowest thread."""
+    """Use ``threads`` threads in torch and OpenCV (None: their defaults).  One thread gives steadier ratios
+    on a machine shared with other work, where a parallel region waits for its slowest thread."""
     if threads is not None:
         import cv2
         import torch
@@ -74,5 +74,6 @@ def dancer_poses(frames: int, resolution: int = 576, sample_stride: int = 2):
     detector = load_detector(None)
     reference, reference_pose = load_reference(SHARED / "musepose_ref.png", resolution, detector)
     clip = read_video(SHARED / "musepose_dance.mp4", sample_stride=sample_stride, max_frames=frames)
-    extraction = extract_poses(reference, clip.frames, detector, progress=False, reference_pose=reference_pose)
+    extraction = extract_poses(reference, clip.frames, detector, progress=False,
+                               reference_pose=reference_pose)
     return reference, extraction

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--work", help="working folder (kept; default: a new temporary folder)")

@@ -194,7 +194,7 @@ def vae_encoder_peak(vae, frames: int, height: int, width: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--height", type=int, default=1024)

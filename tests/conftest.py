@@ -46,8 +46,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
-    """Tiny random MimicMotion/DisPose weights in the release layout (dispose.bases.mimicmotion.tiny), built once per
-    session; tests only read them (copy the folder before changing anything in it)."""
+    """Tiny random MimicMotion/DisPose weights in the release layout (dispose.bases.mimicmotion.tiny), built
+    once per session; tests only read them (copy the folder before changing anything in it)."""
     from dispose.bases.mimicmotion.tiny import build_tiny_weights
 
     return build_tiny_weights(tmp_path_factory.mktemp("tiny-weights"))

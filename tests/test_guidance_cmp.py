@@ -322,10 +322,12 @@ def test_release_input_scaling() -> None:
     flow = torch.ones(1, 2, 384, 384)
     out = resize_flow_nearest(flow, 1024, 576)
     assert out.shape == (1, 2, 1024, 576)
-    assert out[0, 0, 0, 0].item() == pytest.approx(576 / 384) and out[0, 1, 0, 0].item() == pytest.approx(1024 / 384)
+    assert (out[0, 0, 0, 0].item() == pytest.approx(576 / 384)
+            and out[0, 1, 0, 0].item() == pytest.approx(1024 / 384))
 
 
-def _per_frame_release(model: CMP, image: np.ndarray, sparse: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _per_frame_release(model: CMP, image: np.ndarray, sparse: torch.Tensor,
+                       mask: torch.Tensor) -> torch.Tensor:
     """The release's loop: one frame at a time, image re-encoded, fuse then bilinear upsample."""
     outs = []
     img = release_image_tensor(image)
@@ -381,7 +383,8 @@ def test_bad_inputs_are_rejected() -> None:
     with pytest.raises(ValueError, match="mask contains NaN"):
         cmp_dense_flow(model, image, maps, bad)
     with pytest.raises(ValueError, match="divisible by 8"):
-        cmp_dense_flow(model, np.zeros((60, 60, 3), np.uint8), torch.zeros(1, 2, 60, 60), torch.zeros(1, 2, 60, 60))
+        cmp_dense_flow(model, np.zeros((60, 60, 3), np.uint8), torch.zeros(1, 2, 60, 60),
+                       torch.zeros(1, 2, 60, 60))
 
 
 @torch.no_grad()

@@ -54,7 +54,8 @@ def test_point_embeddings_match_full_resize(release_axes):
             col = max(min(int(points[k, 0] * grid[1]), grid[1] - 1), 0)
             row = max(min(int(points[k, 1] * grid[0]), grid[0] - 1), 0)
             expected[k] = full[:, row, col]
-    got = point_embeddings(features, points.numpy(), visible.numpy(), (width, height), release_axes=release_axes)
+    got = point_embeddings(features, points.numpy(), visible.numpy(), (width, height),
+                           release_axes=release_axes)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert (got[~visible] == 0).all()
 

@@ -36,8 +36,10 @@ def _components():
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(8, 16, 32, 32), norm_num_groups=4, cross_attention_dim=16, attention_head_dim=2,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        block_out_channels=(8, 16, 32, 32), norm_num_groups=4, cross_attention_dim=16,
+        attention_head_dim=2,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                          "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     )
     vae = AutoencoderKL(
@@ -45,9 +47,10 @@ def _components():
         block_out_channels=(4, 4, 4, 4), down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
     )
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=54, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                        num_attention_heads=2, max_position_embeddings=77,
-                                        bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=54, hidden_size=16, intermediate_size=32,
+                                        num_hidden_layers=1, num_attention_heads=2,
+                                        max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                                        pad_token_id=1))
     return unet, vae, text, _tokenizer()
 
 
@@ -117,7 +120,8 @@ def test_early_stop_equals_full_forward(components, image):
         noise = randn_tensor(latents.shape, generator=generator)
         t = torch.tensor(261)
         noisy = featurizer.scheduler.add_noise(latents, noise, t)
-        ids = tokenizer("photo of a human", padding="max_length", max_length=77, return_tensors="pt").input_ids
+        ids = tokenizer("photo of a human", padding="max_length", max_length=77,
+                        return_tensors="pt").input_ids
         embeds = text(ids).last_hidden_state.expand(4, -1, -1)
         recorded = []
         handle = unet.up_blocks[1].register_forward_hook(lambda _m, _a, out: recorded.append(out))
@@ -211,6 +215,7 @@ def test_features_feed_correspondence(components, image):
     points = torch.rand(18, 2)
     visible = torch.rand(18) > 0.2
     embeddings = point_embeddings(features, points, visible, (96, 64))
-    grid, mask = correspondence_map(embeddings, torch.rand(5, 18, 2), torch.ones(5, 18, dtype=torch.bool), (96, 64))
+    grid, mask = correspondence_map(embeddings, torch.rand(5, 18, 2), torch.ones(5, 18, dtype=torch.bool),
+                                    (96, 64))
     assert embeddings.shape == (18, 32)
     assert grid.shape == (5, 32, 4, 6) and mask.shape == (5, 4, 6)  # same 1/16 grid as the DIFT map

@@ -49,14 +49,16 @@ def test_a_driving_video_is_posed_without_holding_its_frames(shared_data, live_f
     assert guidance.driving.to_json() == from_frames.driving.to_json() and guidance.fps == from_frames.fps
     settings = guidance.settings
     assert (settings["stride"], settings["source_fps"], settings["source_frame_count"]) == (2, 24.0, 288)
-    assert settings["decoded_frame_count"] is None and settings["truncated"] is False  # stopped at --max-frames
+    # stopped at --max-frames
+    assert settings["decoded_frame_count"] is None and settings["truncated"] is False
 
 
 def test_a_video_cut_short_is_still_reported(shared_data, tmp_path, capsys):
     data = (shared_data / "animatex_ubc_fashion.mp4").read_bytes()
     half = tmp_path / "half.mp4"
     half.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="half.mp4 is cut short or damaged: its container declares 380 frames"):
+    with pytest.raises(UserError,
+                       match="half.mp4 is cut short or damaged: its container declares 380 frames"):
         compute_guidance(shared_data / "musepose_ref.png", half, sample_stride=8, strict=True, **FAST)
     guidance = compute_guidance(shared_data / "musepose_ref.png", half, sample_stride=8, **FAST)
     settings = guidance.settings

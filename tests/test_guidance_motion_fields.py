@@ -16,7 +16,7 @@ from dispose.guidance.trajectories import Trajectories
 
 def release_reference_flow(points: np.ndarray, visible: np.ndarray, width: int, height: int,
                            size: int = 384) -> tuple[np.ndarray, np.ndarray]:
-    """``sample_inputs_flow`` -> ``get_sparse_flow`` at 384: every keypoint of every frame, 0 where missing."""
+    """``sample_inputs_flow`` -> ``get_sparse_flow`` at 384: every keypoint of every frame, 0 if missing."""
     tracks = np.where(visible[..., None], points, 0.0)  # pose2track: missing points at (0, 0)
     grid = np.empty_like(tracks)
     grid[..., 0] = tracks[..., 0] / width * size
@@ -104,7 +104,8 @@ def test_compute_without_dense_and_with_propagation() -> None:
     traj = Trajectories(points, visible, width, height)
 
     dense = dense_motion_field(image, traj, "propagate")
-    np.testing.assert_array_equal(dense_motion_field(image, traj, "propagate", chunk_frames=1), dense)  # chunked
+    # chunked
+    np.testing.assert_array_equal(dense_motion_field(image, traj, "propagate", chunk_frames=1), dense)
     assert dense.shape == (2, 2, height, width) and dense.dtype == np.float32
     inside = np.zeros((height, width), bool)
     inside[40:130, 36:60] = True  # well inside the person

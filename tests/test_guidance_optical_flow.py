@@ -17,7 +17,8 @@ def textured(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
 
 def test_dis_recovers_a_translation_and_pairs() -> None:
     base = textured(136, 168)
-    frames = np.stack([base[20 - 2 * t: 116 - 2 * t, 20 - 3 * t: 148 - 3 * t] for t in range(3)])  # scene moves +3, +2
+    # the scene moves +3, +2
+    frames = np.stack([base[20 - 2 * t: 116 - 2 * t, 20 - 3 * t: 148 - 3 * t] for t in range(3)])
     flows = forward_flows(frames, progress=False)
     assert flows.shape == (2, 96, 128, 2) and flows.dtype == np.float32
     centre = flows[:, 24:72, 32:96]

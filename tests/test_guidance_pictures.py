@@ -91,8 +91,8 @@ def test_guidance_panels_at_preview_and_full_size() -> None:
     assert scales["dense_scale"] == scale_from_maxima([max_magnitude(f) for f in dense])
 
     assert panel_size(width, height, 48) == (48, 32)
-    pictures = list(guidance_panels(iter(skeletons), (f for f in sparse), iter(dense), dense_label="propagate",
-                                    panel_width=48, **scales))
+    pictures = list(guidance_panels(iter(skeletons), (f for f in sparse), iter(dense),
+                                    dense_label="propagate", panel_width=48, **scales))
     assert len(pictures) == frames
     assert all(p.shape == (32, 3 * 48, 3) and p.dtype == np.uint8 for p in pictures)
     right = flow_to_color(sparse[0, :, :1, :1], scales["sparse_scale"])[0, 0]

@@ -10,14 +10,16 @@ from dispose.errors import UserError
 from dispose.guidance.propagation import FlowPropagator
 
 WIDTH, HEIGHT = 288, 512
-BACKGROUND, SKIN, SHIRT, SLEEVE, TROUSERS = (60, 90, 140), (240, 200, 170), (220, 180, 60), (200, 60, 60), (40, 160, 90)
-KEYPOINTS = np.array([[144, 90], [144, 140], [104, 145], [84, 215], [74, 285], [184, 145], [204, 215], [214, 285],
-                      [119, 280], [114, 370], [109, 460], [169, 280], [174, 370], [179, 460],
+BACKGROUND, SKIN, SHIRT, SLEEVE, TROUSERS = ((60, 90, 140), (240, 200, 170), (220, 180, 60), (200, 60, 60),
+                                             (40, 160, 90))
+KEYPOINTS = np.array([[144, 90], [144, 140], [104, 145], [84, 215], [74, 285], [184, 145], [204, 215],
+                      [214, 285], [119, 280], [114, 370], [109, 460], [169, 280], [174, 370], [179, 460],
                       [136, 82], [152, 82], [128, 88], [160, 88]], float)
 LEFT_ARM = [5, 6, 7]  # the person's left arm: shoulder, elbow, wrist (on the image's right)
 
 
-def draw_person(image: np.ndarray, colours: dict[str, tuple[int, int, int]] | None = None) -> dict[str, np.ndarray]:
+def draw_person(image: np.ndarray,
+                colours: dict[str, tuple[int, int, int]] | None = None) -> dict[str, np.ndarray]:
     """Draw the person on ``image`` (in place); return the mask of each part."""
     colours = {"head": SKIN, "torso": SHIRT, "arms": SLEEVE, "legs": TROUSERS, **(colours or {})}
     p = KEYPOINTS.astype(int)
@@ -30,7 +32,8 @@ def draw_person(image: np.ndarray, colours: dict[str, tuple[int, int, int]] | No
             cv2.circle(mask, tuple(p[0]), 38, 1, -1)
             cv2.rectangle(mask, (132, 110), (156, 142), 1, -1)  # neck
         else:
-            chains = [(2, 3), (3, 4), (5, 6), (6, 7)] if name == "arms" else [(8, 9), (9, 10), (11, 12), (12, 13)]
+            chains = ([(2, 3), (3, 4), (5, 6), (6, 7)] if name == "arms"
+                      else [(8, 9), (9, 10), (11, 12), (12, 13)])
             for a, b in chains:
                 cv2.line(mask, tuple(p[a]), tuple(p[b]), 1, 22 if name == "arms" else 28)
         image[mask.astype(bool)] = colours[name]

@@ -185,10 +185,11 @@ def test_torch_field_equals_release_near_every_border(release_rule, width, heigh
     assert np.abs(expected).max() > 1e-3
     traj = trajectories_of(poses, width, height)
     frames = [6, 0, 3, 3, 4]  # any order, repeats allowed
-    for points, visible, dtype in ((torch.from_numpy(traj.points), torch.from_numpy(traj.visible), torch.float32),
+    for points, visible, dtype in ((torch.from_numpy(traj.points), torch.from_numpy(traj.visible),
+                                    torch.float32),
                                    (traj.points, traj.visible, torch.float64)):
-        field = sparse_field_torch(points, visible, frames, height, width, release_missing_points=release_rule,
-                                   dtype=dtype)
+        field = sparse_field_torch(points, visible, frames, height, width,
+                                   release_missing_points=release_rule, dtype=dtype)
         assert field.shape == (5, 2, height, width) and field.dtype == dtype
         np.testing.assert_allclose(field.double().numpy(), expected[frames], atol=1e-6, rtol=0)
     whole = sparse_motion_field(traj, release_missing_points=release_rule, chunk_frames=3)

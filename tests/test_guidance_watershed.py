@@ -42,7 +42,8 @@ def test_two_rigid_regions_get_points_and_none_on_borders() -> None:
     flow = two_regions()
     rows, cols = watershed_points(flow, nms_kernel=41)
     moving = np.abs(flow[rows, cols]).sum(axis=1) > 0
-    assert (flow[rows, cols, 0] == 3.0).any() and (flow[rows, cols, 1] == -2.0).any()  # points on both regions
+    # points on both regions
+    assert (flow[rows, cols, 0] == 3.0).any() and (flow[rows, cols, 1] == -2.0).any()
     assert moving.sum() >= 2
     edges = motion_edges(flow)
     assert not edges[rows, cols].any()  # none on a motion edge

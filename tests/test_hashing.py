@@ -44,4 +44,5 @@ def test_folder_fingerprint_filters_suffixes(tmp_path):
     (tmp_path / "README.md").write_text("hello")
     result = fingerprint(tmp_path, (".safetensors", ".json"))
     assert sorted(result) == [os.path.join("unet", "config.json"), os.path.join("unet", "model.safetensors")]
-    assert result[os.path.join("unet", "model.safetensors")] == {"size": 1, "sha256": hashlib.sha256(b"a").hexdigest()}
+    assert result[os.path.join("unet", "model.safetensors")] == {"size": 1,
+                                                                  "sha256": hashlib.sha256(b"a").hexdigest()}

@@ -1,4 +1,4 @@
-"""Motion encoder (Eq. 5) and point encoder (Eq. 7) against direct implementations of the release's behaviour."""
+"""Motion (Eq. 5) and point (Eq. 7) encoders against direct implementations of the release's behaviour."""
 
 from __future__ import annotations
 
@@ -117,8 +117,10 @@ def test_motion_encoder_branches_and_zero_start():
             hidden = F.silu(conv(hidden))
         return conv_out(hidden)
 
-    expected = encoder.conv_final(branch(dense, encoder.conv_in_flow, encoder.blocks_flow, encoder.conv_out_flow)
-                                  + branch(sparse, encoder.conv_in_traj, encoder.blocks_traj, encoder.conv_out_traj))
+    expected = encoder.conv_final(branch(dense, encoder.conv_in_flow, encoder.blocks_flow,
+                                         encoder.conv_out_flow)
+                                  + branch(sparse, encoder.conv_in_traj, encoder.blocks_traj,
+                                           encoder.conv_out_traj))
     torch.testing.assert_close(out, expected)
     with pytest.raises(ValueError, match="must both be"):
         encoder(sparse, dense[:, :, :16])

@@ -27,7 +27,7 @@ from dispose.models.musepose.reference import (
 from dispose.models.musepose.release_files import build_pose_guider, release_states
 
 # Written down from the release's code (musepose/models/unet_3d.py, motion_module.py, unet_2d_condition.py,
-# pose_guider.py, configs/inference_v2.yaml, train_stage_*.py save_checkpoint): what each published file holds.
+# pose_guider.py, configs/inference_v2.yaml, train_stage_*.py save_checkpoint): each published file's keys.
 MOTION_MODULE_SUFFIXES = {
     "norm.weight", "norm.bias", "proj_in.weight", "proj_in.bias", "proj_out.weight", "proj_out.bias",
     *(f"transformer_blocks.0.attention_blocks.{a}.{p}" for a in (0, 1) for p in (
@@ -37,11 +37,14 @@ MOTION_MODULE_SUFFIXES = {
     "transformer_blocks.0.ff.net.0.proj.weight", "transformer_blocks.0.ff.net.0.proj.bias",
     "transformer_blocks.0.ff.net.2.weight", "transformer_blocks.0.ff.net.2.bias",
 }
-MOTION_MODULES = ([f"down_blocks.{b}.motion_modules.{m}" for b in range(4) for m in range(2)] + ["mid_block.motion_modules.0"]
+MOTION_MODULES = ([f"down_blocks.{b}.motion_modules.{m}" for b in range(4) for m in range(2)]
+                  + ["mid_block.motion_modules.0"]
                   + [f"up_blocks.{b}.motion_modules.{m}" for b in range(4) for m in range(3)])
-DENOISING_SAMPLE = ("conv_in.weight", "time_embedding.linear_1.weight", "down_blocks.0.attentions.1.proj_in.weight",
+DENOISING_SAMPLE = ("conv_in.weight", "time_embedding.linear_1.weight",
+                    "down_blocks.0.attentions.1.proj_in.weight",
                     "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight",
-                    "down_blocks.2.downsamplers.0.conv.weight", "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+                    "down_blocks.2.downsamplers.0.conv.weight",
+                    "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight",
                     "up_blocks.0.upsamplers.0.conv.weight", "up_blocks.3.resnets.2.conv_shortcut.weight",
                     "conv_norm_out.weight", "conv_out.bias")
 OUTPUT_LAYERS = {"conv_norm_out.weight", "conv_norm_out.bias", "conv_out.weight", "conv_out.bias"}
@@ -66,8 +69,8 @@ def test_full_size_key_sets_equal_the_published_files(full_size_files):
     assert len(motion) == 21 * 28 == 588
     assert set(motion) == {f"{module}.temporal_transformer.{suffix}" for module in MOTION_MODULES
                            for suffix in MOTION_MODULE_SUFFIXES}
-    assert motion["down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.ff.net.0.proj.weight"
-                  ].shape == (2560, 320)
+    assert motion["down_blocks.0.motion_modules.0.temporal_transformer."
+                  "transformer_blocks.0.ff.net.0.proj.weight"].shape == (2560, 320)
     assert motion["mid_block.motion_modules.0.temporal_transformer.proj_in.weight"].shape == (1280, 1280)
 
     reference = full_size_files["reference_unet.pth"]
@@ -85,9 +88,11 @@ def test_full_size_key_sets_equal_the_published_files(full_size_files):
 
 def test_parameter_table_matches_the_papers_musepose_figure():
     sections = dict(parameter_table())
-    base = {label: counts for label, counts, _ in sections["MusePose (frozen in DisPose; all four trained by MusePose):"]}
+    base = {label: counts
+            for label, counts, _ in sections["MusePose (frozen in DisPose; all four trained by MusePose):"]}
     assert base["denoising_unet"]["parameters"] == 859_520_964  # SD1.5's UNet
-    assert base["motion_modules"] == {"tensors": 546, "parameters": 453_209_280}  # AnimateDiff v2, without tables
+    # AnimateDiff v2, without tables
+    assert base["motion_modules"] == {"tensors": 546, "parameters": 453_209_280}
     assert base["total"]["parameters"] == 2_173_325_524
     assert round(base["total"]["parameters"] / 2**20, 2) == 2072.64  # Table 7's "MB"
     controlnet = sections["DisPose hybrid ControlNet for MusePose (SD1.5 encoder, trainable):"][0][1]
@@ -110,7 +115,8 @@ def test_release_layout_files_load_back_strictly(tmp_path):
     state = torch.load(folder / "reference_unet.pth")
     state.pop("mid_block.attentions.0.proj_in.weight")
     torch.save(state, folder / "reference_unet.pth")
-    with pytest.raises(UserError, match=r"reference_unet\.pth.*1 missing keys \(mid_block\.attentions\.0\.proj_in"):
+    with pytest.raises(UserError,
+                       match=r"reference_unet\.pth.*1 missing keys \(mid_block\.attentions\.0\.proj_in"):
         load_musepose(folder, tiny_unet_config())
     torch.save(torch.load(folder / "motion_module.pth"), folder / "denoising_unet.pth")
     with pytest.raises(UserError, match=r"denoising_unet\.pth holds motion-module weights"):
@@ -175,8 +181,9 @@ def test_controlnet_copies_the_encoder_and_feeds_every_skip_connection():
         down, mid = controlnet(sample, 10, torch.randn(2, 1, 16), guidance=guidance)
         # Fresh zero convolutions: zero residuals, so the UNet's prediction is unchanged.
         base = denoising(sample.transpose(1, 2), 10, torch.zeros(2, 1, 16), return_dict=False)[0]
-        with_residuals = denoising(sample.transpose(1, 2), 10, torch.zeros(2, 1, 16), down_block_additional_residuals=down,
-                                   mid_block_additional_residual=mid, return_dict=False)[0]
+        with_residuals = denoising(sample.transpose(1, 2), 10, torch.zeros(2, 1, 16),
+                                   down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                                   return_dict=False)[0]
     assert len(down) == 1 + 3 * (1 + 1) + 1 == 8  # conv_in + (layer + downsampler) x 3 + last block's layer
     assert all(r.shape[0] == 2 * frames and not r.abs().sum() for r in down) and not mid.abs().sum()
     torch.testing.assert_close(with_residuals, base)

@@ -33,7 +33,8 @@ def _pose(pixels: np.ndarray, size, visible=None, hands=None, face=None) -> Pose
     return Pose(body=pixels / size, body_score=np.where(visible, 0.9, 0.1), body_visible=visible,
                 hands=hands, hands_score=np.full(2 * NUM_HAND, 0.9 if hands.any() else 0.0),
                 hands_visible=np.full(2 * NUM_HAND, bool(hands.any())),
-                face=face, face_score=np.full(68, 0.9 if face.any() else 0.0), face_visible=np.full(68, bool(face.any())))
+                face=face, face_score=np.full(68, 0.9 if face.any() else 0.0),
+                face_visible=np.full(68, bool(face.any())))
 
 
 def _hands_around(pixels: np.ndarray) -> np.ndarray:
@@ -97,7 +98,8 @@ def test_global_fit_impossible():
     only_nose = np.zeros(18, bool)
     only_nose[0] = True
     with pytest.raises(UserError, match="--align none"):
-        fit_global(_pose(SKELETON, REF_SIZE, visible=only_nose), [[_pose(SKELETON, REF_SIZE)]], REF_SIZE, REF_SIZE)
+        fit_global(_pose(SKELETON, REF_SIZE, visible=only_nose), [[_pose(SKELETON, REF_SIZE)]], REF_SIZE,
+                   REF_SIZE)
 
 
 def test_missing_points_stay_missing():
@@ -120,7 +122,8 @@ def test_bones_take_the_reference_lengths_and_keep_directions():
     driving_pixels = SKELETON.copy()
     driving_pixels[[3, 6]] += [[-30, 40], [30, 40]]  # longer upper arms
     driving_pixels[[4, 7]] = driving_pixels[[3, 6]] + [[60, -80], [-60, -80]]  # raised forearms
-    driving_pixels[8:14] = SKELETON[8:14] + (SKELETON[8:14] - SKELETON[[8, 8, 8, 11, 11, 11]]) * -0.3  # short legs
+    # short legs
+    driving_pixels[8:14] = SKELETON[8:14] + (SKELETON[8:14] - SKELETON[[8, 8, 8, 11, 11, 11]]) * -0.3
     face = driving_pixels[0] + np.linspace(-20, 20, 68)[:, None] * [1.0, 0.3]
     driving = _pose(driving_pixels, REF_SIZE, hands=_hands_around(driving_pixels), face=face)
     lengths = reference_bone_lengths(reference, REF_SIZE)
@@ -164,7 +167,8 @@ def test_bones_with_occlusions():
     assert np.isnan(lengths[4]) and np.isnan(lengths[7])
     out = retarget_bones(_pose(driving_pixels, REF_SIZE), lengths, REF_SIZE)
     got = out.body * np.array(REF_SIZE)
-    assert np.linalg.norm(got[7] - got[6]) == pytest.approx(np.linalg.norm(driving_pixels[7] - driving_pixels[6]))
+    assert np.linalg.norm(got[7] - got[6]) == pytest.approx(np.linalg.norm(driving_pixels[7]
+                                                                           - driving_pixels[6]))
     # No neck: the frame keeps the global fit.
     no_neck = np.ones(18, bool)
     no_neck[1] = False
@@ -175,7 +179,8 @@ def test_bones_with_occlusions():
 @pytest.mark.parametrize(("frame_size", "point", "expected"), [
     ((1080, 1920), (540, 960), (288, 512)),  # same aspect: plain scaling
     ((1920, 1080), (960, 540), (288, 512)),  # centre stays the centre
-    ((1920, 1080), (0, 0), (-(1820 - 576) / 2, 0)),  # 1920x1080 -> 1821x1024, crop left 622 (rounded half even)
+    # 1920x1080 -> 1821x1024, crop left 622 (rounded half even)
+    ((1920, 1080), (0, 0), (-(1820 - 576) / 2, 0)),
 ])
 def test_none_maps_through_resize_and_crop(frame_size, point, expected):
     fit = frame_transform(REF_SIZE, frame_size)

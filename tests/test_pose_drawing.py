@@ -24,7 +24,8 @@ _COLORS = [[255, 0, 0], [255, 85, 0], [255, 170, 0], [255, 255, 0], [170, 255, 0
 def _hsv(h: float) -> np.ndarray:
     i = int(h * 6.0)
     f = h * 6.0 - i
-    return np.array([(1, f, 0), (1 - f, 1, 0), (0, 1, f), (0, 1 - f, 1), (f, 0, 1), (1, 0, 1 - f)][i % 6], float)
+    return np.array([(1, f, 0), (1 - f, 1, 0), (0, 1, f), (0, 1 - f, 1), (f, 0, 1), (1, 0, 1 - f)][i % 6],
+                    float)
 
 
 def _release_draw(pose: dict, height: int, width: int) -> np.ndarray:

@@ -157,10 +157,11 @@ def _detector(path, batch) -> None:
     nodes = _brightness("images") + [helper.make_node("Mul", ["level", "gain"], ["scaled"]),
                                      helper.make_node("Add", ["scaled", "constant"], ["output"])]
     graph = helper.make_graph(
-        nodes, "tiny_yolox", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 640, 640])],
+        nodes, "tiny_yolox",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 640, 640])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, 8400, 85])],
-        [numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape"), numpy_helper.from_array(gain, "gain"),
-         numpy_helper.from_array(constant, "constant")])
+        [numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape"),
+         numpy_helper.from_array(gain, "gain"), numpy_helper.from_array(constant, "constant")])
     _save(graph, path)
 
 
@@ -185,7 +186,8 @@ def _pose_model(path, batch) -> None:
                                     helper.make_node("Add", ["nothing", "cx"], ["simcc_x"]),
                                     helper.make_node("Add", ["nothing", "cy"], ["simcc_y"])]
     graph = helper.make_graph(
-        nodes, "tiny_dwpose", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 384, 288])],
+        nodes, "tiny_dwpose",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 384, 288])],
         [helper.make_tensor_value_info("simcc_x", TensorProto.FLOAT, [batch, 133, 576]),
          helper.make_tensor_value_info("simcc_y", TensorProto.FLOAT, [batch, 133, 768])],
         [numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape"),
@@ -228,7 +230,8 @@ def test_dwpose_end_to_end(dwpose_dir):
         np.testing.assert_allclose(pose.hands, expected.hands, atol=1e-4)
         np.testing.assert_allclose(pose.face, expected.face, atol=1e-4)
         np.testing.assert_array_equal(pose.body_visible, expected.body_visible)
-        assert not pose.body_visible[17] and pose.body_visible[1]  # left ear (COCO 3) unsure; neck from shoulders
+        # left ear (COCO 3) unsure; neck from shoulders
+        assert not pose.body_visible[17] and pose.body_visible[1]
     # Whole-frame fallback: the pose model runs on the full 640x480 frame.
     fallback = wholebody_pose(_expected_keypoints((0, 0, 640, 480)), scores, 640, 480)
     np.testing.assert_allclose(people[1][0].body, fallback.body, atol=1e-4)

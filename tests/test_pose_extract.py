@@ -63,8 +63,8 @@ def test_extract_aligns_fills_and_reports():
 def test_reference_pose_can_be_given():
     detector = ScriptedDetector([], [[_pose(SKELETON, (576, 1024))]])
     given = _pose(SKELETON, (576, 1024))
-    result = extract_poses(np.zeros((1024, 576, 3), np.uint8), np.zeros((1, 1024, 576, 3), np.uint8), detector,
-                           progress=False, reference_pose=given)
+    result = extract_poses(np.zeros((1024, 576, 3), np.uint8), np.zeros((1, 1024, 576, 3), np.uint8),
+                           detector, progress=False, reference_pose=given)
     assert result.reference is given and detector.calls == [1]  # only the driving frame was detected
 
 
@@ -80,7 +80,8 @@ def test_load_reference_resizes_detects_and_names_the_file(shared_data):
     person = _pose(SKELETON, (576, 1024))
     frame, pose = load_reference(shared_data / "musepose_ref.png", 576, ScriptedDetector([person], []))
     assert frame.shape == (1024, 576, 3) and frame.dtype == np.uint8 and pose is person
-    with pytest.raises(UserError, match="no person found in the reference image .*musepose_ref.png by scripted"):
+    with pytest.raises(UserError,
+                       match="no person found in the reference image .*musepose_ref.png by scripted"):
         load_reference(shared_data / "musepose_ref.png", 256, ScriptedDetector([], []))
 
 
@@ -94,7 +95,8 @@ def test_nobody_in_any_driving_frame():
 def test_bad_requests():
     detector = ScriptedDetector([_pose(SKELETON, (576, 1024))], [])
     with pytest.raises(UserError, match="unknown alignment"):
-        extract_poses(np.zeros((1024, 576, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8), detector, align="x")
+        extract_poses(np.zeros((1024, 576, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8), detector,
+                      align="x")
     with pytest.raises(UserError, match="no driving frame"):
         extract_poses(np.zeros((1024, 576, 3), np.uint8), np.zeros((0, 8, 8, 3), np.uint8), detector)
 
@@ -140,11 +142,13 @@ def test_stream_poses_of_an_iterator_equal_extract_poses_of_the_frames():
     frames = np.zeros((5, 480, 640, 3), np.uint8)
     driving = _pose(SKELETON * 0.5 + [100, 20], (640, 480))
     script = [[], [driving], [], [driving], []]
-    listed = extract_poses(np.zeros((1024, 576, 3), np.uint8), frames, ScriptedDetector([reference_pose], script),
-                           progress=False, fps=12.0, reference_pose=reference_pose)
-    streamed = stream_poses(reference_pose, iter(frames), ScriptedDetector([reference_pose], script), (576, 1024),
-                            fps=12.0)
+    listed = extract_poses(np.zeros((1024, 576, 3), np.uint8), frames,
+                           ScriptedDetector([reference_pose], script), progress=False, fps=12.0,
+                           reference_pose=reference_pose)
+    streamed = stream_poses(reference_pose, iter(frames), ScriptedDetector([reference_pose], script),
+                            (576, 1024), fps=12.0)
     assert streamed.driving.to_json() == listed.driving.to_json()
-    assert (streamed.filled_frames, streamed.fit.scale.tolist()) == (listed.filled_frames, listed.fit.scale.tolist())
+    assert ((streamed.filled_frames, streamed.fit.scale.tolist())
+            == (listed.filled_frames, listed.fit.scale.tolist()))
     with pytest.raises(UserError, match="no driving frame"):
         stream_poses(reference_pose, iter([]), CountingDetector(), (576, 1024))

@@ -32,9 +32,10 @@ def test_sequence_json_format_is_unchanged(tmp_path):
     pose = Pose.from_scores(np.random.default_rng(0).random((18, 2)), np.full(18, 0.5))
     PoseSequence([pose, pose], 576, 1024, 12.0).save(tmp_path / "poses.json")
     data = json.loads((tmp_path / "poses.json").read_text())
-    assert data["format"] == "dispose-poses/1" and (data["width"], data["height"], data["fps"]) == (576, 1024, 12.0)
-    assert set(data["frames"][0]) == {"body", "body_score", "body_visible", "hands", "hands_score", "hands_visible",
-                                      "face", "face_score", "face_visible"}
+    assert (data["format"] == "dispose-poses/1"
+            and (data["width"], data["height"], data["fps"]) == (576, 1024, 12.0))
+    assert set(data["frames"][0]) == {"body", "body_score", "body_visible", "hands", "hands_score",
+                                      "hands_visible", "face", "face_score", "face_visible"}
     # A minimal record (body only) still loads: hands and face default to missing.
     data["frames"] = [{k: data["frames"][0][k] for k in ("body", "body_score", "body_visible")}]
     loaded = PoseSequence.from_json(data)

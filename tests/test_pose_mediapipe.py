@@ -132,10 +132,13 @@ def test_missing_mediapipe_is_explained(monkeypatch):
 def test_native_start_up_lines_are_dropped_and_everything_else_kept():
     source, sink = os.pipe()
     result, target = os.pipe()
-    pieces = [b"\rMediaPipe:   0%|   | 0/6", b"INFO: ", b"Created TensorFlow Lite XNNPACK delegate for CPU.", b"\n",
+    pieces = [b"\rMediaPipe:   0%|   | 0/6", b"INFO: ", b"Created TensorFlow Lite XNNPACK delegate for CPU.",
+              b"\n",
               b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
-              b"W0000 00:00:1796224012.608105   11675 inference_feedback_manager.cc:114] Feedback manager ...\n",
-              b"\rMediaPipe: 100%|###| 6/6\n", b"E0000 00:00:17.5   11 graph.cc:10] a real error\n", b"last words"]
+              (b"W0000 00:00:1796224012.608105   11675 inference_feedback_manager.cc:114] "
+               b"Feedback manager ...\n"),
+              b"\rMediaPipe: 100%|###| 6/6\n", b"E0000 00:00:17.5   11 graph.cc:10] a real error\n",
+              b"last words"]
     forwarder = threading.Thread(target=_forward_except_noise, args=(source, target))
     forwarder.start()
     for piece in pieces:
@@ -151,9 +154,10 @@ def test_native_start_up_lines_are_dropped_and_everything_else_kept():
 
 def test_dispose_pose_stderr_has_no_mediapipe_start_up_lines(shared_data, tmp_path):
     # Standard error is a pipe here, as in `dispose pose ... 2>&1 | cat`.
-    run = subprocess.run([sys.executable, "-m", "dispose.cli", "pose", "--image", str(shared_data / "musepose_ref.png"),
-                          "--resolution", "128", "--out", str(tmp_path / "out")], capture_output=True, text=True,
-                         check=True)
+    run = subprocess.run([sys.executable, "-m", "dispose.cli", "pose",
+                          "--image", str(shared_data / "musepose_ref.png"),
+                          "--resolution", "128", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, check=True)
     assert run.stderr == "" and "wrote poses.json" in run.stdout
 
 

@@ -1,4 +1,4 @@
-"""Where models run: ``--device auto`` means CUDA, else Apple's MPS, else the CPU; explicit names are checked."""
+"""Where models run: ``--device auto`` is CUDA, else Apple's MPS, else the CPU; explicit names are checked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dispose.errors import UserError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """The torch device for a ``--device`` value (auto, cpu, cuda, cuda:1, mps), or a UserError saying why not."""
+    """The torch device for ``--device`` (auto, cpu, cuda, cuda:1, mps), or a UserError saying why not."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -17,7 +17,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
+        raise UserError(f"--device {name!r} is not a device name; use auto, cpu, cuda, cuda:N "
+                        "or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: this torch build ({torch.__version__}) sees no CUDA GPU; "
                         "install a CUDA build of torch or use --device cpu")

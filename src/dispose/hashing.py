@@ -1,8 +1,8 @@
-"""Content hashes (sha256) of weight and input files for sidecars and reports, computed once per file version.
+"""sha256 content hashes of weight and input files for sidecars and reports, computed once per file version.
 
-Hashing a multi-GB checkpoint reads all of it (seconds per file), so results are cached in a JSON file keyed by
-the file's resolved path, size and modification time (ns): a file is read again only when it changes.  The
-cache lives in ``$DISPOSE_CACHE_DIR``, else ``$XDG_CACHE_HOME/dispose``, else ``~/.cache/dispose``
+Hashing a multi-GB checkpoint reads all of it (seconds per file), so results are cached in a JSON file keyed
+by the file's resolved path, size and modification time (ns): a file is read again only when it changes.
+The cache lives in ``$DISPOSE_CACHE_DIR``, else ``$XDG_CACHE_HOME/dispose``, else ``~/.cache/dispose``
 (``sha256.json``).  A cache that cannot be read or written is ignored: the hash is then computed every time.
 """
 
@@ -46,7 +46,7 @@ def _write_cache(path: Path, data: dict) -> None:
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes, from the cache when the file has not changed since it was hashed."""
+    """sha256 hex digest of a file's bytes, from the cache if the file has not changed since it was hashed."""
     path = Path(path).resolve()
     stat = path.stat()
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
@@ -76,5 +76,6 @@ def fingerprint(path: str | Path, suffixes: Iterable[str] | None = None) -> dict
     if path.is_file():
         return {"size": path.stat().st_size, "sha256": file_sha256(path)}
     endings = tuple(suffixes) if suffixes is not None else None
-    files = sorted(p for p in path.rglob("*") if p.is_file() and (endings is None or p.name.endswith(endings)))
+    files = sorted(p for p in path.rglob("*")
+                   if p.is_file() and (endings is None or p.name.endswith(endings)))
     return {str(p.relative_to(path)): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in files}

@@ -27,7 +27,7 @@ Inputs are ``(B, 3, H, W)`` float RGB in ``[0, 1]``.  VBench's memory-driven dow
 what VBench does on CPU and on GPUs with enough memory for the frame size.
 
 Checked against AMT's own ``Model`` class (VBench's copy) with one random state dict: identical
-output (max abs difference 0.0 at 288x512, ``bench/eval_amt_vs_reference.py``).
+output (``bench/eval_amt_vs_reference.py`` prints the largest difference).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     xs = torch.linspace(-1.0, 1.0, w, device=flow.device, dtype=flow.dtype).view(1, 1, w).expand(b, h, w)
     ys = torch.linspace(-1.0, 1.0, h, device=flow.device, dtype=flow.dtype).view(1, h, 1).expand(b, h, w)
     grid = torch.stack([xs + flow[:, 0] / ((w - 1.0) / 2.0), ys + flow[:, 1] / ((h - 1.0) / 2.0)], dim=-1)
-    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=True)
 
 
 class _Bottleneck(nn.Module):
@@ -66,7 +67,8 @@ class _Bottleneck(nn.Module):
         self.conv1 = nn.Conv2d(in_planes, planes // 4, 1)
         self.conv2 = nn.Conv2d(planes // 4, planes // 4, 3, padding=1, stride=stride)
         self.conv3 = nn.Conv2d(planes // 4, planes, 1)
-        self.downsample = (nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride), nn.InstanceNorm2d(planes))
+        self.downsample = (nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride),
+                                         nn.InstanceNorm2d(planes))
                            if stride != 1 else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -258,14 +260,16 @@ class AMT(nn.Module):
             raise ValueError(f"AMT needs frame sides that are multiples of 16, got {tuple(img0.shape[-2:])}")
         smallest = 8 * 2 ** self.levels  # the coarsest correlation level needs >= 2 cells per side
         if min(img0.shape[-2:]) < smallest:
-            raise ValueError(f"AMT needs frames of at least {smallest} px per side, got {tuple(img0.shape[-2:])}")
+            raise ValueError(f"AMT needs frames of at least {smallest} px per side, "
+                             f"got {tuple(img0.shape[-2:])}")
         mean = torch.cat([img0, img1], dim=2).mean(dim=(1, 2, 3), keepdim=True)
         img0, img1 = img0 - mean, img1 - mean
         embt = torch.full((1, 1, 1, 1), t, device=img0.device, dtype=img0.dtype)
         b, _, h, w = img0.shape
         coord = coords_grid(b, h // 8, w // 8, img0.device).to(img0.dtype)
         fmap0, fmap1 = self.feat_encoder(torch.cat([img0, img1])).chunk(2)
-        corr = (CorrPyramid(fmap0, fmap1, self.levels, self.radius), CorrPyramid(fmap1, fmap0, self.levels, self.radius))
+        corr = (CorrPyramid(fmap0, fmap1, self.levels, self.radius),
+                CorrPyramid(fmap1, fmap0, self.levels, self.radius))
         f0 = self.encoder(img0)
         f1 = self.encoder(img1)
 
@@ -280,7 +284,8 @@ class AMT(nn.Module):
 
 
 def _combine(comb_block: nn.Module, img0: torch.Tensor, img1: torch.Tensor, flow0: torch.Tensor,
-             flow1: torch.Tensor, mask: torch.Tensor, residual: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+             flow1: torch.Tensor, mask: torch.Tensor, residual: torch.Tensor,
+             mean: torch.Tensor) -> torch.Tensor:
     """Blend the frames warped by each flow pair, average the candidates, add a learned correction."""
     b, c, h, w = flow0.shape
     n = c // 2

@@ -19,9 +19,10 @@ from dispose.evaluation import vbench
 
 #: weight-file key -> command-line option (``--weights DIR`` finds the same files by name)
 WEIGHT_OPTIONS = {
-    "i3d": "--i3d", "lpips_backbone": "--lpips-backbone", "lpips_heads": "--lpips-heads", "videomae": "--videomae",
-    "dino": "--dino", "clip_b32": "--clip-b32", "clip_l14": "--clip-l14", "aesthetic_head": "--aesthetic-head",
-    "raft": "--raft", "amt": "--amt", "musiq": "--musiq", "resnet3d": "--resnet3d",
+    "i3d": "--i3d", "lpips_backbone": "--lpips-backbone", "lpips_heads": "--lpips-heads",
+    "videomae": "--videomae", "dino": "--dino", "clip_b32": "--clip-b32", "clip_l14": "--clip-l14",
+    "aesthetic_head": "--aesthetic-head", "raft": "--raft", "amt": "--amt", "musiq": "--musiq",
+    "resnet3d": "--resnet3d",
 }
 
 
@@ -107,15 +108,17 @@ NEEDS = (
           _vbench_reason),
     _Need(("aesthetic_quality",), ("clip_l14", "aesthetic_head"), _aesthetic, _vbench_reason),
     _Need(("cd_fvd",), ("videomae",), _one("videomae", "load_videomae", "videomae"),
-          lambda metric, net: ("needs the VideoMAE-v2 ViT-g/14 checkpoint fine-tuned on SSv2 that cd-fvd uses "
-                     "(vit_g_hybrid_pt_1200e_ssv2_ft.pth): pass --videomae or put it in --weights")),
+          lambda metric, net: ("needs the VideoMAE-v2 ViT-g/14 checkpoint fine-tuned on SSv2 that cd-fvd "
+                               "uses (vit_g_hybrid_pt_1200e_ssv2_ft.pth): pass --videomae or put it in "
+                               "--weights")),
     _Need(("fid_vid_r3d",), ("resnet3d",), _one("resnet3d", "load_resnet3d", "resnet3d"),
-          lambda metric, net: ("needs Hara et al.'s Kinetics 3D ResNet-50 resnet-50-kinetics.pth (the file DisCo's "
-                     "FID-VID uses): pass --resnet3d or put it in --weights")),
+          lambda metric, net: ("needs Hara et al.'s Kinetics 3D ResNet-50 resnet-50-kinetics.pth (the file "
+                               "DisCo's FID-VID uses): pass --resnet3d or put it in --weights")),
     _Need(("lpips",), ("lpips_backbone", "lpips_heads"), _lpips, lambda metric, net: (
-        f"needs a torchvision {'alexnet' if net == 'alex' else 'vgg16'} state dict and the lpips v0.1 {net}.pth "
-        "linear heads (--lpips-backbone/--lpips-heads or --weights DIR)")),
-    _Need(("fvd", "fid_vid"), ("i3d",), _one("i3d_weights", "load_i3d", "i3d"), lambda metric, net: _I3D_REASON),
+        f"needs a torchvision {'alexnet' if net == 'alex' else 'vgg16'} state dict and the lpips v0.1 "
+        f"{net}.pth linear heads (--lpips-backbone/--lpips-heads or --weights DIR)")),
+    _Need(("fvd", "fid_vid"), ("i3d",), _one("i3d_weights", "load_i3d", "i3d"),
+          lambda metric, net: _I3D_REASON),
 )
 
 

@@ -10,8 +10,8 @@ Reproduced quirk: for inputs other than 224x224, DINO resizes the 14x14 position
 with ``scale_factor = (n + 0.1) / 14`` per axis (``n`` = patches along that axis), not to an
 exact size; VBench feeds non-square frames (short side 224, no crop), so this matters.
 
-Checked against DINO's ``vit_base`` (Apache-2.0) with one random state dict: max abs feature
-difference 2.4e-6 on 398x224 input and 2.6e-6 at 224x224 (``bench/eval_dino_vs_reference.py``).
+Checked against DINO's ``vit_base`` (Apache-2.0) with one random state dict, on non-square and square
+input (``bench/eval_dino_vs_reference.py`` prints the largest feature difference).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ _SOURCE = "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/"
 class DinoViT(nn.Module):
     """``forward(images (B, 3, H, W) ImageNet-normalised) -> (B, dim)`` CLS features."""
 
-    def __init__(self, dim: int = 768, depth: int = 12, heads: int = 12, patch: int = 16, grid: int = 14) -> None:
+    def __init__(self, dim: int = 768, depth: int = 12, heads: int = 12, patch: int = 16,
+                 grid: int = 14) -> None:
         super().__init__()
         self.patch = patch
         self.patch_embed = nn.Module()
@@ -71,10 +72,12 @@ def load_dino(path: str | Path, device: str | torch.device = "cpu") -> DinoViT:
     state = read_state_dict(path, what=_WHAT, source=_SOURCE)
     try:
         dim = int(state["cls_token"].shape[-1])
-        model = DinoViT(dim=dim, depth=1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks.")),
+        model = DinoViT(dim=dim,
+                        depth=1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks.")),
                         heads=dim // 64, patch=int(state["patch_embed.proj.weight"].shape[-1]),
                         grid=math.isqrt(state["pos_embed"].shape[1] - 1))
     except (KeyError, ValueError, IndexError) as error:  # a tensor (or every block) absent, or a wrong rank
-        raise UserError(f"{path} is not {_WHAT}: the ViT's sizes cannot be read from it ({error!r})") from error
+        raise UserError(f"{path} is not {_WHAT}: the ViT's sizes cannot be read from it "
+                        f"({error!r})") from error
     load_strict(model, state, path, what=_WHAT)
     return model.eval().to(device)

@@ -91,7 +91,7 @@ def mean_or_inf(values: list[float]) -> float:
 
 
 class FrameMeans:
-    """A video's mean of one paired metric, fed one frame pair at a time (only the per-frame values are kept)."""
+    """A video's mean of one paired metric, fed one frame pair at a time (only per-frame values are kept)."""
 
     def __init__(self, metric: Callable[[np.ndarray, np.ndarray], float]) -> None:
         self.metric, self.values = metric, []

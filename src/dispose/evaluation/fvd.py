@@ -47,7 +47,8 @@ def clip_starts(num_frames: int, clip_frames: int = 16, clip_stride: int | None 
                 max_clips: int | None = None) -> list[int]:
     stride = clip_stride or clip_frames
     if clip_frames < 9 or stride < 1:
-        raise ValueError(f"clip length must be >= 9 frames (I3D) and stride >= 1, got {clip_frames}, {stride}")
+        raise ValueError(f"clip length must be >= 9 frames (I3D) and stride >= 1, "
+                         f"got {clip_frames}, {stride}")
     starts = list(range(0, num_frames - clip_frames + 1, stride))
     return starts[:max_clips] if max_clips is not None else starts
 
@@ -65,8 +66,9 @@ class ClipFeatures(FrameMeter):
     The clip starts depend on the video's length, given up front; a video shorter than one clip is refused
     here, before any frame is read."""
 
-    def __init__(self, frame_count: int, i3d: torch.nn.Module | None = None, videomae: torch.nn.Module | None = None,
-                 clip_frames: int = 16, clip_stride: int | None = None, max_clips: int | None = None) -> None:
+    def __init__(self, frame_count: int, i3d: torch.nn.Module | None = None,
+                 videomae: torch.nn.Module | None = None, clip_frames: int = 16,
+                 clip_stride: int | None = None, max_clips: int | None = None) -> None:
         starts = clip_starts(frame_count, clip_frames, clip_stride, max_clips)
         if not starts:
             raise ValueError(f"the video has {frame_count} frames, fewer than one {clip_frames}-frame clip")
@@ -103,8 +105,9 @@ class ClipFeatures(FrameMeter):
         return {key: np.concatenate(value) for key, value in self.features.items()}
 
 
-def clip_features(frames: np.ndarray, i3d: torch.nn.Module | None = None, videomae: torch.nn.Module | None = None,
-                  clip_frames: int = 16, clip_stride: int | None = None,
+def clip_features(frames: np.ndarray, i3d: torch.nn.Module | None = None,
+                  videomae: torch.nn.Module | None = None, clip_frames: int = 16,
+                  clip_stride: int | None = None,
                   max_clips: int | None = None) -> dict[str, np.ndarray]:
     """:class:`ClipFeatures` of a whole ``(N, H, W, 3)`` video."""
     return ClipFeatures(len(frames), i3d, videomae, clip_frames, clip_stride, max_clips).run(frames)

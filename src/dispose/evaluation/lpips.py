@@ -112,7 +112,8 @@ def lpips_distance(model: LPIPS, pred: np.ndarray, gt: np.ndarray, batch: int = 
     out: list[float] = []
     with torch.no_grad():
         for i in range(0, len(pred), batch):
-            d = model(frames_to_lpips_input(pred[i:i + batch], device), frames_to_lpips_input(gt[i:i + batch], device))
+            d = model(frames_to_lpips_input(pred[i:i + batch], device),
+                      frames_to_lpips_input(gt[i:i + batch], device))
             out.extend(float(v) for v in d.float().cpu())
     return out
 
@@ -133,7 +134,8 @@ class LpipsMeans:
 
     def _flush(self) -> None:
         if self._pred:
-            self.values.extend(lpips_distance(self.model, np.stack(self._pred), np.stack(self._gt), self.batch))
+            self.values.extend(lpips_distance(self.model, np.stack(self._pred), np.stack(self._gt),
+                                              self.batch))
             self._pred, self._gt = [], []
 
     def result(self) -> float:

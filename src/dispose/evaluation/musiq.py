@@ -24,11 +24,11 @@ embeddings are added, a CLS token is prepended, and 14 pre-norm transformer laye
 MLP 1152, LayerNorm eps 1e-6: the shared :class:`~dispose.evaluation.vit.Block`; the checkpoint's
 separate ``attention.query/key/value/out`` projections are mapped onto its fused ``attn.qkv`` and
 ``attn.proj`` when loading, :func:`~dispose.evaluation.vit.fuse_qkv`) follow, with padded patches
-masked out of the attention by ``-1000`` logits (the reference's value, not ``-inf``).  The head reads the CLS token: a single
-score for SPAQ/KonIQ checkpoints, or a 10-bin distribution turned into its mean for AVA.
+masked out of the attention by ``-1000`` logits (the reference's value, not ``-inf``).  The head reads the CLS
+token: a single score for SPAQ/KonIQ checkpoints, or a 10-bin distribution turned into its mean for AVA.
 Weight standardisation divides by the *unbiased* standard deviation plus ``1e-5``, as the
-reference does.  Checked against pyiqa's ``MUSIQ`` with one random state dict: identical scores
-(max abs difference 0.0 at 512x288, 288x512 and 200x130, ``bench/eval_musiq_vs_reference.py``).
+reference does.  Checked against pyiqa's ``MUSIQ`` with one random state dict: identical scores at
+landscape, portrait and odd sizes (``bench/eval_musiq_vs_reference.py`` prints the largest difference).
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ class TransformerEncoder(nn.Module):
         self.scaleembed_input.scale_emb = nn.Parameter(torch.zeros(scales, dim))
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.encoder_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.transformer = nn.ModuleDict({f"encoderblock_{i}": Block(dim, heads, mlp_dim) for i in range(layers)})
+        self.transformer = nn.ModuleDict({f"encoderblock_{i}": Block(dim, heads, mlp_dim)
+                                          for i in range(layers)})
 
     def forward(self, x: torch.Tensor, spatial: torch.Tensor, scale: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
@@ -123,7 +124,8 @@ def _patches(image: torch.Tensor, scale_id: int, max_len: int | None) -> tuple[t
     spatial = _hashed_positions(rows, cols).to(image.device)
     count = patches.shape[1]
     if max_len is None or max_len == count:
-        return patches, spatial, torch.full_like(spatial, scale_id), torch.ones_like(spatial, dtype=torch.bool)
+        return (patches, spatial, torch.full_like(spatial, scale_id),
+                torch.ones_like(spatial, dtype=torch.bool))
     keep = min(count, max_len)
     padded = patches.new_zeros(patches.shape[0], max_len, patches.shape[2])
     padded[:, :keep] = patches[:, :keep]
@@ -175,7 +177,7 @@ class MUSIQ(nn.Module):
 
 
 def checkpoint_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A pyiqa MUSIQ state dict (``module.`` prefix removed) with this module's names (see module docstring)."""
+    """A pyiqa MUSIQ state dict (``module.`` prefix removed) with this module's names (module docstring)."""
     return fuse_qkv(state, "attention")
 
 
@@ -186,7 +188,8 @@ def load_musiq(path: str | Path, device: str | torch.device = "cpu") -> MUSIQ:
     """
     state, prefix = strip_prefix(read_state_dict(path, what=_WHAT, source=_SOURCE), "module.", path)
     head = state.get("head.weight", state.get("head.0.weight"))
-    blocks = [k for k in state if k.startswith("transformer_encoder.transformer.") and k.endswith(".norm1.weight")]
+    blocks = [k for k in state
+              if k.startswith("transformer_encoder.transformer.") and k.endswith(".norm1.weight")]
     if head is None or not blocks:
         raise UserError(f"{path} is not {_WHAT}: it has no head.weight or transformer blocks")
     model = MUSIQ(num_classes=1 if "head.weight" in state else int(head.shape[0]), layers=len(blocks))

@@ -21,8 +21,10 @@ from typing import Any
 
 from dispose.media.files import atomic_write_text
 
-TABLE1 = (("temporal_flickering", "Temporal Flickering", 100), ("subject_consistency", "Subject Consistency", 100),
-          ("background_consistency", "Background Consistency", 100), ("motion_smoothness", "Motion Smoothness", 100),
+TABLE1 = (("temporal_flickering", "Temporal Flickering", 100),
+          ("subject_consistency", "Subject Consistency", 100),
+          ("background_consistency", "Background Consistency", 100),
+          ("motion_smoothness", "Motion Smoothness", 100),
           ("dynamic_degree", "Dynamic Degree", 100), ("imaging_quality", "Imaging Quality", 100),
           ("fid_vid", "FID-FVD", 1), ("fvd", "FVD", 1), ("cd_fvd", "CD-FVD", 1))
 TABLE6 = (("ssim", "SSIM", 1), ("psnr", "PSNR", 1), ("lpips", "LPIPS", 1), ("l1", "L1", 1))
@@ -69,7 +71,8 @@ def _table(report: dict, columns: tuple, method: str) -> str:
     row = [method, *(_cell(report, key, scale) for key, _, scale in columns)]
     widths = [max(len(h), len(c)) for h, c in zip(heads, row, strict=True)]
     line = " | ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True))
-    return "\n".join([line, "-" * len(line), " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))])
+    return "\n".join([line, "-" * len(line),
+                      " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))])
 
 
 def format_tables(report: dict, method: str) -> str:

@@ -1,8 +1,8 @@
 """3D ResNet-50 (Hara et al. 2018, Kinetics-400) in plain PyTorch, for DisCo's FID-VID.
 
 The evaluation code the human-animation papers share (DisCo's ``tool/metrics``; the paper's
-"FID-FVD" values, 10-16, are on the scale of the FID-VID those papers report) computes FID-VID with Hara et al.'s
-``resnet-50-kinetics.pth`` (github.com/kenshohara/3D-ResNets-PyTorch, MIT): bottleneck blocks
+"FID-FVD" values, 10-16, are on the scale of the FID-VID those papers report) computes FID-VID with
+Hara et al.'s ``resnet-50-kinetics.pth`` (github.com/kenshohara/3D-ResNets-PyTorch, MIT): bottleneck blocks
 ``[3, 4, 6, 3]``, type-B (projection) shortcuts, a 7x7x7 stem with stride ``(1, 2, 2)``, a 3x3x3
 stride-2 max-pool, and the classifier removed (``last_fc=False``): the feature is the 2048-d
 output of the final average pool (kernel ``(ceil(T / 16), ceil(S / 32), ceil(S / 32))``,
@@ -19,7 +19,8 @@ the ActivityNet mean ``(114.7748, 107.7354, 99.4750)`` subtracted (no scaling), 
 consecutive 16-frame segments.  A video's feature is the mean of its segments' features.
 
 Checked against DisCo's ``resnet3d.resnet50`` and ``make_resizer`` with one random state dict:
-identical input tensor, max abs feature difference 4.8e-7 (``bench/eval_resnet3d_vs_reference.py``).
+identical input tensor and matching features (``bench/eval_resnet3d_vs_reference.py`` prints the largest
+difference).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class ResNet3D(nn.Module):
         inplanes = 64
         for index, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True), 1):
             stride = 1 if index == 1 else 2
-            stage = [Bottleneck(inplanes, planes, stride)] + [Bottleneck(planes * 4, planes) for _ in range(blocks - 1)]
+            stage = ([Bottleneck(inplanes, planes, stride)]
+                     + [Bottleneck(planes * 4, planes) for _ in range(blocks - 1)])
             self.add_module(f"layer{index}", nn.Sequential(*stage))
             inplanes = planes * 4
 
@@ -98,7 +100,8 @@ def disco_segments(frames: np.ndarray) -> torch.Tensor:
     video = np.stack([_resize_bicubic(f) for f in frames])
     if len(video) % SEGMENT:
         video = np.concatenate([video, np.repeat(video[-1:], SEGMENT - len(video) % SEGMENT, axis=0)])
-    video = (torch.from_numpy(video) - torch.tensor(MEAN, dtype=torch.float64)).float()  # float64 like DisCo's
+    # float64 like DisCo's
+    video = (torch.from_numpy(video) - torch.tensor(MEAN, dtype=torch.float64)).float()
     return video.view(-1, SEGMENT, SIZE, SIZE, 3).permute(0, 4, 1, 2, 3).contiguous()
 
 
@@ -112,7 +115,8 @@ class VideoFeature(BatchedMeter):
 
     def process(self, frames: np.ndarray) -> None:
         with torch.no_grad():
-            self.features.append(self.model(disco_segments(frames).to(self.param.device, self.param.dtype)).float())
+            self.features.append(self.model(disco_segments(frames).to(self.param.device,
+                                                                      self.param.dtype)).float())
 
     def summary(self) -> np.ndarray:
         return torch.cat(self.features).mean(dim=0).cpu().numpy()

@@ -64,13 +64,13 @@ DEFINITIONS = {
     "lpips": "LPIPS v0.1 (backbone + linear heads from local files), inputs in [-1,1]",
     "fvd": "Frechet distance of Kinetics-400 I3D logits (400-d) of every clip (224x224, [-1,1]), "
            "unbiased covariances",
-    "fid_vid": "Frechet distance of per-video I3D features (final average pool, 1024-d, mean over the video's "
-               "clips), unbiased covariances",
-    "fid_vid_r3d": "DisCo's FID-VID: Frechet distance of per-video Kinetics 3D ResNet-50 features (Hara et al.; "
-                   "112x112 Pillow-bicubic frames, mean-subtracted, 16-frame segments padded with the last frame, "
-                   "2048-d, mean over segments), unbiased covariances",
-    "cd_fvd": "content-debiased FVD (Ge et al. 2024): Frechet distance of VideoMAE-v2 ViT-g/14 (SSv2) features "
-              "of every clip (224x224, [0,1]), covariances / N as in cd-fvd",
+    "fid_vid": "Frechet distance of per-video I3D features (final average pool, 1024-d, mean over the "
+               "video's clips), unbiased covariances",
+    "fid_vid_r3d": "DisCo's FID-VID: Frechet distance of per-video Kinetics 3D ResNet-50 features "
+                   "(Hara et al.; 112x112 Pillow-bicubic frames, mean-subtracted, 16-frame segments padded "
+                   "with the last frame, 2048-d, mean over segments), unbiased covariances",
+    "cd_fvd": "content-debiased FVD (Ge et al. 2024): Frechet distance of VideoMAE-v2 ViT-g/14 (SSv2) "
+              "features of every clip (224x224, [0,1]), covariances / N as in cd-fvd",
     "temporal_flickering": "VBench: (255 - mean |frame_t+1 - frame_t|)/255 on generated frames",
     "subject_consistency": "VBench: mean of (cos(f_t, f_t-1)+ + cos(f_t, f_0)+)/2 over DINO ViT-B/16 CLS "
                            "features of generated frames (short side 224); set score weighted by frame pairs",
@@ -114,9 +114,11 @@ def find_weights(folder: Path | None, lpips_net: str = "alex") -> EvalWeights:
     def first(match: Callable[[Path], bool]) -> Path | None:
         return next((p for p in files if match(p)), None)
 
-    weights.i3d = first(lambda p: p.name.startswith("i3d") and p.suffix in (".ckpt", ".safetensors", ".pt", ".pth"))
+    weights.i3d = first(lambda p: p.name.startswith("i3d")
+                        and p.suffix in (".ckpt", ".safetensors", ".pt", ".pth"))
     backbone = "alexnet" if lpips_net == "alex" else "vgg16"
-    weights.lpips_backbone = first(lambda p: p.name.startswith(backbone) and p.suffix in (".pth", ".safetensors"))
+    weights.lpips_backbone = first(lambda p: p.name.startswith(backbone)
+                                   and p.suffix in (".pth", ".safetensors"))
     weights.lpips_heads = first(lambda p: p.name in (f"{lpips_net}.pth", f"lpips_{lpips_net}.pth"))
     weights.videomae = first(lambda p: p.name.startswith("vit_g_hybrid_pt_1200e_ssv2_ft") or
                              ("videomae" in p.name.lower() and p.suffix in (".pth", ".pt", ".bin")))
@@ -190,13 +192,15 @@ def _meters(wanted: set[str], models: Backbones, settings: EvalSettings, pair: _
         "temporal_flickering": ("temporal_flickering" in wanted, vbench.TemporalFlickering),
         "dynamic_degree_dis": ("dynamic_degree_dis" in wanted,
                                lambda: vbench.DynamicDegree(vbench.dis_score(), pair.fps, pair.frames)),
-        "subject_consistency": (models.dino is not None, lambda: vbench.subject_consistency_meter(models.dino)),
+        "subject_consistency": (models.dino is not None,
+                                lambda: vbench.subject_consistency_meter(models.dino)),
         "background_consistency": (models.clip_b32 is not None,
                                    lambda: vbench.background_consistency_meter(models.clip_b32)),
         "aesthetic_quality": (models.aesthetic_head is not None,
                               lambda: vbench.Aesthetic(models.clip_l14, models.aesthetic_head)),
         "dynamic_degree": (models.raft is not None,
-                           lambda: vbench.DynamicDegree(vbench.raft_score(models.raft), pair.fps, pair.frames)),
+                           lambda: vbench.DynamicDegree(vbench.raft_score(models.raft), pair.fps,
+                                                        pair.frames)),
         "motion_smoothness": (models.amt is not None, lambda: vbench.MotionSmoothness(models.amt)),
         "imaging_quality": (models.musiq is not None, lambda: vbench.ImagingQuality(models.musiq)),
     }
@@ -214,8 +218,8 @@ def _meters(wanted: set[str], models: Backbones, settings: EvalSettings, pair: _
             for meter in features:
                 meters[f"{side}:{type(meter).__name__}"] = _one_side(meter, side)
     except ValueError as error:
-        raise UserError(f"{pair.name}: {error} (check --max-frames, the strides and --clip-frames, minimum 9)") \
-            from error
+        raise UserError(f"{pair.name}: {error} "
+                        "(check --max-frames, the strides and --clip-frames, minimum 9)") from error
     return meters
 
 
@@ -250,8 +254,10 @@ def _probe_pairs(pairs: list[tuple[str, Path, Path]], settings: EvalSettings) ->
 
 def _evaluate_pair(pair: _Pair, meters: dict[str, _Meter], progress: bool) -> None:
     """Decode both videos once, frame by frame, and feed every meter (at most a clip is held per meter)."""
-    frames = zip(stream(pair.pred, pair.size, pair.frames), stream(pair.gt, pair.size, pair.frames), strict=True)
-    with tqdm(frames, total=pair.frames, desc=pair.name, unit="frame", leave=False, disable=not progress) as bar:
+    frames = zip(stream(pair.pred, pair.size, pair.frames), stream(pair.gt, pair.size, pair.frames),
+                 strict=True)
+    with tqdm(frames, total=pair.frames, desc=pair.name, unit="frame", leave=False,
+              disable=not progress) as bar:
         for pred, gt in bar:
             for key, meter in meters.items():
                 bar.set_postfix_str(key, refresh=False)
@@ -300,7 +306,8 @@ def _set_metrics(wanted: set[str], models: Backbones, features: dict[str, list[d
     """FVD, FID-VID, CD-FVD and DisCo's FID-VID over the whole set, with the samples each used."""
     from dispose.evaluation import fvd
 
-    jobs = {"fvd": (models.i3d, fvd.fvd, "logits", "clip"), "fid_vid": (models.i3d, fvd.fid_vid, "pool", "video"),
+    jobs = {"fvd": (models.i3d, fvd.fvd, "logits", "clip"),
+            "fid_vid": (models.i3d, fvd.fid_vid, "pool", "video"),
             "cd_fvd": (models.videomae, fvd.cd_fvd, "videomae", "clip"),
             "fid_vid_r3d": (models.resnet3d, fvd.fid_vid_r3d, "r3d", "video")}
     values: dict[str, float] = {}
@@ -322,8 +329,9 @@ def _frechet_rule(wanted: set[str], pairs: int, skipped: dict[str, str]) -> set[
         return wanted
     refused = wanted & set(VIDEO_SET_METRICS)
     for metric in sorted(refused):
-        skipped[metric] = (f"a Frechet distance compares sets of videos and needs at least {MIN_FRECHET_PAIRS} "
-                           f"video pairs, got {pairs} (the same rule for FVD, FID-VID, CD-FVD and FID-VID r3d)")
+        skipped[metric] = (f"a Frechet distance compares sets of videos and needs at least "
+                           f"{MIN_FRECHET_PAIRS} video pairs, got {pairs} "
+                           "(the same rule for FVD, FID-VID, CD-FVD and FID-VID r3d)")
     return wanted - refused
 
 
@@ -337,7 +345,8 @@ def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weight
     device = resolve_device(settings.device)
     checked = _probe_pairs(pairs, settings)
     models = load_backbones(wanted, weights, settings.lpips_net, device, skipped)
-    meters_per_pair = [_meters(wanted, models, settings, pair) for pair in checked]  # refuses short videos now
+    # _meters refuses short videos now
+    meters_per_pair = [_meters(wanted, models, settings, pair) for pair in checked]
 
     per_video: list[dict] = []
     features: dict[str, list[dict[str, np.ndarray]]] = {"pred": [], "gt": []}
@@ -359,7 +368,8 @@ def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weight
     settings_dict = asdict(settings) | {"device": str(device), "metrics": list(settings.metrics)}
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": {"dispose": _version("dispose-animate"), "torch": torch.__version__, "numpy": np.__version__},
+        "versions": {"dispose": _version("dispose-animate"), "torch": torch.__version__,
+                     "numpy": np.__version__},
         "settings": settings_dict,
         "weights": weights.hashes,
         "definitions": {k: v for k, v in DEFINITIONS.items() if k in set(settings.metrics)},
@@ -368,7 +378,8 @@ def evaluate(pairs: list[tuple[str, Path, Path]], settings: EvalSettings, weight
         "skipped": skipped,
         "timing": {"feature_clips": sum(clip_counts), "video_feature_seconds": round(feature_seconds, 3),
                    "metric_seconds": {k: round(v, 3) for k, v in seconds.items() if ":" not in k},
-                   "seconds_per_video": round(sum(v["seconds"] for v in per_video) / max(1, len(per_video)), 3)},
+                   "seconds_per_video": round(sum(v["seconds"] for v in per_video)
+                                              / max(1, len(per_video)), 3)},
         "videos": per_video,
     }
 

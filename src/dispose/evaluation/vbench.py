@@ -78,7 +78,8 @@ from dispose.evaluation.streaming import BatchedMeter, FrameMeter
 #: dimension -> (the backbone VBench uses, the option(s) that give it)
 BACKBONES = {
     "subject_consistency": ("DINO ViT-B/16 (dino_vitbase16_pretrain.pth)", "--dino"),
-    "background_consistency": ("CLIP ViT-B/32 (Hugging Face folder openai/clip-vit-base-patch32)", "--clip-b32"),
+    "background_consistency": ("CLIP ViT-B/32 (Hugging Face folder openai/clip-vit-base-patch32)",
+                               "--clip-b32"),
     "motion_smoothness": ("AMT-S frame interpolation (amt-s.pth)", "--amt"),
     "dynamic_degree": ("RAFT (raft-things.pth)", "--raft"),
     "imaging_quality": ("MUSIQ trained on SPAQ (musiq_spaq_ckpt-358bb6af.pth)", "--musiq"),
@@ -131,7 +132,7 @@ def clip_input(frames: np.ndarray, size: int = 224) -> torch.Tensor:
 
 
 def musiq_input(frames: np.ndarray, longest: int = 512) -> torch.Tensor:
-    """VBench's "longer" imaging-quality transform: longer side capped at ``longest``, values in ``[0, 1]``."""
+    """VBench's "longer" imaging-quality transform: longer side capped at ``longest``, values in [0, 1]."""
     x = _float_frames(frames)
     height, width = x.shape[2:]
     if max(height, width) > longest:
@@ -253,7 +254,8 @@ class Aesthetic(Embedding):
         return float(np.mean(self.scores))
 
 
-def aesthetic_quality(clip_model: torch.nn.Module, head: torch.nn.Linear, frames: Iterable[np.ndarray]) -> float:
+def aesthetic_quality(clip_model: torch.nn.Module, head: torch.nn.Linear,
+                      frames: Iterable[np.ndarray]) -> float:
     """VBench aesthetic quality of one video: mean LAION score / 10 over frames."""
     return Aesthetic(clip_model, head).run(frames)
 

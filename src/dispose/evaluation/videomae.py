@@ -20,8 +20,8 @@ Widths are read from the checkpoint; the head count is not stored in it, so it c
 standard VideoMAE-v2 sizes (ViT-S/B/L/H/g = 6/12/16/16/16 heads), or 64-d heads otherwise.
 
 Checked against cd-fvd's ``VisionTransformer`` in the full ViT-g/14 layout with one random state
-dict: max abs feature difference 7.2e-7 on a 16-frame and 4.8e-7 on a 32-frame dancer clip
-(features up to 3.7; ``bench/eval_videomae_vs_reference.py --giant``).
+dict on 16- and 32-frame dancer clips (``bench/eval_videomae_vs_reference.py --giant`` prints the
+largest feature difference).
 """
 
 from __future__ import annotations
@@ -93,10 +93,11 @@ def videomae_input(frames: np.ndarray, device: torch.device | str = "cpu") -> to
 
 
 def load_videomae(path: str | Path, device: str | torch.device = "cpu") -> VideoMAEv2:
-    """VideoMAE-v2 encoder from a fine-tuned checkpoint (``{"model"|"module": state}`` or a bare state dict)."""
+    """VideoMAE-v2 encoder from a fine-tuned checkpoint (``{"model"|"module": state}`` or bare state dict)."""
     state = read_state_dict(path, what=_WHAT, source=_SOURCE, nested=("model", "module"))
     if "patch_embed.proj.weight" not in state:
-        raise UserError(f"{path} is not a VideoMAE-v2 checkpoint (expected vit_g_hybrid_pt_1200e_ssv2_ft.pth)")
+        raise UserError(f"{path} is not a VideoMAE-v2 checkpoint "
+                        "(expected vit_g_hybrid_pt_1200e_ssv2_ft.pth)")
     if "head.weight" not in state or "head.bias" not in state:
         raise UserError(f"{path} has no classification head: use the fine-tuned VideoMAE-v2 checkpoint "
                         "(vit_g_hybrid_pt_1200e_ssv2_ft.pth), as cd-fvd does")

@@ -12,10 +12,10 @@ Videos are never held in memory whole: :func:`probe` counts a video's frames (re
 damaged file fails before any model loads) and :func:`stream` then yields its frames one at a time,
 upright (video files are read with :class:`dispose.media.video.VideoFrames`, which applies a
 display-rotation tag and warns about a file cut short; image files with
-:func:`dispose.media.image.load_image`, which applies EXIF orientation) and resized while they are read: ``cv2.INTER_AREA`` when shrinking, ``cv2.INTER_LINEAR`` when
-enlarging, aspect ratio *not* kept (both sides of a pair end up at exactly the same size).  Frame
-strides are exact (every ``stride``-th decoded frame); unlike ``dispose animate``'s driving video,
-no frame-rate rule changes them.
+:func:`dispose.media.image.load_image`, which applies EXIF orientation) and resized while they are read:
+``cv2.INTER_AREA`` when shrinking, ``cv2.INTER_LINEAR`` when enlarging, aspect ratio *not* kept (both sides of
+a pair end up at exactly the same size).  Frame strides are exact (every ``stride``-th decoded frame); unlike
+``dispose animate``'s driving video, no frame-rate rule changes them.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def _frame_files(folder: Path) -> list[Path]:
 
 
 def is_video(path: Path) -> bool:
-    return (path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES) or (path.is_dir() and bool(_frame_files(path)))
+    return ((path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES)
+            or (path.is_dir() and bool(_frame_files(path))))
 
 
 def _videos_in(path: Path) -> list[Path]:
@@ -96,7 +97,8 @@ def pair_videos(pred: dict[str, Path], gt: dict[str, Path]) -> list[tuple[str, P
     names = sorted(set(pred) & set(gt))
     if not names:
         raise UserError(f"no generated video has the name of a ground-truth video (generated: "
-                        f"{sorted(pred)[:5]}, ground truth: {sorted(gt)[:5]}); name them alike, e.g. 00335.mp4")
+                        f"{sorted(pred)[:5]}, ground truth: {sorted(gt)[:5]}); "
+                        "name them alike, e.g. 00335.mp4")
     return [(name, pred[name], gt[name]) for name in names]
 
 
@@ -143,7 +145,8 @@ def probe(name: str, path: Path, stride: int = 1, max_frames: int | None = None)
     return VideoInput(name, path, count, size, fps, stride)
 
 
-def stream(video: VideoInput, size: tuple[int, int] | None = None, count: int | None = None) -> Iterator[np.ndarray]:
+def stream(video: VideoInput, size: tuple[int, int] | None = None,
+           count: int | None = None) -> Iterator[np.ndarray]:
     """Yield the first ``count`` (default: all) of ``video``'s frames as uint8 RGB, resized to ``size``."""
     count = video.frames if count is None else count
     given = 0

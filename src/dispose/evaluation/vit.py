@@ -40,14 +40,15 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Self-attention over ``x`` (B, N, C).  ``mask`` (B, N) bool marks real tokens; as in MUSIQ, the logit
-        of every pair with a padded token is *replaced* by :data:`MASKED_LOGIT` (computed as MUSIQ does, so
-        its scores are reproduced exactly; without a mask the fused kernel runs)."""
+        """Self-attention over ``x`` (B, N, C).  ``mask`` (B, N) bool marks real tokens; as in MUSIQ, the
+        logit of every pair with a padded token is *replaced* by :data:`MASKED_LOGIT` (computed as MUSIQ does,
+        so its scores are reproduced exactly; without a mask the fused kernel runs)."""
         b, n, c = x.shape
         bias = self.qkv.bias
         if bias is None:
             bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
-        q, k, v = F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (F.linear(x, self.qkv.weight, bias).view(b, n, 3, self.heads, c // self.heads)
+                   .permute(2, 0, 3, 1, 4))
         if mask is None:
             attended = F.scaled_dot_product_attention(q, k, v)
         else:

@@ -136,7 +136,8 @@ def point_embeddings(features: torch.Tensor, points, visible, image_size: tuple[
 
 
 def correspondence_map(embeddings: torch.Tensor, points, visible, image_size: tuple[int, int], *,
-                       stride: int = GRID_STRIDE, reference_visible=None) -> tuple[torch.Tensor, torch.Tensor]:
+                       stride: int = GRID_STRIDE,
+                       reference_visible=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Keypoint correspondence grids ``F_p`` of N frames (Eq. 6).
 
     Args:

@@ -80,10 +80,12 @@ def _config_dict(module: nn.Module) -> dict:
     if config is None:
         return {}
     data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    return {key: value for key, value in data.items() if not key.startswith("_") and key != "transformers_version"}
+    return {key: value for key, value in data.items()
+            if not key.startswith("_") and key != "transformers_version"}
 
 
-def module_fingerprint(module: nn.Module, prefixes: tuple[str, ...] = ("",), samples_per_tensor: int = 256) -> str:
+def module_fingerprint(module: nn.Module, prefixes: tuple[str, ...] = ("",),
+                       samples_per_tensor: int = 256) -> str:
     """A cheap identity of a model: its config plus names, shapes, dtypes and strided samples of the tensors
     whose names start with one of ``prefixes``.
 
@@ -104,9 +106,11 @@ def module_fingerprint(module: nn.Module, prefixes: tuple[str, ...] = ("",), sam
 def _as_uint8_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
     array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"image: expected a uint8 RGB array of shape (H, W, 3), got {array.dtype} {array.shape}")
+        raise ValueError(f"image: expected a uint8 RGB array of shape (H, W, 3), "
+                         f"got {array.dtype} {array.shape}")
     if array.shape[0] % 8 or array.shape[1] % 8:
-        raise ValueError(f"image: height and width must be multiples of 8 (the VAE's scale), got {array.shape[:2]}")
+        raise ValueError(f"image: height and width must be multiples of 8 (the VAE's scale), "
+                         f"got {array.shape[:2]}")
     return np.ascontiguousarray(array)
 
 
@@ -173,8 +177,8 @@ class DiftFeaturizer:
         root = Path(path)
         missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer") if not (root / sub).is_dir()]
         if missing:
-            raise UserError(f"{root} is not a Stable Diffusion 1.5 folder (no {', '.join(missing)}/): pass the "
-                            "local stable-diffusion-v1-5 snapshot, in diffusers layout")
+            raise UserError(f"{root} is not a Stable Diffusion 1.5 folder (no {', '.join(missing)}/): "
+                            "pass the local stable-diffusion-v1-5 snapshot, in diffusers layout")
 
         unet = from_local_folder(UNet2DConditionModel, root, "unet", dtype)
         vae = from_local_folder(AutoencoderKL, root, "vae", dtype)

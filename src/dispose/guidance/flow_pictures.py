@@ -11,8 +11,9 @@ frames of a video so that colours are comparable over time (:func:`video_scale`)
 :func:`guidance_panels` draws the panels at a preview size (``panel_width``, default 384 px per panel: the
 README picture's size; ``None`` keeps the generation size).  The flows are resized to the preview with area
 averaging before they are coloured, and the arrows are sampled from the full-size flow on the same grid as at
-full size, then drawn scaled: the same panels, colour code and scale rule as at full size, at about a
-fifth of the cost (``bench/bench_pictures.py``); the skeletons are taken one frame ahead in a worker thread.
+full size, then drawn scaled: the same panels, colour code and scale rule as at full size, at a fraction of
+the cost (``bench/bench_pictures.py`` prints the ratio); the skeletons are taken one frame ahead in a worker
+thread.
 
 Flows are channel-first float arrays ``(2, H, W)`` (dx, dy), like the motion fields.
 """
@@ -85,7 +86,7 @@ def video_scale(flows: np.ndarray, percentile: float = 90.0) -> float:
 def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
     """Middlebury colour picture, uint8 RGB ``(H, W, 3)``, of a ``(2, H, W)`` flow.
 
-    ``max_magnitude`` is the length drawn fully saturated (default: this flow's largest; a zero flow is white).
+    ``max_magnitude`` is the length drawn fully saturated (default: this flow's largest; zero flow is white).
     """
     u, v = _as_flow(flow)
     radius = np.sqrt(u * u + v * v)
@@ -155,8 +156,9 @@ def panel_size(width: int, height: int, panel_width: int | None = PANEL_WIDTH) -
 
 
 def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``image`` (h, w, C) resized to ``size`` = (w, h) by area averaging (unchanged when already that size)."""
-    return image if image.shape[1::-1] == tuple(size) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    """``image`` (h, w, C) resized to ``size`` = (w, h) by area averaging (unchanged if already that size)."""
+    return image if image.shape[1::-1] == tuple(size) else cv2.resize(image, size,
+                                                                      interpolation=cv2.INTER_AREA)
 
 
 def _preview_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -181,16 +183,16 @@ def guidance_panels(skeletons: Iterable[np.ndarray], sparse: Iterable[np.ndarray
                     dense: Iterable[np.ndarray] | None, *, sparse_scale: float, dense_scale: float,
                     dense_label: str = "", panel_width: int | None = PANEL_WIDTH,
                     first: int = 0) -> Iterator[np.ndarray]:
-    """The picture of each driving frame n: skeleton | F_s | F_d (without F_d when ``dense`` is None), uint8 RGB
-    ``(h, 2 w or 3 w, 3)`` with panels of :func:`panel_size`.
+    """The picture of each driving frame n: skeleton | F_s | F_d (without F_d when ``dense`` is None), uint8
+    RGB ``(h, 2 w or 3 w, 3)`` with panels of :func:`panel_size`.
 
     ``skeletons``: the skeleton image of each frame (uint8 RGB at the fields' aspect ratio, any size: resized
-    to the panel by area averaging), taken from the iterable in a worker thread one frame ahead, so a generator
-    that draws them runs alongside the colouring.  ``sparse`` / ``dense``: ``F_s[n]`` / ``F_d[n]`` (2, H, W) at
-    the generation size, one per frame (arrays, or anything ``np.asarray`` takes), consumed lazily, so frames
-    can be generated one at a time.  ``sparse_scale`` / ``dense_scale``: the video's colour scales
-    (:func:`video_scale` or :func:`scale_from_maxima` over the full-size frames).  ``F_d`` gets arrows every
-    ``max(16, W // 18)`` px of the generation frame, shortened to ``1.5`` arrow spacings at the scale.
+    to the panel by area averaging), taken from the iterable in a worker thread one frame ahead, so a
+    generator that draws them runs alongside the colouring.  ``sparse`` / ``dense``: ``F_s[n]`` / ``F_d[n]``
+    (2, H, W) at the generation size, one per frame (arrays, or anything ``np.asarray`` takes), consumed
+    lazily, so frames can be generated one at a time.  ``sparse_scale`` / ``dense_scale``: the video's colour
+    scales (:func:`video_scale` or :func:`scale_from_maxima` over the full-size frames).  ``F_d`` gets arrows
+    every ``max(16, W // 18)`` px of the generation frame, shortened to ``1.5`` arrow spacings at the scale.
     ``first`` is the number of the first frame (its label).
     """
     dense_frames = iter(dense) if dense is not None else None

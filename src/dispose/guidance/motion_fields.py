@@ -51,13 +51,14 @@ def cmp_motion_field(cmp: CMP, image: np.ndarray, reference_flow: np.ndarray, re
     return resize_flow_nearest(flow, height, width).numpy()
 
 
-def dense_motion_field_chunks(reference_image: np.ndarray, trajectories: Trajectories, method: DenseMethod = "cmp",
-                              cmp: CMP | None = None, *, release_missing_points: bool = False,
+def dense_motion_field_chunks(reference_image: np.ndarray, trajectories: Trajectories,
+                              method: DenseMethod = "cmp", cmp: CMP | None = None, *,
+                              release_missing_points: bool = False,
                               chunk_frames: int = 64, cmp_chunk_size: int = 8,
                               propagation: PropagationSettings | None = None) -> Iterator[np.ndarray]:
-    """``F_d`` of a video (see module docstring), ``chunk_frames`` driving frames at a time, each chunk float32
-    ``(n, 2, H, W)``, so that a long video never holds its whole field in float32.  CMP encodes the reference
-    once per chunk; the propagation builds its person region once."""
+    """``F_d`` of a video (see module docstring), ``chunk_frames`` driving frames at a time, each chunk
+    float32 ``(n, 2, H, W)``, so that a long video never holds its whole field in float32.  CMP encodes the
+    reference once per chunk; the propagation builds its person region once."""
     if method not in ("cmp", "propagate"):
         raise ValueError(f"dense method must be cmp or propagate, got {method!r}")
     if method == "cmp" and cmp is None:
@@ -81,5 +82,6 @@ def dense_motion_field_chunks(reference_image: np.ndarray, trajectories: Traject
 
 def dense_motion_field(reference_image: np.ndarray, trajectories: Trajectories, method: DenseMethod = "cmp",
                        cmp: CMP | None = None, **options) -> np.ndarray:
-    """``F_d`` of every driving frame, float32 ``(N, 2, H, W)`` (:func:`dense_motion_field_chunks`, joined)."""
-    return np.concatenate(list(dense_motion_field_chunks(reference_image, trajectories, method, cmp, **options)))
+    """``F_d`` of every driving frame, float32 ``(N, 2, H, W)`` (:func:`dense_motion_field_chunks` joined)."""
+    return np.concatenate(list(dense_motion_field_chunks(reference_image, trajectories, method, cmp,
+                                                         **options)))

@@ -43,7 +43,8 @@ def guidance_scales(guidance) -> tuple[float, float]:
     return sparse, (0.0 if dense is None else scale_from_maxima([max_magnitude(flow) for flow in dense]))
 
 
-def guidance_pictures(guidance, *, frames: Sequence[int] | None = None, scales: tuple[float, float] | None = None,
+def guidance_pictures(guidance, *, frames: Sequence[int] | None = None,
+                      scales: tuple[float, float] | None = None,
                       width: int | None = PANEL_WIDTH) -> Iterator[np.ndarray]:
     """The pictures of driving frames ``frames`` (default: all, consecutive), panels ``width`` wide (None: the
     generation size); ``scales`` from :func:`guidance_scales` (computed when None: a pass over the video)."""
@@ -55,8 +56,8 @@ def guidance_pictures(guidance, *, frames: Sequence[int] | None = None, scales: 
     skeletons = (draw_pose(guidance.driving[n], *size) for n in frames)
     label = str(guidance.settings.get("dense", ""))
     yield from guidance_panels(skeletons, _sparse_frames(guidance, frames), _dense_frames(guidance, frames),
-                               sparse_scale=scales[0], dense_scale=scales[1], dense_label=label, panel_width=width,
-                               first=frames[0] if frames else 0)
+                               sparse_scale=scales[0], dense_scale=scales[1], dense_label=label,
+                               panel_width=width, first=frames[0] if frames else 0)
 
 
 def guidance_picture(guidance, frame: int, *, scales: tuple[float, float] | None = None,

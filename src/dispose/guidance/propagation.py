@@ -15,9 +15,9 @@ Method (OpenCV functions of the main modules only -- all present in ``opencv-pyt
    box around the skeleton (margin ``box_margin`` x body size) is probable background and everything
    outside it sure background.  Only connected components holding a sure-foreground pixel are kept,
    and the mask is upsampled bilinearly.  OpenCV's random generator is seeded before GrabCut, so the
-   region (and the field) is the same in every call, whatever ran before in the process.  Its edges are those of the image at the working resolution
-   (384 on the long side by default, the resolution CMP works at; the ControlNet reads the field at 1/8
-   of the generation size).
+   region (and the field) is the same in every call, whatever ran before in the process.  Its edges are those
+   of the image at the working resolution (384 on the long side by default, the resolution CMP works at; the
+   ControlNet reads the field at 1/8 of the generation size).
 2. **Geodesic distances** ``D_k`` from every visible reference keypoint over the working grid
    (8-connected, Dijkstra from ``scipy.sparse.csgraph``): a step costs its length times
    ``1 + background_weight * (1 - alpha)`` plus ``edge_cost * body size * max(dE - edge_floor, 0)``
@@ -184,8 +184,8 @@ class FlowPropagator:
         lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
         lab[..., 0] *= 100.0 / 255.0  # OpenCV stores L in 0..255 for uint8 input
         lab[..., 1:] -= 128.0
-        graph = _grid_graph(lab, 1.0 - alpha, self.settings.edge_cost * self.body_size, self.settings.edge_floor,
-                            self.settings.background_weight)
+        graph = _grid_graph(lab, 1.0 - alpha, self.settings.edge_cost * self.body_size,
+                            self.settings.edge_floor, self.settings.background_weight)
         keys = np.flatnonzero(self.visible)
         cols = np.clip(np.round(points[keys, 0]).astype(int), 0, w - 1)
         rows = np.clip(np.round(points[keys, 1]).astype(int), 0, h - 1)
@@ -195,7 +195,7 @@ class FlowPropagator:
         return distances
 
     def weights(self, given: np.ndarray) -> np.ndarray:
-        """float32 ``(K, h, w)`` softmin weights over the keypoints ``given`` (and visible in the reference)."""
+        """float32 ``(K, h, w)`` softmin weights over the keypoints ``given`` and visible in the reference."""
         use = np.asarray(given, bool) & self.visible
         weights = np.zeros(self.distances.shape, np.float32)
         if use.any():
@@ -206,7 +206,7 @@ class FlowPropagator:
         return weights
 
     def __call__(self, vectors: np.ndarray, given: np.ndarray) -> np.ndarray:
-        """Dense flow float32 ``(2, H, W)`` of one frame from ``vectors`` ``(K, 2)`` (pixels) at ``given`` ``(K,)``."""
+        """Dense float32 flow ``(2, H, W)`` of one frame from pixel ``vectors`` (K, 2) at ``given`` (K,)."""
         return self.propagate(vectors[None], given[None])[0]
 
     def propagate(self, vectors: np.ndarray, given: np.ndarray, progress: bool = False) -> np.ndarray:
@@ -214,8 +214,8 @@ class FlowPropagator:
         vectors = np.asarray(vectors, np.float64)
         given = np.asarray(given, bool)
         if vectors.shape[1:] != (len(self.visible), 2) or given.shape != vectors.shape[:2]:
-            raise ValueError(f"expected vectors (N, {len(self.visible)}, 2) and given (N, {len(self.visible)}), "
-                             f"got {vectors.shape} and {given.shape}")
+            raise ValueError(f"expected vectors (N, {len(self.visible)}, 2) and given "
+                             f"(N, {len(self.visible)}), got {vectors.shape} and {given.shape}")
         if not np.isfinite(vectors[given]).all():
             raise ValueError("keypoint displacements contain NaN or inf")
         out = np.zeros((len(vectors), 2, self.height, self.width), np.float32)

@@ -38,7 +38,8 @@ from dispose.guidance.trajectories import Trajectories
 
 
 def reference_displacements(trajectories: Trajectories, *, grid: tuple[int, int] | None = None,
-                            release_missing_points: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                            release_missing_points: bool = False
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(starts, vectors, given)`` of Eq. 4, in pixels of the generation size or of ``grid = (w, h)``.
 
     ``starts`` float64 ``(K, 2)``: reference positions; ``vectors`` float64 ``(N, K, 2)``: ``x_n - x_0``;

@@ -138,9 +138,9 @@ def sparse_field_torch(trajectories: torch.Tensor | np.ndarray, visible: torch.T
     frame ``frames[i]`` to ``frames[i] + 1``; frame 0 of the trajectories is the reference).  ``trajectories``
     are pixels ``(N + 1, K, 2)`` at ``width`` x ``height``, ``visible`` bool ``(N + 1, K)``; ``device``
     defaults to the trajectories' device (CPU for arrays).  Computed in float64 when ``dtype`` is float64,
-    else in float32 and then cast.  ``out``: a contiguous float32 (float64) tensor of the result's shape to write
-    into and return (its device and dtype are used); reusing one per tile saves the allocation, which on the CPU
-    costs as much as the computation (fresh pages).
+    else in float32 and then cast.  ``out``: a contiguous float32 (float64) tensor of the result's shape to
+    write into and return (its device and dtype are used); reusing one per tile saves the allocation, which on
+    the CPU costs as much as the computation (fresh pages).
     """
     _check_kernel(kernel_size, sigma)
     if out is not None:
@@ -154,7 +154,8 @@ def sparse_field_torch(trajectories: torch.Tensor | np.ndarray, visible: torch.T
     shape = (num_frames, 2, height, width)
     given = out is not None
     if given:
-        if tuple(out.shape) != shape or out.dtype not in (torch.float32, torch.float64) or not out.is_contiguous():
+        if (tuple(out.shape) != shape or out.dtype not in (torch.float32, torch.float64)
+                or not out.is_contiguous()):
             raise ValueError(f"out must be a contiguous float32/float64 tensor {shape}, got {out.dtype} "
                              f"{tuple(out.shape)}")
         compute = out.dtype
@@ -164,7 +165,8 @@ def sparse_field_torch(trajectories: torch.Tensor | np.ndarray, visible: torch.T
     along_y = _spread_rows(height, kernel_size, float(sigma), device, compute)[rows.to(device)]  # (F, K, H)
     along_x = _spread_rows(width, kernel_size, float(sigma), device, compute)[cols.to(device)]  # (F, K, W)
     vectors = vectors.to(compute).to(device).transpose(1, 2)  # (F, 2, K)
-    # out[f, c] = sum_k vectors[f, c, k] * outer(along_y[f, k], along_x[f, k]): (F * 2) products (H, K) @ (K, W)
+    # out[f, c] = sum_k vectors[f, c, k] * outer(along_y[f, k], along_x[f, k]):
+    # (F * 2) products (H, K) @ (K, W)
     left = (along_y[:, None] * vectors[..., None]).reshape(-1, num_keypoints, height).transpose(1, 2)
     right = along_x[:, None].expand(-1, 2, -1, -1).reshape(-1, num_keypoints, width)
     torch.bmm(left, right, out=out.view(-1, height, width))
@@ -172,7 +174,7 @@ def sparse_field_torch(trajectories: torch.Tensor | np.ndarray, visible: torch.T
 
 
 def trajectory_map(trajectories: Trajectories, *, release_missing_points: bool = False) -> np.ndarray:
-    """``P_s`` before filtering: float32 ``(N, 2, H, W)`` with the step displacements at their start pixels."""
+    """``P_s`` before filtering: float32 ``(N, 2, H, W)``, the step displacements at their start pixels."""
     h, w, n = trajectories.height, trajectories.width, trajectories.num_driving
     rows, cols, vectors = keypoint_steps(trajectories.points, trajectories.visible, range(n), h, w,
                                          release_missing_points=release_missing_points)
@@ -190,8 +192,10 @@ def sparse_motion_field(trajectories: Trajectories, *, kernel_size: int = KERNEL
     h, w, n = trajectories.height, trajectories.width, trajectories.num_driving
     points, visible = torch.from_numpy(trajectories.points), torch.from_numpy(trajectories.visible)
     out = np.empty((n, 2, h, w), np.float32)
-    for start in tqdm(range(0, n, chunk_frames), desc="sparse motion field", unit="tile", disable=not progress):
+    for start in tqdm(range(0, n, chunk_frames), desc="sparse motion field", unit="tile",
+                      disable=not progress):
         frames = range(start, min(start + chunk_frames, n))
         sparse_field_torch(points, visible, frames, h, w, release_missing_points=release_missing_points,
-                           kernel_size=kernel_size, sigma=sigma, out=torch.from_numpy(out[frames.start:frames.stop]))
+                           kernel_size=kernel_size, sigma=sigma,
+                           out=torch.from_numpy(out[frames.start:frames.stop]))
     return out

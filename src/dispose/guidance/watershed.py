@@ -60,7 +60,8 @@ def _eliminate_neighbours(rows: np.ndarray, cols: np.ndarray, distance: float,
                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Of every two points closer than ``distance`` in rows and in columns, drop one at random."""
     valid = np.ones(len(rows), bool)
-    close = (np.abs(rows[:, None] - rows[None, :]) < distance) & (np.abs(cols[:, None] - cols[None, :]) < distance)
+    close = ((np.abs(rows[:, None] - rows[None, :]) < distance)
+             & (np.abs(cols[:, None] - cols[None, :]) < distance))
     for i, j in zip(*np.nonzero(close)):
         if i != j and valid[i] and valid[j]:
             valid[i if rng.random() > 0.5 else j] = False
@@ -69,7 +70,7 @@ def _eliminate_neighbours(rows: np.ndarray, cols: np.ndarray, distance: float,
 
 def watershed_points(flow: np.ndarray, nms_kernel: int = NMS_KERNEL, *, edge_threshold: float = 0.1,
                      grid_stride: int | None = None, seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Sampled pixel positions ``(rows, cols)`` (int64) of a float ``(H, W, 2)`` flow (see module docstring)."""
+    """Sampled pixel positions ``(rows, cols)`` (int64) of a float ``(H, W, 2)`` flow (module docstring)."""
     flow = check_flow(flow)
     if nms_kernel < 1 or nms_kernel % 2 == 0:
         raise ValueError(f"nms_kernel must be a positive odd number, got {nms_kernel}")
@@ -84,7 +85,8 @@ def watershed_points(flow: np.ndarray, nms_kernel: int = NMS_KERNEL, *, edge_thr
     rows, cols = _eliminate_neighbours(rows, cols, (nms_kernel - 1) / 2, np.random.default_rng(seed))
     rows, cols = rows * ds, cols * ds
     if grid_stride:
-        start_h, start_w = (h - h // grid_stride * grid_stride) // 2, (w - w // grid_stride * grid_stride) // 2
+        start_h, start_w = ((h - h // grid_stride * grid_stride) // 2,
+                            (w - w // grid_stride * grid_stride) // 2)
         grid_r, grid_c = np.meshgrid(np.arange(start_h, h, grid_stride), np.arange(start_w, w, grid_stride),
                                      indexing="ij")
         rows, cols = np.concatenate([rows, grid_r.ravel()]), np.concatenate([cols, grid_c.ravel()])
@@ -92,8 +94,10 @@ def watershed_points(flow: np.ndarray, nms_kernel: int = NMS_KERNEL, *, edge_thr
 
 
 def watershed_sparse_flow(flow: np.ndarray, nms_kernel: int = NMS_KERNEL, *, edge_threshold: float = 0.1,
-                          grid_stride: int | None = None, seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Sparse flow and mask, each float32 ``(2, H, W)`` (the layout of ``P_d``), sampled from ``(H, W, 2)``."""
+                          grid_stride: int | None = None,
+                          seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse flow and mask, each float32 ``(2, H, W)`` (the layout of ``P_d``), sampled from ``(H, W, 2)``.
+    """
     flow = check_flow(flow)
     rows, cols = watershed_points(flow, nms_kernel, edge_threshold=edge_threshold, grid_stride=grid_stride,
                                   seed=seed)

@@ -74,7 +74,8 @@ class MotionEncoder(nn.Module):
         self.downscale = 2 ** (len(widths) - 1)
 
     @staticmethod
-    def _encode(field: torch.Tensor, conv_in: nn.Conv2d, blocks: nn.ModuleList, conv_out: nn.Conv2d) -> torch.Tensor:
+    def _encode(field: torch.Tensor, conv_in: nn.Conv2d, blocks: nn.ModuleList,
+                conv_out: nn.Conv2d) -> torch.Tensor:
         hidden = F.silu(conv_in(field))
         for conv in blocks:
             hidden = F.silu(conv(hidden))
@@ -83,8 +84,8 @@ class MotionEncoder(nn.Module):
     def forward(self, sparse_flow: torch.Tensor, dense_flow: torch.Tensor) -> torch.Tensor:
         """``F_m`` of (N, 2, H, W) sparse and dense motion fields -> (N, out_channels, H / 8, W / 8)."""
         if sparse_flow.shape != dense_flow.shape or sparse_flow.dim() != 4:
-            raise ValueError(f"sparse_flow and dense_flow must both be (N, 2, H, W), got {tuple(sparse_flow.shape)} "
-                             f"and {tuple(dense_flow.shape)}")
+            raise ValueError(f"sparse_flow and dense_flow must both be (N, 2, H, W), "
+                             f"got {tuple(sparse_flow.shape)} and {tuple(dense_flow.shape)}")
         dtype = self.conv_final.weight.dtype
         dense = self._encode(dense_flow.to(dtype), self.conv_in_flow, self.blocks_flow, self.conv_out_flow)
         sparse = self._encode(sparse_flow.to(dtype), self.conv_in_traj, self.blocks_traj, self.conv_out_traj)

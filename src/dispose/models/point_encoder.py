@@ -88,8 +88,8 @@ class OccupiedCells:
 
 def bilinear_spread(size_in: int, size_out: int, *, device: torch.device | None = None,
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``(size_in, size_out)``: row ``p`` holds the weights with which input cell ``p`` enters each output cell
-    when ``F.interpolate(mode="bilinear", align_corners=False)`` resizes one axis from ``size_in`` to
+    """``(size_in, size_out)``: row ``p`` holds the weights with which input cell ``p`` enters each output
+    cell when ``F.interpolate(mode="bilinear", align_corners=False)`` resizes one axis from ``size_in`` to
     ``size_out`` (computed by ``F.interpolate`` on one-hot inputs, so the weights are its own)."""
     eye = torch.eye(size_in, device=device, dtype=torch.float32).reshape(size_in, 1, size_in, 1)
     spread = F.interpolate(eye, size=(size_out, 1), mode="bilinear", align_corners=False)
@@ -109,7 +109,8 @@ class PointEncoder(nn.Module):
                  hidden_channels: int = 128) -> None:
         super().__init__()
         self.embedding_channels = embedding_channels
-        self.model_list = nn.ModuleList(PointMLP(embedding_channels, width, hidden_channels) for width in channels)
+        self.model_list = nn.ModuleList(PointMLP(embedding_channels, width, hidden_channels)
+                                        for width in channels)
 
     @property
     def num_levels(self) -> int:
@@ -121,7 +122,8 @@ class PointEncoder(nn.Module):
             raise ValueError(f"point features: expected (N, {self.embedding_channels}, h, w), got "
                              f"{tuple(features.shape)}")
         if mask.shape != (features.shape[0], *features.shape[2:]):
-            raise ValueError(f"point mask {tuple(mask.shape)} does not match the features {tuple(features.shape)}")
+            raise ValueError(f"point mask {tuple(mask.shape)} does not match the features "
+                             f"{tuple(features.shape)}")
         dtype = self.model_list[0].mlp[0].weight.dtype
         frames, channels, height, width = features.shape
         index = mask.reshape(-1).nonzero().squeeze(1)
@@ -155,7 +157,7 @@ class PointEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor,
                 sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
-        """All levels at once: ``[F_c^l]`` for grids (N, C_p, h, w), masks (N, h, w) and one size per level."""
+        """All levels at once: ``[F_c^l]`` for grids (N, C_p, h, w), masks (N, h, w), one size per level."""
         if len(sizes) != self.num_levels:
             raise ValueError(f"expected {self.num_levels} level sizes, got {len(sizes)}")
         cells = self.gather(features, mask)

@@ -35,7 +35,8 @@ def _interleave_context(module: torch.nn.Module, args: tuple, kwargs: dict):
 
 
 @contextlib.contextmanager
-def release_temporal_context(models: Iterable[torch.nn.Module | None], enabled: bool = True) -> Iterator[None]:
+def release_temporal_context(models: Iterable[torch.nn.Module | None],
+                             enabled: bool = True) -> Iterator[None]:
     """While inside, every ``TransformerSpatioTemporalModel`` of ``models`` (None entries skipped) uses
     diffusers 0.27's context order (module docstring); nothing changes when ``enabled`` is False."""
     handles = []
@@ -45,7 +46,8 @@ def release_temporal_context(models: Iterable[torch.nn.Module | None], enabled: 
                 continue
             for module in model.modules():
                 if isinstance(module, TransformerSpatioTemporalModel):
-                    handles += [block.register_forward_pre_hook(_interleave_context, with_kwargs=True, prepend=True)
+                    handles += [block.register_forward_pre_hook(_interleave_context, with_kwargs=True,
+                                                                prepend=True)
                                 for block in module.temporal_transformer_blocks]
     try:
         yield

@@ -61,7 +61,8 @@ def skip_counts(down_blocks: Sequence[torch.nn.Module], mode: ResidualMode) -> l
     resnet outputs and downsampler output, in the order the encoder produces them."""
     if mode not in ("release", "paper"):
         raise ValueError(f"residual_mode must be 'release' or 'paper', got {mode!r}")
-    per_block = [len(block.resnets) + (1 if getattr(block, "downsamplers", None) else 0) for block in down_blocks]
+    per_block = [len(block.resnets) + (1 if getattr(block, "downsamplers", None) else 0)
+                 for block in down_blocks]
     num_blocks = len(per_block)
     counts = [num_blocks]  # the conv_in output exists before the first block ends
     for index, produced in enumerate(per_block):
@@ -70,7 +71,7 @@ def skip_counts(down_blocks: Sequence[torch.nn.Module], mode: ResidualMode) -> l
 
 
 class MimicMotionUNet(UNetSpatioTemporalConditionModel):
-    """``UNetSpatioTemporalConditionModel`` taking ``pose_latents`` and ControlNet residuals (module docstring).
+    """``UNetSpatioTemporalConditionModel`` with ``pose_latents`` and ControlNet residuals (module docstring).
 
     Same constructor and config as diffusers' class; the residual accounting is an attribute,
     ``residual_mode`` ("release" by default), set with :meth:`set_residual_mode`.
@@ -120,22 +121,26 @@ class MimicMotionUNet(UNetSpatioTemporalConditionModel):
         pending = self._pending
         return output if pending is None or pending.mid is None else output + pending.mid
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float, encoder_hidden_states: torch.Tensor,
-                added_time_ids: torch.Tensor, pose_latents: torch.Tensor | None = None,
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float,
+                encoder_hidden_states: torch.Tensor, added_time_ids: torch.Tensor,
+                pose_latents: torch.Tensor | None = None,
                 down_block_additional_residuals: Sequence[torch.Tensor] | None = None,
                 mid_block_additional_residual: torch.Tensor | None = None, return_dict: bool = True):
-        """diffusers' forward with ``pose_latents`` (B*T, C0, h, w) added after ``conv_in`` and the ControlNet's
-        residuals (one per skip connection, plus the mid one) added as the release does (class docstring)."""
+        """diffusers' forward with ``pose_latents`` (B*T, C0, h, w) added after ``conv_in`` and the
+        ControlNet's residuals (one per skip connection, plus the mid one) added as the release does
+        (class docstring)."""
         if not getattr(self, "_hooks_installed", False):
             self._install_hooks()
         down = None
         if down_block_additional_residuals is not None:
             counts = self.residual_counts
             if len(down_block_additional_residuals) != len(counts):
-                raise ValueError(f"expected {len(counts)} down residuals, got {len(down_block_additional_residuals)}")
+                raise ValueError(f"expected {len(counts)} down residuals, "
+                                 f"got {len(down_block_additional_residuals)}")
             down = list(zip(down_block_additional_residuals, counts))
         self._pending = _Conditioning(pose_latents, down, mid_block_additional_residual)
         try:
-            return super().forward(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=return_dict)
+            return super().forward(sample, timestep, encoder_hidden_states, added_time_ids,
+                                   return_dict=return_dict)
         finally:
             self._pending = None

@@ -64,7 +64,7 @@ class LinearFit:
 
 def fit_global(reference: Pose, people: Sequence[Sequence[Pose]], reference_size: tuple[int, int],
                frame_size: tuple[int, int]) -> LinearFit:
-    """The release's global fit (module docstring) from every frame's people; sizes are ``(width, height)``."""
+    """The release's global fit (module docstring) from every frame's people; sizes are (width, height)."""
     ids = [k for k in FIT_KEYPOINTS if reference.body_visible[k]]
     single = [persons[0] for persons in people if len(persons) == 1]
     used = single or [persons[0] for persons in people if persons]
@@ -154,5 +154,6 @@ def align_people(reference: Pose | None, people: Sequence[Sequence[Pose]], refer
     aligned = [fit.apply(persons[0]) if persons else None for persons in people]
     if mode == "bones":
         lengths = reference_bone_lengths(reference, reference_size)
-        aligned = [None if pose is None else retarget_bones(pose, lengths, reference_size) for pose in aligned]
+        aligned = [None if pose is None else retarget_bones(pose, lengths, reference_size)
+                   for pose in aligned]
     return aligned, fit

@@ -46,7 +46,8 @@ class PoseDetector(ABC):
         """The first person of each frame, ``None`` when a frame has nobody."""
         return [people[0] if people else None for people in self.detect_people(frames, progress)]
 
-    def detect_stream(self, frames: Iterable[np.ndarray], chunk_size: int = STREAM_CHUNK) -> Iterator[list[Pose]]:
+    def detect_stream(self, frames: Iterable[np.ndarray],
+                      chunk_size: int = STREAM_CHUNK) -> Iterator[list[Pose]]:
         """Every person of each frame of ``frames``, yielded in order as :meth:`detect_people` gives them;
         ``chunk_size`` frames are detected at a time and only their people are kept."""
         frames = iter(frames)

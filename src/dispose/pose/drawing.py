@@ -53,7 +53,8 @@ COLORS: tuple[tuple[int, int, int], ...] = (
 )
 #: The 20 hand bones (wrist = 0, then four points per finger, thumb first).
 HAND_EDGES: tuple[tuple[int, int], ...] = tuple(
-    pair for finger in range(5) for pair in ((0 if k == 0 else 4 * finger + k, 4 * finger + k + 1) for k in range(4))
+    pair for finger in range(5)
+    for pair in ((0 if k == 0 else 4 * finger + k, 4 * finger + k + 1) for k in range(4))
 )
 HAND_COLORS: tuple[tuple[float, float, float], ...] = tuple(
     colorsys.hsv_to_rgb(i / len(HAND_EDGES), 1.0, 1.0) for i in range(len(HAND_EDGES)))
@@ -80,7 +81,7 @@ def draw_pose(pose: Pose | Sequence[Pose], width: int, height: int) -> np.ndarra
 
 
 def overlay(frame: np.ndarray, skeleton: np.ndarray) -> np.ndarray:
-    """The skeleton on top of a half-dimmed ``frame`` (both uint8 RGB of the same size), for people to look at."""
+    """The skeleton over a half-dimmed ``frame`` (both uint8 RGB of the same size), for people to look at."""
     return cv2.addWeighted(frame, 0.5, skeleton, 1.0, 0.0)
 
 
@@ -109,7 +110,8 @@ def _draw_body(canvas: np.ndarray, people: list[Pose]) -> None:
                 continue
             x, y = person.body[joint]
             centre = (int(float(x) * width), int(float(y) * height))
-            cv2.circle(canvas, centre, 4, _scaled(COLORS[joint], float(person.body_score[joint])), thickness=-1)
+            cv2.circle(canvas, centre, 4, _scaled(COLORS[joint], float(person.body_score[joint])),
+                       thickness=-1)
 
 
 def _pixel(point: np.ndarray, width: int, height: int) -> tuple[int, int]:

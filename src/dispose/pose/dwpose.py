@@ -44,7 +44,7 @@ NUM_WHOLEBODY = 133
 
 def wholebody_pose(keypoints: np.ndarray, scores: np.ndarray, width: int, height: int,
                    threshold: float = DEFAULT_SCORE_THRESHOLD) -> Pose:
-    """A :class:`Pose` from 133 COCO-WholeBody keypoints (pixels of a ``width`` x ``height`` frame) and scores."""
+    """A :class:`Pose` from 133 COCO-WholeBody keypoints (pixels of a width x height frame) and scores."""
     keypoints = np.asarray(keypoints, dtype=np.float64) / np.array([float(width), float(height)])
     scores = np.asarray(scores, dtype=np.float64)
     body = np.empty((len(BODY_FROM_COCO), 2))
@@ -86,8 +86,9 @@ def _open_session(path: Path, providers: list):
         raise UserError(f"DWPose model {path} does not exist")
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-    load_errors = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail, ort_errors.NoSuchFile,
-                   ort_errors.InvalidArgument, ort_errors.NotImplemented, ort_errors.RuntimeException, OSError)
+    load_errors = (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail,
+                   ort_errors.NoSuchFile, ort_errors.InvalidArgument, ort_errors.NotImplemented,
+                   ort_errors.RuntimeException, OSError)
     try:
         return ort.InferenceSession(str(path), providers=providers)
     except load_errors as error:
@@ -148,7 +149,8 @@ class DWPose(PoseDetector):
     def _check_pose_model(self, path: Path) -> tuple[int, int]:
         shape = self.pose_session.get_inputs()[0].shape
         outputs = self.pose_session.get_outputs()
-        if len(shape) != 4 or shape[1] != 3 or not all(isinstance(v, int) for v in shape[2:]) or len(outputs) != 2:
+        if (len(shape) != 4 or shape[1] != 3 or not all(isinstance(v, int) for v in shape[2:])
+                or len(outputs) != 2):
             raise UserError(f"DWPose pose model {path} takes input {shape} and gives {len(outputs)} outputs; "
                             f"expected (batch, 3, 384, 288) and two SimCC outputs")
         return int(shape[3]), int(shape[2])  # (w, h)
@@ -181,8 +183,8 @@ class DWPose(PoseDetector):
         keypoints, scores = decode_keypoints(simcc_x, simcc_y, np.stack(centers), np.stack(scales),
                                              self.pose_input_size)
         if keypoints.shape[1] != NUM_WHOLEBODY:
-            raise UserError(f"DWPose pose model gives {keypoints.shape[1]} keypoints; expected {NUM_WHOLEBODY} "
-                            f"(COCO-WholeBody)")
+            raise UserError(f"DWPose pose model gives {keypoints.shape[1]} keypoints; "
+                            f"expected {NUM_WHOLEBODY} (COCO-WholeBody)")
         result: list[list[Pose]] = [[] for _ in frames]
         for owner, points, point_scores in zip(owners, keypoints, scores):
             height, width = frames[owner].shape[:2]

@@ -102,11 +102,11 @@ def extract_poses(reference: np.ndarray, frames: np.ndarray | Sequence[np.ndarra
     if reference_pose is None:
         found = detector.detect_people([reference], progress=False)[0]
         if not found:
-            raise UserError(f"no person found in the reference image by {detector.name}; use an image showing "
-                            "one person, with the body visible")
+            raise UserError(f"no person found in the reference image by {detector.name}; "
+                            "use an image showing one person, with the body visible")
         reference_pose = found[0]
-    return stream_poses(reference_pose, frames, detector, (ref_w, ref_h), align=align, fps=fps, progress=progress,
-                        total=len(frames))
+    return stream_poses(reference_pose, frames, detector, (ref_w, ref_h), align=align, fps=fps,
+                        progress=progress, total=len(frames))
 
 
 def stream_poses(reference_pose: Pose | None, frames: Iterable[np.ndarray], detector: PoseDetector,
@@ -149,8 +149,9 @@ def align_sequence(reference_pose: Pose | None, driving: PoseSequence, reference
                           driving.fps)
 
 
-def align_and_fill(reference_pose: Pose | None, people: Sequence[Sequence[Pose]], reference_size: tuple[int, int],
-                   frame_size: tuple[int, int], align: str = "global", fps: float | None = None) -> PoseExtraction:
+def align_and_fill(reference_pose: Pose | None, people: Sequence[Sequence[Pose]],
+                   reference_size: tuple[int, int], frame_size: tuple[int, int], align: str = "global",
+                   fps: float | None = None) -> PoseExtraction:
     """The first person of each frame of ``people`` (every person of every ``frame_size`` frame, normalised)
     aligned to ``reference_pose`` (:func:`~dispose.pose.alignment.align_people`), empty frames filled."""
     aligned, fit = align_people(reference_pose, people, reference_size, frame_size, align)

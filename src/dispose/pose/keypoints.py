@@ -38,7 +38,8 @@ DEFAULT_SCORE_THRESHOLD = 0.3
 
 
 def _points(array, n: int, name: str) -> np.ndarray:
-    out = np.asarray(array, dtype=np.float32).reshape(-1, 2) if np.size(array) else np.zeros((0, 2), np.float32)
+    out = (np.asarray(array, dtype=np.float32).reshape(-1, 2) if np.size(array)
+           else np.zeros((0, 2), np.float32))
     if out.shape != (n, 2):
         raise ValueError(f"{name}: expected {n} points of (x, y), got array of shape {np.shape(array)}")
     return out
@@ -123,13 +124,16 @@ class Pose:
         offset = np.asarray(offset, np.float64)
 
         def move(points: np.ndarray, visible: np.ndarray) -> np.ndarray:
-            return np.where(located(points, visible)[:, None], points.astype(np.float64) * scale + offset, 0.0)
+            return np.where(located(points, visible)[:, None], points.astype(np.float64) * scale + offset,
+                            0.0)
 
         return Pose(
-            body=move(self.body, self.body_visible), body_score=self.body_score, body_visible=self.body_visible,
+            body=move(self.body, self.body_visible), body_score=self.body_score,
+            body_visible=self.body_visible,
             hands=move(self.hands, self.hands_visible), hands_score=self.hands_score,
             hands_visible=self.hands_visible,
-            face=move(self.face, self.face_visible), face_score=self.face_score, face_visible=self.face_visible,
+            face=move(self.face, self.face_visible), face_score=self.face_score,
+            face_visible=self.face_visible,
         )
 
     def to_dict(self) -> dict:

@@ -16,8 +16,8 @@ mapped to the container's layout as follows:
 Missing points have coordinates 0 and score 0 (they are not drawn).  Frames of one :meth:`detect_people`
 call, or of one :meth:`detect_stream` (frames arriving one at a time, from a video being decoded), go
 through one graph and are tracked as a video (MediaPipe's ``static_image_mode=False``, with its landmark
-smoothing); a single frame is processed as a still image.  This detector is not the paper's: skeletons are sparser (no
-hands, almost no face) than the DWPose ones the released weights were trained on.
+smoothing); a single frame is processed as a still image.  This detector is not the paper's: skeletons are
+sparser (no hands, almost no face) than the DWPose ones the released weights were trained on.
 
 MediaPipe's C++ core prints start-up lines straight to file descriptor 2 (TFLite's "INFO: Created TensorFlow
 Lite XNNPACK delegate for CPU.", absl's "WARNING: All log messages before absl::InitializeLog()..." and
@@ -47,14 +47,16 @@ from dispose.pose.detectors import Frames, PoseDetector
 from dispose.pose.keypoints import NUM_BODY, NUM_FACE, NUM_HAND, Pose
 
 #: BlazePose landmark of each OpenPose body point (None: the neck).
-BODY_FROM_BLAZEPOSE: tuple[int | None, ...] = (0, None, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
+BODY_FROM_BLAZEPOSE: tuple[int | None, ...] = (0, None, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27,
+                                               5, 2, 8, 7)
 BLAZEPOSE_SHOULDERS = (11, 12)
 #: 68-point face index -> BlazePose landmark (eye corners and mouth corners).
 FACE_FROM_BLAZEPOSE: dict[int, int] = {36: 6, 39: 4, 42: 1, 45: 3, 48: 10, 54: 9}
 VISIBILITY_THRESHOLD = 0.5
 #: Lines MediaPipe's C++ core writes to standard error on start-up (TFLite, absl): not shown.  They can
 #: start in the middle of a progress bar's line, and always end with a newline.
-NATIVE_NOISE = re.compile(rb"(INFO: Created TensorFlow Lite|WARNING: All log messages before absl::InitializeLog"
+NATIVE_NOISE = re.compile(rb"(INFO: Created TensorFlow Lite"
+                          rb"|WARNING: All log messages before absl::InitializeLog"
                           rb"|[IW]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\])[^\r\n]*\n")
 
 
@@ -134,7 +136,8 @@ class MediaPipePose(PoseDetector):
 
     name = "MediaPipe Pose (BlazePose full, CPU)"
 
-    def __init__(self, min_detection_confidence: float = 0.5, visibility_threshold: float = VISIBILITY_THRESHOLD):
+    def __init__(self, min_detection_confidence: float = 0.5,
+                 visibility_threshold: float = VISIBILITY_THRESHOLD):
         self.solutions = _import_mediapipe().solutions
         self.min_detection_confidence = min_detection_confidence
         self.visibility_threshold = visibility_threshold

@@ -46,7 +46,7 @@ def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def warp_matrix(center: np.ndarray, scale: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
-    """2x3 affine matrix taking the window ``center`` +- ``scale / 2`` onto an ``output_size = (w, h)`` image."""
+    """2x3 affine matrix taking window ``center`` +- ``scale / 2`` onto an ``output_size = (w, h)`` image."""
     out_w, out_h = output_size
     src = np.zeros((3, 2), dtype=np.float32)
     src[0] = center
@@ -59,8 +59,8 @@ def warp_matrix(center: np.ndarray, scale: np.ndarray, output_size: tuple[int, i
     return cv2.getAffineTransform(src, dst)
 
 
-def crop_person(image: np.ndarray, box: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray,
-                                                                                           np.ndarray]:
+def crop_person(image: np.ndarray, box: np.ndarray,
+                input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Model input (3, h, w) float32 for one person box, with the window's centre and size (for decoding).
 
     ``input_size`` is ``(w, h)`` of the model input.

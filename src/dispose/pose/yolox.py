@@ -49,7 +49,8 @@ def anchor_grid(size: tuple[int, int] = INPUT_SIZE) -> tuple[np.ndarray, np.ndar
 
 
 def decode_boxes(raw: np.ndarray, size: tuple[int, int] = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (A, 4) as x1, y1, x2, y2 in input pixels and person scores (A,) from one image's raw output (A, 85).
+    """Boxes (A, 4) as x1, y1, x2, y2 in input pixels and person scores (A,) from one image's raw output
+    (A, 85).
 
     float32 throughout, as the release (it writes the decoded values back into the model's float32 output).
     """

@@ -1,4 +1,5 @@
-"""How the official DisPose release feeds CMP, reproduced and batched (paper sec. 4.1, ``F_d = CMP(P_d, I_ref)``).
+"""How the official DisPose release feeds CMP, reproduced and batched (paper sec. 4.1,
+``F_d = CMP(P_d, I_ref)``).
 
 The release's wrapper (``mimicmotion/modules/cmp_model.py`` plus ``get_cmp_flow`` / ``sample_inputs_flow``
 in its utils) prepares the inputs differently from the CMP paper's own pipeline:
@@ -15,8 +16,9 @@ in its utils) prepares the inputs differently from the CMP paper's own pipeline:
   ``y_n - y_0`` in 384-pixel units (coordinates truncated toward zero and clipped to the grid; all
   other pixels are 0).  The release writes every keypoint, detected or not, with ``(0, 0)`` for a
   missing one; which keypoints we write is decided by the caller
-  (:mod:`dispose.guidance.reference_flow`, ``release_missing_points``).  This is forward flow from the reference to frame ``n``; no sign change and no
-  normalisation (CMP's bins span +-50 px).  :func:`rasterize_sparse_flow` builds one such map.
+  (:mod:`dispose.guidance.reference_flow`, ``release_missing_points``).  This is forward flow from the
+  reference to frame ``n``; no sign change and no normalisation (CMP's bins span +-50 px).
+  :func:`rasterize_sparse_flow` builds one such map.
 * Mask: same shape as the sparse flow, 1 at the sampled pixels in *both* channels, else 0 (the release
   builds a uint8 mask and casts it to float).  The network input is ``cat([sparse, mask])`` (4 channels).
 * Output: CMP's flow is in 384-pixel units at 384x384 (bin expectation at 192x192, bilinear
@@ -116,7 +118,8 @@ def cmp_dense_flow(cmp: CMP, ref_image_384: np.ndarray | torch.Tensor, sparse_fl
     image = release_image_tensor(ref_image_384)
     size = tuple(image.shape[-2:])
     if size[0] % 8 or size[1] % 8:
-        raise ValueError(f"CMP needs an image size divisible by 8, got {size[1]}x{size[0]} (DisPose uses 384)")
+        raise ValueError(f"CMP needs an image size divisible by 8, got {size[1]}x{size[0]} "
+                         "(DisPose uses 384)")
     sparse = _as_maps("sparse_flow", sparse_flow, size)
     mask_t = _as_maps("mask", mask, size)
     if sparse.shape[0] != mask_t.shape[0]:

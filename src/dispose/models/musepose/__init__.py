@@ -5,7 +5,8 @@
 * :mod:`.reference`: the reference UNet and the reference attention (attention processors sharing a bank).
 * :mod:`.release_files`: the pose guider, what each published file holds and the key mapping.
 
-Against the release's code on identical tiny random weights (``bench/bench_musepose_vs_release.py``): one
-classifier-free-guided noise prediction with reference attention differs by at most 7.6e-6 (fp32), the pose
-guider not at all; whole sampling runs agree to 1.5e-4 on [0, 1] (:mod:`dispose.bases.musepose.pipeline`).
+Checked against the release's code on identical tiny random weights: one classifier-free-guided noise
+prediction with reference attention, the pose guider, and whole sampling runs
+(:mod:`dispose.bases.musepose.pipeline`); ``bench/bench_musepose_vs_release.py`` prints the differences and
+the README quotes them.
 """

@@ -32,7 +32,8 @@ from diffusers.models.unets.unet_motion_model import (
 from dispose.models.musepose.motion_module import adopt_motion_module
 
 #: Motion-module settings of MusePose's ``configs/inference_v2.yaml``.
-MOTION_SETTINGS = {"motion_num_attention_heads": 8, "motion_max_seq_length": 128, "use_motion_mid_block": True}
+MOTION_SETTINGS = {"motion_num_attention_heads": 8, "motion_max_seq_length": 128,
+                   "use_motion_mid_block": True}
 #: SD UNet config entries that must have the value the release's 3D UNet supports.
 _FIXED = {"flip_sin_to_cos": True, "freq_shift": 0, "center_input_sample": False, "class_embed_type": None,
           "num_class_embeds": None, "only_cross_attention": False, "dual_cross_attention": False,
@@ -47,10 +48,11 @@ def motion_config_from_sd(sd_config: Mapping, **motion) -> dict:
             raise ValueError(f"UNet config {key}={sd_config[key]!r} is not supported by MusePose's 3D UNet "
                              f"(expected {value!r})")
     count = len(sd_config.get("block_out_channels", (320, 640, 1280, 1280)))
-    config = {key: sd_config[key] for key in ("sample_size", "in_channels", "out_channels", "block_out_channels",
-                                              "layers_per_block", "downsample_padding", "mid_block_scale_factor",
-                                              "act_fn", "norm_num_groups", "norm_eps", "cross_attention_dim",
-                                              "use_linear_projection") if key in sd_config}
+    config = {key: sd_config[key] for key in ("sample_size", "in_channels", "out_channels",
+                                              "block_out_channels", "layers_per_block", "downsample_padding",
+                                              "mid_block_scale_factor", "act_fn", "norm_num_groups",
+                                              "norm_eps", "cross_attention_dim", "use_linear_projection")
+              if key in sd_config}
     # diffusers' SD1.5 configs call the number of heads "attention_head_dim" (8); so does the release.
     config["num_attention_heads"] = sd_config.get("attention_head_dim", 8)
     config["down_block_types"] = ("CrossAttnDownBlockMotion",) * (count - 1) + ("DownBlockMotion",)
@@ -98,8 +100,8 @@ class MusePoseDenoisingUNet(UNetMotionModel):
             skips.extend(outputs)
         if down_block_additional_residuals is not None:
             if len(down_block_additional_residuals) != len(skips):
-                raise ValueError(f"got {len(down_block_additional_residuals)} down-block residuals, the UNet has "
-                                 f"{len(skips)} skip connections")
+                raise ValueError(f"got {len(down_block_additional_residuals)} down-block residuals, "
+                                 f"the UNet has {len(skips)} skip connections")
             skips = [skip + residual for skip, residual in zip(skips, down_block_additional_residuals)]
         hidden = self.mid_block(hidden, emb, encoder_hidden_states=context, num_frames=frames)
         if mid_block_additional_residual is not None:

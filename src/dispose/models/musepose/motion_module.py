@@ -79,7 +79,8 @@ class MusePoseMotionModule(AnimateDiffTransformer3D):
         frames_total, channels, height, width = hidden_states.shape
         residual = hidden_states
         tokens = self.norm(hidden_states)  # per frame, as the release
-        tokens = tokens.unflatten(0, (-1, num_frames)).permute(0, 3, 4, 1, 2).reshape(-1, num_frames, channels)
+        tokens = (tokens.unflatten(0, (-1, num_frames)).permute(0, 3, 4, 1, 2)
+                  .reshape(-1, num_frames, channels))
         tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens, cross_attention_kwargs=cross_attention_kwargs)
@@ -94,7 +95,8 @@ def adopt_motion_module(module: AnimateDiffTransformer3D) -> MusePoseMotionModul
     (see module docstring)."""
     module.__class__ = MusePoseMotionModule
     if module.norm.num_groups != NORM_GROUPS:
-        module.norm = torch.nn.GroupNorm(NORM_GROUPS, module.norm.num_channels, eps=module.norm.eps, affine=True)
+        module.norm = torch.nn.GroupNorm(NORM_GROUPS, module.norm.num_channels, eps=module.norm.eps,
+                                         affine=True)
     for block in module.transformer_blocks:
         table = block.pos_embed.pe
         del block.pos_embed._buffers["pe"]

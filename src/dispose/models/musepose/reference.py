@@ -44,7 +44,8 @@ REFERENCE_UNET_ABSENT = ("conv_norm_out.weight", "conv_norm_out.bias", "conv_out
 class MusePoseReferenceUNet(UNet2DConditionModel):
     """SD1.5 UNet without the output normalisation and convolution (their output is never used)."""
 
-    @functools.wraps(UNet2DConditionModel.__init__)  # keeps the signature diffusers reads the config keys from
+    # functools.wraps keeps the signature diffusers reads the config keys from
+    @functools.wraps(UNet2DConditionModel.__init__)
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.conv_norm_out = None
@@ -122,5 +123,6 @@ def connect_reference_attention(reference_unet: nn.Module, denoising_unet: nn.Mo
     written = _attach(reference_unet, bank, WriteReferenceProcessor)
     read = _attach(denoising_unet, bank, ReadReferenceProcessor)
     if written != read or not written:
-        raise ValueError(f"the reference UNet has {written} spatial self-attentions, the denoising UNet {read}")
+        raise ValueError(f"the reference UNet has {written} spatial self-attentions, "
+                         f"the denoising UNet {read}")
     return bank

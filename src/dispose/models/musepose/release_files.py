@@ -44,7 +44,7 @@ _MOTION = ".motion_modules."
 
 class PoseGuider(ControlNetConditioningEmbedding):
     """MusePose's pose guider: skeleton images in [0, 1] (N, 3, H, W) -> (N, C_0, H/8, W/8), per frame;
-    diffusers' ControlNet conditioning embedding with the ``dtype`` / ``device`` a pipeline component needs."""
+    diffusers' ControlNet conditioning embedding with the ``dtype`` / ``device`` pipeline components need."""
 
     @property
     def dtype(self) -> torch.dtype:
@@ -79,8 +79,8 @@ def denoising_state(denoising: Mapping[str, torch.Tensor], motion: Mapping[str, 
         state[key] = value
     for key, value in motion.items():
         if not is_motion_key(key):
-            raise UserError(f"{motion_origin} holds a key outside the motion modules ({key}); is it MusePose's "
-                            f"{MOTION_FILE}?")
+            raise UserError(f"{motion_origin} holds a key outside the motion modules ({key}); "
+                            f"is it MusePose's {MOTION_FILE}?")
         ours = release_key_to_ours(key)
         if ours is not None:
             state[ours] = value
@@ -88,7 +88,8 @@ def denoising_state(denoising: Mapping[str, torch.Tensor], motion: Mapping[str, 
 
 
 def release_states(denoising_unet: torch.nn.Module, reference_unet: torch.nn.Module,
-                   pose_guider: torch.nn.Module, position_tables: bool = True) -> dict[str, dict[str, torch.Tensor]]:
+                   pose_guider: torch.nn.Module,
+                   position_tables: bool = True) -> dict[str, dict[str, torch.Tensor]]:
     """The four release files' state dicts (file name -> state) of our modules: the inverse of the loading
     mapping, with the position tables the release saves (``position_tables``)."""
     unet_state = denoising_unet.state_dict()
