@@ -183,7 +183,8 @@ def test_bad_uploads_show_the_command_lines_message(client, shared_data, tmp_pat
     cases = [
         ([handle(str(small)), handle(dance), ""], ["--ref", str(small), "--driving", dance], small),
         ([handle(ref), handle(str(not_video)), ""], ["--ref", ref, "--driving", str(not_video)], not_video),
-        ([handle(str(not_image)), handle(dance), ""], ["--ref", str(not_image), "--driving", dance], not_image),
+        ([handle(str(not_image)), handle(dance), ""], ["--ref", str(not_image), "--driving", dance],
+         not_image),
     ]
     for inputs, cli_inputs, bad in cases:
         status = client.predict(*inputs, *settings(max_frames=2), api_name="/preview")[0]

@@ -138,13 +138,13 @@ def test_weight_file_holding_code(tmp_path, capsys):
 def saved_guidance(shared_data, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("saved") / "g"
     assert main(["guidance", "--ref", str(shared_data / "musepose_ref.png"), "--driving",
-                 str(shared_data / "musepose_dance.mp4"), "--resolution", "128", "--max-frames", "2", "--no-pictures",
-                 "--no-progress", "--out", str(folder)]) == 0
+                 str(shared_data / "musepose_dance.mp4"), "--resolution", "128", "--max-frames", "2",
+                 "--no-pictures", "--no-progress", "--out", str(folder)]) == 0
     return folder
 
 
-def test_animate_writes_its_files_as_one_unit_and_resume_checks_the_unit(saved_guidance, tiny_weights, tmp_path,
-                                                                         capsys, monkeypatch):
+def test_animate_writes_its_files_as_one_unit_and_resume_checks_the_unit(saved_guidance, tiny_weights,
+                                                                         tmp_path, capsys, monkeypatch):
     import dispose.media.video
 
     out, side = tmp_path / "o" / "x.mp4", tmp_path / "o" / "s.mp4"

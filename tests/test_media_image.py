@@ -61,7 +61,7 @@ def test_grey_and_palette_images_become_rgb(tmp_path):
 
 def test_16_bit_grey_png_reads_like_its_8_bit_copy(shared_data, tmp_path):
     grey = np.asarray(Image.open(shared_data / "musepose_ref.png").convert("L"))
-    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "wide.png")  # 16-bit: x * 257 spans 0..65535
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "wide.png")  # 16 bits: 0..65535
     Image.fromarray(grey).save(tmp_path / "narrow.png")
     assert Image.open(tmp_path / "wide.png").mode.startswith("I")
     assert np.array_equal(load_image(tmp_path / "wide.png"), load_image(tmp_path / "narrow.png"))

@@ -5,13 +5,12 @@ and ``run(args) -> int``; its docstring's first line is the command's help.  Mod
 only when their command runs, so ``dispose --help`` stays fast and a missing optional extra only
 affects the command that needs it.
 
-Errors are one line on standard error, never a traceback: a bad command line (argparse's message and a pointer to
-``--help``, without the usage block), a :class:`~dispose.errors.UserError`, a bad value,
-a missing or unreadable file, and an operating-system error about a file the user chose (read-only disk,
-permissions, disk full) exit with status 2; Ctrl-C (SIGINT) exits with status 130 and ``kill`` (SIGTERM) with
-143, each after one line saying which finished outputs were kept (outputs are written atomically,
-:mod:`dispose.media.files`, so nothing unfinished is left: SIGTERM unwinds like Ctrl-C instead of ending the
-process on the spot).
+Errors are one line on standard error, never a traceback: a bad command line (argparse's message and a pointer
+to ``--help``, without the usage block), a :class:`~dispose.errors.UserError`, a bad value, a missing or
+unreadable file, and an operating-system error about a file the user chose (read-only disk, permissions, disk
+full) exit with status 2; Ctrl-C (SIGINT) exits with status 130 and ``kill`` (SIGTERM) with 143, each after
+one line saying which finished outputs were kept (outputs are written atomically, :mod:`dispose.media.files`,
+so nothing unfinished is left: SIGTERM unwinds like Ctrl-C instead of ending the process on the spot).
 """
 
 from __future__ import annotations

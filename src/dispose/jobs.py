@@ -213,10 +213,10 @@ def finished_unit(job: JobSettings) -> str | None:
 
 
 def write_result(job: JobSettings, result) -> Path:
-    """Write an engine result (:class:`dispose.engine.AnimationResult`) as ``job.out`` (+ ``job.side_by_side``)
-    and its sidecar as one unit (:func:`dispose.media.files.atomic_paths`: all written under temporary names,
-    then renamed together), creating their folders first (removed again when the write fails); the sidecar format is the same for every front door.
-    Returns the sidecar's path."""
+    """Write an engine result (:class:`dispose.engine.AnimationResult`) as ``job.out`` (+
+    ``job.side_by_side``) and its sidecar as one unit (:func:`dispose.media.files.atomic_paths`: all written
+    under temporary names, then renamed together), creating their folders first (removed again when the write
+    fails); the sidecar format is the same for every front door. Returns the sidecar's path."""
     from dispose.media.files import atomic_paths, folders_for
     from dispose.media.video import write_video
 

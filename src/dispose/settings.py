@@ -46,9 +46,9 @@ class JobSettings:
     poses: Path | None = None  # driving poses from a file (our JSON or OpenPose JSON) instead of the detector
 
     def validate(self, where: str = "") -> None:
-        """Type and bound every field by its rule (:data:`dispose.validation.JOB_RULES`; values are converted in
-        place, e.g. "1e-3" to 0.001), then the rules between fields; a UserError names ``where`` (a job file
-        and job) and the field."""
+        """Type and bound every field by its rule (:data:`dispose.validation.JOB_RULES`; values are converted
+        in place, e.g. "1e-3" to 0.001), then the rules between fields; a UserError names ``where`` (a job
+        file and job) and the field."""
         from dispose.validation import JOB_RULES
 
         for name, rule in JOB_RULES.items():

@@ -154,8 +154,9 @@ def yaml_problem(error: Exception) -> str:
 
 
 def rule_for_annotation(annotation: str) -> Rule | None:
-    """The rule of a dataclass field annotated ``int``, ``float | None``, ``bool``, ``str``, ``Path | None``...
-    (annotations are text: ``from __future__ import annotations``); None for other types (nested sections)."""
+    """The rule of a dataclass field annotated ``int``, ``float | None``, ``bool``, ``str``, ``Path |
+    None``... (annotations are text: ``from __future__ import annotations``); None for other types (nested
+    sections)."""
     kinds = {"int": int, "float": float, "bool": bool, "str": str, "Path": Path}
     parts = [part.strip() for part in str(annotation).split("|")]
     optional = "None" in parts
@@ -193,8 +194,3 @@ def job_option(field: str):
     """The argparse ``type=`` of the command-line option that sets the job field ``field``."""
     return option_type(JOB_RULES[field])
 
-
-def checked_job_values(values: Mapping[str, Any], where: str) -> dict:
-    """``values`` (job-settings field -> value, from ``where``: "job file F: job 2") typed by :data:`JOB_RULES`."""
-    return {key: JOB_RULES[key].check(value, f"{where}: {key}") if key in JOB_RULES else value
-            for key, value in values.items()}

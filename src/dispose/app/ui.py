@@ -49,9 +49,9 @@ def _failure(error: BaseException) -> str:
 
 
 def _lenient(upload: gr.Image) -> gr.Image:
-    """``upload`` whose preprocessing hands over the uploaded file's path when Gradio cannot open it (a text file
-    named .png): our loader then reports it as the command line does, in the status line, instead of Gradio's
-    generic error and a server traceback."""
+    """``upload`` whose preprocessing hands over the uploaded file's path when Gradio cannot open it (a text
+    file named .png): our loader then reports it as the command line does, in the status line, instead of
+    Gradio's generic error and a server traceback."""
     preprocess = upload.preprocess
 
     def lenient(payload):

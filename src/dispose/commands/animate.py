@@ -60,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--config", type=Path, help="YAML job file (one or more jobs; release test.yaml accepted); a "
                     "relative `out:` in it is relative to --out when given")
     io.add_argument("--side-by-side", type=Path, help="also write reference | skeleton | result to this .mp4")
-    io.add_argument("--resume", action="store_true", help="skip jobs whose files (video, side-by-side, sidecar) "
-                    "are a finished result of the same settings; say what is skipped and why the rest runs")
+    io.add_argument("--resume", action="store_true",
+                    help="skip jobs whose files (video, side-by-side, sidecar) are a finished result of the same settings; say what is skipped and why the rest runs")
     io.add_argument("--strict", action="store_true", help="refuse a driving video that ends before the frame count "
                     "its container declares (default: a warning; both counts go to the sidecar)")
 
@@ -127,9 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="pose detector (dwpose as the release, the default; mediapipe needs no weights); "
                           "not used with --guidance")
     run.add_argument("--dense", choices=("cmp", "propagate", "none"),
-                     help="dense motion field: CMP (release, the default), a weight-free propagation, or none; "
+                     help="dense motion field: CMP (release, the default), a weight-free propagation, or "
+                          "none; "
                           "with --guidance the saved field is used (another --dense is refused)")
-    run.add_argument("--align", choices=JOB_RULES["align"].choices, help="pose alignment: global (release's fit, the default), bones or none")
+    run.add_argument("--align", choices=JOB_RULES["align"].choices,
+                     help="pose alignment: global (release's fit, the default), bones or none")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -168,7 +170,8 @@ def _check_apart(jobs, config: Path | None) -> None:
     inputs = [("--config", config)]
     outputs = []
     for job in jobs:
-        inputs += [("--ref", job.ref), ("--driving", job.driving), ("--poses", job.poses), ("--guidance", job.guidance)]
+        inputs += [("--ref", job.ref), ("--driving", job.driving), ("--poses", job.poses),
+                   ("--guidance", job.guidance)]
         outputs += [("--out", job.out), ("--side-by-side", job.side_by_side),
                     ("sidecar of --out", sidecar_path(Path(job.out)))]
     check_apart(inputs, outputs)
@@ -220,8 +223,8 @@ def _load_guidance(job, explicit: set[str], dense: str | None):
     guidance = Guidance.load(job.guidance)
     saved = guidance.settings.get("dense")
     if dense is not None and saved is not None and dense != saved:
-        raise _error(f"--dense {dense} does not apply to --guidance {job.guidance}: its dense field was computed "
-                     f"with {saved}; drop --dense or run `dispose guidance --dense {dense}` again")
+        raise _error(f"--dense {dense} does not apply to --guidance {job.guidance}: its dense field was "
+                     f"computed with {saved}; drop --dense or run `dispose guidance --dense {dense}` again")
     inputs = {"reference": input_fingerprint(job.ref)} if job.ref is not None else {}
     if job.driving is not None:
         inputs["driving"] = input_fingerprint(job.driving)
@@ -276,7 +279,8 @@ def run(args: argparse.Namespace) -> int:
     engine = Animator.load(jobs[0].base, args.weights, weight_overrides, runtime,
                            dispose=any(not job.baseline for job in jobs), check=_check_references(jobs))
     for job in jobs:
-        result = engine.animate(job.ref, job.driving, poses=job.poses, guidance=saved.get(id(job)), settings=job)
+        result = engine.animate(job.ref, job.driving, poses=job.poses, guidance=saved.get(id(job)),
+                                settings=job)
         write_result(job, result)
         print(f"wrote {job.out}", file=sys.stderr)
     return 0

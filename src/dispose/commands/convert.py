@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UserError(f"checkpoint {path} does not exist")
         out = args.out or path.with_suffix(".safetensors")
-        check_apart([*(("checkpoint", source) for source in args.checkpoints), ("--unet-config", args.unet_config)],
+        check_apart([*(("checkpoint", source) for source in args.checkpoints),
+                     ("--unet-config", args.unet_config)],
                     [("output", earlier) for _, earlier in jobs] + [("--out" if args.out else "output", out)])
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; pass --force to overwrite it")

@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-frames", type=option_type(Rule(int, least=9)), default=16,
                         help="clip length for FVD, FID-VID and CD-FVD (FVD standard: 16)")
     parser.add_argument("--clip-stride", type=count, help="frames between clip starts (default: clip length)")
-    parser.add_argument("--max-clips", type=count, help="at most N clips per video for FVD, FID-VID and CD-FVD")
+    parser.add_argument("--max-clips", type=count,
+                        help="at most N clips per video for FVD, FID-VID and CD-FVD")
     parser.add_argument("--protocol", choices=("tiktok",),
                         help="tiktok: the paper's test set, TikTok sequences 00335-00340 under --gt")
     parser.add_argument("--name", help="method name in the printed table (default: the --pred name)")
@@ -94,7 +95,8 @@ def _check_options(args: argparse.Namespace) -> None:
     from dispose.media.files import check_apart, check_writable_dir
 
     check_apart([*(("--pred", path) for path in args.pred), *(("--gt", path) for path in args.gt),
-                 ("--weights", args.weights), *((option, getattr(args, key)) for key, option in WEIGHT_OPTIONS.items())],
+                 ("--weights", args.weights),
+                 *((option, getattr(args, key)) for key, option in WEIGHT_OPTIONS.items())],
                 [("--out", args.out)])
     if args.out.is_dir():
         raise UserError(f"--out {args.out} is a folder; give the report's file name, e.g. {args.out / 'report.json'}")

@@ -61,18 +61,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dense", choices=DENSE_CHOICES,
                         help="dense field F_d: cmp, propagate or none (default: cmp with --cmp-checkpoint, "
                              "else propagate)")
-    parser.add_argument("--resolution", type=job_option("resolution"), default=576, help="short side of the generation frame, a "
+    parser.add_argument("--resolution", type=job_option("resolution"), default=576,
+                        help="short side of the generation frame, a "
                         "multiple of 64 (576)")
     parser.add_argument("--sample-stride", type=job_option("sample_stride"), default=2,
                         help="use every N-th driving frame (2); times int(fps / 24) for 48 fps and faster, as the release")
-    parser.add_argument("--max-frames", type=job_option("max_frames"), help="use at most N driving frames (after the stride)")
+    parser.add_argument("--max-frames", type=job_option("max_frames"),
+                        help="use at most N driving frames (after the stride)")
     parser.add_argument("--align", choices=ALIGN_MODES, default="global",
                         help="pose alignment to the reference (global: the release's fit)")
     parser.add_argument("--release-missing-points", action="store_true",
                         help="treat undetected keypoints as the release does (spurious corner vectors)")
     parser.add_argument("--match-release", action="store_true",
                         help="as the release: its missing-keypoint handling and F_d kept in float32")
-    parser.add_argument("--seed", type=job_option("seed"), default=42, help="seed of the DIFT noise ensemble (42)")
+    parser.add_argument("--seed", type=job_option("seed"), default=42,
+                        help="seed of the DIFT noise ensemble (42)")
     parser.add_argument("--strict", action="store_true", help="refuse a driving video that ends before the frame "
                         "count its container declares (default: a warning; both counts go to guidance.json)")
     parser.add_argument("--no-pictures", action="store_true", help="skip guidance.mp4")
@@ -96,7 +99,8 @@ def _check_args(args: argparse.Namespace) -> str:
         if path is not None and not path.exists():
             raise UserError(f"{label} {path} does not exist")
     check_apart([("--ref", args.ref), ("--driving", args.driving), ("--poses", args.poses),
-                 ("--cmp-checkpoint", args.cmp_checkpoint), ("--sd15", args.sd15), ("--dwpose-dir", args.dwpose_dir)],
+                 ("--cmp-checkpoint", args.cmp_checkpoint), ("--sd15", args.sd15),
+                 ("--dwpose-dir", args.dwpose_dir)],
                 [("--out", args.out)], folders=True)
     if args.driving is None and args.poses is None:
         raise UserError("give the driving video (--driving) or its poses (--poses)")

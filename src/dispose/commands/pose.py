@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-stride", type=job_option("sample_stride"),
                         help="use every N-th video frame (2; 1 for --poses without --video); times int(fps / 24) "
                              "for 48 fps and faster, as the release")
-    parser.add_argument("--max-frames", type=job_option("max_frames"), help="use at most N video frames (after the stride)")
+    parser.add_argument("--max-frames", type=job_option("max_frames"),
+                        help="use at most N video frames (after the stride)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a video that ends before the frame count its container declares")
     parser.add_argument("--out", type=Path, required=True,
@@ -79,8 +80,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UserError(f"{label} {path} does not exist")
     if args.poses is not None and not args.poses.exists():
         raise UserError(f"--poses {args.poses} does not exist")
-    check_apart([("--image", args.image), ("--video", args.video), ("--poses", args.poses), ("--ref", args.ref),
-                 ("--dwpose-dir", args.dwpose_dir)], [("--out", args.out)], folders=True)
+    check_apart([("--image", args.image), ("--video", args.video), ("--poses", args.poses),
+                 ("--ref", args.ref), ("--dwpose-dir", args.dwpose_dir)], [("--out", args.out)], folders=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -92,8 +92,8 @@ def check_apart(inputs: Iterable[tuple[str, str | Path | None]],
                 raise UserError(f"{label} {out} is the input {in_label} {source}; writing it would replace "
                                 "that input: choose another output name")
             if folders and _inside(source, out):
-                raise UserError(f"{label} {out} holds the input {in_label} {source}, and the folder is replaced "
-                                "as a whole: choose another output folder or move the input out of it")
+                raise UserError(f"{label} {out} holds the input {in_label} {source}, and the folder is "
+                                "replaced as a whole: choose another output folder or move the input out of it")
         for other_label, other in outputs[:number]:
             if _same_file(out, other):
                 raise UserError(f"{label} {out} is also {other_label} {other}; one output would replace the "
@@ -119,9 +119,9 @@ def ensure_folder(path: str | Path, option: str = "--out", *, named: Path | None
 
 
 def check_creatable(path: str | Path, option: str = "--out") -> None:
-    """Refuse (UserError naming ``option``) an output file ``path`` that is a folder, or whose folder could not be
-    created or written: the nearest existing ancestor must be a writable folder.  Creates nothing, so a run
-    that fails later leaves no empty folder (create it with :func:`ensure_folder` just before writing)."""
+    """Refuse (UserError naming ``option``) an output file ``path`` that is a folder, or whose folder could
+    not be created or written: the nearest existing ancestor must be a writable folder.  Creates nothing, so a
+    run that fails later leaves no empty folder (create it with :func:`ensure_folder` just before writing)."""
     path = Path(os.path.abspath(path))
     if path.is_dir():
         raise UserError(f"{option} {path} is a folder; give a file name")
@@ -137,9 +137,9 @@ def check_creatable(path: str | Path, option: str = "--out") -> None:
 
 @contextlib.contextmanager
 def folders_for(paths: Iterable[tuple[str, str | Path]]) -> Iterator[None]:
-    """Create the folders of the output files ``(option, path)`` (see :func:`ensure_folder`) for the duration of a
-    write; when the block fails, the folders created here are removed again (those still empty), so a failed
-    run leaves no empty folder behind."""
+    """Create the folders of the output files ``(option, path)`` (see :func:`ensure_folder`) for the duration
+    of a write; when the block fails, the folders created here are removed again (those still empty), so a
+    failed run leaves no empty folder behind."""
     created: list[Path] = []
     for option, path in paths:
         folder = Path(os.path.abspath(path)).parent
@@ -181,15 +181,17 @@ def atomic_path(path: str | Path, *, cache: bool = False) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_paths(paths: Iterable[str | Path], *, cache: bool = False) -> Iterator[list[Path]]:
-    """Yield a temporary path beside each of ``paths`` (see :func:`atomic_path`); when the block ends without an
-    error all of them are renamed onto their targets together, else all are removed and no target changes."""
+    """Yield a temporary path beside each of ``paths`` (see :func:`atomic_path`); when the block ends without
+    an error all of them are renamed onto their targets together, else all are removed and no target
+    changes."""
     paths = [Path(path) for path in paths]
     for path in paths:
         check_writable_dir(path)
     tmps: list[Path] = []
     try:
         for path in paths:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}",
+                                       dir=path.parent)
             os.close(fd)
             tmps.append(Path(tmp))
         if len(paths) > 1:
@@ -223,10 +225,10 @@ def atomic_folder(path: str | Path, option: str = "--out", *, command: str | Non
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` as a whole.
 
     ``option`` names the folder in errors (``"--out"``); ``command`` (``"dispose pose"``) is recorded in the
-    manifest, and an existing result written by another command is refused.  Checks run on entry, before the caller computes
-    anything: the parent is created (:func:`ensure_folder`), the lock is taken, and an existing ``path``
-    must be a folder that is empty or a previous result (see module docstring).  On any error or
-    interruption the temporary folder is removed and ``path`` is left as it was.
+    manifest, and an existing result written by another command is refused.  Checks run on entry, before the
+    caller computes anything: the parent is created (:func:`ensure_folder`), the lock is taken, and an
+    existing ``path`` must be a folder that is empty or a previous result (see module docstring).  On any
+    error or interruption the temporary folder is removed and ``path`` is left as it was.
     """
     path = Path(os.path.abspath(path))
     if path.is_symlink():
@@ -276,8 +278,8 @@ def _check_replaceable(path: Path, option: str, command: str | None = None) -> N
                         "choose a new folder, or empty or delete this one")
     listed, writer = manifest
     if command is not None and writer is not None and writer != command:
-        raise UserError(f"{option} {path} holds a result of `{writer}`, not of `{command}`; choose another folder "
-                        "(or delete that one)")
+        raise UserError(f"{option} {path} holds a result of `{writer}`, not of `{command}`; choose another "
+                        "folder (or delete that one)")
     foreign = sorted(set(present) - listed)
     if foreign:
         raise UserError(f"{option} {path} holds {foreign[0]}, which the earlier result there did not write; "

@@ -16,9 +16,10 @@ Accepted inputs:
 
 Every number must be finite (NaN and infinity are refused, naming the file and frame) and the structure as
 described (``people`` a list of records, sizes positive whole numbers); anything else is a one-line
-:class:`~dispose.errors.UserError` naming the file.  A point is visible when its confidence exceeds 0.3 (DWPose's threshold); a point with confidence 0 at
-(0, 0) is missing, as OpenPose writes them.  The first person of each frame is kept (the one DisPose
-animates, as with the detectors); a frame without anybody holds a pose with no visible point.
+:class:`~dispose.errors.UserError` naming the file.  A point is visible when its confidence exceeds 0.3
+(DWPose's threshold); a point with confidence 0 at (0, 0) is missing, as OpenPose writes them.  The first
+person of each frame is kept (the one DisPose animates, as with the detectors); a frame without anybody holds
+a pose with no visible point.
 """
 
 from __future__ import annotations
@@ -93,11 +94,12 @@ def _short(value) -> str:
 
 
 def checked_finite(pose: Pose, source: Path, frame: int) -> Pose:
-    """``pose`` (frame ``frame`` of the file ``source``) when every number in it is finite, else a UserError."""
+    """``pose`` (frame ``frame`` of the file ``source``) when every number in it is finite, else a
+    UserError."""
     for name in ("body", "body_score", "hands", "hands_score", "face", "face_score"):
         if not np.isfinite(getattr(pose, name)).all():
-            raise UserError(f"pose file {source}: frame {frame} has a {name} value that is not a finite number "
-                            "(NaN or Infinity); fix the file or pose the video again")
+            raise UserError(f"pose file {source}: frame {frame} has a {name} value that is not a finite "
+                            "number (NaN or Infinity); fix the file or pose the video again")
     return pose
 
 
@@ -131,7 +133,8 @@ def _read_file(path: Path) -> list[_Frame]:
     if not isinstance(data, dict) or "people" not in data:
         raise UserError(f"pose file {path} is neither a dispose-poses/1 file nor OpenPose JSON (no 'people')")
     if not isinstance(data["people"], list):
-        raise UserError(f"pose file {path}: 'people' is {_short(data['people'])}, not a list of person records")
+        raise UserError(f"pose file {path}: 'people' is {_short(data['people'])}, not a list of person "
+                        "records")
     people = [checked_finite(openpose_person(person, path), path, 0) for person in data["people"]]
     size = None
     if data.get("canvas_width") and data.get("canvas_height"):

@@ -168,7 +168,7 @@ class TrainConfig:
             raise UserError(f"loss.conditioning_dropout must be in [0, 1), got {self.loss.conditioning_dropout}")
         if self.checkpoints.keep < 1:
             raise UserError(f"checkpoints.keep must be at least 1, got {self.checkpoints.keep}")
-        for name in ("learning_rate", "adam_epsilon"):  # the optimiser refuses them only once models are loaded
+        for name in ("learning_rate", "adam_epsilon"):  # the optimiser would refuse them after models load
             if not getattr(train, name) > 0:
                 raise UserError(f"train.{name} must be above 0, got {getattr(train, name)}")
         for name in ("adam_beta1", "adam_beta2"):
@@ -210,7 +210,7 @@ def _build(cls, data: dict, where: str, prefix: str = "", overridden: set[str] =
             values[name] = _build(default, value or {}, f"{where}: {name}", f"{prefix}{name}.", overridden)
             continue
         rule = rule_for_annotation(fields[name].type)
-        if rule is None or (rule.kind is str and isinstance(value, bool)):  # YAML's bare `no` (mixed_precision)
+        if rule is None or (rule.kind is str and isinstance(value, bool)):  # YAML's bare `no` (precision)
             values[name] = value
         else:
             key = f"{prefix}{name}"
