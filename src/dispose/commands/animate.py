@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "relative `out:` in it is relative to --out when given")
     io.add_argument("--side-by-side", type=Path, help="also write reference | skeleton | result to this .mp4")
     io.add_argument("--resume", action="store_true",
-                    help="skip jobs whose files (video, side-by-side, sidecar) are a finished result of the same settings; say what is skipped and why the rest runs")
+                    help="skip jobs whose files (video, side-by-side, sidecar) are a finished result of the same "
+                         "settings; say what is skipped and why the rest runs")
     io.add_argument("--strict", action="store_true", help="refuse a driving video that ends before the frame count "
                     "its container declares (default: a warning; both counts go to the sidecar)")
 

@@ -93,7 +93,8 @@ def check_apart(inputs: Iterable[tuple[str, str | Path | None]],
                                 "that input: choose another output name")
             if folders and _inside(source, out):
                 raise UserError(f"{label} {out} holds the input {in_label} {source}, and the folder is "
-                                "replaced as a whole: choose another output folder or move the input out of it")
+                                "replaced as a whole: choose another output folder or move the input out of "
+                                "it")
         for other_label, other in outputs[:number]:
             if _same_file(out, other):
                 raise UserError(f"{label} {out} is also {other_label} {other}; one output would replace the "
