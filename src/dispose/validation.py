@@ -93,6 +93,8 @@ class Rule:
         if self.kind is int:
             if isinstance(value, int):
                 return value
+            if isinstance(value, float):  # a number field of a form: 576.0
+                return int(value) if value.is_integer() else None
             if isinstance(value, str):
                 try:
                     return int(value.strip().replace("_", ""))
@@ -166,8 +168,8 @@ def rule_for_annotation(annotation: str) -> Rule | None:
     return Rule(named[0], optional=optional)
 
 
-#: A seed every random generator accepts (numpy's are 32-bit).
-_SEED = Rule(int, least=0, most=2**32 - 1)
+#: A seed torch's generators accept (non-negative, 63 bits: the ComfyUI nodes' range too).
+_SEED = Rule(int, least=0, most=2**63 - 1)
 
 #: Every animation setting a user can give (job files, their defaults, animate's options, the app, ComfyUI),
 #: by job-settings field name.  Cross-field rules (overlap < tile) stay with the job settings.

@@ -60,7 +60,7 @@ class FormSettings:
 
     @property
     def frames_limit(self) -> int | None:
-        return int(self.max_frames) if self.max_frames else None
+        return self.max_frames if self.max_frames else None  # typed by job_values
 
     @property
     def weights_dir(self) -> Path | None:
@@ -73,12 +73,13 @@ class FormSettings:
 
         values = {"ref": None if reference is None else Path(reference),
                   "driving": None if driving is None else Path(driving), "guidance": guidance,
-                  "resolution": int(self.resolution), "max_frames": self.frames_limit,
-                  "sample_stride": int(self.sample_stride), "num_inference_steps": int(self.steps),
-                  "guidance_scale": float(self.guidance_scale), "seed": int(self.seed), "baseline": bool(self.baseline),
+                  "resolution": self.resolution, "max_frames": self.frames_limit,
+                  "sample_stride": self.sample_stride, "num_inference_steps": self.steps,
+                  "guidance_scale": self.guidance_scale, "seed": self.seed, "baseline": self.baseline,
                   "base": self.base, "align": self.align}
-        JobSettings(**values).validate()
-        return values
+        settings = JobSettings(**values)
+        settings.validate()  # types every value (a NaN or 2.5 from a number field is one line, not a cast error)
+        return {key: getattr(settings, key) for key in values}
 
     def runtime(self, device: str):
         from dispose.engine import Runtime
@@ -237,12 +238,12 @@ class AppState:
             folder = Path(guidance_folder.strip()).expanduser()
             return Preview(Guidance.load(folder), time.perf_counter() - start, f"guidance folder {folder}")
         reference_path, driving_path = _inputs(reference, driving)
-        settings.job_values(reference_path, driving_path)  # the command line's checks of the numbers
+        values = settings.job_values(reference_path, driving_path)  # the command line's checks, typed
         cmp = self._component(settings, "cmp") if settings.dense == "cmp" else None
         guidance = compute_guidance(
-            reference_path, driving_path, resolution=int(settings.resolution), sample_stride=int(settings.sample_stride),
-            max_frames=settings.frames_limit, align=settings.align, dense=settings.dense,
-            models=GuidanceModels(detector=self._detector(settings), cmp=cmp), seed=int(settings.seed),
+            reference_path, driving_path, resolution=values["resolution"], sample_stride=values["sample_stride"],
+            max_frames=values["max_frames"], align=settings.align, dense=settings.dense,
+            models=GuidanceModels(detector=self._detector(settings), cmp=cmp), seed=values["seed"],
             device=self.device, on_progress=on_progress)
         return Preview(guidance, time.perf_counter() - start, f"{reference_path.name} + {driving_path.name}")
 
