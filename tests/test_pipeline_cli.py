@@ -52,13 +52,13 @@ def test_animate_writes_video_side_by_side_and_sidecar(shared_data, weights, tmp
     assert sidecar["inputs"]["guidance_settings"]["source_frame_count"] == 288
 
 
-def test_resume_skips_existing_outputs(shared_data, weights, tmp_path, capsys):
+def test_resume_redoes_a_video_without_its_sidecar(shared_data, weights, tmp_path, capsys):
     out = tmp_path / "done.mp4"
-    out.write_bytes(b"an earlier result")
+    out.write_bytes(b"an earlier result")  # its sidecar was never written: not a finished unit
     code = main(["animate", *_inputs(shared_data), "--weights", str(weights), *FAST, "--out", str(out),
                  "--resume"])
-    assert code == 0 and out.read_bytes() == b"an earlier result"
-    assert "skip (exists)" in capsys.readouterr().err
+    assert code == 0 and out.read_bytes() != b"an earlier result" and out.with_suffix(".json").is_file()
+    assert f"redo {out}: {out.with_suffix('.json')} missing" in capsys.readouterr().err
 
 
 def test_missing_weights_listed_once_before_loading(shared_data, weights, tmp_path, capsys):
