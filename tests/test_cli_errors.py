@@ -187,3 +187,18 @@ def test_training_values_take_scientific_notation(tmp_path):
     config = TrainConfig.load(None, ["train.learning_rate=1e-3", "train.use_ema=true"])
     assert config.train.learning_rate == pytest.approx(1e-3) and isinstance(config.train.learning_rate, float)
     assert config.train.use_ema is True
+
+
+def test_help_lists_each_command_with_its_whole_first_sentence(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = " ".join(capsys.readouterr().out.split())
+    assert "guidance Compute DisPose's guidance of a reference image and a driving video, save it for `dispose " \
+           "animate --guidance`, with pictures. models" in listing
+    assert "(built empty: no weights needed, no memory). pose" in listing
+
+
+def test_bad_options_of_a_subcommand_are_one_line_with_a_pointer_to_help(capsys):
+    assert main(["eval", "--pred", "a.mp4", "--gt", "b.mp4", "--out", "r.json", "--size", "abc", "64"]) == 2
+    assert _one_line_error(capsys, "eval") == ("dispose eval: error: argument --size: abc is not allowed: expected "
+                                               "a whole number from 16 to 8192 (see 'dispose eval --help')")
