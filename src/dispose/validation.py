@@ -187,7 +187,7 @@ JOB_RULES: Mapping[str, Rule] = {
     "seed": _SEED, "max_frames": Rule(int, least=1, optional=True),
     "controlnet_scale": Rule(float, least=0), "controlnet_interval": Rule(int, least=1),
     "baseline": Rule(bool), "release_missing_points": Rule(bool), "match_release": Rule(bool),
-    "strict": Rule(bool), "align": Rule(str, choices=("global", "bones", "none")),
+    "strict": Rule(bool), "align": Rule(str, choices=("global", "bones", "none")),  # dispose.pose.alignment
     "base": Rule(str, optional=True),
 }
 
