@@ -16,7 +16,8 @@ driving frames it computes (paper sec. 4.1 and 4.2, see dispose.guidance):
        without it `dispose animate --guidance` computes them from the saved reference.
 
 Writes the folder --out as a unit (built beside it, renamed into place when complete; a rerun replaces an
-earlier result whole; a second writer at the same time is refused):
+earlier `dispose guidance` result whole; a second writer at the same time, a folder written by another command
+and a folder holding one of the inputs are refused):
 
   guidance.json              format dispose-guidance/2, sizes, settings, input sha256s, fingerprint
   reference.png              the reference at the generation size

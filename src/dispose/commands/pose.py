@@ -23,7 +23,8 @@ overlay.mp4 is drawn.  --ref and --align work as with --video; the reference pos
 
 The whole output folder is written at once when everything is done: an earlier result in --out is replaced
 then (a rerun leaves no stale files), a failure or Ctrl-C leaves it as it was, and a second run writing the
-same --out at the same time is refused.  --out must be new, empty, or an earlier result.
+same --out at the same time is refused.  --out must be new, empty, or an earlier result of `dispose pose` (a
+folder written by another command, or holding one of the inputs, is refused).
 
 The detector is DWPose with --dwpose-dir (a folder holding yolox_l.onnx and dw-ll_ucoco_384.onnx, from
 huggingface.co/yzd-v/DWPose), else MediaPipe (installed with the 'pose' extra; no hands, sparser face).
