@@ -28,15 +28,15 @@ import numpy as np
 import torch
 from timing import SHARED
 
+from dispose.bases import training_base
 from dispose.bases.mimicmotion.tiny import build_tiny_weights
 from dispose.bases.mimicmotion.training import NoiseDraw
-from dispose.bases.training import training_base
+from dispose.bases.training import export_controlnet
 from dispose.cli import main as cli
 from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.media.video import read_video
 from dispose.training.config import TrainConfig
 from dispose.training.dataset import TrainingDataset
-from dispose.training.export import export_controlnet
 from dispose.training.trainer import train
 
 SIZE, FRAMES = 64, 4

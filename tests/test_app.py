@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dispose.app.state import FormSettings
 from dispose.cli import main
 from dispose.media.video import read_video
 
@@ -29,10 +30,11 @@ def free_port() -> int:
 
 
 #: The page's settings in order: resolution, max frames, stride, steps, guidance scale, seed, align, detector,
-#: dense, dtype, base, baseline, weights.
+#: dense, dtype, base, baseline, weights, frames per tile, tile overlap, ControlNet interval.
 def settings(weights: str = "", *, resolution=128, max_frames=3, steps=2, baseline=False) -> list:
+    tiles = FormSettings.for_base("mimicmotion")
     return [resolution, max_frames, 2, steps, 2.0, 42, "global", "mediapipe", "propagate", "fp32", "mimicmotion",
-            baseline, weights]
+            baseline, weights, tiles.num_frames, tiles.frames_overlap, tiles.controlnet_interval]
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from precision import HALF_PRECISION_FACTOR, emulated, mean_error
 
 from dispose.checkpoints import load_strict
 from dispose.errors import UserError
@@ -389,7 +390,8 @@ def test_bad_inputs_are_rejected() -> None:
 
 @torch.no_grad()
 def test_bfloat16_model_gives_float32_flow_close_to_float32() -> None:
-    """Device-agnostic precision path: inputs are cast to the model's dtype, bins are fused in float32."""
+    """Device-agnostic precision path: inputs are cast to the model's dtype, bins are fused in float32. Within
+    twice the error of bfloat16 rounding emulated in float32 (the bound of tests/precision.py)."""
     torch.manual_seed(0)
     model = CMP().eval()
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -397,6 +399,7 @@ def test_bfloat16_model_gives_float32_flow_close_to_float32() -> None:
                                          np.array([[5.0, -3.0], [2.0, 2.0]]), 64, 64)
     sparse, mask = torch.from_numpy(sparse[None]), torch.from_numpy(mask[None])
     expected = cmp_dense_flow(model, image, sparse, mask)
+    emulation = cmp_dense_flow(emulated(model, torch.bfloat16), image, sparse, mask)
     flow = cmp_dense_flow(model.to(torch.bfloat16), image, sparse, mask)
     assert flow.dtype == torch.float32
-    assert (flow - expected).abs().max().item() < 0.02 * max(expected.abs().max().item(), 0.1)
+    assert mean_error(flow, expected) <= HALF_PRECISION_FACTOR * mean_error(emulation, expected)

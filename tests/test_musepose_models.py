@@ -158,7 +158,11 @@ def test_reference_attention_reaches_the_conditional_half_only():
         first = predict(torch.randn(1, 4, 8, 8))
         second = predict(torch.randn(1, 4, 8, 8))
     assert len(bank.states) == 3 + 1 + 6  # spatial self-attentions of the tiny UNet: down, mid, up
-    torch.testing.assert_close(first[0], plain[0])  # unconditional half: plain self-attention
+    # Unconditional half: plain self-attention, the same maths in another batch layout, so only float32
+    # rounding differs: about sqrt(n) * 2^-24 relative per reduction of n terms and sqrt(L) over L layers
+    # (rounding errors add like a random walk); the tiny UNet makes L = 611 module calls with n <= 576.
+    rounding = (611 * 576) ** 0.5 * 2.0**-24
+    assert (first[0] - plain[0]).abs().max() <= rounding * plain[0].abs().max()
     assert not torch.allclose(first[1], plain[1], atol=1e-4)
     assert not torch.allclose(first[1], second[1], atol=1e-4)
 

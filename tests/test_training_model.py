@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dispose.bases import training_base
 from dispose.bases.mimicmotion.training import NoiseDraw
-from dispose.bases.training import random_sample, training_base
+from dispose.bases.training import random_sample
 from dispose.guidance.stage import GuidanceTensors
 from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.training.config import TrainConfig
@@ -91,7 +92,7 @@ def test_training_forward_is_one_sampling_step_on_one_tile(weights):
 
 def test_exported_checkpoint_loads_strictly_as_dispose_pth(weights, tmp_path):
     from dispose.bases.mimicmotion.weights import load_controlnet
-    from dispose.training.export import export_controlnet
+    from dispose.bases.training import export_controlnet
 
     model = training_base("mimicmotion").build(_config(weights))
     with torch.no_grad():

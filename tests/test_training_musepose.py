@@ -13,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dispose.bases import training_base
 from dispose.bases.musepose.tiny import build_tiny_musepose_weights
 from dispose.bases.musepose.training import SDNoiseDraw, sample_guidance
 from dispose.bases.musepose.weights import load_controlnet
-from dispose.bases.training import random_sample, training_base
+from dispose.bases.training import random_sample
 from dispose.cli import main
 from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.training.config import TrainConfig, ValidationConfig

@@ -93,7 +93,7 @@ def test_settings_errors_are_one_line(weights, tmp_path, capsys):
     assert main(["train", "--weights", str(weights)]) == 2
     assert "data.root is not set" in capsys.readouterr().err
     assert main(["train", "--base", "sd3", "--data", str(tmp_path)]) == 2
-    assert "base 'sd3' cannot be trained" in capsys.readouterr().err
+    assert "unknown base model 'sd3'; choose one of mimicmotion, musepose" in capsys.readouterr().err
     odd = _config(weights, tmp_path / "odd", 1, train={"batch_size": 3, "micro_batch_size": 2})
     with pytest.raises(UserError, match="not a multiple of micro_batch_size"):
         train(odd, dataset=Samples(), cpu=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -220,7 +220,7 @@ class Animator:
     # ------------------------------------------------------------------ running
     def settings(self, **values) -> JobSettings:
         """Settings with this base's defaults, then ``values``."""
-        return replace(JobSettings(), **{**self.base.defaults, **values})
+        return self.base.job_settings(**values)
 
     def compute_guidance(self, reference, driving=None, *, poses=None, fps: float | None = None,
                          settings: JobSettings | None = None, dispose: bool = True,
@@ -248,6 +248,7 @@ class Animator:
         :class:`Cancelled` when ``cancel`` is set.  ``settings.baseline`` samples the base model alone.
         """
         job = settings or self.settings()
+        self.base.check_settings(job)
         dispose = not job.baseline
         if dispose and getattr(self.pipeline, "controlnet", None) is None:
             raise UserError("this engine was loaded without DisPose (baseline only); load it with dispose=True "

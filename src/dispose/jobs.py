@@ -64,8 +64,12 @@ def _normalised(values: Mapping[str, Any], base: Path | None, where: str, *, out
 
 
 def settings_for(values: Mapping[str, Any]) -> JobSettings:
-    """JobSettings from explicit ``values`` over the defaults of the base model they name."""
-    return dataclasses.replace(JobSettings(), **{**get_base(values.get("base")).defaults, **values})
+    """JobSettings from explicit ``values`` over the defaults of the base model they name; a UserError for a
+    setting that base does not use."""
+    base = get_base(values.get("base"))
+    settings = base.job_settings(**values)
+    base.check_settings(settings)
+    return settings
 
 
 def _read_job_file(path: Path) -> tuple[dict, list[dict], dict[str, str]]:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import itertools
 import os
@@ -31,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dispose.bases import DEFAULT_BASE, get_base
 from dispose.errors import UserError
+from dispose.settings import JobSettings
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv")
@@ -39,24 +42,48 @@ Progress = Callable[[str, int, int], None]
 PANEL_WIDTH = 384  # preview panels are drawn at most this wide (the page shows three side by side)
 
 
+#: The page's names of the settings a base owns that the command line names otherwise.
+FORM_NAMES = {"num_inference_steps": "steps"}
+
+
 @dataclass(frozen=True)
 class FormSettings:
-    """The settings the page offers.  Defaults: the release's test settings, except MediaPipe and the weight-free
-    dense field (so a page with no weights works) and ``max_frames`` 0 = every frame."""
+    """The settings the page offers.  The settings a base owns (:data:`dispose.bases.BASE_SETTINGS`) left at
+    None take the chosen base's defaults (:attr:`dispose.bases.Base.defaults`; :meth:`for_base` fills them as
+    the page shows them, ``max_frames`` 0 = every frame); the others are the command line's defaults, except
+    MediaPipe and the weight-free dense field (so a page with no weights works)."""
 
-    resolution: int = 576
-    max_frames: int = 0
-    sample_stride: int = 2
-    steps: int = 25
-    guidance_scale: float = 2.0
-    seed: int = 42
+    resolution: int | None = None
+    max_frames: int | None = None
+    sample_stride: int | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
     align: str = "global"
     detector: str = "mediapipe"
     dense: str = "propagate"
     dtype: str = "auto"
-    base: str = "mimicmotion"
+    base: str = DEFAULT_BASE
     baseline: bool = False
     weights: str = ""
+    num_frames: int | None = None
+    frames_overlap: int | None = None
+    controlnet_interval: int = JobSettings.controlnet_interval
+
+    @classmethod
+    def for_base(cls, base: str | None = None, **values) -> FormSettings:
+        """The page's settings for ``base`` (None: the default): its defaults, then ``values`` (None:
+        unset)."""
+        entry = get_base(base)
+        defaults = {FORM_NAMES.get(name, name): value for name, value in entry.defaults.items()}
+        defaults["max_frames"] = defaults["max_frames"] or 0
+        given = {key: value for key, value in values.items() if value is not None}
+        return cls(**{**defaults, **given, "base": entry.name})
+
+    def resolved(self) -> FormSettings:
+        """These settings with every unset one at the chosen base's default."""
+        values = dataclasses.asdict(self)
+        return self.for_base(values.pop("base"), **values)
 
     @property
     def frames_limit(self) -> int | None:
@@ -68,17 +95,18 @@ class FormSettings:
 
     def job_values(self, reference: str | Path | None, driving: str | Path | None,
                    guidance: Path | None = None) -> dict:
-        """JobSettings fields of these settings and inputs, validated with the command line's messages."""
-        from dispose.settings import JobSettings
-
+        """JobSettings fields of these settings (unset ones at the base's defaults) and inputs, validated
+        with the command line's messages."""
+        form = self.resolved()
         values = {"ref": None if reference is None else Path(reference),
                   "driving": None if driving is None else Path(driving), "guidance": guidance,
-                  "resolution": self.resolution, "max_frames": self.frames_limit,
-                  "sample_stride": self.sample_stride, "num_inference_steps": self.steps,
-                  "guidance_scale": self.guidance_scale, "seed": self.seed, "baseline": self.baseline,
-                  "base": self.base, "align": self.align}
-        settings = JobSettings(**values)
-        settings.validate()  # types every value (a NaN or 2.5 from a number field is one line, not a cast error)
+                  "resolution": form.resolution, "max_frames": form.frames_limit,
+                  "sample_stride": form.sample_stride, "num_inference_steps": form.steps,
+                  "guidance_scale": form.guidance_scale, "seed": form.seed, "baseline": form.baseline,
+                  "base": form.base, "align": form.align, "num_frames": form.num_frames,
+                  "frames_overlap": form.frames_overlap, "controlnet_interval": form.controlnet_interval}
+        settings = get_base(form.base).job_settings(**values)
+        settings.validate()  # typed: a NaN or 2.5 from a number field is one line, not a cast error
         return {key: getattr(settings, key) for key in values}
 
     def runtime(self, device: str):
@@ -238,6 +266,7 @@ class AppState:
             folder = Path(guidance_folder.strip()).expanduser()
             return Preview(Guidance.load(folder), time.perf_counter() - start, f"guidance folder {folder}")
         reference_path, driving_path = _inputs(reference, driving)
+        settings = settings.resolved()
         values = settings.job_values(reference_path, driving_path)  # the command line's checks, typed
         cmp = self._component(settings, "cmp") if settings.dense == "cmp" else None
         guidance = compute_guidance(

@@ -72,11 +72,20 @@ def _weights_panel(missing: list[str]) -> str:
             f"the weights folder):\n\n{lines}")
 
 
+def base_defaults(name: str) -> list:
+    """The values of the page's base-owned inputs for base ``name``: resolution, max frames, sample stride,
+    steps, guidance scale, seed, frames per tile, tile overlap."""
+    form = FormSettings.for_base(name)
+    return [form.resolution, form.max_frames, form.sample_stride, form.steps, form.guidance_scale, form.seed,
+            form.num_frames, form.frames_overlap]
+
+
 def build(state: AppState) -> gr.Blocks:
     """The page (not launched); see the module docstring."""
-    defaults = FormSettings(weights=state.default_weights)
     from dispose.bases import BASES
     from dispose.pose.alignment import ALIGN_MODES
+
+    defaults = FormSettings.for_base(None, weights=state.default_weights)
 
     with gr.Blocks(title="DisPose", analytics_enabled=False) as page:
         gr.Markdown("# DisPose\nA reference image + a driving video. *Preview* needs no weights; *Animate* "
@@ -113,9 +122,20 @@ def build(state: AppState) -> gr.Blocks:
                 dtype = gr.Dropdown(["auto", "fp16", "bf16", "fp32"], value=defaults.dtype, label="Precision")
                 base = gr.Dropdown(sorted(BASES), value=defaults.base, label="Base model")
                 baseline = gr.Checkbox(value=defaults.baseline, label="Baseline (no DisPose guidance)")
+            with gr.Row():
+                num_frames = gr.Number(value=defaults.num_frames, precision=0, minimum=2,
+                                       label="Frames per tile (window)", elem_id="num-frames")
+                frames_overlap = gr.Number(value=defaults.frames_overlap, precision=0, minimum=1,
+                                           label="Overlap of consecutive tiles", elem_id="frames-overlap")
+                controlnet_interval = gr.Number(
+                    value=defaults.controlnet_interval, precision=0, minimum=1, elem_id="controlnet-interval",
+                    label="ControlNet every K steps (1 = every step, the release)")
             weights = gr.Textbox(value=defaults.weights, label="Weights folder (pretrained_weights/ layout)")
         settings = [resolution, max_frames, sample_stride, steps, guidance_scale, seed, align, detector, dense, dtype,
-                    base, baseline, weights]
+                    base, baseline, weights, num_frames, frames_overlap, controlnet_interval]
+        #: The inputs a base owns, switched to the picked base's defaults (in base_defaults' order).
+        base_owned = [resolution, max_frames, sample_stride, steps, guidance_scale, seed, num_frames,
+                      frames_overlap]
         weights_panel = gr.Markdown(elem_id="weights-panel")
         with gr.Row():
             preview_button = gr.Button("Preview poses and guidance", variant="secondary", elem_id="preview-button")
@@ -189,6 +209,7 @@ def build(state: AppState) -> gr.Blocks:
         def pick_video(name):
             return next((str(p) for p in state.examples["videos"] if p.name == name), None)
 
+        base.change(base_defaults, base, base_owned, api_name="base_defaults", concurrency_limit=None)
         example_image.change(pick_image, example_image, reference, api_name="example_image", concurrency_limit=None)
         example_video.change(pick_video, example_video, driving, api_name="example_video", concurrency_limit=None)
         for control in (weights, base, detector, dense, baseline, dtype):

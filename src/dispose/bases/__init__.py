@@ -5,16 +5,30 @@ in ``__init__``, ``pipeline``, ``weights`` (layout and loading), ``training`` (t
 from dispose.bases.mimicmotion import MIMICMOTION
 from dispose.bases.musepose import MUSEPOSE
 from dispose.bases.registry import (
+    BASE_SETTINGS,
     BASES,
     DEFAULT_BASE,
     Base,
     SamplingRequest,
+    defaults_text,
     get_base,
     register,
     required_components,
+    training_base,
 )
 
 register(MIMICMOTION)
 register(MUSEPOSE)
 
-__all__ = ["BASES", "DEFAULT_BASE", "Base", "SamplingRequest", "get_base", "register", "required_components"]
+__all__ = [
+    "BASES",
+    "BASE_SETTINGS",
+    "DEFAULT_BASE",
+    "Base",
+    "SamplingRequest",
+    "defaults_text",
+    "get_base",
+    "register",
+    "required_components",
+    "training_base",
+]

@@ -10,6 +10,7 @@ and the trainer only talk to entries, so a new base is one package in :mod:`disp
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,12 @@ import numpy as np
 import torch
 
 from dispose.errors import UserError
+from dispose.settings import JobSettings
+
+_SETTING_DEFAULTS = vars(JobSettings())
+#: The settings whose defaults belong to the base model (its release's values): :attr:`Base.defaults`.
+BASE_SETTINGS = ("resolution", "num_frames", "frames_overlap", "num_inference_steps", "guidance_scale",
+                 "sample_stride", "max_frames", "seed")
 
 
 @dataclass
@@ -54,10 +61,17 @@ class Base:
         tiles: ``f(num_frames, settings) -> list of frame-index lists`` (frame 0 = the reference).
         sampling_steps: ``f(num_frames, settings) -> int``: progress units of sampling (``progress_bar``);
         steps_per_video: the same, plus those of decoding.
-        defaults: settings that differ from :class:`dispose.settings.JobSettings`' defaults.
+        defaults: the base's own values of the settings every base owns (:data:`BASE_SETTINGS`), and of any
+            other :class:`dispose.settings.JobSettings` field it sets otherwise; those it does not give are
+            JobSettings' (the release's ``configs/test.yaml``, MimicMotion's).  Completed when the entry is
+            made, so every front door reads them here.
         parameter_counts: ``f(config_path | None) -> list of (section, [(label, tensors, parameters, note)])``.
         checkpoint_kinds: checkpoint files ``dispose convert`` knows, ``{component key: key prefix that
             identifies it}``; ``verify_checkpoint(kind, path, config_path)`` loads a written copy strictly.
+        training: ``f() -> recipe`` (:class:`dispose.bases.training.TrainingBase`) for ``dispose train``; None
+            for a base that cannot be trained.
+        unsupported: ``{JobSettings field: why}`` for the settings this base has no use for; a run that sets
+            one away from its default is refused (:meth:`check_settings`).
     """
 
     name: str
@@ -73,6 +87,28 @@ class Base:
     parameter_counts: Callable[..., list] | None = None
     checkpoint_kinds: dict = field(default_factory=dict)
     verify_checkpoint: Callable[..., None] | None = None
+    training: Callable[[], Any] | None = None
+    unsupported: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.defaults) - set(_SETTING_DEFAULTS)
+        if unknown:
+            raise ValueError(f"base {self.name!r}: defaults for settings that do not exist: "
+                             f"{sorted(unknown)}")
+        complete = {**{name: _SETTING_DEFAULTS[name] for name in BASE_SETTINGS}, **self.defaults}
+        object.__setattr__(self, "defaults", complete)  # frozen dataclass: set once, here
+
+    def job_settings(self, **values) -> JobSettings:
+        """JobSettings with this base's defaults, then ``values``."""
+        return dataclasses.replace(JobSettings(), **{**self.defaults, **values})
+
+    def check_settings(self, settings: JobSettings) -> None:
+        """A UserError naming the first setting of ``settings`` this base does not use that is not at its
+        default (``unsupported``): a cheap check, for before any model loads."""
+        for name, why in self.unsupported.items():
+            if getattr(settings, name) != _SETTING_DEFAULTS[name]:
+                option = "--" + name.replace("_", "-")
+                raise UserError(f"--base {self.name} does not use {name} ({option}): {why}; leave it out")
 
 
 BASES: dict[str, Base] = {}
@@ -96,6 +132,12 @@ def get_base(name: str | None) -> Base:
     return BASES[name]
 
 
+def defaults_text(name: str) -> str:
+    """Every base's default of setting ``name``, for help texts: ``"mimicmotion: 576, musepose: 768"``."""
+    shown = {key: BASES[key].defaults[name] for key in sorted(BASES)}
+    return ", ".join(f"{key}: {'all' if value is None else value}" for key, value in shown.items())
+
+
 def required_components(*, dispose: bool = True, detector: str = "dwpose", dense: str = "cmp",
                         base: str | None = None) -> list[str]:
     """Keys of the weight components a run needs: the base's, SD1.5 and CMP for DisPose runs (CMP only with
@@ -108,3 +150,12 @@ def required_components(*, dispose: bool = True, detector: str = "dwpose", dense
     if detector == "dwpose":
         keys.append("dwpose")
     return keys
+
+
+def training_base(name: str | None):
+    """The training recipe of base ``name`` (None: the default); a UserError names the bases that train."""
+    base = get_base(name)
+    if base.training is None:
+        trainable = ", ".join(sorted(key for key, entry in BASES.items() if entry.training is not None))
+        raise UserError(f"base {base.name!r} cannot be trained (yet); bases that train: {trainable}")
+    return base.training()

@@ -1,17 +1,25 @@
 """What the training models of every base share (:mod:`dispose.bases.<name>.training`): the frozen-base module,
-the recipe interface the trainer uses, the recipe registry, and a random sample in the dataset's contract."""
+the recipe interface the trainer uses (a base's registry entry hands out its recipe: ``Base.training``), the
+export of a trained ControlNet, and a random sample in the dataset's contract.
+
+The export writes ``NAME.pth`` + ``NAME.safetensors`` holding the ControlNet's ``state_dict()`` and nothing
+else, key for key the release's layout (``ControlNetSVDModel``: 705 float32 tensors for SVD-xt), so
+``dispose animate`` loads it strictly; with EMA, the EMA weights are exported.  Both files are written
+atomically (a failure leaves the previous export in place).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from dispose.training.config import TrainConfig
+from dispose.media.files import atomic_path
+
+#: The export's file name (without suffix) for the MimicMotion base, the release's ``DisPose.pth``.
+CHECKPOINT_NAME = "DisPose"
 
 
 def random_sample(num_frames: int = 4, width: int = 64, height: int = 64, *, keypoints: int = 18,
@@ -65,8 +73,9 @@ class TrainingBase(Protocol):
 
     name: str
 
-    def build(self, config: TrainConfig) -> nn.Module:
-        """The training model (frozen base + trainable ControlNet) on the CPU, with ``trainable_modules()``,
+    def build(self, config: Any) -> nn.Module:
+        """The training model (frozen base + trainable ControlNet) for a
+        ``dispose.training.config.TrainConfig``, on the CPU, with ``trainable_modules()``,
         ``enable_gradient_checkpointing()``, ``draw(batch, generator)`` and ``forward(batch, draw) -> per-clip
         loss`` (its objective is the base's: EDM v-prediction here, MusePose's own for MusePose)."""
 
@@ -80,24 +89,24 @@ class TrainingBase(Protocol):
         """Write the checkpoint file(s) ``dispose animate`` loads for this base into ``folder``."""
 
 
-#: Base name -> its training recipe (``dispose train --base`` / ``base:`` in the config).  A base's recipe lives in
-#: ``dispose/bases/<name>/training.py``, which adds itself here when imported (:func:`training_base` imports it
-#: on first use).
-TRAINING_BASES: dict[str, Callable[[], TrainingBase]] = {}
+def controlnet_state(controlnet: nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous float32 CPU copies of every tensor of ``controlnet`` (no shared storage, as safetensors
+    needs)."""
+    return {key: value.detach().to("cpu", torch.float32).contiguous().clone()
+            for key, value in controlnet.state_dict().items()}
 
 
-def training_base(name: str) -> TrainingBase:
-    """The training recipe of base ``name`` (a UserError lists the known ones)."""
-    import importlib
+def export_controlnet(controlnet: nn.Module, folder: str | Path, *, metadata: dict[str, str] | None = None,
+                      name: str = CHECKPOINT_NAME) -> tuple[Path, Path]:
+    """Write ``folder/NAME.pth`` and ``folder/NAME.safetensors`` (module docstring); returns their paths."""
+    from safetensors.torch import save_file
 
-    from dispose.errors import UserError
-
-    if name not in TRAINING_BASES and name.isidentifier():
-        try:
-            importlib.import_module(f"dispose.bases.{name}.training")
-        except ModuleNotFoundError as error:
-            if error.name not in (f"dispose.bases.{name}", f"dispose.bases.{name}.training"):
-                raise
-    if name not in TRAINING_BASES:
-        raise UserError(f"base {name!r} cannot be trained (yet); known: {', '.join(sorted(TRAINING_BASES))}")
-    return TRAINING_BASES[name]()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = controlnet_state(controlnet)
+    pth, safetensors = folder / f"{name}.pth", folder / f"{name}.safetensors"
+    with atomic_path(pth) as tmp:
+        torch.save(state, tmp)
+    with atomic_path(safetensors) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", **(metadata or {})})
+    return pth, safetensors

@@ -1,8 +1,8 @@
 """Animate a reference image with the poses of a driving video (DisPose on a base model, MimicMotion by default).
 
-Defaults are the base model's release settings (MimicMotion: configs/test.yaml: resolution 576, tiles of 16
-frames overlapping by 6, 25 steps, guidance 2.0, every 2nd driving frame, 15 fps output, noise aug 0, VAE
-decode chunks of 8, seed 42).  Before loading any model, every input, option and weight file the run needs is
+Defaults are the base model's release settings (``Base.defaults`` of :mod:`dispose.bases`: MimicMotion's
+configs/test.yaml, MusePose's test_stage_2.py; ``dispose animate --help`` lists them).  Before loading any
+model, every input, option and weight file the run needs is
 checked, and all missing weights are listed with where to get them and what to run instead.  Writes OUT.mp4
 atomically (its folder is created) and OUT.json (every setting, the seed, sha256 of the inputs and weight
 files (cached per file version), timings); --side-by-side adds reference | skeleton | result.  --baseline runs
@@ -44,6 +44,14 @@ def _weight_options():
     return [(c.option.lstrip("-").replace("-", "_"), c.key, c.option, c.what) for c in COMPONENTS.values()]
 
 
+def _default_text(name: str) -> str:
+    """The default of setting ``name`` for the help: each base's for the settings a base owns."""
+    from dispose.bases import BASE_SETTINGS, defaults_text
+    from dispose.settings import JobSettings
+
+    return defaults_text(name) if name in BASE_SETTINGS else str(getattr(JobSettings(), name))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.bases import BASES, DEFAULT_BASE
     from dispose.validation import JOB_RULES, Rule, job_option, option_type
@@ -74,28 +82,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     gen = parser.add_argument_group("generation (default: the base model's release settings)")
     gen.add_argument("--base", choices=sorted(BASES), help=f"base animation model ({DEFAULT_BASE})")
-    gen.add_argument("--resolution", type=job_option("resolution"),
-                     help="short side of the output, multiple of 64 (576)")
-    gen.add_argument("--num-frames", type=job_option("num_frames"), help="frames per tile (16)")
-    gen.add_argument("--frames-overlap", type=job_option("frames_overlap"),
-                     help="overlap of consecutive tiles (6)")
-    gen.add_argument("--steps", type=job_option("num_inference_steps"), help="denoising steps (25)")
-    gen.add_argument("--guidance-scale", type=job_option("guidance_scale"),
-                     help="CFG scale; the max of a per-frame ramp (2.0)")
-    gen.add_argument("--min-guidance-scale", type=job_option("min_guidance_scale"),
-                     help="CFG scale of the first frame (= --guidance-scale)")
-    gen.add_argument("--noise-aug-strength", type=job_option("noise_aug_strength"),
-                     help="noise added to the reference (0)")
-    gen.add_argument("--sample-stride", type=job_option("sample_stride"),
-                     help="use every N-th driving frame (2)")
-    gen.add_argument("--max-frames", type=job_option("max_frames"),
-                     help="at most N driving frames (after the stride)")
-    gen.add_argument("--fps", type=job_option("fps"), help="output fps (15)")
-    gen.add_argument("--decode-chunk-size", type=job_option("decode_chunk_size"),
-                     help="frames per VAE decode (8); 1 = least memory")
-    gen.add_argument("--seed", type=job_option("seed"), help="random seed (42)")
-    gen.add_argument("--controlnet-scale", type=job_option("controlnet_scale"),
-                     help="scale of DisPose's residuals (1.0)")
+    #: (option, job field (typed by its rule in dispose.validation), what, whether the help shows its default:
+    #: the base's for the settings a base owns, else the same for every base)
+    generation = (
+        ("--resolution", "resolution", "short side of the output, multiple of 64", True),
+        ("--num-frames", "num_frames", "frames per tile", True),
+        ("--frames-overlap", "frames_overlap", "overlap of consecutive tiles", True),
+        ("--steps", "num_inference_steps", "denoising steps", True),
+        ("--guidance-scale", "guidance_scale", "CFG scale; the max of a per-frame ramp", True),
+        ("--min-guidance-scale", "min_guidance_scale", "CFG scale of the first frame (= --guidance-scale)", False),
+        ("--noise-aug-strength", "noise_aug_strength", "noise added to the reference", True),
+        ("--sample-stride", "sample_stride", "use every N-th driving frame", True),
+        ("--max-frames", "max_frames", "at most N driving frames (after the stride)", True),
+        ("--fps", "fps", "output fps", True),
+        ("--decode-chunk-size", "decode_chunk_size", "frames per VAE decode (1 = least memory)", True),
+        ("--seed", "seed", "random seed", True),
+        ("--controlnet-scale", "controlnet_scale", "scale of DisPose's residuals", True),
+    )
+    for option, field, what, shows_default in generation:
+        shown = f" ({_default_text(field)})" if shows_default else ""
+        gen.add_argument(option, type=job_option(field), help=what + shown)
     gen.add_argument("--controlnet-interval", type=job_option("controlnet_interval"), metavar="K",
                      help="run the ControlNet at every K-th step and reuse its residuals in between (1 = every "
                           "step, the release; 2 is faster and changes the frames: README, Performance)")
@@ -122,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--guidance-cache-mb", type=option_type(Rule(float, least=0)),
                      default=GUIDANCE_CACHE_MB, metavar="MB",
                      help="device memory for the per-tile guidance and pose features kept across steps "
-                          "(about 235 MB per 16-frame tile at 576x1024 fp16); tiles beyond it are re-encoded "
+                          "(per-tile sizes: README, Performance); tiles beyond it are re-encoded "
                           "at each step (same output)")
     run.add_argument("--detector", choices=("dwpose", "mediapipe"),
                      help="pose detector (dwpose as the release, the default; mediapipe needs no weights); "

@@ -216,11 +216,6 @@ def atomic_write_text(path: Path, text: str, *, cache: bool = False) -> None:
         tmp.write_text(text)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, cache: bool = False) -> None:
-    with atomic_path(path, cache=cache) as tmp:
-        tmp.write_bytes(data)
-
-
 @contextlib.contextmanager
 def atomic_folder(path: str | Path, option: str = "--out", *, command: str | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` as a whole.

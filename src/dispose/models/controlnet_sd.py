@@ -29,7 +29,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2DCrossAttn, get_down_block
 from torch import nn
 
-from dispose.models.hybrid_controlnet import EncodedGuidance, HybridControlNetMixin, flatten_frames
+from dispose.models.hybrid_controlnet import EncodedGuidance, HybridControlNetMixin
 
 #: The encoder parts copied from the UNet by :meth:`HybridControlNetSD.from_unet` (2D layers only).
 _COPIED_BLOCK_PARTS = ("resnets", "attentions", "downsamplers")
@@ -108,21 +108,13 @@ class HybridControlNetSD(ModelMixin, ConfigMixin, HybridControlNetMixin):
         controlnet = cls(**sd_encoder_config(unet.config), **options)
         if not load_weights_from_unet:
             return controlnet
-        param = next(unet.parameters())
-        if param.is_meta:
-            raise ValueError("cannot copy weights from a UNet on the meta device; load its checkpoint first")
-        for name in ("conv_in", "time_embedding", "mid_block"):
-            source = getattr(unet, name)
-            state = source.state_dict()
-            if name == "mid_block":  # MusePose's mid block also holds a motion module: not part of the copy
-                state = {key: value for key, value in state.items() if not key.startswith("motion_modules.")}
-            getattr(controlnet, name).load_state_dict(state)
-        for ours, theirs in zip(controlnet.down_blocks, unet.down_blocks, strict=True):
-            for part in _COPIED_BLOCK_PARTS:
-                if getattr(ours, part, None) is not None:
-                    getattr(ours, part).load_state_dict(getattr(theirs, part).state_dict())
-        # nn.Module.to: diffusers' ModelMixin.to logs a spurious fp32-modules warning on every dtype cast.
-        return nn.Module.to(controlnet, param.device, param.dtype)
+        parts = [(getattr(controlnet, name), getattr(unet, name))
+                 for name in ("conv_in", "time_embedding", "mid_block")]
+        parts += [(getattr(ours, part), getattr(theirs, part))
+                  for ours, theirs in zip(controlnet.down_blocks, unet.down_blocks, strict=True)
+                  for part in _COPIED_BLOCK_PARTS if getattr(ours, part, None) is not None]
+        # MusePose's mid block also holds a motion module: not part of the copy
+        return controlnet._copy_encoder(unet, parts, leave_out="motion_modules.")
 
     def forward(
         self,
@@ -150,17 +142,9 @@ class HybridControlNetSD(ModelMixin, ConfigMixin, HybridControlNetMixin):
         Returns:
             ``(down_residuals, mid_residual)``: (B*T, C, ., .) tensors, frames batch-major.
         """
-        if sample.dim() != 5:
-            raise ValueError(f"sample: expected (batch, frames, channels, height, width), got {tuple(sample.shape)}")
-        batch, frames = sample.shape[:2]
-        raw = (sparse_flow, dense_flow, point_features, point_mask)
-        if guidance is None:
-            guidance = self.encode_guidance(*(flatten_frames(tensor, name, batch, frames) for tensor, name in
-                                              zip(raw, ("sparse_flow", "dense_flow", "point_features", "point_mask"))))
-        elif any(tensor is not None for tensor in raw):
-            raise ValueError("give either the raw guidance tensors or their encoding (guidance=...), not both")
-        elif guidance.frames not in (frames, batch * frames):
-            raise ValueError(f"encoded guidance covers {guidance.frames} frames, the sample has {batch} x {frames}")
+        batch, frames, guidance = self._guidance_for(
+            sample, guidance, sparse_flow=sparse_flow, dense_flow=dense_flow, point_features=point_features,
+            point_mask=point_mask)
         timesteps = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(batch)
         emb = self.time_embedding(self.time_proj(timesteps).to(sample.dtype)).repeat_interleave(frames, dim=0)
         context = encoder_hidden_states.repeat_interleave(frames, dim=0)

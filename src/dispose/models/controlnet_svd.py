@@ -45,7 +45,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_3d_blocks import UNetMidBlockSpatioTemporal, get_down_block
 from torch import nn
 
-from dispose.models.hybrid_controlnet import EncodedGuidance, HybridControlNetMixin, flatten_frames
+from dispose.models.hybrid_controlnet import EncodedGuidance, HybridControlNetMixin
 
 #: Configuration keys taken over from the UNet by :meth:`HybridControlNetSVD.from_unet`.
 UNET_CONFIG_KEYS = ("sample_size", "in_channels", "down_block_types", "block_out_channels", "addition_time_embed_dim",
@@ -130,15 +130,10 @@ class HybridControlNetSVD(ModelMixin, ConfigMixin, HybridControlNetMixin):
         controlnet = cls(**config, **options)
         if not load_weights_from_unet:
             return controlnet
-        param = next(unet.parameters())
-        if param.is_meta:
-            raise ValueError("cannot copy weights from a UNet on the meta device; load its checkpoint first")
-        parts = ["conv_in", "time_embedding", "down_blocks", "mid_block"]
-        parts += ["add_embedding"] if copy_add_embedding else []
-        for name in parts:
-            getattr(controlnet, name).load_state_dict(getattr(unet, name).state_dict())
-        # nn.Module.to: diffusers' ModelMixin.to logs a spurious fp32-modules warning on every dtype cast.
-        return nn.Module.to(controlnet, param.device, param.dtype)
+        names = ["conv_in", "time_embedding", "down_blocks", "mid_block"]
+        names += ["add_embedding"] if copy_add_embedding else []
+        parts = ((getattr(controlnet, name), getattr(unet, name)) for name in names)
+        return controlnet._copy_encoder(unet, parts)
 
     def _embedding(self, sample: torch.Tensor, timestep, added_time_ids: torch.Tensor) -> torch.Tensor:
         batch = sample.shape[0]
@@ -184,17 +179,9 @@ class HybridControlNetSVD(ModelMixin, ConfigMixin, HybridControlNetMixin):
             ``(down_residuals, mid_residual)``: one (B*T, C, ., .) tensor per skip connection of the UNet
             encoder (12 for SVD), and the (B*T, C, ., .) mid-block residual.
         """
-        if sample.dim() != 5:
-            raise ValueError(f"sample: expected (batch, frames, channels, height, width), got {tuple(sample.shape)}")
-        batch, frames = sample.shape[:2]
-        raw = (sparse_flow, dense_flow, point_features, point_mask)
-        if guidance is None:
-            guidance = self.encode_guidance(*(flatten_frames(tensor, name, batch, frames) for tensor, name in
-                                              zip(raw, ("sparse_flow", "dense_flow", "point_features", "point_mask"))))
-        elif any(tensor is not None for tensor in raw):
-            raise ValueError("give either the raw guidance tensors or their encoding (guidance=...), not both")
-        elif guidance.frames not in (frames, batch * frames):
-            raise ValueError(f"encoded guidance covers {guidance.frames} frames, the sample has {batch} x {frames}")
+        batch, frames, guidance = self._guidance_for(
+            sample, guidance, sparse_flow=sparse_flow, dense_flow=dense_flow, point_features=point_features,
+            point_mask=point_mask)
         emb = self._embedding(sample, timestep, added_time_ids).repeat_interleave(frames, dim=0)
         context = encoder_hidden_states.repeat_interleave(frames, dim=0)
 

@@ -30,7 +30,7 @@ blocks after ``l`` (the last level only through the mid block).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -105,6 +105,42 @@ class HybridControlNetMixin:
             convs += [zero_conv(width, width) for _ in range(layers + int(has_downsampler))]
         self.controlnet_down_blocks = nn.ModuleList(convs)
         self.controlnet_mid_block = zero_conv(widths[-1], widths[-1])
+
+    def _copy_encoder(self, unet: nn.Module, parts: Iterable[tuple[nn.Module, nn.Module]],
+                      leave_out: str | None = None):
+        """Load each ``(ours, the UNet's)`` pair of ``parts`` strictly with the UNet part's weights (keys
+        starting with ``leave_out`` left out), then move this ControlNet to the UNet's device and dtype;
+        ``parts`` is read only after the check that the UNet holds weights (not the meta device)."""
+        param = next(unet.parameters())
+        if param.is_meta:
+            raise ValueError("cannot copy weights from a UNet on the meta device; load its checkpoint first")
+        for ours, theirs in parts:
+            state = theirs.state_dict()
+            if leave_out is not None:
+                state = {key: value for key, value in state.items() if not key.startswith(leave_out)}
+            ours.load_state_dict(state)
+        # nn.Module.to: diffusers' ModelMixin.to logs a spurious fp32-modules warning on every dtype cast.
+        return nn.Module.to(self, param.device, param.dtype)
+
+    def _guidance_for(self, sample: torch.Tensor, guidance: EncodedGuidance | None,
+                      **raw: torch.Tensor | None) -> tuple[int, int, EncodedGuidance]:
+        """``(batch, frames, encoded guidance)`` of a forward call on ``sample`` (B, T, C, h, w): ``guidance``
+        as given (checked to cover T or B*T frames), or the ``raw`` per-frame tensors (``sparse_flow``,
+        ``dense_flow``, ``point_features``, ``point_mask``; (B, T, ...)) encoded now; not both."""
+        if sample.dim() != 5:
+            raise ValueError(f"sample: expected (batch, frames, channels, height, width), got "
+                             f"{tuple(sample.shape)}")
+        batch, frames = sample.shape[:2]
+        if guidance is None:
+            return batch, frames, self.encode_guidance(
+                **{name: flatten_frames(tensor, name, batch, frames) for name, tensor in raw.items()})
+        if any(tensor is not None for tensor in raw.values()):
+            raise ValueError("give either the raw guidance tensors or their encoding (guidance=...), "
+                             "not both")
+        if guidance.frames not in (frames, batch * frames):
+            raise ValueError(f"encoded guidance covers {guidance.frames} frames, the sample has "
+                             f"{batch} x {frames}")
+        return batch, frames, guidance
 
     @staticmethod
     def options_from_state_dict(state: dict[str, torch.Tensor]) -> dict:

@@ -67,6 +67,8 @@ class OccupiedCells:
         frame, row, col: (M,) int64 position of each cell.
         slot: (M,) int64 rank of each cell among the occupied cells of its frame.
         mask: (N, 1, h, w) occupancy (1 where a point landed).
+        slots: the largest number of occupied cells in one frame (a plain int, read once when gathering, so
+            that a compiled forward does not have to read a tensor's value).
     """
 
     values: torch.Tensor
@@ -75,15 +77,11 @@ class OccupiedCells:
     col: torch.Tensor
     slot: torch.Tensor
     mask: torch.Tensor
+    slots: int
 
     @property
     def grid_size(self) -> tuple[int, int]:
         return self.mask.shape[-2], self.mask.shape[-1]
-
-    @property
-    def slots(self) -> int:
-        """The largest number of occupied cells in one frame."""
-        return int(self.slot.max()) + 1 if self.slot.numel() else 0
 
 
 def bilinear_spread(size_in: int, size_out: int, *, device: torch.device | None = None,
@@ -131,8 +129,9 @@ class PointEncoder(nn.Module):
         values = features.reshape(frames, channels, -1).transpose(1, 2)[frame, cell]
         counts = torch.bincount(frame, minlength=frames)
         slot = torch.arange(len(index), device=index.device) - (counts.cumsum(0) - counts)[frame]
+        slots = int(counts.max()) if len(index) else 0
         return OccupiedCells(values.to(dtype), frame, cell // width, cell % width, slot,
-                             mask.unsqueeze(1).to(dtype))
+                             mask.unsqueeze(1).to(dtype), slots)
 
     def level(self, level: int, cells: OccupiedCells, size: tuple[int, int]) -> torch.Tensor:
         """``F_c^level`` (N, C_level, size[0], size[1]) of the gathered cells (see module docstring)."""

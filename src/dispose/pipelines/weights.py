@@ -118,9 +118,6 @@ class WeightPaths:
             return self.found.get(key)
         raise AttributeError(key)
 
-    def as_dict(self) -> dict[str, str]:
-        return {key: str(value) for key, value in self.found.items()}
-
 
 def is_hub_id(text: str) -> bool:
     """``owner/name`` or ``owner/name/path`` that is not an existing local path."""
@@ -246,3 +243,22 @@ def fingerprint(path: str | Path) -> dict:
     from dispose.hashing import fingerprint as content_fingerprint
 
     return content_fingerprint(path, (*_WEIGHT_SUFFIXES, ".json"))
+
+
+def read_unet_config(path: str | Path | None, default: Mapping) -> dict:
+    """A UNet config from a model folder (``unet/config.json``), a ``unet`` folder or a ``config.json`` file;
+    None gives ``default`` (the base's built-in config)."""
+    import json
+
+    if path is None:
+        return dict(default)
+    path = Path(path)
+    candidates = [path] if path.is_file() else [path / "unet" / "config.json", path / "config.json"]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, ValueError) as error:
+                raise UserError(f"cannot read the UNet config {candidate}: {error}") from None
+    raise UserError(f"{path} holds no UNet config: pass the model folder (with unet/config.json) or a "
+                    "config.json")

@@ -110,10 +110,6 @@ class Pose:
         """True when at least one body keypoint is visible."""
         return bool(self.body_visible.any())
 
-    def body_pixels(self, width: int, height: int) -> np.ndarray:
-        """Body keypoints in pixel coordinates of a ``width`` x ``height`` image, shape (18, 2)."""
-        return self.body * np.array([width, height], np.float32)
-
     def transformed(self, scale, offset) -> Pose:
         """A copy with every located point mapped by ``p * scale + offset`` (per-axis, normalised units).
 
@@ -165,11 +161,6 @@ class PoseSequence:
 
     def __getitem__(self, index):
         return self.poses[index]
-
-    def body_array(self) -> tuple[np.ndarray, np.ndarray]:
-        """Stacked body keypoints in pixels, shape (N, 18, 2), and visibility, shape (N, 18)."""
-        points = np.stack([p.body for p in self.poses]) * np.array([self.width, self.height], np.float32)
-        return points.astype(np.float32), np.stack([p.body_visible for p in self.poses])
 
     def to_json(self) -> dict:
         return {"format": "dispose-poses/1", "width": self.width, "height": self.height, "fps": self.fps,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from dispose.bases import DEFAULT_BASE, get_base
 from dispose.errors import UserError
 from dispose.validation import rule_for_annotation, yaml_problem
 
@@ -101,11 +102,11 @@ class ValidationConfig:
     max_frames: int = 16
     sample_stride: int = 2
     num_inference_steps: int = 10
-    guidance_scale: float = 2.0
+    guidance_scale: float | None = None  # None: the base's (dispose.bases: Base.defaults)
     detector: str = "mediapipe"  # dwpose (needs weights.dir/dwpose) | mediapipe
     dense: str = "propagate"  # cmp | propagate | none
     sd15: str | None = None  # SD1.5 folder for DIFT (default: under weights.dir)
-    seed: int = 42
+    seed: int | None = None  # None: the base's (dispose.bases: Base.defaults)
 
 
 @dataclass
@@ -115,7 +116,7 @@ class LoggingConfig:
 
 @dataclass
 class TrainConfig:
-    base: str = "mimicmotion"
+    base: str = DEFAULT_BASE
     output_dir: str = "runs/dispose"
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -124,6 +125,14 @@ class TrainConfig:
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self) -> None:
+        """Validation settings left unset take the base's sampling defaults (a UserError for an unknown
+        base)."""
+        defaults = get_base(self.base).defaults
+        for name in ("guidance_scale", "seed"):
+            if getattr(self.validation, name) is None:
+                setattr(self.validation, name, defaults[name])
 
     @classmethod
     def from_dict(cls, data: dict, origin: str = "config") -> TrainConfig:

@@ -16,7 +16,7 @@ What runs (:func:`train`):
 * Checkpoints: ``accelerate save_state`` into ``OUT/checkpoints/checkpoint-STEP`` every
   ``checkpoints.every`` steps (model, optimiser, LR schedule, EMA, generator, RNG states); the last
   ``checkpoints.keep`` are kept.  ``resume="latest"`` or a checkpoint folder continues from it.
-* Export: ``OUT/export/DisPose.pth`` + ``.safetensors`` at the end (:mod:`dispose.training.export`;
+* Export: ``OUT/export/DisPose.pth`` + ``.safetensors`` at the end (:mod:`dispose.bases.training`;
   ``DisPose_MusePose.pth`` for the MusePose base: the base's ``export``), plus
   ``OUT/export/step-STEP/`` every ``checkpoints.export_every`` steps.
 * Validation every ``validation.every`` steps: a callable ``animate(pipeline) -> (N, H, W, 3) uint8`` runs
@@ -152,7 +152,7 @@ def train(config: TrainConfig, *, resume: str | None = None, dataset=None, anima
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
-    from dispose.bases.training import training_base
+    from dispose.bases import training_base
 
     output_dir = Path(config.output_dir)
     base = training_base(config.base)
@@ -286,8 +286,8 @@ def _checkpoint_trainable_only(accelerator, controlnet: torch.nn.Module) -> None
     model save/load is replaced by ``controlnet.safetensors`` (DeepSpeed and FSDP save their own way)."""
     from safetensors.torch import save_file
 
+    from dispose.bases.training import controlnet_state
     from dispose.checkpoints import load_strict, read_state_dict
-    from dispose.training.export import controlnet_state
 
     def save(models, weights, output_dir) -> None:
         if accelerator.is_main_process and models:
@@ -406,9 +406,12 @@ def validation_animate(config: TrainConfig, device: torch.device) -> Animate:
     engine = Animator.from_pipeline(None, base=config.base, runtime=runtime,
                                     guidance_models=GuidanceModels(detector=detector, cmp=paths.cmp, sd15=paths.sd15))
     tile = min(config.data.num_frames, settings.max_frames + 1)
-    job = engine.settings(resolution=settings.resolution, num_frames=tile, frames_overlap=min(6, tile - 1),
-                          num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-                          sample_stride=settings.sample_stride, max_frames=settings.max_frames, seed=settings.seed)
+    overlap = min(engine.base.defaults["frames_overlap"], tile - 1)
+    given = {name: getattr(settings, name) for name in ("guidance_scale", "seed")
+             if getattr(settings, name) is not None}  # unset: the base's defaults
+    job = engine.settings(resolution=settings.resolution, num_frames=tile, frames_overlap=overlap,
+                          num_inference_steps=settings.num_inference_steps,
+                          sample_stride=settings.sample_stride, max_frames=settings.max_frames, **given)
     guidance = engine.compute_guidance(settings.ref, settings.driving, settings=job)
 
     def animate(pipeline) -> np.ndarray:

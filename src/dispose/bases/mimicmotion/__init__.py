@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dispose.bases.mimicmotion import weights
+from dispose.bases.mimicmotion.training import MimicMotionBase
 from dispose.bases.registry import Base, SamplingRequest
 from dispose.pipelines.weights import Component, model_files
 
@@ -41,14 +43,8 @@ COMPONENTS = (
 )
 
 
-def required_components(dispose: bool) -> list[str]:
-    return ["svd", "mimicmotion", *(["dispose"] if dispose else [])]
-
-
 def load(paths, dispose: bool, dtype: torch.dtype, device):
-    from dispose.bases.mimicmotion.weights import load_pipeline
-
-    return load_pipeline(paths, dispose=dispose, dtype=dtype, device=device)
+    return weights.load_pipeline(paths, dispose=dispose, dtype=dtype, device=device)
 
 
 def release_autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
@@ -68,7 +64,6 @@ def release_reference(reference: np.ndarray, dtype: torch.dtype) -> np.ndarray:
 
 def sample(pipeline, request: SamplingRequest) -> Iterator[np.ndarray]:
     """Sample the latents, then decode and yield them as uint8 a decoding chunk at a time."""
-    from dispose.bases.mimicmotion.pipeline import to_uint8
     from dispose.models.release_compat import release_temporal_context
 
     job, runtime = request.settings, request.runtime
@@ -87,10 +82,8 @@ def sample(pipeline, request: SamplingRequest) -> Iterator[np.ndarray]:
             cache_guidance=runtime.cache_guidance, guidance_cache_mb=runtime.guidance_cache_mb,
             generator=request.generator, output_type="latent", keep_reference=True,
             progress_bar=request.progress_bar, callback_on_step_end=request.callback_on_step_end).frames
-        skip = 1  # the reference frame: decoded with the first chunk (the VAE decodes chunks), then dropped
-        for chunk in pipeline.iter_decoded(latents, job.decode_chunk_size, request.progress_bar):
-            yield to_uint8(chunk[skip:].permute(0, 2, 3, 1))
-            skip = 0
+        # the reference frame is decoded with the first chunk (the VAE decodes chunks), then dropped
+        yield from pipeline.iter_frames(latents, job.decode_chunk_size, request.progress_bar, skip=1)
 
 
 def tiles(num_frames: int, settings) -> list[list[int]]:
@@ -169,8 +162,8 @@ def verify_checkpoint(kind: str, path: Path, config: str | Path | None = None) -
 
 MIMICMOTION = Base(
     name="mimicmotion", title="MimicMotion 1.1 on Stable Video Diffusion img2vid-xt 1.1",
-    components=COMPONENTS, required_components=required_components, load_pipeline=load, sample=sample,
+    components=COMPONENTS, required_components=weights.required_components, load_pipeline=load, sample=sample,
     tiles=tiles, sampling_steps=sampling_steps, steps_per_video=steps_per_video, parameter_counts=parameter_counts,
     checkpoint_kinds={"dispose": "add_embedding.", "mimicmotion": "unet."},  # the SD1.5 ControlNet has no add_embedding
-    verify_checkpoint=verify_checkpoint,
+    verify_checkpoint=verify_checkpoint, training=MimicMotionBase,
 )

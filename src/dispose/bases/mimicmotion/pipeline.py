@@ -46,26 +46,25 @@ Deliberate differences:
 * ``controlnet_interval=k`` (default 1, the release) runs the ControlNet at every k-th step only and adds
   its last residuals at the steps between: fewer ControlNet passes, different frames (an option for speed,
   with its measured effect in the README; the residuals of every tile are kept between steps).
-* Decoded frames can be streamed (:meth:`iter_decoded`), a chunk at a time, instead of returned whole.
+* Decoded frames can be streamed (``iter_decoded``, ``iter_frames`` of
+  :class:`~dispose.bases.pipeline.AnimationPipeline`), a chunk at a time, instead of returned whole.
 * The CLIP preprocessing is done here (antialiased resize to 224 as SVD, then CLIP's mean/std from the
   feature extractor), equal to the release's ``CLIPImageProcessor`` call.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
-from diffusers.pipelines.pipeline_utils import DiffusionPipeline
-from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPVisionModelWithProjection
 from transformers.utils import logging as transformers_logging
 
+from dispose.bases.pipeline import CLIP_MEAN, CLIP_STD, AnimationOutput, AnimationPipeline, format_frames
 from dispose.pipelines.tile_cache import GUIDANCE_CACHE_MB, TileCache
 from dispose.pipelines.tiling import fusion_normaliser, fusion_weights, repeat_tile_noise, tile_indices
 
@@ -85,47 +84,10 @@ try:
 finally:
     transformers_logging.set_verbosity(_verbosity)
 
-#: CLIP's normalisation, used when no feature extractor is registered.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
 CfgMode = Literal["batch", "sequential"]
 
 
-@dataclass
-class AnimationOutput(BaseOutput):
-    """``frames``: (B, F, H, W, 3) float in [0, 1] (np), (B, F, 3, H, W) (pt), PIL lists, or latents."""
-
-    frames: Any
-
-
-def _to_unit_tensor(image: PIL.Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Reference image as (1, 3, H, W) float32 in [0, 1]; uint8 arrays / PIL are divided by 255."""
-    if isinstance(image, PIL.Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"reference image: expected (H, W, 3), got {image.shape}")
-        scale = 255.0 if image.dtype == np.uint8 else 1.0
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / scale
-    if image.dim() == 3:
-        image = image[None]
-    if image.dim() != 4 or image.shape[:2] != (1, 3):
-        raise ValueError(f"reference image tensor: expected (1, 3, H, W) in [0, 1], got {tuple(image.shape)}")
-    return image.float()
-
-
-def _pose_image_size(pose_images) -> tuple[int, int]:
-    """(H, W) of float (F, 3, H, W) pose images or uint8 (F, H, W, 3) skeletons; a ValueError otherwise."""
-    if isinstance(pose_images, torch.Tensor) and pose_images.is_floating_point():
-        return tuple(pose_images.shape[-2:])
-    if pose_images.dtype in (np.uint8, torch.uint8) and pose_images.ndim == 4 and pose_images.shape[3] == 3:
-        return tuple(pose_images.shape[1:3])
-    raise ValueError(f"pose_images: expected float (F, 3, H, W) in [-1, 1] or uint8 (F, H, W, 3), got "
-                     f"{pose_images.dtype} {tuple(pose_images.shape)}")
-
-
-class DisPoseMimicMotionPipeline(DiffusionPipeline):
+class DisPoseMimicMotionPipeline(AnimationPipeline):
     """MimicMotion sampling with optional DisPose ControlNet guidance (see module docstring).
 
     Register the components by name; ``controlnet`` and ``feature_extractor`` may be None.
@@ -147,29 +109,23 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
                               scheduler=scheduler, controlnet=controlnet, feature_extractor=feature_extractor)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    # ------------------------------------------------------------------ conditioning
-    def _clip_embedding(self, image01: torch.Tensor, device: torch.device) -> torch.Tensor:
-        encoder = self.image_encoder
-        pixels = _resize_with_antialiasing(image01.to(device) * 2.0 - 1.0, (224, 224))
-        pixels = (pixels + 1.0) / 2.0
-        extractor = self.feature_extractor
-        mean = getattr(extractor, "image_mean", None) or CLIP_MEAN
-        std = getattr(extractor, "image_std", None) or CLIP_STD
-        pixels = (pixels - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(
-            std, device=device).view(1, 3, 1, 1)
-        return encoder(pixels.to(encoder.dtype)).image_embeds.unsqueeze(1)
+    frame_axis = 1  # latents (B, F, C, h, w)
+    compiled_modules = ("unet", "controlnet")
 
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_scale_factor
+
+    def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents, num_frames=latents.shape[0]).sample
+
+    # ------------------------------------------------------------------ conditioning
     def _reference_latent(self, image01: torch.Tensor, noise_aug_strength: float, generator, device) -> torch.Tensor:
         pixels = image01.to(device) * 2.0 - 1.0
         # Drawn even at strength 0: the release does, and the initial noise comes after it in the stream.
         noise = randn_tensor(pixels.shape, generator=generator, device=device, dtype=pixels.dtype)
         pixels = pixels + noise_aug_strength * noise
         return self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mode()
-
-    def _pose_latents(self, pose_images: torch.Tensor, device: torch.device, chunk: int) -> torch.Tensor:
-        dtype = next(self.pose_net.parameters()).dtype
-        parts = [self.pose_net(pose_images[i:i + chunk].to(device, dtype)) for i in range(0, len(pose_images), chunk)]
-        return torch.cat(parts)
 
     def _tile_pose_images(self, pose_images, tile: list[int]) -> torch.Tensor:
         """(T, 3, H, W) pose images in [-1, 1] of a tile: float input as given; uint8 skeletons (F, H, W, 3)
@@ -180,32 +136,6 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         pixels = torch.as_tensor(np.asarray(pose_images[tile]))
         arithmetic = torch.float16 if self.unet.dtype == torch.float16 else torch.float32
         return pixels.permute(0, 3, 1, 2).to(arithmetic) / 127.5 - 1.0
-
-    def _time_ids(self, fps: int, motion_bucket_id: int, noise_aug_strength: float, device) -> torch.Tensor:
-        ids = [fps - 1, motion_bucket_id, noise_aug_strength]
-        expected = self.unet.add_embedding.linear_1.in_features
-        given = self.unet.config.addition_time_embed_dim * len(ids)
-        if expected != given:
-            raise ValueError(f"the UNet expects {expected} added-time-id features, its config gives {given}")
-        return torch.tensor([ids], dtype=torch.float32, device=device)
-
-    # ------------------------------------------------------------------ denoiser
-    def _denoise_tile(self, latents_in: torch.Tensor, t, embeds: torch.Tensor, time_ids: torch.Tensor,
-                      pose_latents: torch.Tensor, control, scale: float, residuals: tuple | None = None
-                      ) -> torch.Tensor:
-        """Noise prediction of one tile for a batch (B, T, C, h, w) of model inputs; ``control`` is the tile's
-        encoded DisPose guidance (the same for both CFG halves) or None; ``residuals``: the ControlNet's
-        output to use instead of running it."""
-        dtype = self.unet.dtype
-        down = mid = None
-        if residuals is not None:
-            down, mid = residuals
-        elif control is not None:
-            down, mid = controlnet_residuals(self.controlnet, latents_in, t, embeds, time_ids, control, scale)
-        return self.unet(latents_in, t, encoder_hidden_states=embeds, added_time_ids=time_ids,
-                         pose_latents=pose_latents.flatten(0, 1).to(dtype),
-                         down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                         return_dict=False)[0].float()
 
     @torch.no_grad()
     def __call__(
@@ -258,20 +188,7 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
                 it raises (e.g. a cancellation) ends sampling.
         """
         frames = len(pose_images)
-        height, width = _pose_image_size(pose_images)
-        ref01 = _to_unit_tensor(image)
-        if ref01.shape[-2:] != (height, width):
-            raise ValueError(f"reference image is {tuple(ref01.shape[-2:])}, pose images are {(height, width)}")
-        if height % self.vae_scale_factor or width % self.vae_scale_factor:
-            raise ValueError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
-        if guidance is not None:
-            if self.controlnet is None:
-                raise ValueError("guidance given but the pipeline has no controlnet (load DisPose.pth)")
-            if guidance.num_frames != frames or guidance.size != (width, height):
-                raise ValueError(f"guidance covers {guidance.num_frames} frames of {guidance.size}, pose images "
-                                 f"{frames} of {(width, height)}")
-        if controlnet_interval < 1:
-            raise ValueError(f"controlnet_interval must be at least 1, got {controlnet_interval}")
+        ref01, height, width = self.check_inputs(image, pose_images, guidance, controlnet_interval)
         if cfg_mode not in ("batch", "sequential"):
             raise ValueError(f"cfg_mode must be 'batch' or 'sequential', got {cfg_mode!r}")
         tiles = tile_indices(frames, tile_size, tile_overlap)
@@ -279,9 +196,9 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         dtype = self.unet.dtype
         do_cfg = max_guidance_scale > 1.0
 
-        embeds = self._clip_embedding(ref01, device).to(dtype)
+        embeds = clip_embedding(self.image_encoder, self.feature_extractor, ref01, device).to(dtype)
         ref_latent = self._reference_latent(ref01, noise_aug_strength, generator, device).to(dtype)
-        time_ids = self._time_ids(fps, motion_bucket_id, noise_aug_strength, device).to(dtype)
+        ids = time_ids(self.unet, fps, motion_bucket_id, noise_aug_strength, device).to(dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -294,7 +211,7 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         latents = repeat_tile_noise(latents.to(device), frames).float() * self.scheduler.init_noise_sigma
 
         ref_latents = ref_latent.unsqueeze(1).expand(-1, frames, -1, -1, -1)
-        halves = self._cfg_halves(do_cfg, cfg_mode, embeds, ref_latents, time_ids)
+        halves = self._cfg_halves(do_cfg, cfg_mode, embeds, ref_latents, ids)
         scale = torch.linspace(min_guidance_scale, max_guidance_scale, frames, device=device).view(1, frames, 1, 1, 1)
         weights = [fusion_weights(len(tile), device) for tile in tiles]
         norm = fusion_normaliser(tiles, frames, device)
@@ -320,8 +237,9 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
                                 self.controlnet, model_in[:, tile], t, half["embeds"], half["time_ids"], control,
                                 controlnet_conditioning_scale)
                         residuals = kept_residuals[index, number]
-                    pred = self._denoise_tile(model_in[:, tile], t, half["embeds"], half["time_ids"],
-                                              half["pose"](pose), control, controlnet_conditioning_scale, residuals)
+                    pred = denoise_tile(self.unet, self.controlnet, model_in[:, tile], t, half["embeds"],
+                                        half["time_ids"], half["pose"](pose), control,
+                                        controlnet_conditioning_scale, residuals)
                     total[:, tile] += pred * weight.view(1, -1, 1, 1, 1)
                 cache.offer(index, (pose, control))  # complete now: the point features of every level are made
                 bar.update()
@@ -340,7 +258,7 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         else:
             video = self.decode_latents(latents, decode_chunk_size, bar)  # (B, F, 3, H, W) in [0, 1]
             video = video if keep_reference else video[:, 1:]
-            result = self._format(video, output_type)
+            result = format_frames(video, output_type)
         if progress_bar is None:
             bar.close()
         self.maybe_free_model_hooks()
@@ -348,7 +266,8 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
 
     def _tile_conditioning(self, pose_images, guidance, tile: list[int], device) -> tuple[torch.Tensor, Any]:
         """(pose latents (1, T, C, h, w), encoded DisPose guidance or None) of one tile."""
-        pose = self._pose_latents(self._tile_pose_images(pose_images, tile), device, chunk=len(tile)).unsqueeze(0)
+        pose = pose_latents(self.pose_net, self._tile_pose_images(pose_images, tile), device,
+                            chunk=len(tile)).unsqueeze(0)
         control = None
         if guidance is not None:
             control = self.controlnet.encode_guidance(**guidance.window(tile, device=device, dtype=self.unet.dtype))
@@ -368,43 +287,40 @@ class DisPoseMimicMotionPipeline(DiffusionPipeline):
         both = {key: torch.cat([uncond[key], cond[key]]) for key in ("embeds", "ref_latents", "time_ids")}
         return [{"batch": 2, **both, "pose": lambda p: torch.cat([torch.zeros_like(p), p])}]
 
-    # ------------------------------------------------------------------ decoding
-    @torch.no_grad()
-    def iter_decoded(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None):
-        """(B, F, 4, h, w) latents -> (B * F, 3, H, W) float32 frames in [0, 1] on the CPU, yielded
-        ``decode_chunk_size`` frames at a time from frame 0 (``progress_bar.update()`` after each chunk)."""
-        if decode_chunk_size < 1:
-            raise ValueError(f"decode_chunk_size must be positive, got {decode_chunk_size}")
-        flat = latents.flatten(0, 1) / self.vae.config.scaling_factor
-        for start in range(0, flat.shape[0], decode_chunk_size):
-            part = flat[start:start + decode_chunk_size].to(self.vae.dtype)
-            decoded = self.vae.decode(part, num_frames=part.shape[0]).sample.float().cpu()
-            if progress_bar is not None:
-                progress_bar.update()
-            yield (decoded / 2 + 0.5).clamp(0, 1)
 
-    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None) -> torch.Tensor:
-        """(B, F, 4, h, w) latents -> (B, F, 3, H, W) float32 frames in [0, 1] (:meth:`iter_decoded`)."""
-        chunks = list(self.iter_decoded(latents, decode_chunk_size, progress_bar))
-        return torch.cat(chunks).reshape(*latents.shape[:2], *chunks[0].shape[1:])
+# ---------------------------------------------------------------------- conditioning and denoiser
+# One sampling step on one tile, in parts that the training model (dispose.bases.mimicmotion.training) calls
+# too, with its own networks, so that training cannot drift from sampling.
 
-    @staticmethod
-    def _format(video: torch.Tensor, output_type: str):
-        if output_type == "pt":
-            return video
-        array = video.permute(0, 1, 3, 4, 2).numpy()
-        if output_type == "np":
-            return array
-        if output_type == "pil":
-            return [[PIL.Image.fromarray(to_uint8(frame)) for frame in clip] for clip in array]
-        raise ValueError(f"output_type must be one of np, pt, pil, latent; got {output_type!r}")
+def clip_embedding(image_encoder, feature_extractor, image01: torch.Tensor, device: torch.device
+                   ) -> torch.Tensor:
+    """(B, 1, D) CLIP image embedding of (B, 3, H, W) images in [0, 1]: SVD's antialiased resize to 224, then
+    CLIP's mean and std (the feature extractor's, else :data:`CLIP_MEAN` / :data:`CLIP_STD`)."""
+    pixels = _resize_with_antialiasing(image01.to(device) * 2.0 - 1.0, (224, 224))
+    pixels = (pixels + 1.0) / 2.0
+    mean = getattr(feature_extractor, "image_mean", None) or CLIP_MEAN
+    std = getattr(feature_extractor, "image_std", None) or CLIP_STD
+    pixels = (pixels - torch.tensor(mean, device=device).view(1, 3, 1, 1)) / torch.tensor(
+        std, device=device).view(1, 3, 1, 1)
+    return image_encoder(pixels.to(image_encoder.dtype)).image_embeds.unsqueeze(1)
 
-    # ------------------------------------------------------------------ speed
-    def enable_compile(self, **options) -> None:
-        """``torch.compile`` the UNet and the ControlNet in place (first call slow, later ones faster)."""
-        self.unet.compile(**options)
-        if self.controlnet is not None:
-            self.controlnet.compile(**options)
+
+def pose_latents(pose_net, pose_images: torch.Tensor, device: torch.device, chunk: int) -> torch.Tensor:
+    """PoseNet latents (N, C, h, w) of (N, 3, H, W) pose images in [-1, 1], ``chunk`` images at a time."""
+    dtype = next(pose_net.parameters()).dtype
+    parts = [pose_net(pose_images[i:i + chunk].to(device, dtype)) for i in range(0, len(pose_images), chunk)]
+    return torch.cat(parts)
+
+
+def time_ids(unet, fps: int, motion_bucket_id: int, noise_aug_strength: float, device) -> torch.Tensor:
+    """SVD's added time ids ``[[fps - 1, motion_bucket_id, noise_aug_strength]]`` (float32), checked against
+    the UNet's added embedding."""
+    ids = [fps - 1, motion_bucket_id, noise_aug_strength]
+    expected = unet.add_embedding.linear_1.in_features
+    given = unet.config.addition_time_embed_dim * len(ids)
+    if expected != given:
+        raise ValueError(f"the UNet expects {expected} added-time-id features, its config gives {given}")
+    return torch.tensor([ids], dtype=torch.float32, device=device)
 
 
 def controlnet_residuals(controlnet, latents_in: torch.Tensor, t, embeds: torch.Tensor, time_ids: torch.Tensor,
@@ -414,8 +330,17 @@ def controlnet_residuals(controlnet, latents_in: torch.Tensor, t, embeds: torch.
                       conditioning_scale=scale)
 
 
-def to_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:
-    """[0, 1] floats -> uint8 by truncation, ``(x * 255).astype(uint8)``, as the release converts frames."""
-    if isinstance(frames, torch.Tensor):
-        frames = frames.numpy()
-    return (np.asarray(frames, np.float32) * 255.0).astype(np.uint8)
+def denoise_tile(unet, controlnet, latents_in: torch.Tensor, t, embeds: torch.Tensor, time_ids: torch.Tensor,
+                 pose_latents: torch.Tensor, control, scale: float, residuals: tuple | None = None
+                 ) -> torch.Tensor:
+    """Noise prediction (float32) of one tile for a batch (B, T, C, h, w) of model inputs; ``control`` is the
+    tile's encoded DisPose guidance (the same for both CFG halves) or None; ``residuals``: the ControlNet's
+    output to use instead of running it."""
+    down = mid = None
+    if residuals is not None:
+        down, mid = residuals
+    elif control is not None:
+        down, mid = controlnet_residuals(controlnet, latents_in, t, embeds, time_ids, control, scale)
+    return unet(latents_in, t, encoder_hidden_states=embeds, added_time_ids=time_ids,
+                pose_latents=pose_latents.flatten(0, 1).to(unet.dtype), down_block_additional_residuals=down,
+                mid_block_additional_residual=mid, return_dict=False)[0].float()

@@ -16,10 +16,11 @@ tile (:mod:`dispose.bases.mimicmotion.pipeline`): the CLIP embedding of the refe
 (posterior mode, unscaled) concatenated to the noisy latents of every frame, PoseNet latents of the
 skeletons added in the UNet, added time ids ``[fps - 1, motion_bucket_id, noise_aug_strength]``, the tile's
 guidance built by ``GuidanceTensors.window`` (:mod:`dispose.guidance.stage`) and encoded by ``controlnet.encode_guidance``, the ControlNet's
-residuals into the UNet.  The conditioning and the denoiser call are the pipeline's own methods
-(``_clip_embedding``, ``_pose_latents``, ``_time_ids``, ``_denoise_tile``), applied to this module (it has the
-attributes they read), so training cannot drift from sampling; a test checks a training forward at the
-first sampling sigma against a one-step sampling run.  The EDM objective is :mod:`dispose.bases.mimicmotion.loss`.
+residuals into the UNet.  The conditioning and the denoiser call are the functions the pipeline calls
+(``clip_embedding``, ``pose_latents``, ``time_ids``, ``denoise_tile`` of
+:mod:`dispose.bases.mimicmotion.pipeline`), given this module's networks, so training cannot drift from
+sampling; a test checks a training forward at the first sampling sigma against a one-step sampling run.  The
+EDM objective is :mod:`dispose.bases.mimicmotion.loss`.
 
 Training choices (not in the paper, which gives none of these):
 
@@ -32,9 +33,9 @@ Training choices (not in the paper, which gives none of these):
   ``GuidanceTensors.window`` sampling uses; its step 0 is reference -> f1, as in the first inference tile
   (later inference tiles see the step from the frame before the tile instead).
 
-A second base (MusePose / SD1.5, v-prediction: :mod:`dispose.bases.musepose.training`) plugs in as another
-:class:`TrainingBase` in :data:`TRAINING_BASES` with its own model, objective and export file name; the
-trainer only uses the ``TrainingBase`` interface.
+A second base (MusePose / SD1.5, v-prediction: :mod:`dispose.bases.musepose.training`) has its own model,
+objective and export file name; each base's registry entry hands out its recipe (``Base.training``), and the
+trainer only uses the :class:`~dispose.bases.training.TrainingBase` interface.
 """
 
 from __future__ import annotations
@@ -42,19 +43,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import nn
 
 from dispose.bases.mimicmotion.loss import EDMVObjective
-from dispose.bases.mimicmotion.pipeline import DisPoseMimicMotionPipeline
-from dispose.bases.training import TRAINING_BASES, FrozenBaseModel
+from dispose.bases.mimicmotion.pipeline import (
+    DisPoseMimicMotionPipeline,
+    clip_embedding,
+    denoise_tile,
+    pose_latents,
+    time_ids,
+)
+from dispose.bases.mimicmotion.weights import load_controlnet, load_pipeline, required_components
+from dispose.bases.training import FrozenBaseModel, export_controlnet
 from dispose.guidance.stage import GuidanceTensors
-
-if TYPE_CHECKING:
-    from dispose.training.config import TrainConfig
-
+from dispose.models.controlnet_svd import HybridControlNetSVD
+from dispose.pipelines.weights import resolve_weights
 
 #: Blocks of the SVD UNet / ControlNet recomputed in the backward pass with gradient checkpointing: every
 #: spatio-temporal resnet and every spatio-temporal transformer (spatial and temporal attention together).
@@ -66,9 +72,9 @@ def checkpoint_blocks(module: nn.Module, checkpoint: Callable | None = None) -> 
     how many blocks it wrapped.
 
     diffusers' own ``enable_gradient_checkpointing`` of the SVD UNet recomputes the resnets and the spatial
-    transformer blocks only, and keeps the temporal transformer blocks' activations (``bench/train_memory.py``:
-    58 GiB of activations per 16-frame 768x1024 clip against 21 GiB here).  ``checkpoint(fn, *args, **kwargs)``
-    defaults to ``torch.utils.checkpoint.checkpoint`` (non-reentrant).
+    transformer blocks only, and keeps the temporal transformer blocks' activations, several times the memory
+    of checkpointing both (``bench/train_memory.py``; figures in the README's training section).
+    ``checkpoint(fn, *args, **kwargs)`` defaults to ``torch.utils.checkpoint.checkpoint`` (non-reentrant).
     """
     import functools
 
@@ -173,14 +179,14 @@ class MimicMotionTrainingModel(FrozenBaseModel):
         strength = self.conditioning.noise_aug_strength
         reference_latent = self.vae.encode((reference + strength * reference_noise).to(self.vae.dtype)
                                            ).latent_dist.mode()
-        pipeline = DisPoseMimicMotionPipeline
-        embeds = pipeline._clip_embedding(self, (reference.float() + 1.0) / 2.0, device).to(dtype)
-        pose_latents = pipeline._pose_latents(self, batch["pose_images"].flatten(0, 1), device,
-                                              chunk=self.vae_encode_chunk).unflatten(0, (b, t))
-        time_ids = pipeline._time_ids(self, self.conditioning.fps, self.conditioning.motion_bucket_id, strength,
-                                      device).to(dtype).expand(b, -1)
+        embeds = clip_embedding(self.image_encoder, self.feature_extractor, (reference.float() + 1.0) / 2.0,
+                                device).to(dtype)
+        poses = pose_latents(self.pose_net, batch["pose_images"].flatten(0, 1), device,
+                             chunk=self.vae_encode_chunk).unflatten(0, (b, t))
+        ids = time_ids(self.unet, self.conditioning.fps, self.conditioning.motion_bucket_id, strength,
+                       device).to(dtype).expand(b, -1)
         return {"latents": latents, "embeds": embeds, "reference_latents": reference_latent.to(dtype),
-                "pose_latents": pose_latents, "time_ids": time_ids}
+                "pose_latents": poses, "time_ids": ids}
 
     def guidance_window(self, batch: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The ControlNet's guidance inputs for all B*T frames, each sample built as an inference tile."""
@@ -208,8 +214,8 @@ class MimicMotionTrainingModel(FrozenBaseModel):
         frames = noisy.shape[1]
         model_in = torch.cat([(noisy * pre.c_in).to(self.unet.dtype),
                               reference.unsqueeze(1).expand(-1, frames, -1, -1, -1)], dim=2)
-        output = DisPoseMimicMotionPipeline._denoise_tile(self, model_in, pre.c_noise.to(noisy.device), embeds,
-                                                          cond["time_ids"], pose, control, 1.0)
+        output = denoise_tile(self.unet, self.controlnet, model_in, pre.c_noise.to(noisy.device), embeds,
+                              cond["time_ids"], pose, control, 1.0)
         return self.objective.denoised(noisy, output, pre)
 
     def forward(self, batch: dict, draw: NoiseDraw) -> torch.Tensor:
@@ -226,18 +232,13 @@ class MimicMotionBase:
 
     name = "mimicmotion"
 
-    def build(self, config: TrainConfig) -> MimicMotionTrainingModel:
-        from dispose.bases import get_base
-        from dispose.bases.mimicmotion.weights import load_controlnet
-        from dispose.models.controlnet_svd import HybridControlNetSVD
-        from dispose.pipelines.weights import resolve_weights
-
+    def build(self, config: Any) -> MimicMotionTrainingModel:
+        """The training model for a ``dispose.training.config.TrainConfig``."""
         weights = config.weights
-        spec = get_base(self.name)
         overrides = {key: value for key, value in (("svd", weights.svd), ("mimicmotion", weights.mimicmotion))
                      if value is not None}
-        paths = resolve_weights(weights.dir, overrides, spec.required_components(False))
-        base = spec.load_pipeline(paths, False, torch.float32, "cpu")
+        paths = resolve_weights(weights.dir, overrides, required_components(False))
+        base = load_pipeline(paths, dispose=False, dtype=torch.float32, device="cpu")
         if weights.controlnet is not None:
             controlnet = load_controlnet(Path(weights.controlnet), base.unet)
         else:
@@ -267,9 +268,4 @@ class MimicMotionBase:
 
     def export(self, controlnet: nn.Module, folder: Path, metadata: dict[str, str]) -> tuple[Path, ...]:
         """``folder/DisPose.pth`` + ``.safetensors`` (what ``--dispose-ckpt`` loads)."""
-        from dispose.training.export import export_controlnet
-
         return export_controlnet(controlnet, folder, metadata=metadata)
-
-
-TRAINING_BASES[MimicMotionBase.name] = MimicMotionBase

@@ -38,10 +38,16 @@ import torch
 from dispose.bases.mimicmotion.pipeline import DisPoseMimicMotionPipeline
 from dispose.checkpoints import load_strict, read_state_dict
 from dispose.errors import UserError
+from dispose.pipelines import weights as pipeline_weights
 from dispose.pipelines.weights import COMPONENTS, WeightPaths
 
 #: Prefixes of MimicMotion_1-1.pth entries that are not ours to load (SVD parts saved along).
 _IGNORED_PREFIXES = ("vae.", "image_encoder.")
+
+
+def required_components(dispose: bool) -> list[str]:
+    """Keys of MimicMotion's components a run needs (the DisPose checkpoint only with ``dispose``)."""
+    return ["svd", "mimicmotion", *(["dispose"] if dispose else [])]
 
 
 def _what(component: str) -> str:
@@ -79,23 +85,11 @@ def image_processor_class():
 
 
 def read_unet_config(path: str | Path | None) -> dict:
-    """A UNet config from an SVD folder (``unet/config.json``), a ``unet`` folder or a ``config.json`` file;
+    """The UNet config of an SVD folder (``unet/config.json``), a ``unet`` folder or a ``config.json`` file;
     None gives SVD-xt-1.1's (built in)."""
-    import json
-
     from dispose.models.unet_mimicmotion import SVD_XT_UNET_CONFIG
 
-    if path is None:
-        return dict(SVD_XT_UNET_CONFIG)
-    path = Path(path)
-    candidates = [path] if path.is_file() else [path / "unet" / "config.json", path / "config.json"]
-    for candidate in candidates:
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text())
-            except (OSError, ValueError) as error:
-                raise UserError(f"cannot read the UNet config {candidate}: {error}") from None
-    raise UserError(f"{path} holds no UNet config: pass the SVD folder (with unet/config.json) or a config.json")
+    return pipeline_weights.read_unet_config(path, SVD_XT_UNET_CONFIG)
 
 
 def load_mimicmotion(checkpoint: Path, svd: Path | None = None, unet_config: dict | None = None):

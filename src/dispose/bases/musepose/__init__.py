@@ -10,6 +10,7 @@ back.
 from __future__ import annotations
 
 from dispose.bases.musepose import weights
+from dispose.bases.musepose.training import MusePoseBase
 from dispose.bases.registry import Base
 
 MUSEPOSE = Base(
@@ -19,5 +20,12 @@ MUSEPOSE = Base(
     sampling_steps=weights.sampling_steps, steps_per_video=weights.steps_per_video,
     defaults=weights.DEFAULT_SETTINGS, parameter_counts=weights.parameter_counts,
     checkpoint_kinds={"dispose_musepose": "controlnet_cond_embedding."},
-    verify_checkpoint=weights.verify_checkpoint,
+    verify_checkpoint=weights.verify_checkpoint, training=MusePoseBase,
+    unsupported={
+        "match_release": "it reproduces DisPose's official release, which exists for MimicMotion only",
+        "min_guidance_scale": "MusePose's guidance scale is the same for every frame (give --guidance-scale)",
+        "noise_aug_strength": "MusePose adds no noise to the reference (an SVD conditioning)",
+        "conditioning_fps": "MusePose has no fps conditioning (an SVD conditioning)",
+        "motion_bucket_id": "MusePose has no motion bucket (an SVD conditioning)",
+    },
 )

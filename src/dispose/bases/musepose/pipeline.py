@@ -26,8 +26,8 @@ Sampling, as the release (``test_stage_2.py`` + ``musepose/pipelines/pipeline_po
   layers, so the chunking does not change the result).
 
 Against the release's ``Pose2VideoPipeline`` on identical tiny random weights, inputs and seed (7 frames, two
-windows, 3 steps, guidance 3.5), the frames differ by at most 8.6e-5 on [0, 1] (PSNR 101.6 dB; fp32 rounding;
-``bench/bench_musepose_vs_release.py``).
+windows, 3 steps, guidance 3.5), the frames agree to float32 rounding (``bench/bench_musepose_vs_release.py``;
+the figures are in the README's MusePose section).
 
 Input convention (shared with the MimicMotion pipeline, so both bases take the same inputs): the pose
 images and the DisPose guidance cover ``F`` frames whose frame 0 is the reference pose.  MusePose has no
@@ -50,32 +50,24 @@ Deliberate differences:
   first denoising and, with ``cache_guidance``, kept for all steps for as many windows as fit
   ``guidance_cache_mb`` (:class:`~dispose.pipelines.tile_cache.TileCache`); the other windows compute them
   again at each step (the same numbers).  So nothing per-video and large is held while sampling, and the
-  decoded frames can be streamed a chunk at a time (:meth:`DisPoseMusePosePipeline.iter_decoded`).
+  decoded frames can be streamed a chunk at a time (``iter_decoded``, ``iter_frames``:
+  :class:`~dispose.bases.pipeline.AnimationPipeline`).
 * ``controlnet_interval=k`` (default 1): the ControlNet runs at every k-th step and its residuals are reused
   in between, as in the MimicMotion pipeline (faster, changes the frames).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler
-from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
-from dispose.bases.mimicmotion.pipeline import (
-    CLIP_MEAN,
-    CLIP_STD,
-    AnimationOutput,
-    DisPoseMimicMotionPipeline,
-    _pose_image_size,
-    _to_unit_tensor,
-)
-from dispose.models.musepose.reference import connect_reference_attention
+from dispose.bases.pipeline import CLIP_MEAN, CLIP_STD, AnimationOutput, AnimationPipeline, format_frames
+from dispose.models.musepose.reference import ReferenceBank, connect_reference_attention
 from dispose.pipelines.tile_cache import GUIDANCE_CACHE_MB, TileCache
 
 if TYPE_CHECKING:
@@ -113,8 +105,12 @@ def context_windows(frames: int, context_frames: int, context_overlap: int) -> l
             for start in range(0, frames - context_overlap, stride)]
 
 
-class DisPoseMusePosePipeline(DiffusionPipeline):
+class DisPoseMusePosePipeline(AnimationPipeline):
     """MusePose sampling with optional DisPose ControlNet guidance (see module docstring)."""
+
+    frame_axis = 2  # latents (B, C, F, h, w)
+    size_multiple = 64  # the SD1.5 UNet's three downsamplings of the 1/8 latents
+    compiled_modules = ("denoising_unet", "controlnet")
 
     model_cpu_offload_seq = "image_encoder->reference_unet->pose_guider->denoising_unet->vae"
     _optional_components: ClassVar[list[str]] = ["controlnet"]
@@ -129,25 +125,10 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.reference_bank = connect_reference_attention(reference_unet, denoising_unet)
 
+    def latent_scale(self) -> float:
+        return LATENT_SCALE
+
     # ------------------------------------------------------------------ conditioning
-    def _clip_embedding(self, image01: torch.Tensor, device: torch.device) -> torch.Tensor:
-        pixels = (image01[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
-        small = np.asarray(PIL.Image.fromarray(pixels).resize((224, 224), PIL.Image.BICUBIC), np.float32) / 255.0
-        mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
-        clip_in = ((torch.from_numpy(small).permute(2, 0, 1) - mean) / std)[None]
-        encoder = self.image_encoder
-        return encoder(clip_in.to(device, encoder.dtype)).image_embeds.unsqueeze(1)
-
-    def _reference_latent(self, image01: torch.Tensor, device: torch.device) -> torch.Tensor:
-        pixels = (image01.to(device) * 2.0 - 1.0).to(self.vae.dtype)
-        return self.vae.encode(pixels).latent_dist.mean * LATENT_SCALE
-
-    def _pose_features(self, pose01: torch.Tensor, device: torch.device, chunk: int) -> torch.Tensor:
-        """(F, 3, H, W) in [0, 1] -> (1, C, F, h, w) pose-guider features."""
-        dtype = next(self.pose_guider.parameters()).dtype
-        parts = [self.pose_guider(pose01[i:i + chunk].to(device, dtype)) for i in range(0, len(pose01), chunk)]
-        return torch.cat(parts).transpose(0, 1).unsqueeze(0)
-
     @staticmethod
     def _pose01(pose_images, indices: list[int]) -> torch.Tensor:
         """(T, 3, H, W) skeleton images in [0, 1] of frames ``indices``: float input in [-1, 1] as given, uint8
@@ -165,25 +146,13 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
         """(pose features (1, C, T, h, w), encoded DisPose guidance or None) of the video frames ``window``
         (padding frames repeat the last driving frame)."""
         indices = [min(frame, driving - 1) + 1 for frame in window]
-        pose = self._pose_features(self._pose01(pose_images, indices), device, chunk=len(window)).to(dtype)
+        pose = pose_features(self.pose_guider, self._pose01(pose_images, indices), device,
+                             chunk=len(window)).to(dtype)
         control = None
         if guidance is not None:
-            control = self.controlnet.encode_guidance(**self._guidance_window(guidance, window, driving, device,
-                                                                               dtype))
+            window_guidance = guidance_window(guidance, window, driving, device, dtype)
+            control = self.controlnet.encode_guidance(**window_guidance)
         return pose, control
-
-    def _write_reference(self, ref_latent: torch.Tensor, embeds: torch.Tensor, do_cfg: bool) -> None:
-        bank = self.reference_bank
-        bank.clear()
-        self.reference_unet(ref_latent, torch.zeros((), device=ref_latent.device), encoder_hidden_states=embeds,
-                            return_dict=False)
-        bank.reads = [None, 0] if do_cfg else [0]
-
-    @staticmethod
-    def _guidance_window(guidance: Guidance | GuidanceTensors, window: list[int], driving: int, device, dtype) -> dict:
-        """ControlNet inputs of the video frames ``window`` (padding frames repeat the last driving frame)."""
-        indices = [0] + [min(frame, driving - 1) + 1 for frame in window]
-        return {key: value[1:] for key, value in guidance.window(indices, device=device, dtype=dtype).items()}
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -212,11 +181,9 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
         """Animate ``image`` following ``pose_images[1:]``.
 
         Args:
-            image: reference at the generation size (uint8 / float [0, 1] (H, W, 3), PIL, or (1, 3, H, W)).
-            pose_images: (F, 3, H, W) float skeleton images in [-1, 1], or (F, H, W, 3) uint8 skeletons (an
-                array, tensor or :class:`~dispose.media.frame_store.FrameStore`, read a window at a time);
-                frame 0 (the reference pose) is not generated.
-            guidance: DisPose guidance of the same F frames, or None for plain MusePose.
+            image, pose_images, guidance: as every base's pipeline takes them
+                (:mod:`dispose.bases.pipeline`; the pose images are read a window at a time); frame 0, the
+                reference pose, is not generated; ``guidance=None`` samples plain MusePose.
             controlnet_interval: run the ControlNet at every k-th step, reuse its residuals in between.
             cache_guidance: compute each window's pose features and encoded DisPose guidance once and keep them
                 for every step, for as many windows as fit ``guidance_cache_mb`` MiB (None: all), instead of
@@ -231,29 +198,17 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
         Returns:
             :class:`AnimationOutput` with ``frames`` of the F - 1 driving frames.
         """
-        frames_in = len(pose_images)
-        height, width = _pose_image_size(pose_images)
-        driving = frames_in - 1
-        ref01 = _to_unit_tensor(image)
+        driving = len(pose_images) - 1
         if driving < 1:
             raise ValueError("pose_images: need the reference pose and at least one driving frame")
-        if ref01.shape[-2:] != (height, width):
-            raise ValueError(f"reference image is {tuple(ref01.shape[-2:])}, pose images are {(height, width)}")
-        if height % 64 or width % 64:
-            raise ValueError(f"height and width must be multiples of 64 (SD1.5 UNet), got {height}x{width}")
-        if guidance is not None:
-            if self.controlnet is None:
-                raise ValueError("guidance given but the pipeline has no controlnet (load a DisPose checkpoint)")
-            if guidance.num_frames != frames_in or guidance.size != (width, height):
-                raise ValueError(f"guidance covers {guidance.num_frames} frames of {guidance.size}, pose images "
-                                 f"{frames_in} of {(width, height)}")
+        ref01, height, width = self.check_inputs(image, pose_images, guidance, controlnet_interval)
         frames = padded_length(driving, context_frames, context_overlap)
         windows = context_windows(frames, context_frames, context_overlap)
         device = self._execution_device
         dtype = self.denoising_unet.dtype
         do_cfg = guidance_scale > 1.0
 
-        embeds = self._clip_embedding(ref01, device).to(dtype)
+        embeds = clip_embedding(self.image_encoder, ref01, device).to(dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         shape = (1, self.denoising_unet.config.in_channels, frames, height // self.vae_scale_factor,
@@ -264,13 +219,12 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
             raise ValueError(f"latents: expected initial noise of shape {shape}, got {tuple(latents.shape)}")
         latents = latents.to(device).float() * self.scheduler.init_noise_sigma
 
-        ref_latent = self._reference_latent(ref01, device).to(dtype)
-        self._write_reference(ref_latent, embeds, do_cfg)
+        ref_latent = reference_latent(self.vae, ref01, device).to(dtype)
+        reads = [None, 0] if do_cfg else [0]  # the unconditional half reads no reference
+        write_reference(self.reference_bank, self.reference_unet, ref_latent, embeds, reads)
         context = torch.cat([torch.zeros_like(embeds), embeds]) if do_cfg else embeds
         halves = 2 if do_cfg else 1
 
-        if controlnet_interval < 1:
-            raise ValueError(f"controlnet_interval must be at least 1, got {controlnet_interval}")
         cache = TileCache(guidance_cache_mb if cache_guidance else 0)  # window -> (pose, guidance)
         kept_residuals: dict[int, tuple] = {}  # window -> ControlNet residuals, with controlnet_interval > 1
         decode_units = 0 if output_type == "latent" else -(-driving // max(decode_chunk_size, 1))
@@ -286,18 +240,16 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
                     model_in = model_in.expand(halves, -1, -1, -1, -1)
                     pose, control = cache.get(index) or self._window_conditioning(
                         pose_images, guidance, window, driving, device, dtype)
-                    down = mid = None
+                    residuals = None
                     if control is not None and (step % controlnet_interval == 0 or index not in kept_residuals):
-                        down, mid = self.controlnet(model_in.transpose(1, 2), t, encoder_hidden_states=context,
-                                                    guidance=control, conditioning_scale=controlnet_conditioning_scale)
+                        residuals = window_residuals(self.controlnet, model_in, t, context, control,
+                                                     controlnet_conditioning_scale)
                         if controlnet_interval > 1:
-                            kept_residuals[index] = down, mid
+                            kept_residuals[index] = residuals
                     elif control is not None:
-                        down, mid = kept_residuals[index]
-                    pred = self.denoising_unet(model_in, t, encoder_hidden_states=context,
-                                               pose_features=pose.expand(halves, -1, -1, -1, -1),
-                                               down_block_additional_residuals=down,
-                                               mid_block_additional_residual=mid, return_dict=False)[0]
+                        residuals = kept_residuals[index]
+                    pred = denoise_window(self.denoising_unet, model_in, t, context,
+                                          pose.expand(halves, -1, -1, -1, -1), residuals)
                     cache.offer(index, (pose, control))  # complete now: the point features of every level are made
                     fused.index_add_(2, where, pred.float())
                     counts.index_add_(0, where, torch.ones(len(window), device=device))
@@ -320,28 +272,69 @@ class DisPoseMusePosePipeline(DiffusionPipeline):
             result = latents
         else:
             video = self.decode_latents(latents, decode_chunk_size, bar)
-            result = DisPoseMimicMotionPipeline._format(video, output_type)
+            result = format_frames(video, output_type)
         if progress_bar is None:
             bar.close()
         self.maybe_free_model_hooks()
         return AnimationOutput(frames=result) if return_dict else (result,)
 
-    # ------------------------------------------------------------------ decoding
-    @torch.no_grad()
-    def iter_decoded(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None
-                     ) -> Iterator[torch.Tensor]:
-        """(B, 4, F, h, w) latents -> (B * F, 3, H, W) float32 frames in [0, 1] on the CPU, yielded
-        ``decode_chunk_size`` frames at a time from frame 0 (``progress_bar.update()`` after each chunk)."""
-        if decode_chunk_size < 1:
-            raise ValueError(f"decode_chunk_size must be positive, got {decode_chunk_size}")
-        flat = latents.transpose(1, 2).flatten(0, 1) / LATENT_SCALE
-        for start in range(0, flat.shape[0], decode_chunk_size):
-            decoded = self.vae.decode(flat[start:start + decode_chunk_size].to(self.vae.dtype)).sample.float().cpu()
-            if progress_bar is not None:
-                progress_bar.update()
-            yield (decoded / 2 + 0.5).clamp(0, 1)
 
-    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, progress_bar=None) -> torch.Tensor:
-        """(B, 4, F, h, w) latents -> (B, F, 3, H, W) float32 frames in [0, 1] (:meth:`iter_decoded`)."""
-        chunks = list(self.iter_decoded(latents, decode_chunk_size, progress_bar))
-        return torch.cat(chunks).reshape(latents.shape[0], latents.shape[2], *chunks[0].shape[1:])
+# ---------------------------------------------------------------------- conditioning and denoiser
+# One sampling step on one window, in parts that the training model (dispose.bases.musepose.training) calls
+# too, with its own networks, so that training cannot drift from sampling.
+
+def clip_embedding(image_encoder, image01: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(1, 1, D) CLIP image embedding of a (1, 3, H, W) image in [0, 1]: PIL's bicubic resize to 224x224 of
+    the uint8 picture, then CLIP's mean and std."""
+    pixels = (image01[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy()
+    small = np.asarray(PIL.Image.fromarray(pixels).resize((224, 224), PIL.Image.BICUBIC), np.float32) / 255.0
+    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+    clip_in = ((torch.from_numpy(small).permute(2, 0, 1) - mean) / std)[None]
+    return image_encoder(clip_in.to(device, image_encoder.dtype)).image_embeds.unsqueeze(1)
+
+
+def reference_latent(vae, image01: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, 4, h, w) latents of (B, 3, H, W) references in [0, 1]: the VAE posterior mean x 0.18215."""
+    pixels = (image01.to(device) * 2.0 - 1.0).to(vae.dtype)
+    return vae.encode(pixels).latent_dist.mean * LATENT_SCALE
+
+
+def pose_features(pose_guider, pose01: torch.Tensor, device: torch.device, chunk: int) -> torch.Tensor:
+    """(F, 3, H, W) skeleton images in [0, 1] -> (1, C, F, h, w) pose-guider features, ``chunk`` at a time."""
+    dtype = next(pose_guider.parameters()).dtype
+    parts = [pose_guider(pose01[i:i + chunk].to(device, dtype)) for i in range(0, len(pose01), chunk)]
+    return torch.cat(parts).transpose(0, 1).unsqueeze(0)
+
+
+def write_reference(bank: ReferenceBank, reference_unet, ref_latent: torch.Tensor, embeds: torch.Tensor,
+                    reads: list[int | None]) -> None:
+    """Run the reference UNet once at timestep 0 on the references (B, 4, h, w), filling ``bank``; batch row
+    ``i`` of the denoising UNet then reads reference ``reads[i]`` (None: plain self-attention)."""
+    bank.clear()
+    reference_unet(ref_latent, torch.zeros((), device=ref_latent.device), encoder_hidden_states=embeds,
+                   return_dict=False)
+    bank.reads = reads
+
+
+def guidance_window(guidance: Guidance | GuidanceTensors, window: list[int], driving: int, device, dtype
+                    ) -> dict:
+    """ControlNet inputs of the video frames ``window`` (padding frames repeat the last driving frame):
+    driving frame ``j`` reads guidance frame ``j + 1``."""
+    indices = [0] + [min(frame, driving - 1) + 1 for frame in window]
+    return {key: value[1:] for key, value in guidance.window(indices, device=device, dtype=dtype).items()}
+
+
+def window_residuals(controlnet, model_in: torch.Tensor, t, context: torch.Tensor, control,
+                     scale: float = 1.0) -> tuple:
+    """The ControlNet's (down, mid) residuals for model inputs (B, 4, F, h, w) and their context (B, L, D)."""
+    return controlnet(model_in.transpose(1, 2), t, encoder_hidden_states=context, guidance=control,
+                      conditioning_scale=scale)
+
+
+def denoise_window(denoising_unet, model_in: torch.Tensor, t, context: torch.Tensor, pose: torch.Tensor,
+                   residuals: tuple | None) -> torch.Tensor:
+    """The denoising UNet's output (B, 4, F, h, w) for one window (the reference bank must be written)."""
+    down, mid = residuals if residuals is not None else (None, None)
+    return denoising_unet(model_in, t, encoder_hidden_states=context, pose_features=pose,
+                          down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                          return_dict=False)[0]

@@ -1,7 +1,7 @@
 """The MusePose training base: frozen MusePose (SD1.5) plus DisPose's trainable SD1.5 hybrid ControlNet.
 
-Registers ``"musepose"`` in :data:`dispose.bases.training.TRAINING_BASES` when imported (``dispose train --base
-musepose`` imports it on first use).  :class:`MusePoseTrainingModel` holds
+MusePose's registry entry hands out :class:`MusePoseBase` (``Base.training``) to ``dispose train --base
+musepose``.  :class:`MusePoseTrainingModel` holds
 
 * frozen (``requires_grad=False``, eval mode, cast to the mixed-precision dtype): the sd-vae-ft-mse VAE, the
   sd-image-variations CLIP image encoder, MusePose's reference UNet, denoising UNet (with its motion modules)
@@ -17,10 +17,11 @@ One training forward on a sample ``[reference, f1 .. f(T-1)]`` is one sampling s
 :class:`~dispose.bases.musepose.pipeline.DisPoseMusePosePipeline` on one window covering ``f1 .. f(T-1)``: the
 CLIP embedding of the reference, its latent through the reference UNet at timestep 0 into the reference
 attention bank, the pose guider's features of the driving skeletons, the window's guidance (the pipeline's
-``_guidance_window``: driving frame ``j`` reads guidance frame ``j + 1``) encoded by
+``guidance_window``: driving frame ``j`` reads guidance frame ``j + 1``) encoded by
 ``controlnet.encode_guidance``, the ControlNet's residuals into the denoising UNet.  The conditioning is the
-pipeline's own methods (``_clip_embedding``, ``_reference_latent``, ``_pose_features``, ``_write_reference``)
-applied to this module; a test checks a training forward at ``t = 999`` against a one-step sampling run.
+functions the pipeline calls (``clip_embedding``, ``reference_latent``, ``pose_features``,
+``write_reference``, ``window_residuals``, ``denoise_window`` of :mod:`dispose.bases.musepose.pipeline`),
+given this module's networks; a test checks a training forward at ``t = 999`` against a one-step sampling run.
 The objective is MusePose's (:mod:`dispose.bases.musepose.loss`: v-prediction on zero-terminal-SNR betas, offset
 noise, min-SNR weighting).
 
@@ -39,18 +40,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import nn
 
 from dispose.bases.musepose.loss import SDNoiseObjective
-from dispose.bases.musepose.pipeline import LATENT_SCALE, DisPoseMusePosePipeline
-from dispose.bases.training import TRAINING_BASES, FrozenBaseModel
+from dispose.bases.musepose.pipeline import (
+    LATENT_SCALE,
+    DisPoseMusePosePipeline,
+    clip_embedding,
+    denoise_window,
+    guidance_window,
+    pose_features,
+    reference_latent,
+    window_residuals,
+    write_reference,
+)
+from dispose.bases.musepose.weights import (
+    DISPOSE_MUSEPOSE_FILE,
+    load_controlnet,
+    load_pipeline,
+    required_components,
+)
+from dispose.bases.training import FrozenBaseModel, export_controlnet
 from dispose.guidance.stage import GuidanceTensors
-
-if TYPE_CHECKING:
-    from dispose.training.config import TrainConfig
+from dispose.models.controlnet_sd import HybridControlNetSD
+from dispose.pipelines.weights import resolve_weights
 
 
 @dataclass
@@ -120,7 +136,6 @@ class MusePoseTrainingModel(FrozenBaseModel):
     def encode(self, batch: dict, keep: torch.Tensor) -> dict[str, torch.Tensor]:
         """Target latents and the conditioning as the pipeline computes them (frozen, no gradients); fills the
         reference bank (clip ``i`` reads reference ``i``; a dropped clip none)."""
-        pipeline = DisPoseMusePosePipeline
         pixels = batch["pixels"]
         device, dtype = pixels.device, self.denoising_unet.dtype
         b, t = pixels.shape[:2]
@@ -129,20 +144,22 @@ class MusePoseTrainingModel(FrozenBaseModel):
                  for i in range(0, len(frames), self.vae_encode_chunk)]
         latents = (torch.cat(parts).float() * LATENT_SCALE).unflatten(0, (b, t - 1)).transpose(1, 2)
         ref01 = (pixels[:, 0].float() + 1.0) / 2.0
-        embeds = torch.cat([pipeline._clip_embedding(self, ref01[i:i + 1], device) for i in range(b)]).to(dtype)
-        ref_latents = pipeline._reference_latent(self, ref01, device).to(dtype)
+        embeds = torch.cat([clip_embedding(self.image_encoder, ref01[i:i + 1], device)
+                            for i in range(b)]).to(dtype)
+        ref_latents = reference_latent(self.vae, ref01, device).to(dtype)
         pose01 = (batch["pose_images"][:, 1:].float() + 1.0) / 2.0
-        pose = torch.cat([pipeline._pose_features(self, clip, device, chunk=self.vae_encode_chunk) for clip in pose01])
-        pipeline._write_reference(self, ref_latents, embeds, False)
-        self.reference_bank.reads = [index if kept else None for index, kept in enumerate(keep.tolist())]
+        pose = torch.cat([pose_features(self.pose_guider, clip, device, chunk=self.vae_encode_chunk)
+                          for clip in pose01])
+        write_reference(self.reference_bank, self.reference_unet, ref_latents, embeds,
+                        [index if kept else None for index, kept in enumerate(keep.tolist())])
         embeds = embeds * keep.view(-1, 1, 1).to(dtype)
         return {"latents": latents, "embeds": embeds, "pose_features": pose.to(dtype)}
 
     def guidance_window(self, batch: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The ControlNet's guidance inputs of the B * (T - 1) driving frames, each clip as one sampling window."""
         driving = batch["pixels"].shape[1] - 1
-        windows = [DisPoseMusePosePipeline._guidance_window(sample_guidance(batch, index), list(range(driving)),
-                                                            driving, batch["pixels"].device, dtype)
+        windows = [guidance_window(sample_guidance(batch, index), list(range(driving)), driving,
+                                   batch["pixels"].device, dtype)
                    for index in range(batch["pixels"].shape[0])]
         return {key: torch.cat([window[key] for window in windows]) for key in windows[0]}
 
@@ -152,11 +169,9 @@ class MusePoseTrainingModel(FrozenBaseModel):
         """The denoising UNet's output (B, 4, F, h, w) for noisy latents: the pipeline's window step (the
         reference bank must hold this batch's references: :meth:`encode`)."""
         model_in = self.noise_scheduler.scale_model_input(noisy, timesteps).to(self.denoising_unet.dtype)
-        down, mid = self.controlnet(model_in.transpose(1, 2), timesteps, encoder_hidden_states=cond["embeds"],
-                                    guidance=control)
-        return self.denoising_unet(model_in, timesteps, encoder_hidden_states=cond["embeds"],
-                                   pose_features=cond["pose_features"], down_block_additional_residuals=down,
-                                   mid_block_additional_residual=mid, return_dict=False)[0]
+        residuals = window_residuals(self.controlnet, model_in, timesteps, cond["embeds"], control)
+        return denoise_window(self.denoising_unet, model_in, timesteps, cond["embeds"], cond["pose_features"],
+                              residuals)
 
     def forward(self, batch: dict, draw: SDNoiseDraw) -> torch.Tensor:
         """Per-clip loss (B,) of one training step (module docstring); its mean is the objective's batch loss."""
@@ -175,16 +190,11 @@ class MusePoseBase:
 
     name = "musepose"
 
-    def build(self, config: TrainConfig) -> MusePoseTrainingModel:
-        from dispose.bases import get_base
-        from dispose.bases.musepose.weights import load_controlnet
-        from dispose.models.controlnet_sd import HybridControlNetSD
-        from dispose.pipelines.weights import resolve_weights
-
+    def build(self, config: Any) -> MusePoseTrainingModel:
+        """The training model for a ``dispose.training.config.TrainConfig``."""
         weights = config.weights
-        spec = get_base(self.name)
-        paths = resolve_weights(weights.dir, {}, spec.required_components(False))
-        base = spec.load_pipeline(paths, False, torch.float32, "cpu")
+        paths = resolve_weights(weights.dir, {}, required_components(False))
+        base = load_pipeline(paths, dispose=False, dtype=torch.float32, device="cpu")
         if weights.controlnet is not None:
             controlnet = load_controlnet(Path(weights.controlnet), base.denoising_unet)
         else:
@@ -217,10 +227,5 @@ class MusePoseBase:
 
     def export(self, controlnet: nn.Module, folder: Path, metadata: dict[str, str]) -> tuple[Path, ...]:
         """``folder/DisPose_MusePose.pth`` + ``.safetensors`` (what ``--dispose-musepose`` loads strictly)."""
-        from dispose.bases.musepose.weights import DISPOSE_MUSEPOSE_FILE
-        from dispose.training.export import export_controlnet
-
         return export_controlnet(controlnet, folder, metadata=metadata, name=Path(DISPOSE_MUSEPOSE_FILE).stem)
 
-
-TRAINING_BASES[MusePoseBase.name] = MusePoseBase

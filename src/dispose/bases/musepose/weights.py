@@ -49,7 +49,7 @@ from dispose.models.musepose.release_files import (
     build_pose_guider,
     denoising_state,
 )
-from dispose.pipelines.weights import Component
+from dispose.pipelines.weights import Component, read_unet_config
 
 #: The DisPose ControlNet checkpoint for MusePose, as ``dispose train --base musepose`` exports it.
 DISPOSE_MUSEPOSE_FILE = "DisPose_MusePose.pth"
@@ -163,10 +163,9 @@ def load_pipeline(paths, dispose: bool = True, dtype: torch.dtype = torch.float3
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPVisionModelWithProjection
 
-    from dispose.bases.mimicmotion.weights import read_unet_config
     from dispose.guidance.dift import from_local_folder
 
-    unet_config = read_unet_config(_path(paths, "sd_image_variations"))
+    unet_config = read_unet_config(_path(paths, "sd_image_variations"), SD_IMAGE_VARIATIONS_UNET_CONFIG)
     denoising, reference, pose_guider = load_musepose(_path(paths, "musepose"), unet_config)
     controlnet = load_controlnet(_path(paths, "dispose_musepose"), denoising) if dispose else None
     vae = from_local_folder(AutoencoderKL, _path(paths, "sd_vae"), "", dtype)
@@ -184,8 +183,6 @@ def load_pipeline(paths, dispose: bool = True, dtype: torch.dtype = torch.float3
 def sample(pipeline: DisPoseMusePosePipeline, request) -> Iterator[np.ndarray]:
     """One video for a :class:`dispose.bases.SamplingRequest`: samples the latents (the skeletons read a window
     at a time), then decodes them and yields (n, H, W, 3) uint8 driving frames a decoding chunk at a time."""
-    from dispose.bases.mimicmotion.pipeline import to_uint8
-
     job, runtime = request.settings, request.runtime
     latents = pipeline(request.reference, request.skeletons, request.guidance,
                        num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale,
@@ -195,8 +192,7 @@ def sample(pipeline: DisPoseMusePosePipeline, request) -> Iterator[np.ndarray]:
                        cache_guidance=runtime.cache_guidance, guidance_cache_mb=runtime.guidance_cache_mb,
                        generator=request.generator, output_type="latent", progress_bar=request.progress_bar,
                        callback_on_step_end=request.callback_on_step_end).frames
-    for chunk in pipeline.iter_decoded(latents, job.decode_chunk_size, request.progress_bar):
-        yield to_uint8(chunk.permute(0, 2, 3, 1))
+    yield from pipeline.iter_frames(latents, job.decode_chunk_size, request.progress_bar)
 
 
 def tiles(num_frames: int, settings) -> list[list[int]]:
@@ -223,10 +219,9 @@ def verify_checkpoint(kind: str, path: Path, config: str | Path | None = None) -
     (a ``MusePose/`` folder); ``config``: the sd-image-variations folder or UNet config (default built in)."""
     from accelerate import init_empty_weights
 
-    from dispose.bases.mimicmotion.weights import read_unet_config
     from dispose.models.musepose.denoising_unet import MusePoseDenoisingUNet, motion_config_from_sd
 
-    unet_config = read_unet_config(config) if config is not None else SD_IMAGE_VARIATIONS_UNET_CONFIG
+    unet_config = read_unet_config(config, SD_IMAGE_VARIATIONS_UNET_CONFIG)
     if kind == "musepose":
         load_musepose(Path(path), unet_config)
         return
@@ -285,8 +280,6 @@ def parameter_table(unet_config: Mapping | None = None) -> list[tuple[str, list[
 def parameter_counts(config: str | Path | None = None) -> list:
     """:func:`parameter_table` as ``dispose models`` prints it: ``[(section, [(label, tensors, parameters,
     note)])]``, for the sd-image-variations UNet config at ``config`` (default built in)."""
-    from dispose.bases.mimicmotion.weights import read_unet_config
-
-    table = parameter_table(read_unet_config(config) if config is not None else None)
+    table = parameter_table(read_unet_config(config, SD_IMAGE_VARIATIONS_UNET_CONFIG))
     return [(section, [(label, counts["tensors"], counts["parameters"], note) for label, counts, note in rows])
             for section, rows in table]

@@ -29,9 +29,34 @@ from dispose.integrations.comfyui import host
 
 CATEGORY = "DisPose"
 SEED_MAX = 2**63 - 1
+#: Widget value meaning "the base's default" (``Base.defaults`` of the model's base; without a model, of the
+#: default base): 0 for counts, sizes and scales, -1 for seeds and max_frames (whose 0 means every frame).
+BASE_DEFAULT, BASE_DEFAULT_SEED = 0, -1
 DTYPES = ["auto", "fp16", "bf16", "fp32"]
 DETECTORS = ["dwpose", "mediapipe"]
 DENSE = ["cmp", "propagate", "none"]
+
+
+def base_value(model, name: str, value, unset=BASE_DEFAULT):
+    """``value``, or the base's default of setting ``name`` when it is ``unset`` (:data:`BASE_DEFAULT`)."""
+    from dispose.bases import get_base
+
+    if value != unset:
+        return value
+    return (model.base if model is not None else get_base(None)).defaults[name]
+
+
+def _default_tip(name: str, unset=BASE_DEFAULT) -> str:
+    from dispose.bases import defaults_text
+
+    return f"{unset}: the base's default ({defaults_text(name)})"
+
+
+def _setting(name: str):
+    """The default of a setting that is the same for every base."""
+    from dispose.settings import JobSettings
+
+    return getattr(JobSettings(), name)
 
 
 def to_frames(images: torch.Tensor, what: str) -> np.ndarray:
@@ -117,13 +142,18 @@ class DisPoseComputeGuidance:
         return {
             "required": {
                 "reference": ("IMAGE",),
-                "resolution": ("INT", {"default": 576, "min": 64, "max": 2048, "step": 64,
-                                       "tooltip": "short side of the generation size"}),
-                "sample_stride": ("INT", {"default": 1, "min": 1, "max": 100,
-                                          "tooltip": "use every N-th driving frame (the release: 2 for 30 fps videos)"}),
-                "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000,
-                                       "tooltip": "at most N driving frames after the stride; 0: all"}),
-                "seed": ("INT", {"default": 42, "min": 0, "max": SEED_MAX, "tooltip": "seed of the DIFT features"}),
+                "resolution": ("INT", {"default": BASE_DEFAULT, "min": 0, "max": 2048, "step": 64,
+                                       "tooltip": "short side of the generation size; "
+                                                  + _default_tip("resolution")}),
+                "sample_stride": ("INT", {"default": BASE_DEFAULT, "min": 0, "max": 100,
+                                          "tooltip": "use every N-th driving frame (2 for 30 fps videos); "
+                                                     + _default_tip("sample_stride")}),
+                "max_frames": ("INT", {"default": BASE_DEFAULT_SEED, "min": -1, "max": 100000,
+                                       "tooltip": "at most N driving frames after the stride; 0: all; "
+                                                  + _default_tip("max_frames", BASE_DEFAULT_SEED)}),
+                "seed": ("INT", {"default": BASE_DEFAULT_SEED, "min": -1, "max": SEED_MAX,
+                                 "tooltip": "seed of the DIFT features; "
+                                            + _default_tip("seed", BASE_DEFAULT_SEED)}),
             },
             "optional": {
                 "driving": ("IMAGE", {"tooltip": "driving frames (or give poses)"}),
@@ -150,7 +180,9 @@ class DisPoseComputeGuidance:
         if driving is None and poses is None:
             raise UserError("compute guidance: connect the driving frames or their poses")
         image = to_frames(reference, "reference")[0]
-        stride, limit = int(sample_stride), int(max_frames) or None
+        values = guidance_settings(model, resolution, sample_stride, max_frames, seed)
+        keys = ("resolution", "sample_stride", "max_frames", "seed")
+        resolution, stride, limit, seed = (values[key] for key in keys)
         frames = None if driving is None else to_frames(driving, "driving")[::stride]
         rate = float(fps) / stride if poses is None else None  # a poses input carries its own rate
         with tempfile.TemporaryDirectory(prefix="dispose-poses-") as folder:
@@ -178,13 +210,26 @@ class DisPoseAnimate:
         return {"required": {
             "model": ("DISPOSE_MODEL",),
             "guidance": ("DISPOSE_GUIDANCE",),
-            "steps": ("INT", {"default": 25, "min": 1, "max": 1000}),
-            "cfg": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 20.0, "step": 0.1, "tooltip": "guidance scale"}),
-            "seed": ("INT", {"default": 42, "min": 0, "max": SEED_MAX}),
-            "frames_per_tile": ("INT", {"default": 16, "min": 2, "max": 128}),
-            "tile_overlap": ("INT", {"default": 6, "min": 1, "max": 127}),
-            "controlnet_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 4.0, "step": 0.05}),
+            "steps": ("INT", {"default": BASE_DEFAULT, "min": 0, "max": 1000,
+                              "tooltip": _default_tip("num_inference_steps")}),
+            "cfg": ("FLOAT", {"default": BASE_DEFAULT, "min": 0.0, "max": 20.0, "step": 0.1,
+                              "tooltip": "guidance scale; " + _default_tip("guidance_scale")}),
+            "seed": ("INT", {"default": BASE_DEFAULT_SEED, "min": -1, "max": SEED_MAX,
+                             "tooltip": _default_tip("seed", BASE_DEFAULT_SEED)}),
+            "frames_per_tile": ("INT", {"default": BASE_DEFAULT, "min": 0, "max": 128,
+                                        "tooltip": "frames per tile (window); "
+                                                   + _default_tip("num_frames")}),
+            "tile_overlap": ("INT", {"default": BASE_DEFAULT, "min": 0, "max": 127,
+                                     "tooltip": "overlap of consecutive tiles; "
+                                                + _default_tip("frames_overlap")}),
+            "controlnet_scale": ("FLOAT", {"default": _setting("controlnet_scale"), "min": 0.0, "max": 4.0,
+                                           "step": 0.05}),
             "baseline": ("BOOLEAN", {"default": False, "tooltip": "the base model alone, without DisPose"}),
+        }, "optional": {
+            "controlnet_interval": ("INT", {
+                "default": _setting("controlnet_interval"), "min": 1, "max": 100,
+                "tooltip": "run the ControlNet at every K-th step and reuse its residuals in between (1: "
+                           "every step, the release; 2 is faster and changes the frames)"}),
         }}
 
     RETURN_TYPES = ("IMAGE", "DISPOSE_METADATA")
@@ -192,16 +237,12 @@ class DisPoseAnimate:
     FUNCTION = "animate"
     CATEGORY = CATEGORY
 
-    def animate(self, model, guidance, steps, cfg, seed, frames_per_tile, tile_overlap, controlnet_scale, baseline):
+    def animate(self, model, guidance, steps, cfg, seed, frames_per_tile, tile_overlap, controlnet_scale,
+                baseline, controlnet_interval=1):
         from dispose.engine import Cancelled
 
-        if not 1 <= tile_overlap < frames_per_tile:
-            raise UserError(f"tile_overlap must be at least 1 and below frames_per_tile, got {tile_overlap} / "
-                            f"{frames_per_tile}")
-        settings = model.settings(num_inference_steps=int(steps), guidance_scale=float(cfg), seed=int(seed),
-                                  num_frames=int(frames_per_tile), frames_overlap=int(tile_overlap),
-                                  controlnet_scale=float(controlnet_scale), baseline=bool(baseline),
-                                  resolution=min(guidance.size))
+        settings = animate_settings(model, min(guidance.size), steps, cfg, seed, frames_per_tile,
+                                    tile_overlap, controlnet_scale, baseline, controlnet_interval)
         try:
             result = model.animate(guidance=guidance, settings=settings, on_progress=host.progress_reporter(),
                                    cancel=host.interrupted)
@@ -211,6 +252,33 @@ class DisPoseAnimate:
                 raise
             raise interrupt from None
         return to_images(result.frames), result.metadata
+
+
+def guidance_settings(model, resolution, sample_stride, max_frames, seed) -> dict:
+    """The guidance node's resolution, sample stride, max frames (None: all) and seed; unset widgets at the
+    base's defaults (the model's base; without a model, the default base)."""
+    return {"resolution": base_value(model, "resolution", int(resolution)),
+            "sample_stride": base_value(model, "sample_stride", int(sample_stride)),
+            "max_frames": base_value(model, "max_frames", int(max_frames), BASE_DEFAULT_SEED) or None,
+            "seed": base_value(model, "seed", int(seed), BASE_DEFAULT_SEED)}
+
+
+def animate_settings(model, resolution: int, steps, cfg, seed, frames_per_tile, tile_overlap,
+                     controlnet_scale, baseline, controlnet_interval=1):
+    """The animation node's JobSettings for ``model``'s base (unset widgets at the base's defaults),
+    checked."""
+    settings = model.settings(
+        num_inference_steps=base_value(model, "num_inference_steps", int(steps)),
+        guidance_scale=base_value(model, "guidance_scale", float(cfg)),
+        seed=base_value(model, "seed", int(seed), BASE_DEFAULT_SEED),
+        num_frames=base_value(model, "num_frames", int(frames_per_tile)),
+        frames_overlap=base_value(model, "frames_overlap", int(tile_overlap)),
+        controlnet_scale=float(controlnet_scale), controlnet_interval=int(controlnet_interval),
+        baseline=bool(baseline), resolution=resolution)
+    if not 1 <= settings.frames_overlap < settings.num_frames:
+        raise UserError(f"tile_overlap must be at least 1 and below frames_per_tile, got "
+                        f"{settings.frames_overlap} / {settings.num_frames}")
+    return settings
 
 
 class DisPoseSaveSidecar:
