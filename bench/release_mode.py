@@ -43,8 +43,8 @@ def main() -> None:
         inputs = (SHARED / "musepose_ref.png", SHARED / "musepose_dance.mp4")
         runs = {"default": {}, "missing keypoints as the release": {"release_missing_points": True},
                 "everything (--match-release)": {"match_release": True}}
-        frames = {name: engine.animate(*inputs, settings=dataclasses.replace(settings, **change)).frames
-                  for name, change in runs.items()}
+        frames = {name: np.asarray(engine.animate(*inputs, settings=dataclasses.replace(settings, **change))
+                                   .frames) for name, change in runs.items()}
     print(f"{args.frames} frames at resolution {args.resolution}, {args.steps} steps, "
           "tiny random weights, seed 42")
     for name in list(runs)[1:]:

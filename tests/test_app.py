@@ -178,11 +178,15 @@ def test_bad_uploads_show_the_command_lines_message(client, shared_data, tmp_pat
     Image.new("RGB", (32, 32), "white").save(small)
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("not a video")
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not an image")
     handle = gradio_client.handle_file
     dance, ref = str(shared_data / "musepose_dance.mp4"), str(shared_data / "musepose_ref.png")
     cases = [
         ([handle(str(small)), handle(dance), ""], ["--ref", str(small), "--driving", dance], small),
         ([handle(ref), handle(str(not_video)), ""], ["--ref", ref, "--driving", str(not_video)], not_video),
+        ([handle(str(not_image)), handle(dance), ""], ["--ref", str(not_image), "--driving", dance],
+         not_image),
     ]
     for inputs, cli_inputs, bad in cases:
         status = client.predict(*inputs, *settings(max_frames=2), api_name="/preview")[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -95,8 +96,8 @@ def test_output_folder_on_a_read_only_disk(shared_data, tmp_path, monkeypatch, c
                                        "(the file system is read-only; write to a folder on a writable disk)")
 
 
-@pytest.mark.parametrize(("value", "message"), [("100000", "is too large"), ("577", "use 576 or 640"),
-                                                ("65", "use 64 or 128"), ("32", "is too small")])
+@pytest.mark.parametrize(("value", "message"), [("100000", "from 64 to 2048"), ("577", "nearest: 576 or 640"),
+                                                ("65", "nearest: 64 or 128"), ("32", "from 64 to 2048")])
 def test_bad_resolution_is_refused_before_any_work(shared_data, tmp_path, capsys, value, message):
     out = tmp_path / "out"
     assert main(["pose", "--image", str(shared_data / "musepose_ref.png"), "--resolution", value,
@@ -131,3 +132,73 @@ def test_weight_file_holding_code(tmp_path, capsys):
     error = _one_line_error(capsys, "convert")
     assert "holds Python objects beside its tensors (posix.system) whose loading would run code" in error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["MimicMotion_1-1.pth"]
+
+
+@pytest.fixture(scope="module")
+def saved_guidance(shared_data, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("saved") / "g"
+    assert main(["guidance", "--ref", str(shared_data / "musepose_ref.png"), "--driving",
+                 str(shared_data / "musepose_dance.mp4"), "--resolution", "128", "--max-frames", "2",
+                 "--no-pictures", "--no-progress", "--out", str(folder)]) == 0
+    return folder
+
+
+def test_animate_writes_its_files_as_one_unit_and_resume_checks_the_unit(saved_guidance, tiny_weights,
+                                                                         tmp_path, capsys, monkeypatch):
+    import dispose.media.video
+
+    out, side = tmp_path / "o" / "x.mp4", tmp_path / "o" / "s.mp4"
+    # No --detector / --dense: a saved guidance needs neither a detector nor CMP / DWPose weights.
+    argv = ["animate", "--guidance", str(saved_guidance), "--weights", str(tiny_weights), "--steps", "1",
+            "--no-progress", "--side-by-side", str(side), "--out", str(out)]
+    write_video, calls = dispose.media.video.write_video, []
+
+    def disk_full_at_the_side_by_side(path, frames, fps, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return write_video(path, frames, fps, **kwargs)
+
+    monkeypatch.setattr(dispose.media.video, "write_video", disk_full_at_the_side_by_side)
+    assert main(argv) == 2 and "no space left on the disk" in _one_line_error(capsys, "animate")
+    assert list(tmp_path.iterdir()) == [], "a video without its side-by-side and sidecar was left"
+    monkeypatch.setattr(dispose.media.video, "write_video", write_video)
+
+    assert main(argv) == 0
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert (sidecar["runtime"]["detector"], sidecar["runtime"]["dense"]) == ("saved", "saved")
+    assert sidecar["inputs"]["guidance_settings"]["dense"] == "propagate"
+    side.unlink()  # as if the side-by-side had never been written
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    assert f"redo {out}: {side} missing" in capsys.readouterr().err and side.is_file()
+    kept = {path: path.stat().st_mtime_ns for path in (out, side, out.with_suffix(".json"))}
+    assert main([*argv, "--resume"]) == 0
+    assert f"skip (finished: {out}, {side}, {out.with_suffix('.json')})" in capsys.readouterr().err
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept
+    assert main([*argv, "--resume", "--seed", "7"]) == 0  # other settings: made again
+    assert "its sidecar describes other settings" in capsys.readouterr().err
+    assert json.loads(out.with_suffix(".json").read_text())["seed"] == 7
+
+
+def test_training_values_take_scientific_notation(tmp_path):
+    from dispose.training.config import TrainConfig
+
+    config = TrainConfig.load(None, ["train.learning_rate=1e-3", "train.use_ema=true"])
+    assert config.train.learning_rate == pytest.approx(1e-3) and isinstance(config.train.learning_rate, float)
+    assert config.train.use_ema is True
+
+
+def test_help_lists_each_command_with_its_whole_first_sentence(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = " ".join(capsys.readouterr().out.split())
+    assert "guidance Compute DisPose's guidance of a reference image and a driving video, save it for `dispose " \
+           "animate --guidance`, with pictures. models" in listing
+    assert "(built empty: no weights needed, no memory). pose" in listing
+
+
+def test_bad_options_of_a_subcommand_are_one_line_with_a_pointer_to_help(capsys):
+    assert main(["eval", "--pred", "a.mp4", "--gt", "b.mp4", "--out", "r.json", "--size", "abc", "64"]) == 2
+    assert _one_line_error(capsys, "eval") == ("dispose eval: error: argument --size: abc is not allowed: expected "
+                                               "a whole number from 16 to 8192 (see 'dispose eval --help')")

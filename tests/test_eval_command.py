@@ -263,12 +263,13 @@ def test_bad_options_are_one_line_before_any_work(folders: tuple[Path, Path], tm
     pred, gt = folders
     out = tmp_path / "report.json"
     common = ["eval", "--pred", str(pred), "--gt", str(gt), "--no-progress"]
-    _refused(capsys, [*common, "--out", str(out), "--size", "0", "0"], "--size 0 0")
+    _refused(capsys, [*common, "--out", str(out), "--size", "0", "0"], "argument --size: 0 is not allowed")
     _refused(capsys, [*common, "--out", str(out), "--size", "100000", "64"], "--size")
     _refused(capsys, [*common, "--out", str(tmp_path), "--metrics", "l1"], "is a folder")
     _refused(capsys, [*common, "--out", str(tmp_path / "missing" / "r.json")], "does not exist")
     _refused(capsys, [*common, "--out", str(out), "--pred-stride", "0"], "--pred-stride")
-    _refused(capsys, [*common, "--out", str(out), "--clip-frames", "4"], "--clip-frames must be at least 9")
+    _refused(capsys, [*common, "--out", str(out), "--clip-frames", "4"],
+             "argument --clip-frames: 4 is not allowed: expected a whole number of at least 9")
     _refused(capsys, [*common, "--out", str(out), "--dino", str(tmp_path / "nope.pth")], "nope.pth")
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["gt", "pred"]
 

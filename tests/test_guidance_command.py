@@ -106,8 +106,8 @@ def test_dense_field_in_float16_is_within_its_bound(guidance_run) -> None:
 
 @pytest.mark.parametrize("extra,message", [
     (["--dense", "cmp"], "--dense cmp needs --cmp-checkpoint"),
-    (["--resolution", "32"], "--resolution 32 is too small"),
-    (["--resolution", "577"], "--resolution 577 is not a multiple of 64; use 576 or 640"),
+    (["--resolution", "32"], "argument --resolution: 32 is not allowed: expected a multiple of 64 from 64"),
+    (["--resolution", "577"], "argument --resolution: 577 is not allowed: expected a multiple of 64 from"),
 ])
 def test_bad_options(shared_data, tmp_path, capsys, extra, message) -> None:
     code = main(["guidance", "--ref", str(shared_data / "musepose_ref.png"), "--driving",

@@ -59,6 +59,21 @@ def test_grey_and_palette_images_become_rgb(tmp_path):
     assert (load_image(tmp_path / "palette.png") == 255).all()
 
 
+def test_16_bit_grey_png_reads_like_its_8_bit_copy(shared_data, tmp_path):
+    grey = np.asarray(Image.open(shared_data / "musepose_ref.png").convert("L"))
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "wide.png")  # 16 bits: 0..65535
+    Image.fromarray(grey).save(tmp_path / "narrow.png")
+    assert Image.open(tmp_path / "wide.png").mode.startswith("I")
+    assert np.array_equal(load_image(tmp_path / "wide.png"), load_image(tmp_path / "narrow.png"))
+
+
+def test_large_images_are_read_without_pillows_warning(tmp_path, recwarn, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150 * 150 - 1)  # Pillow warns above it (89 Mpx as shipped)
+    Image.new("L", (150, 150), 128).save(tmp_path / "large.png")
+    assert load_image(tmp_path / "large.png").shape == (150, 150, 3)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(UserError, match="does not exist") as error:
         load_image(tmp_path / "nope.png")

@@ -52,13 +52,13 @@ def test_animate_writes_video_side_by_side_and_sidecar(shared_data, weights, tmp
     assert sidecar["inputs"]["guidance_settings"]["source_frame_count"] == 288
 
 
-def test_resume_skips_existing_outputs(shared_data, weights, tmp_path, capsys):
+def test_resume_redoes_a_video_without_its_sidecar(shared_data, weights, tmp_path, capsys):
     out = tmp_path / "done.mp4"
-    out.write_bytes(b"an earlier result")
+    out.write_bytes(b"an earlier result")  # its sidecar was never written: not a finished unit
     code = main(["animate", *_inputs(shared_data), "--weights", str(weights), *FAST, "--out", str(out),
                  "--resume"])
-    assert code == 0 and out.read_bytes() == b"an earlier result"
-    assert "skip (exists)" in capsys.readouterr().err
+    assert code == 0 and out.read_bytes() != b"an earlier result" and out.with_suffix(".json").is_file()
+    assert f"redo {out}: {out.with_suffix('.json')} missing" in capsys.readouterr().err
 
 
 def test_missing_weights_listed_once_before_loading(shared_data, weights, tmp_path, capsys):
@@ -135,8 +135,8 @@ def test_bad_inputs_are_reported_before_the_base_model_loads(shared_data, weight
 
 
 @pytest.mark.parametrize(("option", "expected"), [
-    (["--controlnet-interval", "0"], "controlnet_interval must be at least 1"),
-    (["--guidance-cache-mb", "-1"], "--guidance-cache-mb must be 0 or more")])
+    (["--controlnet-interval", "0"], "argument --controlnet-interval: 0 is not allowed"),
+    (["--guidance-cache-mb", "-1"], "argument --guidance-cache-mb: -1 is not allowed")])
 def test_bad_speed_options_name_themselves_before_loading(shared_data, weights, tmp_path, capsys, monkeypatch,
                                                           option, expected):
     from dispose.bases.mimicmotion import weights as loading

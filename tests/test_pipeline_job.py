@@ -76,7 +76,7 @@ def test_single_job_from_options(tmp_path):
 @pytest.mark.parametrize(("text", "match"), [
     ("jobs: []\n", "non-empty list"),
     ("jobs:\n  - {ref: a.png, driving: d.mp4, colour: red}\n", "unknown setting 'colour'"),
-    ("jobs:\n  - {ref: a.png, driving: d.mp4, resolution: 500}\n", "multiple of 64; use 448 or 512"),
+    ("jobs:\n  - {ref: a.png, driving: d.mp4, resolution: 500}\n", "resolution: 500.*nearest: 448 or 512"),
     ("jobs:\n  - {ref: a.png}\n", "driving video"),
     ("weights: x\njobs:\n  - {ref: a.png, driving: d.mp4}\n", "unknown top-level"),
     ("jobs: [\n", "not valid YAML"),

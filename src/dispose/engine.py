@@ -64,8 +64,8 @@ class Runtime:
     compile: bool = False
     cache_guidance: bool = True
     guidance_cache_mb: float = GUIDANCE_CACHE_MB
-    detector: str = "dwpose"  # dwpose | mediapipe
-    dense: str = "cmp"  # cmp | propagate | none (dense motion field F_d)
+    detector: str = "dwpose"  # dwpose | mediapipe | saved (every run brings a saved Guidance: none loaded)
+    dense: str = "cmp"  # cmp | propagate | none | saved (dense motion field F_d; saved: from the Guidance)
     progress: bool = True
 
     def torch_device(self) -> torch.device:
@@ -85,8 +85,8 @@ class Runtime:
         self.torch_dtype()
         if not self.guidance_cache_mb >= 0:
             raise UserError(f"--guidance-cache-mb must be 0 or more (MiB), got {self.guidance_cache_mb}")
-        choices = {"cfg_mode": ("batch", "sequential"), "detector": ("dwpose", "mediapipe"),
-                   "dense": ("cmp", "propagate", "none")}
+        choices = {"cfg_mode": ("batch", "sequential"), "detector": ("dwpose", "mediapipe", "saved"),
+                   "dense": ("cmp", "propagate", "none", "saved")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name.replace('_mode', '')} must be one of {', '.join(allowed)}; "
@@ -197,8 +197,8 @@ class Animator:
         fingerprints = {key: {"path": str(value), "found_by": paths.origins.get(key), "fingerprint": fingerprint(value)}
                         for key, value in paths.found.items()}
         device, dtype = runtime.torch_device(), runtime.torch_dtype()
-        detector = load_detector(dwpose_dir=paths.dwpose if runtime.detector == "dwpose" else None,
-                                 device=str(device))
+        detector = None if runtime.detector == "saved" else load_detector(
+            dwpose_dir=paths.dwpose if runtime.detector == "dwpose" else None, device=str(device))
         models = GuidanceModels(detector=detector, cmp=paths.cmp, sd15=paths.sd15)
         if check is not None:
             check(models)
@@ -228,6 +228,8 @@ class Animator:
         """Poses (and, with ``dispose``, DisPose's guidance) of a reference and driving input with this
         engine's detector, CMP and SD1.5 (:func:`dispose.guidance.stage.compute_guidance`)."""
         job = settings or self.settings()
+        if self.runtime.detector == "saved":
+            raise UserError("this run was set up for saved guidance only (--guidance); give every job one")
         models = self.guidance_models if dispose else GuidanceModels(detector=self.guidance_models.detector)
         return compute_guidance(
             reference, driving, poses=poses, fps=fps, resolution=job.resolution, sample_stride=job.sample_stride,

@@ -28,21 +28,23 @@ def os_error_fix(error: OSError) -> str | None:
     return _OS_ERROR_FIXES.get(error.errno)
 
 
-def os_error_line(error: OSError) -> str | None:
-    """One line naming the file of ``error`` and the fix, or ``None`` for errors that are not about a file the
-    user chose (a bug or a broken machine: those keep their traceback)."""
+def os_error_line(error: OSError, where: str | None = None) -> str | None:
+    """One line naming the file of ``error`` (else ``where``: the output the command was writing) and the fix,
+    or ``None`` for errors that are not about a file the user chose (a bug or a broken machine: those keep
+    their traceback)."""
     if error.errno is None:  # raised by our own code with a message (FileNotFoundError("... does not exist"))
         return str(error)
     fix = os_error_fix(error)
     if fix is None:
         return None
     names = [str(name) for name in (error.filename, error.filename2) if name is not None]
-    return f"{' -> '.join(names) or 'a file'}: {fix}"
+    return f"{' -> '.join(names) or where or 'a file'}: {fix}"
 
 
-def error_line(error: BaseException) -> str | None:
+def error_line(error: BaseException, where: str | None = None) -> str | None:
     """The one line the command line (and the app) shows for an error the user can fix: a UserError's or
-    ValueError's message, a file problem's :func:`os_error_line`; None for anything else (a bug)."""
+    ValueError's message (whitespace folded onto one line), a file problem's :func:`os_error_line` (``where``
+    names the output when the error names no file); None for anything else (a bug)."""
     if isinstance(error, (UserError, ValueError)):
-        return str(error)
-    return os_error_line(error) if isinstance(error, OSError) else None
+        return " ".join(str(error).split())
+    return os_error_line(error, where) if isinstance(error, OSError) else None

@@ -30,6 +30,7 @@ from dispose.bases import get_base
 from dispose.errors import UserError
 from dispose.media.files import atomic_write_text
 from dispose.settings import JobSettings
+from dispose.validation import JOB_RULES, yaml_problem
 
 #: Release key -> our key, for jobs written for the official ``inference_ctrl.py``.
 RELEASE_JOB_KEYS = {"ref_image_path": "ref", "ref_video_path": "driving"}
@@ -45,11 +46,14 @@ _PATH_FIELDS = {"ref", "driving", "out", "side_by_side", "guidance", "poses"}
 def _normalised(values: Mapping[str, Any], base: Path | None, where: str, *, out_base: Path | None = None) -> dict:
     """Settings of one source with release key names mapped and relative paths made absolute to ``base``
     (``out`` to ``out_base`` when given)."""
+    if not isinstance(values, Mapping):
+        raise UserError(f"{where}: expected a mapping of settings, got {values!r}")
     updates = {}
     for raw_key, value in values.items():
         key = RELEASE_JOB_KEYS.get(raw_key, raw_key)
         if key not in _FIELDS:
             raise UserError(f"{where}: unknown setting {raw_key!r}; known: {', '.join(sorted(_FIELDS))}")
+        value = JOB_RULES[key].check(value, f"{where}: {raw_key}")
         if key in _PATH_FIELDS and value is not None:
             value = Path(str(value)).expanduser()
             folder = out_base if key == "out" and out_base is not None else base
@@ -76,7 +80,7 @@ def _read_job_file(path: Path) -> tuple[dict, list[dict], dict[str, str]]:
     except FileNotFoundError:
         raise UserError(f"job file {path} does not exist") from None
     except yaml.YAMLError as error:
-        raise UserError(f"job file {path} is not valid YAML: {error}") from None
+        raise UserError(f"job file {path} is not valid YAML ({yaml_problem(error)})") from None
     if not isinstance(data, dict):
         raise UserError(f"job file {path}: expected a mapping with a 'jobs' list")
     base = path.parent
@@ -98,8 +102,9 @@ def load_job_file(path: str | Path, out: Path | None = None) -> tuple[list[JobSe
     """Jobs of a YAML file and the weight overrides it names (release keys); see module docstring."""
     path = Path(path)
     defaults, entries, weights = _read_job_file(path)
-    common = _normalised(defaults, path.parent, f"{path}: defaults", out_base=out)
-    jobs = [settings_for({**common, **_normalised(entry, path.parent, f"{path}: job {number}", out_base=out)})
+    common = _normalised(defaults, path.parent, f"job file {path}: defaults", out_base=out)
+    jobs = [settings_for({**common, **_normalised(entry, path.parent, f"job file {path}: job {number}",
+                                                  out_base=out)})
             for number, entry in enumerate(entries, 1)]
     return jobs, weights
 
@@ -130,7 +135,7 @@ def build_jobs(job_file: str | Path | None, overrides: Mapping[str, Any], out: P
                 jobs[number] = dataclasses.replace(job, out=out / name)
             else:
                 raise UserError(f"--out {out}: give an .mp4 file (or a folder)")
-        jobs[number].validate()
+        jobs[number].validate("" if job_file is None else f"job file {job_file}: job {number + 1}: ")
     outs = [job.out for job in jobs]
     duplicates = sorted({str(o) for o in outs if outs.count(o) > 1})
     if duplicates:
@@ -185,22 +190,49 @@ class Sidecar:
         }
 
     def write(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def unit_paths(job: JobSettings) -> list[Path]:
+    """The files one job writes, as one unit: the video, the side-by-side (when asked for), the sidecar."""
+    out = Path(job.out)
+    return [out, *([Path(job.side_by_side)] if job.side_by_side is not None else []), sidecar_path(out)]
+
+
+def finished_unit(job: JobSettings) -> str | None:
+    """Why the files of ``job`` are a finished result of these settings (for --resume), as text naming them;
+    None when any is missing or the sidecar describes another result (then the job runs again)."""
+    paths = unit_paths(job)
+    if not all(path.is_file() for path in paths):
+        return None
+    try:
+        sidecar = json.loads(paths[-1].read_text())
+        recorded, result = sidecar["job"], sidecar["result"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    wanted = {key: value for key, value in job.to_dict().items() if key not in ("ref", "driving", "poses")}
+    if result.get("out") != str(job.out) or any(recorded.get(key) != value for key, value in wanted.items()):
+        return None
+    return ", ".join(map(str, paths))
 
 
 def write_result(job: JobSettings, result) -> Path:
-    """Write an engine result (:class:`dispose.engine.AnimationResult`) as ``job.out`` (+ ``job.side_by_side``)
-    and its sidecar, each atomically; the sidecar format is the same for every front door.  Returns the
-    sidecar's path."""
+    """Write an engine result (:class:`dispose.engine.AnimationResult`) as ``job.out`` (+
+    ``job.side_by_side``) and its sidecar as one unit (:func:`dispose.media.files.atomic_paths`: all written
+    under temporary names, then renamed together), creating their folders first (removed again when the write
+    fails); the sidecar format is the same for every front door. Returns the sidecar's path."""
+    from dispose.media.files import atomic_paths, folders_for
     from dispose.media.video import write_video
 
-    write_video(job.out, result.frames, job.fps)
-    if job.side_by_side is not None:
-        write_video(job.side_by_side, result.side_by_side(), job.fps)
+    paths = unit_paths(job)
     meta = result.metadata
     outputs = {"fps": job.fps, "out": str(job.out),
                "side_by_side": None if job.side_by_side is None else str(job.side_by_side)}
-    path = sidecar_path(Path(job.out))
-    Sidecar(job=job, runtime={**meta["runtime"], "base": meta["base"]}, inputs=meta["inputs"],
-            weights=meta["weights"], result={**meta["result"], **outputs}, timings=meta["timings"]).write(path)
-    return path
+    sidecar = Sidecar(job=job, runtime={**meta["runtime"], "base": meta["base"]}, inputs=meta["inputs"],
+                      weights=meta["weights"], result={**meta["result"], **outputs}, timings=meta["timings"])
+    with folders_for(zip(("--out", "--side-by-side"), paths[:-1])), atomic_paths(paths) as tmps:
+        write_video(tmps[0], result.frames, job.fps)
+        if job.side_by_side is not None:
+            write_video(tmps[1], result.side_by_side(), job.fps)
+        sidecar.write(tmps[-1])
+    return paths[-1]

@@ -45,28 +45,23 @@ class JobSettings:
     guidance: Path | None = None  # a folder written by `dispose guidance`, reused instead of recomputing
     poses: Path | None = None  # driving poses from a file (our JSON or OpenPose JSON) instead of the detector
 
-    def validate(self) -> None:
-        from dispose.media.geometry import check_resolution
-        from dispose.pose.alignment import ALIGN_MODES
+    def validate(self, where: str = "") -> None:
+        """Type and bound every field by its rule (:data:`dispose.validation.JOB_RULES`; values are converted
+        in place, e.g. "1e-3" to 0.001), then the rules between fields; a UserError names ``where`` (a job
+        file and job) and the field."""
+        from dispose.validation import JOB_RULES
 
-        check_resolution(self.resolution)
+        for name, rule in JOB_RULES.items():
+            setattr(self, name, rule.check(getattr(self, name), f"{where}{name}"))
         problems = []
-        if self.align not in ALIGN_MODES:
-            problems.append(f"align must be one of {', '.join(ALIGN_MODES)}, got {self.align!r}")
         if self.guidance is None and (self.ref is None or self.driving is None):
             problems.append("each job needs a reference image (--ref / ref) and a driving video (--driving / "
                             "driving), or a saved guidance (--guidance / guidance)")
-        for name in ("num_inference_steps", "sample_stride", "decode_chunk_size", "fps", "conditioning_fps",
-                     "controlnet_interval"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_frames < 2 or not 1 <= self.frames_overlap < self.num_frames:
-            problems.append(f"need num_frames >= 2 and 1 <= frames_overlap < num_frames, got "
-                            f"{self.num_frames} / {self.frames_overlap}")
-        if self.max_frames is not None and self.max_frames < 1:
-            problems.append(f"max_frames must be at least 1, got {self.max_frames}")
+        if not self.frames_overlap < self.num_frames:
+            problems.append(f"frames_overlap must be less than num_frames, got {self.frames_overlap} / "
+                            f"{self.num_frames}")
         if problems:
-            raise UserError("; ".join(problems))
+            raise UserError(where + "; ".join(problems))
 
     @property
     def guidance_range(self) -> tuple[float, float]:

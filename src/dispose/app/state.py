@@ -87,7 +87,7 @@ class FormSettings:
 
     @property
     def frames_limit(self) -> int | None:
-        return int(self.max_frames) if self.max_frames else None
+        return self.max_frames if self.max_frames else None  # typed by job_values
 
     @property
     def weights_dir(self) -> Path | None:
@@ -100,14 +100,14 @@ class FormSettings:
         form = self.resolved()
         values = {"ref": None if reference is None else Path(reference),
                   "driving": None if driving is None else Path(driving), "guidance": guidance,
-                  "resolution": int(form.resolution), "max_frames": form.frames_limit,
-                  "sample_stride": int(form.sample_stride), "num_inference_steps": int(form.steps),
-                  "guidance_scale": float(form.guidance_scale), "seed": int(form.seed),
-                  "baseline": bool(form.baseline), "base": form.base, "align": form.align,
-                  "num_frames": int(form.num_frames), "frames_overlap": int(form.frames_overlap),
-                  "controlnet_interval": int(form.controlnet_interval)}
-        get_base(form.base).job_settings(**values).validate()
-        return values
+                  "resolution": form.resolution, "max_frames": form.frames_limit,
+                  "sample_stride": form.sample_stride, "num_inference_steps": form.steps,
+                  "guidance_scale": form.guidance_scale, "seed": form.seed, "baseline": form.baseline,
+                  "base": form.base, "align": form.align, "num_frames": form.num_frames,
+                  "frames_overlap": form.frames_overlap, "controlnet_interval": form.controlnet_interval}
+        settings = get_base(form.base).job_settings(**values)
+        settings.validate()  # typed: a NaN or 2.5 from a number field is one line, not a cast error
+        return {key: getattr(settings, key) for key in values}
 
     def runtime(self, device: str):
         from dispose.engine import Runtime
@@ -267,12 +267,12 @@ class AppState:
             return Preview(Guidance.load(folder), time.perf_counter() - start, f"guidance folder {folder}")
         reference_path, driving_path = _inputs(reference, driving)
         settings = settings.resolved()
-        settings.job_values(reference_path, driving_path)  # the command line's checks of the numbers
+        values = settings.job_values(reference_path, driving_path)  # the command line's checks, typed
         cmp = self._component(settings, "cmp") if settings.dense == "cmp" else None
         guidance = compute_guidance(
-            reference_path, driving_path, resolution=int(settings.resolution), sample_stride=int(settings.sample_stride),
-            max_frames=settings.frames_limit, align=settings.align, dense=settings.dense,
-            models=GuidanceModels(detector=self._detector(settings), cmp=cmp), seed=int(settings.seed),
+            reference_path, driving_path, resolution=values["resolution"], sample_stride=values["sample_stride"],
+            max_frames=values["max_frames"], align=settings.align, dense=settings.dense,
+            models=GuidanceModels(detector=self._detector(settings), cmp=cmp), seed=values["seed"],
             device=self.device, on_progress=on_progress)
         return Preview(guidance, time.perf_counter() - start, f"{reference_path.name} + {driving_path.name}")
 

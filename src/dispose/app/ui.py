@@ -48,6 +48,22 @@ def _failure(error: BaseException) -> str:
     return f"error: {line}"
 
 
+def _lenient(upload: gr.Image) -> gr.Image:
+    """``upload`` whose preprocessing hands over the uploaded file's path when Gradio cannot open it (a text
+    file named .png): our loader then reports it as the command line does, in the status line, instead of
+    Gradio's generic error and a server traceback."""
+    preprocess = upload.preprocess
+
+    def lenient(payload):
+        try:
+            return preprocess(payload)
+        except Exception:  # noqa: BLE001 - whatever Pillow raises, dispose.media.image names the file
+            return getattr(payload, "path", None)
+
+    upload.preprocess = lenient
+    return upload
+
+
 def _weights_panel(missing: list[str]) -> str:
     if not missing:
         return "**Weights:** everything `animate` needs was found."
@@ -75,8 +91,8 @@ def build(state: AppState) -> gr.Blocks:
         gr.Markdown("# DisPose\nA reference image + a driving video. *Preview* needs no weights; *Animate* "
                     "needs the weights listed below.")
         with gr.Row():
-            reference = gr.Image(label="Reference image", type="filepath", image_mode=None, sources=["upload"],
-                                 elem_id="reference", height=320)
+            reference = _lenient(gr.Image(label="Reference image", type="filepath", image_mode=None,
+                                          sources=["upload"], elem_id="reference", height=320))
             driving = gr.Video(label="Driving video", format=None, include_audio=True, sources=["upload"],
                                elem_id="driving", height=320)
             with gr.Column():

@@ -11,7 +11,9 @@ the base model alone with the same pipeline and seed.  --guidance DIR reuses wha
 the official release as it ships (README "Release-exact mode").
 
 Several jobs: --config jobs.yaml (see dispose.jobs) with --out FOLDER; a relative `out:` in the file
-is then relative to FOLDER.  --resume skips jobs whose output exists.  Multi-GPU: accelerate launch
+is then relative to FOLDER.  A job's video, side-by-side and sidecar are written as one unit (temporary names,
+renamed together); --resume skips the jobs whose unit is complete and whose sidecar records the same settings,
+and says why it runs the others again (a file missing, other settings).  Multi-GPU: accelerate launch
 --num_processes K -m dispose.cli animate --config jobs.yaml --out FOLDER (each process runs every K-th job).
 """
 
@@ -52,6 +54,7 @@ def _default_text(name: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.bases import BASES, DEFAULT_BASE
+    from dispose.validation import JOB_RULES, Rule, job_option, option_type
 
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--ref", type=Path, help="reference image")
@@ -65,7 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--config", type=Path, help="YAML job file (one or more jobs; release test.yaml accepted); a "
                     "relative `out:` in it is relative to --out when given")
     io.add_argument("--side-by-side", type=Path, help="also write reference | skeleton | result to this .mp4")
-    io.add_argument("--resume", action="store_true", help="skip jobs whose output already exists")
+    io.add_argument("--resume", action="store_true",
+                    help="skip jobs whose files (video, side-by-side, sidecar) are a finished result of the same "
+                         "settings; say what is skipped and why the rest runs")
     io.add_argument("--strict", action="store_true", help="refuse a driving video that ends before the frame count "
                     "its container declares (default: a warning; both counts go to the sidecar)")
 
@@ -77,26 +82,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     gen = parser.add_argument_group("generation (default: the base model's release settings)")
     gen.add_argument("--base", choices=sorted(BASES), help=f"base animation model ({DEFAULT_BASE})")
-    #: (option, type, what, setting whose default is shown: owned by the base, or the same for every base)
+    #: (option, job field (typed by its rule in dispose.validation), what, whether the help shows its default:
+    #: the base's for the settings a base owns, else the same for every base)
     generation = (
-        ("--resolution", int, "short side of the output, multiple of 64", "resolution"),
-        ("--num-frames", int, "frames per tile", "num_frames"),
-        ("--frames-overlap", int, "overlap of consecutive tiles", "frames_overlap"),
-        ("--steps", int, "denoising steps", "num_inference_steps"),
-        ("--guidance-scale", float, "CFG scale; the max of a per-frame ramp", "guidance_scale"),
-        ("--min-guidance-scale", float, "CFG scale of the first frame (= --guidance-scale)", None),
-        ("--noise-aug-strength", float, "noise added to the reference", "noise_aug_strength"),
-        ("--sample-stride", int, "use every N-th driving frame", "sample_stride"),
-        ("--max-frames", int, "at most N driving frames (after the stride)", "max_frames"),
-        ("--fps", int, "output fps", "fps"),
-        ("--decode-chunk-size", int, "frames per VAE decode (1 = least memory)", "decode_chunk_size"),
-        ("--seed", int, "random seed", "seed"),
-        ("--controlnet-scale", float, "scale of DisPose's residuals", "controlnet_scale"),
+        ("--resolution", "resolution", "short side of the output, multiple of 64", True),
+        ("--num-frames", "num_frames", "frames per tile", True),
+        ("--frames-overlap", "frames_overlap", "overlap of consecutive tiles", True),
+        ("--steps", "num_inference_steps", "denoising steps", True),
+        ("--guidance-scale", "guidance_scale", "CFG scale; the max of a per-frame ramp", True),
+        ("--min-guidance-scale", "min_guidance_scale", "CFG scale of the first frame (= --guidance-scale)", False),
+        ("--noise-aug-strength", "noise_aug_strength", "noise added to the reference", True),
+        ("--sample-stride", "sample_stride", "use every N-th driving frame", True),
+        ("--max-frames", "max_frames", "at most N driving frames (after the stride)", True),
+        ("--fps", "fps", "output fps", True),
+        ("--decode-chunk-size", "decode_chunk_size", "frames per VAE decode (1 = least memory)", True),
+        ("--seed", "seed", "random seed", True),
+        ("--controlnet-scale", "controlnet_scale", "scale of DisPose's residuals", True),
     )
-    for option, kind, what, setting in generation:
-        shown = "" if setting is None else f" ({_default_text(setting)})"
-        gen.add_argument(option, type=kind, help=what + shown)
-    gen.add_argument("--controlnet-interval", type=int, metavar="K",
+    for option, field, what, shows_default in generation:
+        shown = f" ({_default_text(field)})" if shows_default else ""
+        gen.add_argument(option, type=job_option(field), help=what + shown)
+    gen.add_argument("--controlnet-interval", type=job_option("controlnet_interval"), metavar="K",
                      help="run the ControlNet at every K-th step and reuse its residuals in between (1 = every "
                           "step, the release; 2 is faster and changes the frames: README, Performance)")
     gen.add_argument("--baseline", action="store_true", help="the base model alone: same pipeline without DisPose")
@@ -119,15 +125,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "them per tile (same output, slower)")
     from dispose.pipelines.tile_cache import GUIDANCE_CACHE_MB
 
-    run.add_argument("--guidance-cache-mb", type=float, default=GUIDANCE_CACHE_MB, metavar="MB",
+    run.add_argument("--guidance-cache-mb", type=option_type(Rule(float, least=0)),
+                     default=GUIDANCE_CACHE_MB, metavar="MB",
                      help="device memory for the per-tile guidance and pose features kept across steps "
                           "(per-tile sizes: README, Performance); tiles beyond it are re-encoded "
                           "at each step (same output)")
-    run.add_argument("--detector", default="dwpose", choices=("dwpose", "mediapipe"),
-                     help="pose detector (dwpose as the release; mediapipe needs no weights)")
-    run.add_argument("--dense", default="cmp", choices=("cmp", "propagate", "none"),
-                     help="dense motion field: CMP (release), a weight-free propagation, or none")
-    run.add_argument("--align", help="pose alignment: global (release's fit, the default), bones or none")
+    run.add_argument("--detector", choices=("dwpose", "mediapipe"),
+                     help="pose detector (dwpose as the release, the default; mediapipe needs no weights); "
+                          "not used with --guidance")
+    run.add_argument("--dense", choices=("cmp", "propagate", "none"),
+                     help="dense motion field: CMP (release, the default), a weight-free propagation, or "
+                          "none; "
+                          "with --guidance the saved field is used (another --dense is refused)")
+    run.add_argument("--align", choices=JOB_RULES["align"].choices,
+                     help="pose alignment: global (release's fit, the default), bones or none")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -144,8 +155,7 @@ def _process_shard() -> tuple[int, int]:
 
 def _check_inputs(job) -> None:
     """Cheap checks of one job's inputs and outputs, before any model loads."""
-    from dispose.guidance.stage import Guidance
-    from dispose.media.files import check_writable_dir, ensure_folder
+    from dispose.media.files import check_creatable
     from dispose.media.video import VideoFrames
 
     for label, path in (("reference image", job.ref), ("driving video", job.driving), ("poses file", job.poses)):
@@ -153,12 +163,25 @@ def _check_inputs(job) -> None:
             raise _error(f"{label} {path} does not exist")
     if job.driving is not None:
         VideoFrames(job.driving, job.sample_stride, 1, release_stride=True)  # opens the container: not a video?
-    if job.guidance is not None:
-        Guidance.load(job.guidance)
     for option, path in (("--out", job.out), ("--side-by-side", job.side_by_side)):
         if path is not None:
-            ensure_folder(Path(path).parent, option)
-            check_writable_dir(Path(path))
+            check_creatable(path, option)
+
+
+def _check_apart(jobs, config: Path | None) -> None:
+    """No output of any job is an input of any job (or the job file), or another output: symlinks and hard
+    links included (:func:`dispose.media.files.check_apart`)."""
+    from dispose.jobs import sidecar_path
+    from dispose.media.files import check_apart
+
+    inputs = [("--config", config)]
+    outputs = []
+    for job in jobs:
+        inputs += [("--ref", job.ref), ("--driving", job.driving), ("--poses", job.poses),
+                   ("--guidance", job.guidance)]
+        outputs += [("--out", job.out), ("--side-by-side", job.side_by_side),
+                    ("sidecar of --out", sidecar_path(Path(job.out)))]
+    check_apart(inputs, outputs)
 
 
 def _check_references(jobs):
@@ -173,17 +196,42 @@ def _check_references(jobs):
     return check
 
 
+def _not_finished(jobs):
+    """The jobs whose files are not a finished result of their settings (--resume); says which it skips and
+    why it runs the others again."""
+    from dispose.jobs import finished_unit, unit_paths
+
+    remaining = []
+    for job in jobs:
+        done = finished_unit(job)
+        if done is not None:
+            print(f"skip (finished: {done})", file=sys.stderr)
+            continue
+        parts = unit_paths(job)
+        missing = [str(path) for path in parts if not path.is_file()]
+        if len(missing) < len(parts):  # an unfinished or other result: say why it is made again
+            why = f"{', '.join(missing)} missing" if missing else "its sidecar describes other settings"
+            print(f"redo {job.out}: {why}", file=sys.stderr)
+        remaining.append(job)
+    return remaining
+
+
 def _error(message: str):
     from dispose.errors import UserError
 
     return UserError(message)
 
 
-def _load_guidance(job, explicit: set[str]):
-    """The saved guidance of a job, checked against its reference and the settings the user gave."""
+def _load_guidance(job, explicit: set[str], dense: str | None):
+    """The saved guidance of a job, checked against its reference, the settings the user gave and ``dense``
+    (--dense, when given: the saved field is used, so another method is refused)."""
     from dispose.guidance.stage import Guidance, input_fingerprint
 
     guidance = Guidance.load(job.guidance)
+    saved = guidance.settings.get("dense")
+    if dense is not None and saved is not None and dense != saved:
+        raise _error(f"--dense {dense} does not apply to --guidance {job.guidance}: its dense field was "
+                     f"computed with {saved}; drop --dense or run `dispose guidance --dense {dense}` again")
     inputs = {"reference": input_fingerprint(job.ref)} if job.ref is not None else {}
     if job.driving is not None:
         inputs["driving"] = input_fingerprint(job.driving)
@@ -205,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
     jobs, weight_overrides = build_jobs(args.config, overrides, args.out)
     weight_overrides.update({key: getattr(args, dest) for dest, key, _, _ in _weight_options()
                              if getattr(args, dest, None) is not None})
+    _check_apart(jobs, args.config)
     bases = {job.base for job in jobs}
     if len(bases) > 1:
         raise _error(f"a job file must use one base model per run, got {sorted(map(str, bases))}; split it")
@@ -217,27 +266,28 @@ def run(args: argparse.Namespace) -> int:
 
             device = str(PartialState().device)
     if args.resume:
-        skipped = [job for job in jobs if Path(job.out).is_file()]
-        jobs = [job for job in jobs if not Path(job.out).is_file()]
-        for job in skipped:
-            print(f"skip (exists): {job.out}", file=sys.stderr)
+        jobs = _not_finished(jobs)
     if not jobs:
         return 0
-    runtime = Runtime(device=device, dtype=args.dtype, cfg_mode=args.cfg_mode, offload=args.offload,
-                      compile=args.compile, cache_guidance=args.cache_guidance,
-                      guidance_cache_mb=args.guidance_cache_mb, detector=args.detector,
-                      dense=args.dense, progress=not args.no_progress)
-    runtime.check()
     for job in jobs:
         _check_inputs(job)
+    saved = {id(job): _load_guidance(job, explicit | set(explicit_settings(job)), args.dense)
+             for job in jobs if job.guidance is not None}
+    only_saved = len(saved) == len(jobs)  # nothing to detect or compute: no detector, CMP or DWPose weights
+    runtime = Runtime(device=device, dtype=args.dtype, cfg_mode=args.cfg_mode, offload=args.offload,
+                      compile=args.compile, cache_guidance=args.cache_guidance,
+                      guidance_cache_mb=args.guidance_cache_mb,
+                      detector="saved" if only_saved else args.detector or "dwpose",
+                      dense="saved" if only_saved else args.dense or "cmp", progress=not args.no_progress)
+    runtime.check()
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # one bar of our own, not one per model file loaded
     engine = Animator.load(jobs[0].base, args.weights, weight_overrides, runtime,
                            dispose=any(not job.baseline for job in jobs), check=_check_references(jobs))
     for job in jobs:
-        guidance = _load_guidance(job, explicit | set(explicit_settings(job))) if job.guidance else None
-        result = engine.animate(job.ref, job.driving, poses=job.poses, guidance=guidance, settings=job)
+        result = engine.animate(job.ref, job.driving, poses=job.poses, guidance=saved.get(id(job)),
+                                settings=job)
         write_result(job, result)
         print(f"wrote {job.out}", file=sys.stderr)
     return 0

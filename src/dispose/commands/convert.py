@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from dispose.bases import get_base
     from dispose.bases.mimicmotion.weights import read_checkpoint
     from dispose.errors import UserError
-    from dispose.media.files import atomic_path, check_writable_dir
+    from dispose.media.files import atomic_path, check_apart, check_writable_dir
 
     if args.out is not None and len(args.checkpoints) != 1:
         raise UserError("--out needs exactly one input checkpoint")
@@ -88,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UserError(f"checkpoint {path} does not exist")
         out = args.out or path.with_suffix(".safetensors")
-        if out.resolve() == path.resolve():
-            raise UserError(f"{path} is already the output; pass a different --out")
+        check_apart([*(("checkpoint", source) for source in args.checkpoints),
+                     ("--unet-config", args.unet_config)],
+                    [("output", earlier) for _, earlier in jobs] + [("--out" if args.out else "output", out)])
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; pass --force to overwrite it")
         check_writable_dir(out)
@@ -107,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
                 save_file(_unshared(state), str(tmp), metadata={"format": "pt", "source": path.name})
                 bar.update()
                 bar.set_postfix_str(f"verifying {out.name}")
-                _verify(kind, state, tmp, out, base, args.unet_config)
+                try:
+                    _verify(kind, state, tmp, out, base, args.unet_config)
+                except (UserError, ValueError) as error:  # name the input, not the temporary file that goes
+                    raise UserError(str(error).replace(str(tmp), f"{path} (converted)")) from None
             bar.update()
             size = out.stat().st_size
             tqdm.write(f"{out}: {len(state)} tensors, {size / 2**30:.2f} GiB, verified ({kind})")

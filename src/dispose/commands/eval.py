@@ -24,6 +24,9 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.evaluation.metric_names import ALL_METRICS
+    from dispose.validation import Rule, option_type
+
+    count = option_type(Rule(int, least=1))
 
     parser.add_argument("--pred", nargs="+", type=Path, required=True, metavar="PATH",
                         help="generated videos: video files, folders of videos, or frame folders (paired with "
@@ -59,17 +62,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "metric fid_vid_r3d)")
     parser.add_argument("--musiq", type=Path, help="pyiqa MUSIQ-SPAQ musiq_spaq_ckpt-358bb6af.pth "
                         "(VBench imaging quality)")
-    parser.add_argument("--size", nargs=2, type=int, metavar=("W", "H"),
+    parser.add_argument("--size", nargs=2, type=option_type(Rule(int, least=MIN_SIZE, most=MAX_SIZE)),
+                        metavar=("W", "H"),
                         help="evaluate at this frame size (default: each generated video's own size)")
-    parser.add_argument("--pred-stride", type=int, default=1, help="use every N-th generated frame")
-    parser.add_argument("--gt-stride", type=int, default=1,
+    parser.add_argument("--pred-stride", type=count, default=1, help="use every N-th generated frame")
+    parser.add_argument("--gt-stride", type=count, default=1,
                         help="use every N-th ground-truth frame (match the generation's sample stride)")
-    parser.add_argument("--max-frames", type=int, help="use at most N frames per video")
+    parser.add_argument("--max-frames", type=count, help="use at most N frames per video")
     parser.add_argument("--truncate", action="store_true", help="cut each pair to the shorter video")
-    parser.add_argument("--clip-frames", type=int, default=16,
+    parser.add_argument("--clip-frames", type=option_type(Rule(int, least=9)), default=16,
                         help="clip length for FVD, FID-VID and CD-FVD (FVD standard: 16)")
-    parser.add_argument("--clip-stride", type=int, help="frames between clip starts (default: clip length)")
-    parser.add_argument("--max-clips", type=int, help="at most N clips per video for FVD, FID-VID and CD-FVD")
+    parser.add_argument("--clip-stride", type=count, help="frames between clip starts (default: clip length)")
+    parser.add_argument("--max-clips", type=count,
+                        help="at most N clips per video for FVD, FID-VID and CD-FVD")
     parser.add_argument("--protocol", choices=("tiktok",),
                         help="tiktok: the paper's test set, TikTok sequences 00335-00340 under --gt")
     parser.add_argument("--name", help="method name in the printed table (default: the --pred name)")
@@ -86,19 +91,16 @@ MIN_SIZE = 16
 def _check_options(args: argparse.Namespace) -> None:
     """Every option and the report path, before any video is read or model loaded."""
     from dispose.errors import UserError
-    from dispose.media.files import check_writable_dir
+    from dispose.evaluation.backbones import WEIGHT_OPTIONS
+    from dispose.media.files import check_apart, check_writable_dir
 
+    check_apart([*(("--pred", path) for path in args.pred), *(("--gt", path) for path in args.gt),
+                 ("--weights", args.weights),
+                 *((option, getattr(args, key)) for key, option in WEIGHT_OPTIONS.items())],
+                [("--out", args.out)])
     if args.out.is_dir():
         raise UserError(f"--out {args.out} is a folder; give the report's file name, e.g. {args.out / 'report.json'}")
     check_writable_dir(args.out)
-    if args.size is not None and not all(MIN_SIZE <= side <= MAX_SIZE for side in args.size):
-        raise UserError(f"--size {args.size[0]} {args.size[1]}: width and height must be between {MIN_SIZE} and "
-                        f"{MAX_SIZE} pixels")
-    for option, value, least in (("--pred-stride", args.pred_stride, 1), ("--gt-stride", args.gt_stride, 1),
-                                 ("--max-frames", args.max_frames, 1), ("--clip-frames", args.clip_frames, 9),
-                                 ("--clip-stride", args.clip_stride, 1), ("--max-clips", args.max_clips, 1)):
-        if value is not None and value < least:
-            raise UserError(f"{option} must be at least {least}, got {value}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ driving frames it computes (paper sec. 4.1 and 4.2, see dispose.guidance):
        without it `dispose animate --guidance` computes them from the saved reference.
 
 Writes the folder --out as a unit (built beside it, renamed into place when complete; a rerun replaces an
-earlier result whole; a second writer at the same time is refused):
+earlier `dispose guidance` result whole; a second writer at the same time, a folder written by another command
+and a folder holding one of the inputs are refused):
 
   guidance.json              format dispose-guidance/2, sizes, settings, input sha256s, fingerprint
   reference.png              the reference at the generation size
@@ -46,6 +47,7 @@ DENSE_CHOICES = ("cmp", "propagate", "none")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.pose.alignment import ALIGN_MODES
+    from dispose.validation import job_option
 
     parser.add_argument("--ref", type=Path, required=True, help="reference image")
     parser.add_argument("--driving", type=Path, help="driving video (optional with --poses)")
@@ -60,18 +62,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dense", choices=DENSE_CHOICES,
                         help="dense field F_d: cmp, propagate or none (default: cmp with --cmp-checkpoint, "
                              "else propagate)")
-    parser.add_argument("--resolution", type=int, default=576, help="short side of the generation frame, a "
+    parser.add_argument("--resolution", type=job_option("resolution"), default=576,
+                        help="short side of the generation frame, a "
                         "multiple of 64 (576)")
-    parser.add_argument("--sample-stride", type=int, default=2,
+    parser.add_argument("--sample-stride", type=job_option("sample_stride"), default=2,
                         help="use every N-th driving frame (2); times int(fps / 24) for 48 fps and faster, as the release")
-    parser.add_argument("--max-frames", type=int, help="use at most N driving frames (after the stride)")
+    parser.add_argument("--max-frames", type=job_option("max_frames"),
+                        help="use at most N driving frames (after the stride)")
     parser.add_argument("--align", choices=ALIGN_MODES, default="global",
                         help="pose alignment to the reference (global: the release's fit)")
     parser.add_argument("--release-missing-points", action="store_true",
                         help="treat undetected keypoints as the release does (spurious corner vectors)")
     parser.add_argument("--match-release", action="store_true",
                         help="as the release: its missing-keypoint handling and F_d kept in float32")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the DIFT noise ensemble (42)")
+    parser.add_argument("--seed", type=job_option("seed"), default=42,
+                        help="seed of the DIFT noise ensemble (42)")
     parser.add_argument("--strict", action="store_true", help="refuse a driving video that ends before the frame "
                         "count its container declares (default: a warning; both counts go to guidance.json)")
     parser.add_argument("--no-pictures", action="store_true", help="skip guidance.mp4")
@@ -86,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_args(args: argparse.Namespace) -> str:
     """Validate the options before anything loads; return the dense method to use."""
     from dispose.errors import UserError
-    from dispose.media.geometry import check_resolution
+    from dispose.media.files import check_apart
 
     for label, path in (("--ref", args.ref), ("--driving", args.driving), ("--cmp-checkpoint", args.cmp_checkpoint)):
         if path is not None and not path.is_file():
@@ -94,9 +99,12 @@ def _check_args(args: argparse.Namespace) -> str:
     for label, path in (("--poses", args.poses), ("--sd15", args.sd15), ("--dwpose-dir", args.dwpose_dir)):
         if path is not None and not path.exists():
             raise UserError(f"{label} {path} does not exist")
+    check_apart([("--ref", args.ref), ("--driving", args.driving), ("--poses", args.poses),
+                 ("--cmp-checkpoint", args.cmp_checkpoint), ("--sd15", args.sd15),
+                 ("--dwpose-dir", args.dwpose_dir)],
+                [("--out", args.out)], folders=True)
     if args.driving is None and args.poses is None:
         raise UserError("give the driving video (--driving) or its poses (--poses)")
-    check_resolution(args.resolution)
     if args.picture_width != 0 and args.picture_width < 16:
         raise UserError(f"--picture-width must be 0 (full size) or at least 16, got {args.picture_width}")
     dense = args.dense or ("cmp" if args.cmp_checkpoint is not None else "propagate")
@@ -114,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     dense = _check_args(args)
     device = resolve_device(args.device)
-    with atomic_folder(args.out) as folder:
+    with atomic_folder(args.out, command="dispose guidance") as folder:
         detector = load_detector(args.dwpose_dir, device=str(device))
         models = GuidanceModels(detector=detector, cmp=args.cmp_checkpoint, sd15=args.sd15)
         timings: dict[str, float] = {}

@@ -23,7 +23,8 @@ overlay.mp4 is drawn.  --ref and --align work as with --video; the reference pos
 
 The whole output folder is written at once when everything is done: an earlier result in --out is replaced
 then (a rerun leaves no stale files), a failure or Ctrl-C leaves it as it was, and a second run writing the
-same --out at the same time is refused.  --out must be new, empty, or an earlier result.
+same --out at the same time is refused.  --out must be new, empty, or an earlier result of `dispose pose` (a
+folder written by another command, or holding one of the inputs, is refused).
 
 The detector is DWPose with --dwpose-dir (a folder holding yolox_l.onnx and dw-ll_ucoco_384.onnx, from
 huggingface.co/yzd-v/DWPose), else MediaPipe (installed with the 'pose' extra; no hands, sparser face).
@@ -37,6 +38,7 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.pose.alignment import ALIGN_MODES
+    from dispose.validation import job_option
 
     parser.add_argument("--image", type=Path, help="an image (PNG/JPEG) to pose")
     parser.add_argument("--video", type=Path, help="a driving video to pose (with --poses: the video they belong to)")
@@ -48,12 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dwpose-dir", type=Path, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx "
                         "(default: MediaPipe)")
     parser.add_argument("--device", default="auto", help="device for DWPose: auto, cpu, cuda, cuda:1")
-    parser.add_argument("--resolution", type=int, default=576,
+    parser.add_argument("--resolution", type=job_option("resolution"), default=576,
                         help="short side of the generation frame, a multiple of 64 from 64 to 2048 (576)")
-    parser.add_argument("--sample-stride", type=int,
+    parser.add_argument("--sample-stride", type=job_option("sample_stride"),
                         help="use every N-th video frame (2; 1 for --poses without --video); times int(fps / 24) "
                              "for 48 fps and faster, as the release")
-    parser.add_argument("--max-frames", type=int, help="use at most N video frames (after the stride)")
+    parser.add_argument("--max-frames", type=job_option("max_frames"),
+                        help="use at most N video frames (after the stride)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a video that ends before the frame count its container declares")
     parser.add_argument("--out", type=Path, required=True,
@@ -63,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     from dispose.errors import UserError
-    from dispose.media.geometry import check_resolution
+    from dispose.media.files import check_apart
 
     sources = [label for label, value in (("--image", args.image), ("--video", args.video), ("--poses", args.poses))
                if value is not None]
@@ -73,22 +76,20 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError("--ref and --align go with --video or --poses, not --image")
     if args.align is not None and args.ref is None:
         raise UserError("--align needs --ref (the reference image to align the video's poses to)")
-    check_resolution(args.resolution)
-    for label, value in (("--sample-stride", args.sample_stride), ("--max-frames", args.max_frames)):
-        if value is not None and value < 1:
-            raise UserError(f"{label} must be at least 1, got {value}")
     for label, path in (("--image", args.image), ("--video", args.video), ("--ref", args.ref)):
         if path is not None and not path.is_file():
             raise UserError(f"{label} {path} does not exist")
     if args.poses is not None and not args.poses.exists():
         raise UserError(f"--poses {args.poses} does not exist")
+    check_apart([("--image", args.image), ("--video", args.video), ("--poses", args.poses),
+                 ("--ref", args.ref), ("--dwpose-dir", args.dwpose_dir)], [("--out", args.out)], folders=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from dispose.media.files import atomic_folder
 
     _check_args(args)
-    with atomic_folder(args.out) as out:
+    with atomic_folder(args.out, command="dispose pose") as out:
         written = (_pose_image if args.image is not None else _pose_video)(args, out)
     print(f"wrote {written} to {args.out}")
     return 0

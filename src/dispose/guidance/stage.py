@@ -310,9 +310,11 @@ class Guidance:
     @classmethod
     def load(cls, folder: str | Path) -> Guidance:
         """Read a folder written by :meth:`save`; a UserError names what is missing or of another format."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         from dispose.media.image import load_image
+        from dispose.pose.json_poses import checked_finite
+        from dispose.validation import finite
 
         folder = Path(folder)
         info_path = folder / "guidance.json"
@@ -331,20 +333,46 @@ class Guidance:
         if missing:
             raise UserError(f"guidance folder {folder} lacks {', '.join(missing)}; write it again with `dispose guidance`")
         reference = load_image(folder / "reference.png")
-        reference_pose = PoseSequence.from_json(json.loads((folder / "reference.json").read_text()))[0]
-        driving = PoseSequence.from_json(json.loads((folder / "poses.json").read_text()))
         fields = folder / "fields.safetensors"
-        with safe_open(str(fields), framework="pt") as handle:
-            names = set(handle.keys())
-            embeddings = handle.get_tensor("point_embeddings") if "point_embeddings" in names else None
-        guidance = cls(reference=reference, reference_pose=reference_pose, driving=driving,
-                       dense_flow=open_safetensors_tensor(fields, "dense_flow"), point_embeddings=embeddings,
-                       fps=float(info["fps"]), filled=int(info.get("filled", 0)), settings=info.get("settings", {}),
-                       inputs=info.get("inputs", {}))
+        damaged = f"guidance folder {folder}: {{}} is damaged ({{}}); write it again with `dispose guidance`"
+        poses = {}
+        for name in ("reference.json", "poses.json"):
+            try:
+                poses[name] = PoseSequence.from_json(json.loads((folder / name).read_text()))
+            except (ValueError, KeyError, TypeError, AttributeError) as error:
+                raise UserError(damaged.format(name, error)) from None
+            for number, pose in enumerate(poses[name]):
+                checked_finite(pose, folder / name, number)
+        try:
+            with safe_open(str(fields), framework="pt") as handle:
+                names = set(handle.keys())
+                embeddings = handle.get_tensor("point_embeddings") if "point_embeddings" in names else None
+            dense_flow = open_safetensors_tensor(fields, "dense_flow")
+        except (ValueError, SafetensorError) as error:
+            raise UserError(damaged.format(fields.name, " ".join(str(error).split()))) from None
+        for name, tensor in (("dense_flow", dense_flow), ("point_embeddings", embeddings)):
+            if tensor is not None and not _all_finite(tensor):
+                raise UserError(damaged.format(fields.name, f"{name} holds NaN or infinite values"))
+        fps = finite(info.get("fps"), f"{info_path}: fps")
+        reference_pose, driving = poses["reference.json"][0], poses["poses.json"]
+        try:
+            guidance = cls(reference=reference, reference_pose=reference_pose, driving=driving,
+                           dense_flow=dense_flow, point_embeddings=embeddings,
+                           fps=fps, filled=int(info.get("filled", 0)), settings=info.get("settings", {}),
+                           inputs=info.get("inputs", {}))
+        except (ValueError, TypeError) as error:  # files that do not fit together (poses vs fields)
+            raise UserError(damaged.format("poses.json or fields.safetensors", error)) from None
         if guidance.fingerprint != info.get("fingerprint"):
             raise UserError(f"guidance folder {folder} was changed after it was written (fingerprint mismatch); "
                             "write it again with `dispose guidance`")
         return guidance
+
+
+def _all_finite(tensor) -> bool:
+    """True when every value of a tensor or of a :class:`FrameStore` (read a chunk at a time) is finite."""
+    if isinstance(tensor, torch.Tensor):
+        return bool(torch.isfinite(tensor).all())
+    return all(np.isfinite(chunk).all() for chunk in tensor.chunks())
 
 
 # ---------------------------------------------------------------------------------------------- computing

@@ -1,7 +1,9 @@
 """Writing results so that a failure leaves nothing half-written: files and whole folders appear complete or
 not at all.
 
-* :func:`atomic_path` (one file): write to a temporary name beside the target, rename onto it when done.
+* :func:`atomic_path` (one file): write to a temporary name beside the target, rename onto it when done;
+  :func:`atomic_paths` does so for several files that form one result (a video, its side-by-side and its
+  sidecar): all are written under temporary names, then renamed together (Ctrl-C waits for the renames).
 * :func:`atomic_folder` (a result folder): build the folder under a temporary sibling name
   (``.NAME.partial-PID``) and rename it into place only when complete, replacing an earlier result then
   (so a rerun with fewer frames leaves no stale files, and Ctrl-C or an error leaves the earlier result, or
@@ -9,6 +11,10 @@ not at all.
   second concurrent writer; a lock left by a process that no longer runs is taken over.  A finished folder
   holds a manifest (``.dispose-output``) listing its files: an existing folder is replaced only when it is
   empty or holds nothing but what its manifest lists, so a mistyped ``--out`` never deletes the user's files.
+  The manifest also names the command that wrote the folder: a folder written by another command (a
+  ``dispose guidance`` result under ``dispose pose --out``) is refused, not replaced.
+* :func:`check_apart` refuses, before anything is computed, an output that is one of the command's inputs or
+  another of its outputs (through a symlink or a hard link too), or a folder holding one of its inputs.
 * :func:`ensure_folder` creates an output folder (and its parents), turning a read-only disk or a permission
   problem into one line naming the folder.
 
@@ -28,7 +34,7 @@ import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dispose.errors import UserError, os_error_fix
@@ -37,7 +43,7 @@ from dispose.errors import UserError, os_error_fix
 MANIFEST = ".dispose-output"
 
 _finished: list[Path] = []  # targets committed by this process, in order (files inside a folder: not listed)
-_building: set[Path] = set()  # temporary folders being built by this process
+_building: set[Path] = set()  # temporary folders and files of a unit being built by this process
 
 
 def finished_outputs() -> list[Path]:
@@ -58,6 +64,43 @@ def check_writable_dir(path: Path) -> None:
         raise UserError(f"output folder {folder} is not writable; choose another folder or fix its permissions")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        first, second = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return folder.is_dir() and Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents
+
+
+def check_apart(inputs: Iterable[tuple[str, str | Path | None]],
+                outputs: Iterable[tuple[str, str | Path | None]], *, folders: bool = False) -> None:
+    """Refuse (UserError naming both) an output that resolves to one of the ``inputs`` or to another output,
+    symlinks and hard links included (same real path, or same device and inode), and with ``folders`` (the
+    outputs are folders replaced as a whole, :func:`atomic_folder`) an existing output folder that holds an
+    input.  Each item is ``(option, path)``; None is skipped."""
+    inputs = [(label, Path(path)) for label, path in inputs if path is not None]
+    outputs = [(label, Path(path)) for label, path in outputs if path is not None]
+    for number, (label, out) in enumerate(outputs):
+        for in_label, source in inputs:
+            if _same_file(out, source):
+                raise UserError(f"{label} {out} is the input {in_label} {source}; writing it would replace "
+                                "that input: choose another output name")
+            if folders and _inside(source, out):
+                raise UserError(f"{label} {out} holds the input {in_label} {source}, and the folder is "
+                                "replaced as a whole: choose another output folder or move the input out of "
+                                "it")
+        for other_label, other in outputs[:number]:
+            if _same_file(out, other):
+                raise UserError(f"{label} {out} is also {other_label} {other}; one output would replace the "
+                                "other: give each its own name")
+
+
 def ensure_folder(path: str | Path, option: str = "--out", *, named: Path | None = None) -> Path:
     """Create the folder ``path`` and its parents if missing; a UserError naming ``option`` and the folder when
     that is impossible (a read-only disk, no permission, a file in the way).  ``named`` is the option's value
@@ -76,6 +119,44 @@ def ensure_folder(path: str | Path, option: str = "--out", *, named: Path | None
     return path
 
 
+def check_creatable(path: str | Path, option: str = "--out") -> None:
+    """Refuse (UserError naming ``option``) an output file ``path`` that is a folder, or whose folder could
+    not be created or written: the nearest existing ancestor must be a writable folder.  Creates nothing, so a
+    run that fails later leaves no empty folder (create it with :func:`ensure_folder` just before writing)."""
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{option} {path}: {folder} exists and is not a folder; choose another name")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{option} {path}: cannot write in {folder} (permission denied or read-only); choose "
+                        "another folder")
+
+
+@contextlib.contextmanager
+def folders_for(paths: Iterable[tuple[str, str | Path]]) -> Iterator[None]:
+    """Create the folders of the output files ``(option, path)`` (see :func:`ensure_folder`) for the duration
+    of a write; when the block fails, the folders created here are removed again (those still empty), so a
+    failed run leaves no empty folder behind."""
+    created: list[Path] = []
+    for option, path in paths:
+        folder = Path(os.path.abspath(path)).parent
+        missing = [folder, *folder.parents]
+        missing = missing[:next(i for i, item in enumerate(missing) if item.exists())]
+        ensure_folder(folder, option, named=Path(path))
+        created += missing
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -83,7 +164,7 @@ def _umask() -> int:
 
 
 def _inside_building(path: Path) -> bool:
-    return any(folder in path.parents for folder in _building)
+    return path in _building or any(folder in path.parents for folder in _building)
 
 
 @contextlib.contextmanager
@@ -95,21 +176,39 @@ def atomic_path(path: str | Path, *, cache: bool = False) -> Iterator[Path]:
     file is removed and the target is left untouched.  ``cache=True`` marks a cache file, which is not
     listed among the outputs a run kept (:func:`finished_outputs`).
     """
-    path = Path(path)
-    check_writable_dir(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    with atomic_paths([path], cache=cache) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: Iterable[str | Path], *, cache: bool = False) -> Iterator[list[Path]]:
+    """Yield a temporary path beside each of ``paths`` (see :func:`atomic_path`); when the block ends without
+    an error all of them are renamed onto their targets together, else all are removed and no target
+    changes."""
+    paths = [Path(path) for path in paths]
+    for path in paths:
+        check_writable_dir(path)
+    tmps: list[Path] = []
     try:
-        yield tmp_path
-        # mkstemp makes 0600, and writers that replace the file themselves (safetensors) reset the mode:
-        # give the result the permissions a plain open() would, just before it takes the target's name.
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, path)
-        if not cache and not _inside_building(path.absolute()):
-            _finished.append(path)
+        for path in paths:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}",
+                                       dir=path.parent)
+            os.close(fd)
+            tmps.append(Path(tmp))
+        if len(paths) > 1:
+            _building.update(tmp.absolute() for tmp in tmps)  # parts of a unit: not outputs of their own
+        yield tmps
+        with _interrupts_deferred():
+            for tmp, path in zip(tmps, paths):
+                # mkstemp makes 0600, and writers that replace the file themselves (safetensors) reset the
+                # mode: give the result the permissions a plain open() would, just before it takes its name.
+                os.chmod(tmp, 0o666 & ~_umask())
+                os.replace(tmp, path)
+        _finished.extend(path for path in paths if not cache and not _inside_building(path.absolute()))
     finally:
-        tmp_path.unlink(missing_ok=True)
+        for tmp in tmps:
+            _building.discard(tmp.absolute())
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str, *, cache: bool = False) -> None:
@@ -118,13 +217,14 @@ def atomic_write_text(path: Path, text: str, *, cache: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | Path, option: str = "--out") -> Iterator[Path]:
+def atomic_folder(path: str | Path, option: str = "--out", *, command: str | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` as a whole.
 
-    ``option`` names the folder in errors (``"--out"``).  Checks run on entry, before the caller computes
-    anything: the parent is created (:func:`ensure_folder`), the lock is taken, and an existing ``path``
-    must be a folder that is empty or a previous result (see module docstring).  On any error or
-    interruption the temporary folder is removed and ``path`` is left as it was.
+    ``option`` names the folder in errors (``"--out"``); ``command`` (``"dispose pose"``) is recorded in the
+    manifest, and an existing result written by another command is refused.  Checks run on entry, before the
+    caller computes anything: the parent is created (:func:`ensure_folder`), the lock is taken, and an
+    existing ``path`` must be a folder that is empty or a previous result (see module docstring).  On any
+    error or interruption the temporary folder is removed and ``path`` is left as it was.
     """
     path = Path(os.path.abspath(path))
     if path.is_symlink():
@@ -132,15 +232,18 @@ def atomic_folder(path: str | Path, option: str = "--out") -> Iterator[Path]:
     ensure_folder(path.parent, option, named=path)
     with _lock(path, option):
         _recover(path)
-        _check_replaceable(path, option)
+        _check_replaceable(path, option, command)
         tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")  # unique: we hold the lock
         try:
             tmp.mkdir()
             _building.add(tmp)
             yield tmp
             files = sorted(str(item.relative_to(tmp)) for item in tmp.rglob("*") if not item.is_dir())
-            (tmp / MANIFEST).write_text(json.dumps({"format": "dispose-output/1", "files": files}))
-            _check_replaceable(path, option)
+            manifest = {"format": "dispose-output/1", "files": files}
+            if command is not None:
+                manifest["command"] = command
+            (tmp / MANIFEST).write_text(json.dumps(manifest))
+            _check_replaceable(path, option, command)
             _swap_into_place(tmp, path)
             _finished.append(path)
         finally:
@@ -148,14 +251,16 @@ def atomic_folder(path: str | Path, option: str = "--out") -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _manifest_files(folder: Path) -> set[str] | None:
+def _manifest(folder: Path) -> tuple[set[str], str | None] | None:
+    """The files listed in ``folder``'s manifest (itself included) and the command that wrote it."""
     try:
-        return set(json.loads((folder / MANIFEST).read_text())["files"]) | {MANIFEST}
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads((folder / MANIFEST).read_text())
+        return set(data["files"]) | {MANIFEST}, data.get("command")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def _check_replaceable(path: Path, option: str) -> None:
+def _check_replaceable(path: Path, option: str, command: str | None = None) -> None:
     if not path.exists():
         return
     if not path.is_dir():
@@ -163,10 +268,14 @@ def _check_replaceable(path: Path, option: str) -> None:
     present = [str(item.relative_to(path)) for item in path.rglob("*") if not item.is_dir()]
     if not present:
         return
-    listed = _manifest_files(path)
-    if listed is None:
+    manifest = _manifest(path)
+    if manifest is None:
         raise UserError(f"{option} {path} already holds files that dispose did not write (e.g. {present[0]}); "
                         "choose a new folder, or empty or delete this one")
+    listed, writer = manifest
+    if command is not None and writer is not None and writer != command:
+        raise UserError(f"{option} {path} holds a result of `{writer}`, not of `{command}`; choose another "
+                        "folder (or delete that one)")
     foreign = sorted(set(present) - listed)
     if foreign:
         raise UserError(f"{option} {path} holds {foreign[0]}, which the earlier result there did not write; "

@@ -17,6 +17,7 @@ either.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import tempfile
 import threading
@@ -205,6 +206,10 @@ def open_safetensors_tensor(path: str | Path, name: str) -> FrameStore | None:
         raise ValueError(f"{path}: tensor {name} of dtype {entry['dtype']} and shape {entry['shape']} cannot be "
                          "read frame by frame")
     start, stop = entry["data_offsets"]
+    length = os.fstat(handle.fileno()).st_size
+    if length < 8 + size + stop:
+        handle.close()
+        raise ValueError(f"{path} is cut short: tensor {name} ends at byte {8 + size + stop} of {length}")
     store = FrameStore(entry["shape"][1:], dtype, file=handle, offset=8 + size + start, count=entry["shape"][0])
     if store.nbytes != stop - start:
         handle.close()

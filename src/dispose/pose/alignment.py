@@ -38,8 +38,9 @@ import numpy as np
 from dispose.errors import UserError
 from dispose.media.geometry import resize_crop_transform
 from dispose.pose.keypoints import NUM_HAND, Pose, located
+from dispose.validation import JOB_RULES
 
-ALIGN_MODES = ("global", "bones", "none")
+ALIGN_MODES = JOB_RULES["align"].choices  # the setting's one rule: global, bones, none
 #: Body keypoints (OpenPose order) used by the release's global fit.
 FIT_KEYPOINTS = (0, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
 #: Parent of each OpenPose body keypoint in the kinematic tree rooted at the neck (1).

@@ -14,9 +14,12 @@ Accepted inputs:
   the size of the frames the poses belong to (a UserError when neither is known);
 * a folder of such per-frame files, taken in natural name order (``frame_2`` before ``frame_10``).
 
-A point is visible when its confidence exceeds 0.3 (DWPose's threshold); a point with confidence 0 at
-(0, 0) is missing, as OpenPose writes them.  The first person of each frame is kept (the one DisPose
-animates, as with the detectors); a frame without anybody holds a pose with no visible point.
+Every number must be finite (NaN and infinity are refused, naming the file and frame) and the structure as
+described (``people`` a list of records, sizes positive whole numbers); anything else is a one-line
+:class:`~dispose.errors.UserError` naming the file.  A point is visible when its confidence exceeds 0.3
+(DWPose's threshold); a point with confidence 0 at (0, 0) is missing, as OpenPose writes them.  The first
+person of each frame is kept (the one DisPose animates, as with the detectors); a frame without anybody holds
+a pose with no visible point.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ import numpy as np
 
 from dispose.errors import UserError
 from dispose.pose.keypoints import DEFAULT_SCORE_THRESHOLD, NUM_BODY, NUM_FACE, NUM_HAND, Pose, PoseSequence
+from dispose.validation import Rule
+
+_SIZE = Rule(int, least=1)
 
 #: BODY_25 index of each of the 18 COCO/OpenPose body points (BODY_25 adds mid-hip 8 and six foot points).
 BODY_FROM_BODY25 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
@@ -44,7 +50,10 @@ class _Frame:
 
 
 def _triplets(values, count: int, key: str, source: Path) -> np.ndarray:
-    array = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    try:
+        array = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise UserError(f"pose file {source}: {key} is not a list of numbers") from None
     if array.size == 0:
         return np.zeros((count, 3))
     if array.size % 3:
@@ -54,6 +63,9 @@ def _triplets(values, count: int, key: str, source: Path) -> np.ndarray:
 
 def openpose_person(person: dict, source: Path, threshold: float = DEFAULT_SCORE_THRESHOLD) -> Pose:
     """A :class:`Pose` (pixel coordinates) from one OpenPose ``people[]`` record."""
+    if not isinstance(person, dict):
+        raise UserError(f"pose file {source}: 'people' holds {_short(person)}, not a person record "
+                        "({\"pose_keypoints_2d\": [...]})")
     body = _triplets(person.get("pose_keypoints_2d"), NUM_BODY, "pose_keypoints_2d", source)
     if len(body) == 25:
         body = body[list(BODY_FROM_BODY25)]
@@ -76,6 +88,21 @@ def openpose_person(person: dict, source: Path, threshold: float = DEFAULT_SCORE
                             threshold=threshold)
 
 
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def checked_finite(pose: Pose, source: Path, frame: int) -> Pose:
+    """``pose`` (frame ``frame`` of the file ``source``) when every number in it is finite, else a
+    UserError."""
+    for name in ("body", "body_score", "hands", "hands_score", "face", "face_score"):
+        if not np.isfinite(getattr(pose, name)).all():
+            raise UserError(f"pose file {source}: frame {frame} has a {name} value that is not a finite "
+                            "number (NaN or Infinity); fix the file or pose the video again")
+    return pose
+
+
 def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
@@ -90,20 +117,29 @@ def _read_json(path: Path):
 def _read_file(path: Path) -> list[_Frame]:
     data = _read_json(path)
     if isinstance(data, dict) and data.get("format") == "dispose-poses/1":
+        size = (_SIZE.check(data.get("width"), f"pose file {path}: width"),
+                _SIZE.check(data.get("height"), f"pose file {path}: height"))
         try:
             sequence = PoseSequence.from_json(data)
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise UserError(f"pose file {path} is a damaged dispose-poses/1 file ({error})") from None
-        size = (sequence.width, sequence.height)
+        if not sequence.poses:
+            raise UserError(f"pose file {path} is a damaged dispose-poses/1 file (it holds no frames)")
+        for number, pose in enumerate(sequence.poses):
+            checked_finite(pose, path, number)
         return [_Frame([pose] if pose.has_person else [], size, False, sequence.fps) for pose in sequence.poses]
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
         data = data[0]  # some tools wrap the frame in a list
     if not isinstance(data, dict) or "people" not in data:
         raise UserError(f"pose file {path} is neither a dispose-poses/1 file nor OpenPose JSON (no 'people')")
-    people = [openpose_person(person, path) for person in data["people"]]
+    if not isinstance(data["people"], list):
+        raise UserError(f"pose file {path}: 'people' is {_short(data['people'])}, not a list of person "
+                        "records")
+    people = [checked_finite(openpose_person(person, path), path, 0) for person in data["people"]]
     size = None
     if data.get("canvas_width") and data.get("canvas_height"):
-        size = (int(data["canvas_width"]), int(data["canvas_height"]))
+        size = (_SIZE.check(data["canvas_width"], f"pose file {path}: canvas_width"),
+                _SIZE.check(data["canvas_height"], f"pose file {path}: canvas_height"))
     return [_Frame([pose for pose in people if pose.has_person], size, True)]
 
 

@@ -1,7 +1,9 @@
 """``dispose train`` settings: a YAML file (``configs/train/*.yaml``) of sections, each a dataclass below.
 
 Unknown sections or keys are errors (a typo must not silently train with a default).  Command-line
-``--set section.key=value`` overrides any entry (the value is parsed as YAML).  The shipped
+``--set section.key=value`` overrides any entry (the value is parsed as YAML).  Every value is typed by its
+field's annotation (:func:`dispose.validation.rule_for_annotation`: ``1e-3`` is a number, ``abc`` is not one,
+booleans are true or false), the error naming the file and key or the ``--set`` entry.  The shipped
 ``configs/train/mimicmotion.yaml`` holds the paper's MimicMotion settings (sec. 5, "Implementation
 details"): 16 frames, 768x1024, batch 8, learning rate 2e-5, 10,000 steps; AdamW (the paper names no
 optimiser settings, warm-up or clipping: the defaults are diffusers' training-script defaults).
@@ -22,6 +24,7 @@ import yaml
 
 from dispose.bases import DEFAULT_BASE, get_base
 from dispose.errors import UserError
+from dispose.validation import rule_for_annotation, yaml_problem
 
 
 @dataclass
@@ -158,13 +161,14 @@ class TrainConfig:
             path = Path(path)
             try:
                 data = yaml.safe_load(path.read_text()) or {}
-            except (OSError, yaml.YAMLError) as error:
+            except OSError as error:
                 raise UserError(f"--config {path}: cannot read it ({error})") from None
+            except yaml.YAMLError as error:
+                raise UserError(f"--config {path}: not valid YAML ({yaml_problem(error)})") from None
             if not isinstance(data, dict):
                 raise UserError(f"--config {path}: expected a mapping of sections, got {type(data).__name__}")
-        for item in overrides or []:
-            apply_override(data, item)
-        config = cls.from_dict(data, str(path) if path else "config")
+        given = {apply_override(data, item) for item in overrides or []}
+        config = _build(cls, data, str(path) if path else "config", overridden=given)
         config.check()
         return config
 
@@ -195,10 +199,16 @@ class TrainConfig:
             raise UserError(f"validation.loss_samples must be at least 1, got {self.validation.loss_samples}")
         if self.checkpoints.keep < 1:
             raise UserError(f"checkpoints.keep must be at least 1, got {self.checkpoints.keep}")
+        for name in ("learning_rate", "adam_epsilon"):  # the optimiser would refuse them after models load
+            if not getattr(train, name) > 0:
+                raise UserError(f"train.{name} must be above 0, got {getattr(train, name)}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(train, name) < 1:
+                raise UserError(f"train.{name} must be in [0, 1), got {getattr(train, name)}")
 
 
-def apply_override(data: dict, item: str) -> None:
-    """``section.key=value`` (value parsed as YAML) into nested ``data``."""
+def apply_override(data: dict, item: str) -> str:
+    """``section.key=value`` (value parsed as YAML) into nested ``data``; returns ``section.key``."""
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise UserError(f"--set {item!r}: expected section.key=value, e.g. train.max_steps=100")
@@ -208,10 +218,16 @@ def apply_override(data: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise UserError(f"--set {item!r}: {part} is not a section")
-    node[leaf] = yaml.safe_load(value)
+    try:
+        node[leaf] = yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise UserError(f"--set {item!r}: not a YAML value ({yaml_problem(error)})") from None
+    return key.strip()
 
 
-def _build(cls, data: dict, where: str):
+def _build(cls, data: dict, where: str, prefix: str = "", overridden: set[str] = frozenset()):
+    """``cls`` from ``data`` (from ``where``), each value typed by its field's annotation; a value that came
+    from ``--set`` (its dotted key in ``overridden``) is named as such in errors."""
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -222,7 +238,12 @@ def _build(cls, data: dict, where: str):
     for name, value in data.items():
         default = fields[name].default_factory if fields[name].default_factory is not dataclasses.MISSING else None
         if default is not None and dataclasses.is_dataclass(default):
-            values[name] = _build(default, value or {}, f"{where}: {name}")
-        else:
+            values[name] = _build(default, value or {}, f"{where}: {name}", f"{prefix}{name}.", overridden)
+            continue
+        rule = rule_for_annotation(fields[name].type)
+        if rule is None or (rule.kind is str and isinstance(value, bool)):  # YAML's bare `no` (precision)
             values[name] = value
+        else:
+            key = f"{prefix}{name}"
+            values[name] = rule.check(value, f"--set {key}" if key in overridden else f"{where}: {name}")
     return cls(**values)
