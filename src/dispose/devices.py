@@ -1,8 +1,10 @@
-"""Where models run: ``--device auto`` is CUDA, else Apple's MPS, else the CPU; explicit names are checked."""
+"""Where models run: ``--device auto`` is CUDA, else Apple's MPS, else the CPU; explicit names are checked.
+Under torchrun / ``accelerate launch`` each process learns its share and its own device here."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -43,3 +45,17 @@ def on_device(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
             yield
     finally:
         torch.set_default_dtype(previous)
+
+
+def process_shard(device: str = "auto") -> tuple[int, int, str]:
+    """``(index, count, device)`` of this process under torchrun / ``accelerate launch``, else
+    ``(0, 1, device)``.  With several processes ``auto`` becomes the process's own device (``cuda:LOCAL_RANK``).
+    On the CPU accelerate sees the other processes only when asked for a CPU state (``PartialState(cpu=True)``);
+    without it every process would think it is alone and do every job."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, device
+    from accelerate import PartialState
+
+    state = PartialState(cpu=resolve_device(device).type == "cpu")
+    own = str(state.device) if device == "auto" else device
+    return state.process_index, state.num_processes, own

@@ -26,7 +26,6 @@ into memory one sequence at a time (the engine takes frames as an array).
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from dispose.benchmark import paper
 from dispose.benchmark.report import table
+from dispose.devices import process_shard
 
 VARIANTS = ("base", "dispose")
 TABLE6 = (("ssim", "SSIM", 1), ("psnr", "PSNR", 1), ("lpips", "LPIPS", 1), ("l1_disco", "L1", 1))
@@ -136,19 +136,6 @@ def _engine(settings: QualitySettings, weights: Path | None, device: str):
     return Animator.load(settings.base, weights, None, runtime)
 
 
-def process_shard(device: str) -> tuple[int, int]:
-    """(index, count) of this process under ``accelerate launch`` / torchrun, else (0, 1).  On the CPU,
-    accelerate sees the other processes only when asked for a CPU state (``PartialState(cpu=True)``)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    from accelerate import PartialState
-
-    from dispose.devices import resolve_device
-
-    state = PartialState(cpu=resolve_device(device).type == "cpu")
-    return state.process_index, state.num_processes
-
-
 def animate_all(settings: QualitySettings, folders: dict[str, Path]) -> int:
     """Animate this process's share of the missing videos (module docstring); returns the process count."""
     from dispose.evaluation.videos import read_frames
@@ -165,12 +152,7 @@ def animate_all(settings: QualitySettings, folders: dict[str, Path]) -> int:
             # before any process group exists: inside one, transformers saves its models on rank 0 only
             weights = Path(workdir) / "tiny-weights"
             tiny_weights(settings.base, weights)
-        index, count = process_shard(settings.device)
-        device = settings.device
-        if count > 1 and device == "auto":
-            from accelerate import PartialState
-
-            device = str(PartialState().device)
+        index, count, device = process_shard(settings.device)
         engine, current, frames = None, None, None
         for name, _, job in shard(jobs, index, count):
             if id(job) in finished:

@@ -20,7 +20,6 @@ and says why it runs the others again (a file missing, other settings).  Multi-G
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -142,17 +141,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _process_shard() -> tuple[int, int]:
-    """(index, count) of this process under ``accelerate launch`` / torchrun, else (0, 1)."""
-    count = int(os.environ.get("WORLD_SIZE", "1"))
-    if count <= 1:
-        return 0, 1
-    from accelerate import PartialState
-
-    state = PartialState()
-    return state.process_index, state.num_processes
-
-
 def _check_inputs(job) -> None:
     """Cheap checks of one job's inputs and outputs, before any model loads."""
     from dispose.media.files import check_creatable
@@ -242,6 +230,7 @@ def _load_guidance(job, explicit: set[str], dense: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from dispose.devices import process_shard
     from dispose.engine import Animator, Runtime
     from dispose.jobs import build_jobs, explicit_settings, shard, write_result
 
@@ -257,14 +246,9 @@ def run(args: argparse.Namespace) -> int:
     bases = {job.base for job in jobs}
     if len(bases) > 1:
         raise _error(f"a job file must use one base model per run, got {sorted(map(str, bases))}; split it")
-    index, count = _process_shard()
-    device = args.device
+    index, count, device = process_shard(args.device)
     if count > 1:
         jobs = shard(jobs, index, count)
-        if device == "auto":
-            from accelerate import PartialState
-
-            device = str(PartialState().device)
     if args.resume:
         jobs = _not_finished(jobs)
     if not jobs:
