@@ -509,6 +509,10 @@ CASES = [
         ("--resume latest", "checkpoint-5: no trainer_state.json"),
         setup=lambda folder: (folder / "runs/checkpoints/checkpoint-5").mkdir(parents=True),
     ),
+    Case("prepare-out-is-input", "prepare in --out in --detector mediapipe --no-dift --no-progress",
+         ("--out in is the input videos in",)),
+    Case("train-out-is-data", "train --data in --out in --set data.detector=mediapipe",
+         ("--out in is the input --data in",)),
     Case("train-base-bogus", "train --base foo --data in --out runs", ("'foo'", "mimicmotion, musepose")),
     # --- options a base does not use are refused, not ignored
     Case(

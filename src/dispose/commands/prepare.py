@@ -77,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from dispose.errors import UserError
+    from dispose.media.files import check_apart
     from dispose.training.prepare import ModelFiles, PrepareSettings, prepare_dataset
+
+    check_apart([("videos", args.videos)], [("--out", args.out)])
 
     for label, path, folder in (("--dwpose-dir", args.dwpose_dir, True), ("--raft", args.raft, False),
                                 ("--sd15", args.sd15, True)):

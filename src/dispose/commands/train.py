@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dispose.media.files import check_apart
     from dispose.training.config import TrainConfig
     from dispose.training.trainer import end_process_group, train
 
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(section, key, value)
     config.check()
+    check_apart([("--data", config.data.root), ("--weights", config.weights.dir), ("--config", args.config)],
+                [("--out", config.output_dir)])
     result = train(config, resume=args.resume, cpu=args.cpu)
     end_process_group()
     for path in result.exported:
