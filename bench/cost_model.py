@@ -43,7 +43,8 @@ GB = 1e9
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=100, help="driving frames of the video (per-video costs)")
+    parser.add_argument("--frames", type=int, default=100,
+                        help="driving frames of the video (per-video costs)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--resolution", type=int, default=576,
                         help="generation size of a portrait video (576: 576x1024, 128: 128x192)")
@@ -73,35 +74,40 @@ def main() -> None:
                                                                             num_frames=8))[:2]
         cmp = build(CMP)
         features = cmp.encode_image(meta(1, 3, 384, 384))
-        rows["CMP image encoder (per video)"] = measure(lambda: cmp.encode_image(meta(1, 3, 384, 384)))[:2]
-        rows["CMP flow decoder (per frame)"] = measure(lambda: cmp.predict_flow(features, meta(1, 4, 384, 384)))[:2]
+        rows["CMP image encoder (per video)"] = measure(
+            lambda: cmp.encode_image(meta(1, 3, 384, 384)))[:2]
+        rows["CMP flow decoder (per frame)"] = measure(
+            lambda: cmp.predict_flow(features, meta(1, 4, 384, 384)))[:2]
         sd = build(UNet2DConditionModel, cross_attention_dim=768, sample_size=64)
         rows["DIFT SD1.5 UNet to up block 1 (per video, 8 members)"] = measure(
             lambda: dift_forward(sd, meta(8, 4, lat_h, lat_w), meta(8, 77, 768)))[:2]
         sd_vae = build(AutoencoderKL, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-        rows["DIFT SD1.5 VAE encoder (per video)"] = measure(lambda: sd_vae.encode(meta(1, 3, height, width)))[:2]
+        rows["DIFT SD1.5 VAE encoder (per video)"] = measure(
+            lambda: sd_vae.encode(meta(1, 3, height, width)))[:2]
     point = point_encoder_cost(controlnet, tile, height, width)
     rows["point encoder (per tile, occupied cells)"] = point
-    rows["point encoder (per tile, release's dense grid)"] = (dense_point_flops(controlnet, tile, height, width),
-                                                              0.0)
+    rows["point encoder (per tile, release's dense grid)"] = (
+        dense_point_flops(controlnet, tile, height, width), 0.0)
     rows["F_s on the device (per tile)"] = (2 * tile * 2 * height * width * 18, 4 * tile * 2 * height * width)
 
     print(f"{width}x{height}, {args.steps} steps, tiles of {tile} overlapping by {overlap} ({tiles} tiles "
           f"for {args.frames} driving frames), CFG batch {cfg}, fp16, full-size networks on the meta device")
-    print(f"weights (fp16): UNet {weight_bytes(unet) / GB:.2f} GB ({sum(p.numel() for p in unet.parameters()):,} "
-          f"parameters), hybrid ControlNet {weight_bytes(controlnet) / GB:.2f} GB "
+    print(f"weights (fp16): UNet {weight_bytes(unet) / GB:.2f} GB "
+          f"({sum(p.numel() for p in unet.parameters()):,} parameters), "
+          f"hybrid ControlNet {weight_bytes(controlnet) / GB:.2f} GB "
           f"({sum(p.numel() for p in controlnet.parameters()):,})")
     print(f"{'stage':56s} {'TFLOP':>9s} {'peak act. GB':>13s}")
     for name, (flops, peak) in rows.items():
         print(f"{name:56s} {flops / 1e12:9.3f} {peak / GB:13.2f}")
-    unet_peak, control_peak = rows["UNet + residuals (per step)"][1], rows["ControlNet (per step, CFG batch)"][1]
+    unet_peak, control_peak = (rows["UNet + residuals (per step)"][1],
+                               rows["ControlNet (per step, CFG batch)"][1])
     baseline = weight_bytes(unet) + rows["UNet alone (per step)"][1]
     dispose = weight_bytes(unet) + weight_bytes(controlnet) + max(control_peak, unet_peak + residual_bytes)
     cached = (motion.numel() + sum(t.numel() for t in levels.values())) * 2
-    print(f"per step, weights + peak activations: MimicMotion {baseline / GB:.2f} GB; DisPose {dispose / GB:.2f} GB "
-          f"(the ControlNet's residuals, {residual_bytes / GB:.2f} GB, live through the UNet call), plus the "
-          f"cached guidance encodings of one tile ({cached / GB:.2f} GB)")
+    print(f"per step, weights + peak activations: MimicMotion {baseline / GB:.2f} GB; "
+          f"DisPose {dispose / GB:.2f} GB (the ControlNet's residuals, {residual_bytes / GB:.2f} GB, live "
+          f"through the UNet call), plus the cached guidance encodings of one tile ({cached / GB:.2f} GB)")
     report_ratio(rows, controlnet_blocks, tiles, args.frames, args.steps)
 
 
@@ -163,7 +169,8 @@ def report_ratio(rows: dict, split: dict, tiles: int, frames: int, steps: int) -
                                flops["ControlNet (per step, CFG batch)"])
     decode = flops["VAE decode (per 8-frame chunk)"] * math.ceil((frames + 1) / 8)
     common = tiles * steps * unet + tiles * flops["PoseNet (per tile)"] + decode
-    per_tile_guidance = (flops["motion encoder (per tile)"] + flops["point encoder (per tile, occupied cells)"]
+    per_tile_guidance = (flops["motion encoder (per tile)"]
+                         + flops["point encoder (per tile, occupied cells)"]
                          + flops["F_s on the device (per tile)"])
     per_video = (flops["DIFT SD1.5 UNet to up block 1 (per video, 8 members)"]
                  + flops["DIFT SD1.5 VAE encoder (per video)"] + flops["CMP image encoder (per video)"]
@@ -178,27 +185,32 @@ def report_ratio(rows: dict, split: dict, tiles: int, frames: int, steps: int) -
     print("\nPer denoising step of one tile: ControlNet / UNet = "
           f"{control / unet:.3f}; (UNet + residuals + ControlNet) / UNet = {(unet_res + control) / unet:.3f}")
     print(f"Whole job, {frames} driving frames, time taken proportional to FLOPs:")
-    print(f"  MimicMotion: {common / 1e12:8.1f} TFLOP; DisPose adds sampling {extra_sampling / 1e12:.1f}, guidance "
-          f"encoders {tiles * per_tile_guidance / 1e12:.2f} (once per tile, cached), DIFT + CMP {per_video / 1e12:.1f}")
+    print(f"  MimicMotion: {common / 1e12:8.1f} TFLOP; DisPose adds sampling {extra_sampling / 1e12:.1f}, "
+          f"guidance encoders {tiles * per_tile_guidance / 1e12:.2f} (once per tile, cached), "
+          f"DIFT + CMP {per_video / 1e12:.1f}")
     print(f"  predicted DisPose / MimicMotion: default path {ratio(extra_sampling, per_tile_guidance):.3f}x; "
-          f"release (encoders rerun every step for both halves) {ratio(extra_sampling, release_guidance):.3f}x; "
+          f"release (encoders rerun every step for both halves) "
+          f"{ratio(extra_sampling, release_guidance):.3f}x; "
           f"paper Table 7: {PAPER_DISPOSE} / {PAPER_MIMICMOTION} = {PAPER_DISPOSE / PAPER_MIMICMOTION:.3f}x")
     throughput = common / frames / PAPER_MIMICMOTION
-    print(f"  at the paper's MimicMotion speed ({PAPER_MIMICMOTION} s/frame = {throughput / 1e12:.0f} TFLOP/s "
-          f"effective), DisPose would take {PAPER_MIMICMOTION * ratio(extra_sampling, per_tile_guidance):.2f} "
-          f"s/frame (paper {PAPER_DISPOSE})")
+    print(f"  at the paper's MimicMotion speed ({PAPER_MIMICMOTION} s/frame = "
+          f"{throughput / 1e12:.0f} TFLOP/s effective), DisPose would take "
+          f"{PAPER_MIMICMOTION * ratio(extra_sampling, per_tile_guidance):.2f} s/frame "
+          f"(paper {PAPER_DISPOSE})")
     print("\nSharing ControlNet work between the CFG halves (default path):")
     print(f"  the unconditional half zeroes the CLIP context AND the reference latent in channels 4-7 of the "
           f"ControlNet input, so even conv_in differs between the halves; the CLIP context enters "
           f"{split['blocks with cross-attention']} of the 5 ControlNet stages (down blocks 0-2 and the mid "
-          f"block; {split['cross-attention layers']} cross-attention layers in block 0 alone).  Layers before the "
-          f"first cross-attention: {split['before first cross-attention'] / split['total']:.1%} of the "
-          "ControlNet's FLOPs, and not shareable either.  Only the guidance encoders are shared (already done).")
+          f"block; {split['cross-attention layers']} cross-attention layers in block 0 alone).  Layers "
+          f"before the first cross-attention: {split['before first cross-attention'] / split['total']:.1%} "
+          "of the ControlNet's FLOPs, and not shareable either.  Only the guidance encoders are shared "
+          "(already done).")
     posenet = flops["PoseNet (per tile)"]
-    print(f"\nPoseNet and guidance encoders of a tile recomputed at every step (tiles beyond --guidance-cache-mb): "
+    print(f"\nPoseNet and guidance encoders of a tile recomputed at every step "
+          f"(tiles beyond --guidance-cache-mb): "
           f"{(posenet + per_tile_guidance) / (unet_res + control):.2%} of that tile's step")
-    print("\nOutput-changing options (estimated in the same model; the first two are --controlnet-interval 2 and 3, "
-          "their effect on frames: bench/controlnet_interval.py):")
+    print("\nOutput-changing options (estimated in the same model; the first two are --controlnet-interval 2 "
+          "and 3, their effect on frames: bench/controlnet_interval.py):")
     for name, extra in (("ControlNet residuals reused for 2 adjacent steps (ControlNet every 2nd step)",
                          tiles * (steps * (unet_res - unet) + math.ceil(steps / 2) * control)),
                         ("ControlNet residuals reused for 3 adjacent steps",

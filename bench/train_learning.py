@@ -5,15 +5,15 @@
    DIS flow, DIFT from the tiny SD1.5); samples of 4 frames ([reference, 3 frames]), no flip.  ``F_d`` is
    ``--dense-field``: ``cmp`` (the random CMP on the watershed samples, as ``data.dense_field=cmp``) or
    ``flow`` (the stored flow).
-2. ``dispose.training.trainer.train`` from the zero-initialised ControlNet (``from_unet``) on that clip.  Every
-   ``--eval-every`` steps the loss is evaluated on fixed samples with fixed sigmas (0.2 .. 20, log-spaced) and
-   fixed noise, so the curve shows learning, not the randomness of the training draws.  The learning rate is
-   1e-3 (the paper's 2e-5 is for 10,000 steps of batch 8 on full-size models; this is a few hundred steps of
-   batch 1 on tiny ones).
+2. ``dispose.training.trainer.train`` from the zero-initialised ControlNet (``from_unet``) on that clip.
+   Every ``--eval-every`` steps the loss is evaluated on fixed samples with fixed sigmas (0.2 .. 20,
+   log-spaced) and fixed noise, so the curve shows learning, not the randomness of the training draws.  The
+   learning rate is 1e-3 (the paper's 2e-5 is for 10,000 steps of batch 8 on full-size models; this is a few
+   hundred steps of batch 1 on tiny ones).
 3. The exported ``DisPose.safetensors`` and the zero-initialised ControlNet each animate the example
-   reference + driving video through ``dispose animate`` (same seed, 256 px: MediaPipe finds no person in a 64 px
-   reference; 3 driving frames, 4 steps): the trained
-   checkpoint must load strictly and change the output (the zero ControlNet adds nothing to the UNet).
+   reference + driving video through ``dispose animate`` (same seed, 256 px: MediaPipe finds no person in a
+   64 px reference; 3 driving frames, 4 steps): the trained checkpoint must load strictly and change the
+   output (the zero ControlNet adds nothing to the UNet).
 
 Prints the loss drop (%) from step 0 and the time; writes the curve to ``docs/training_loss_FIELD.png``.  Run
 by hand: ``python bench/train_learning.py [--dense-field cmp|flow] [--steps 300] [--work DIR]``
@@ -48,9 +48,10 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 def prepare(work: Path, weights: Path) -> Path:
     dataset = work / "dataset"
-    code = cli(["prepare", str(SHARED / "musepose_dance.mp4"), "--out", str(dataset), "--size", f"{SIZE}x{SIZE}",
-                "--max-frames", "24", "--min-frames", "8", "--references", "2", "--flow-downscale", "1",
-                "--sd15", str(weights / "stable-diffusion-v1-5"), "--detector", "mediapipe", "--no-progress"])
+    code = cli(["prepare", str(SHARED / "musepose_dance.mp4"), "--out", str(dataset),
+                "--size", f"{SIZE}x{SIZE}", "--max-frames", "24", "--min-frames", "8", "--references", "2",
+                "--flow-downscale", "1", "--sd15", str(weights / "stable-diffusion-v1-5"),
+                "--detector", "mediapipe", "--no-progress"])
     if code:
         raise SystemExit(f"dispose prepare failed ({code})")
     return dataset
@@ -68,8 +69,8 @@ def config(work: Path, weights: Path, steps: int, field: str) -> TrainConfig:
 
 
 class FixedEvaluation:
-    """The held-out loss the trainer logs (:class:`dispose.training.heldout.HeldOutLoss`: fixed samples, one per
-    sigma of ``EVAL_SIGMAS``, fixed noise), as an ``on_step`` callback."""
+    """The held-out loss the trainer logs (:class:`dispose.training.heldout.HeldOutLoss`: fixed samples, one
+    per sigma of ``EVAL_SIGMAS``, fixed noise), as an ``on_step`` callback."""
 
     def __init__(self, dataset) -> None:
         self.loss = HeldOutLoss(dataset, count=len(EVAL_SIGMAS))
@@ -85,10 +86,12 @@ class FixedEvaluation:
 
 
 def animate(weights: Path, checkpoint: Path, out: Path) -> np.ndarray:
-    code = cli(["animate", "--ref", str(SHARED / "musepose_ref.png"), "--driving", str(SHARED / "musepose_dance.mp4"),
-                "--weights", str(weights), "--dispose-ckpt", str(checkpoint), "--out", str(out), "--resolution",
-                "256", "--max-frames", str(FRAMES - 1), "--num-frames", str(FRAMES), "--frames-overlap", "1",
-                "--steps", "4", "--detector", "mediapipe", "--dense", "propagate", "--device", "cpu", "--no-progress"])
+    code = cli(["animate", "--ref", str(SHARED / "musepose_ref.png"),
+                "--driving", str(SHARED / "musepose_dance.mp4"),
+                "--weights", str(weights), "--dispose-ckpt", str(checkpoint), "--out", str(out),
+                "--resolution", "256", "--max-frames", str(FRAMES - 1), "--num-frames", str(FRAMES),
+                "--frames-overlap", "1", "--steps", "4", "--detector", "mediapipe", "--dense", "propagate",
+                "--device", "cpu", "--no-progress"])
     if code:
         raise SystemExit(f"dispose animate failed ({code})")
     return read_video(out, sample_stride=1).frames.astype(np.float32)
@@ -118,7 +121,8 @@ def run(args: argparse.Namespace) -> None:
     weights = work / "weights"
     if not (weights / "DisPose.pth").is_file():
         build_tiny_weights(weights)
-    dataset_dir = work / "dataset" if (work / "dataset" / "manifest.jsonl").is_file() else prepare(work, weights)
+    dataset_dir = (work / "dataset" if (work / "dataset" / "manifest.jsonl").is_file()
+                   else prepare(work, weights))
     dataset = TrainingDataset(dataset_dir, size=(SIZE, SIZE), num_frames=FRAMES, flip_probability=0.0,
                               samples_per_clip=8, dense_field=args.dense_field)
     settings = config(work, weights, args.steps, args.dense_field)
@@ -142,8 +146,9 @@ def run(args: argparse.Namespace) -> None:
     trained = animate(weights, result.exported[1], work / f"trained-{args.dense_field}.mp4")
     untrained = animate(weights, zero, work / "zero.mp4")
     difference = np.abs(trained - untrained).mean()
-    print(f"dispose animate with the exported checkpoint vs the zero-initialised ControlNet: mean |difference| "
-          f"{difference:.2f} of 255 over {len(trained)} frames ({'changed' if difference > 0 else 'UNCHANGED'})")
+    print(f"dispose animate with the exported checkpoint vs the zero-initialised ControlNet: "
+          f"mean |difference| {difference:.2f} of 255 over {len(trained)} frames "
+          f"({'changed' if difference > 0 else 'UNCHANGED'})")
 
 
 if __name__ == "__main__":

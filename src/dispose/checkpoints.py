@@ -16,12 +16,12 @@ functions, so the rules of DEVELOPERS.md ("Strict loading", "Errors") hold the s
   dict nested under ``"state_dict"`` (training checkpoints) is unwrapped.
 * :func:`strip_prefix` removes a training wrapper's key prefix (``module.`` from ``DataParallel``) when
   every key carries it; a file where only some keys carry it is an error.
-* :func:`load_strict` loads with every key matching; a mismatch is one UserError listing the first
-  missing, unexpected and mis-shaped keys with their counts; integer tensors where the network has
-  floating-point weights (a damaged or foreign file) are listed the same way.  On request it fills the BatchNorm step
-  counters that old checkpoints lack.  A module built on the meta device (accelerate's
-  ``init_empty_weights``) takes the file's tensors as its own (``assign``: no second copy, the file's
-  dtype); a tensor still on the meta device afterwards is an error.
+* :func:`load_strict` loads with every key matching; a mismatch is one UserError listing the first missing,
+  unexpected and mis-shaped keys with their counts; integer tensors where the network has floating-point
+  weights (a damaged or foreign file) are listed the same way.  On request it fills the BatchNorm step
+  counters that old checkpoints lack.  A module built on the meta device (accelerate's ``init_empty_weights``)
+  takes the file's tensors as its own (``assign``: no second copy, the file's dtype); a tensor still on the
+  meta device afterwards is an error.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def _reason(error: Exception) -> str:
 
 
 def _refused_code(error: Exception) -> str | None:
-    """The Python object a weights-only unpickler refused to build (``"posix.system"``), or None when ``error``
-    is another kind of failure (damage)."""
+    """The Python object a weights-only unpickler refused to build (``"posix.system"``), or None when
+    ``error`` is another kind of failure (damage)."""
     match = re.search(r"GLOBAL ([\w.]+)|call reduce for (\S+)", str(error))
     return None if match is None else (match.group(1) or match.group(2)).rstrip(".,")
 
@@ -113,24 +113,26 @@ def read_state_dict(path: str | Path, *, what: str, source: str | None = None, m
         origin = " from " + source if source else ""
         if code is not None:
             raise UserError(
-                f"{path} holds Python objects beside its tensors ({code}) whose loading would run code, and "
-                f"dispose never runs code from weight files; get the official file again{origin}, or, only if "
-                "you trust where this one comes from, load it with torch.load(weights_only=False) yourself and "
-                "save its state dict of tensors (torch.save(model.state_dict()) or safetensors)") from error
+                f"{path} holds Python objects beside its tensors ({code}) whose loading would run code, "
+                f"and dispose never runs code from weight files; get the official file again{origin}, or, "
+                "only if you trust where this one comes from, load it with torch.load(weights_only=False) "
+                "yourself and save its state dict of tensors (torch.save(model.state_dict()) or "
+                "safetensors)") from error
         protocol = None if safetensors else _pickle_protocol(caught)
         if protocol is not None:
             raise UserError(
                 f"{path} was saved with pickle protocol {protocol}, which the safe reader (torch.load with "
-                f"weights_only=True) cannot read; get the official file again{origin}, or re-save a trusted copy "
-                "with torch.save's default protocol or as .safetensors") from error
+                f"weights_only=True) cannot read; get the official file again{origin}, or re-save a trusted "
+                "copy with torch.save's default protocol or as .safetensors") from error
         raise UserError(f"{path} could not be read as a {'safetensors' if safetensors else 'PyTorch'} file "
-                        f"({_reason(error)}): it is damaged or incomplete, or not {what}; download it again{origin}") from error
+                        f"({_reason(error)}): it is damaged or incomplete, or not {what}; download it "
+                        f"again{origin}") from error
     return _state_dict(data, path, what, nested)
 
 
 def _state_dict(data: object, path: Path, what: str, nested: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    entry = next((name for name in nested if isinstance(data, Mapping) and isinstance(data.get(name), Mapping)),
-                 None)
+    entry = next((name for name in nested
+                  if isinstance(data, Mapping) and isinstance(data.get(name), Mapping)), None)
     if entry is not None:
         data = data[entry]
     if isinstance(data, Mapping) and data and all(isinstance(key, str) and isinstance(value, torch.Tensor)
@@ -150,7 +152,8 @@ def _state_dict(data: object, path: Path, what: str, nested: tuple[str, ...]) ->
 
 def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str,
                  origin: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    """``(state without prefix, prefix)`` when every key starts with ``prefix``, ``(state, "")`` when none does.
+    """``(state without prefix, prefix)`` when every key starts with ``prefix``, ``(state, "")`` when none
+    does.
 
     Training wrappers (``DataParallel``, ``DistributedDataParallel``, CMP's ``DistModule``) save every
     key under ``module.``; a state dict where only some keys carry the prefix is no such file, and a
@@ -163,13 +166,14 @@ def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str,
     if any(marked):
         with_prefix = next(key for key, mark in zip(state, marked, strict=True) if mark)
         without = next(key for key, mark in zip(state, marked, strict=True) if not mark)
-        raise UserError(f"{origin} mixes keys with and without the {prefix!r} prefix ({with_prefix}, {without}); "
-                        "is the file damaged or edited?")
+        raise UserError(f"{origin} mixes keys with and without the {prefix!r} prefix "
+                        f"({with_prefix}, {without}); is the file damaged or edited?")
     return dict(state), ""
 
 
 def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], origin: str | Path, *,
-                what: str | None = None, file_prefix: str = "", fill_batchnorm_counters: bool = False) -> None:
+                what: str | None = None, file_prefix: str = "",
+                fill_batchnorm_counters: bool = False) -> None:
     """Load ``state`` into ``module`` with every key present, known and of the right shape.
 
     Args:
@@ -201,15 +205,18 @@ def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], orig
     unexpected = [file_prefix + key for key in state if key not in own]
     mis_shaped = [f"{file_prefix}{key} {tuple(state[key].shape)} != {tuple(value.shape)}"
                   for key, value in own.items() if key in state and state[key].shape != value.shape]
-    not_float = [f"{file_prefix}{key} {str(state[key].dtype).removeprefix('torch.')}" for key, value in own.items()
+    not_float = [f"{file_prefix}{key} {str(state[key].dtype).removeprefix('torch.')}"
+                 for key, value in own.items()
                  if key in state and value.is_floating_point() and not state[key].is_floating_point()]
     if missing or unexpected or mis_shaped or not_float:
         parts = [f"{len(keys)} {label} ({_few(keys)})" for label, keys in
-                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mis_shaped),
+                 (("missing keys", missing), ("unexpected keys", unexpected),
+                  ("shape mismatches", mis_shaped),
                   ("integer tensors where the network has floating-point weights", not_float)) if keys]
-        raise UserError(f"{origin} is not {what or f'a {type(module).__name__} checkpoint'}: " + "; ".join(parts))
+        raise UserError(f"{origin} is not {what or f'a {type(module).__name__} checkpoint'}: "
+                        + "; ".join(parts))
     module.load_state_dict(state, strict=True, assign=any(tensor.is_meta for tensor in own.values()))
     left = [name for name, tensor in [*module.named_parameters(), *module.named_buffers()] if tensor.is_meta]
     if left:
-        raise RuntimeError(f"{type(module).__name__} still has tensors without values after loading {origin}: "
-                           f"{_few(left)}")
+        raise RuntimeError(f"{type(module).__name__} still has tensors without values after loading "
+                           f"{origin}: {_few(left)}")

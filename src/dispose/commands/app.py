@@ -18,7 +18,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
+                        help="address to bind (127.0.0.1: this machine only; 0.0.0.0 exposes it to the "
+                        "network)")
     parser.add_argument("--port", type=int, default=7860, help="port (7860)")
     parser.add_argument("--weights", type=Path, help="default weights folder (pretrained_weights/ layout)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")

@@ -55,8 +55,8 @@ def _unshared(state: dict) -> dict:
 
 
 def _verify(kind: str, source: dict, written_file: Path, out: Path, base, config: Path | None) -> None:
-    """Check ``written_file`` (the temporary file that becomes ``out``) against ``source``, then load it strictly
-    into its network (``base.verify_checkpoint``)."""
+    """Check ``written_file`` (the temporary file that becomes ``out``) against ``source``, then load it
+    strictly into its network (``base.verify_checkpoint``)."""
     import torch
 
     from dispose.bases.mimicmotion.weights import read_checkpoint

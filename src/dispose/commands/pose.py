@@ -41,10 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.validation import job_option
 
     parser.add_argument("--image", type=Path, help="an image (PNG/JPEG) to pose")
-    parser.add_argument("--video", type=Path, help="a driving video to pose (with --poses: the video they belong to)")
+    parser.add_argument("--video", type=Path,
+                        help="a driving video to pose (with --poses: the video they belong to)")
     parser.add_argument("--poses", type=Path, metavar="FILE", help="poses from a file instead of a detector: "
                         "dispose-poses/1 JSON, OpenPose JSON, or a folder of per-frame OpenPose files")
-    parser.add_argument("--ref", type=Path, help="reference image the video's poses are aligned to (with --video)")
+    parser.add_argument("--ref", type=Path,
+                        help="reference image the video's poses are aligned to (with --video)")
     parser.add_argument("--align", choices=ALIGN_MODES,
                         help="alignment to --ref: global (the release's fit, default), bones, none")
     parser.add_argument("--dwpose-dir", type=Path, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx "
@@ -53,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=job_option("resolution"), default=576,
                         help="short side of the generation frame, a multiple of 64 from 64 to 2048 (576)")
     parser.add_argument("--sample-stride", type=job_option("sample_stride"),
-                        help="use every N-th video frame (2; 1 for --poses without --video); times int(fps / 24) "
-                             "for 48 fps and faster, as the release")
+                        help="use every N-th video frame (2; 1 for --poses without --video); "
+                             "times int(fps / 24) for 48 fps and faster, as the release")
     parser.add_argument("--max-frames", type=job_option("max_frames"),
                         help="use at most N video frames (after the stride)")
     parser.add_argument("--strict", action="store_true",
@@ -68,7 +70,8 @@ def _check_args(args: argparse.Namespace) -> None:
     from dispose.errors import UserError
     from dispose.media.files import check_apart
 
-    sources = [label for label, value in (("--image", args.image), ("--video", args.video), ("--poses", args.poses))
+    sources = [label for label, value in (("--image", args.image), ("--video", args.video),
+                                          ("--poses", args.poses))
                if value is not None]
     if not sources or (args.image is not None and len(sources) > 1):
         raise UserError("give one of --image, --video or --poses (--poses may come with --video)")
@@ -140,10 +143,10 @@ def _driving_poses(args: argparse.Namespace, detector, clip, sequence, progress:
     poses = sequence.poses[::stride][:args.max_frames]
     if clip is not None and len(poses) != len(clip):
         raise UserError(f"--poses {args.poses} gives {len(poses)} poses for the {len(clip)} frames used of "
-                        f"{args.video} (every {stride}-th of {len(sequence)} poses); give the poses of every frame "
-                        "of this video")
-    return ([[pose] if pose.has_person else [] for pose in poses], (sequence.width, sequence.height), fps, stride,
-            f"{args.poses}")
+                        f"{args.video} (every {stride}-th of {len(sequence)} poses); give the poses of every "
+                        "frame of this video")
+    return ([[pose] if pose.has_person else [] for pose in poses], (sequence.width, sequence.height), fps,
+            stride, f"{args.poses}")
 
 
 def _pose_video(args: argparse.Namespace, out: Path) -> str:

@@ -57,11 +57,13 @@ def check_writable_dir(path: Path) -> None:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise UserError(f"{path} is a folder; give a file name (e.g. {path / ('result' + (path.suffix or '.json'))})")
+        raise UserError(f"{path} is a folder; give a file name "
+                        f"(e.g. {path / ('result' + (path.suffix or '.json'))})")
     if not folder.is_dir():
         raise UserError(f"output folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK):
-        raise UserError(f"output folder {folder} is not writable; choose another folder or fix its permissions")
+        raise UserError(f"output folder {folder} is not writable; "
+                        "choose another folder or fix its permissions")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -102,14 +104,15 @@ def check_apart(inputs: Iterable[tuple[str, str | Path | None]],
 
 
 def ensure_folder(path: str | Path, option: str = "--out", *, named: Path | None = None) -> Path:
-    """Create the folder ``path`` and its parents if missing; a UserError naming ``option`` and the folder when
-    that is impossible (a read-only disk, no permission, a file in the way).  ``named`` is the option's value
-    when ``path`` is only its parent."""
+    """Create the folder ``path`` and its parents if missing; a UserError naming ``option`` and the folder
+    when that is impossible (a read-only disk, no permission, a file in the way).  ``named`` is the option's
+    value when ``path`` is only its parent."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise UserError(f"{option} {named or path}: {path} exists and is not a folder; choose another name") from None
+        raise UserError(f"{option} {named or path}: {path} exists and is not a folder; "
+                        "choose another name") from None
     except OSError as error:
         fix = os_error_fix(error)
         if fix is None:
@@ -270,8 +273,8 @@ def _check_replaceable(path: Path, option: str, command: str | None = None) -> N
         return
     manifest = _manifest(path)
     if manifest is None:
-        raise UserError(f"{option} {path} already holds files that dispose did not write (e.g. {present[0]}); "
-                        "choose a new folder, or empty or delete this one")
+        raise UserError(f"{option} {path} already holds files that dispose did not write "
+                        f"(e.g. {present[0]}); choose a new folder, or empty or delete this one")
     listed, writer = manifest
     if command is not None and writer is not None and writer != command:
         raise UserError(f"{option} {path} holds a result of `{writer}`, not of `{command}`; choose another "
@@ -356,11 +359,13 @@ def _take_lock(lock: Path, path: Path, option: str) -> None:
                 continue
             pid = f" (pid {owner[0]} on {owner[1]})" if owner else ""
             raise UserError(f"{option} {path} is being written by another dispose run{pid}; wait for it to "
-                            f"finish or choose another folder (if no such run is active, delete {lock})") from None
+                            f"finish or choose another folder (if no such run is active, delete "
+                            f"{lock})") from None
         except OSError as error:
             if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
-            raise UserError(f"{option} {path}: cannot write in {path.parent} ({os_error_fix(error)})") from None
+            raise UserError(f"{option} {path}: cannot write in {path.parent} "
+                            f"({os_error_fix(error)})") from None
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{os.getpid()} {socket.gethostname()}\n")
         return

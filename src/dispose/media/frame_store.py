@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 #: safetensors dtype names of the numpy dtypes stored here.
-SAFETENSORS_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "U8": np.uint8, "I64": np.int64,
-                      "I32": np.int32, "BOOL": np.bool_}
+SAFETENSORS_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "U8": np.uint8,
+                      "I64": np.int64, "I32": np.int32, "BOOL": np.bool_}
 _NAMES = {np.dtype(value): key for key, value in SAFETENSORS_DTYPES.items()}
 #: Bytes read or written per chunk when streaming.
 CHUNK_BYTES = 32 << 20
@@ -138,7 +138,8 @@ class FrameStore:
         if isinstance(key, slice):
             return self.read(range(*key.indices(self._count)))
         if isinstance(key, tuple):
-            raise TypeError("a frame store is indexed along frames only (an int, a slice or a list of frames)")
+            raise TypeError("a frame store is indexed along frames only "
+                            "(an int, a slice or a list of frames)")
         return self.read(_numpy(key).reshape(-1).tolist())
 
     def chunks(self, frames: int | None = None) -> Iterator[np.ndarray]:
@@ -159,11 +160,12 @@ class FrameStore:
         self._file.close()
 
 
-def write_safetensors(path: str | Path, tensors: Mapping[str, object], metadata: Mapping[str, str] | None = None
-                      ) -> None:
+def write_safetensors(path: str | Path, tensors: Mapping[str, object],
+                      metadata: Mapping[str, str] | None = None) -> None:
     """Write ``tensors`` (numpy arrays, tensors or :class:`FrameStore`) as a safetensors file at ``path``,
     streaming stores a chunk at a time (the file reads back with ``safetensors.safe_open``)."""
-    arrays = {name: value if isinstance(value, FrameStore) else _numpy(value) for name, value in tensors.items()}
+    arrays = {name: value if isinstance(value, FrameStore) else _numpy(value)
+              for name, value in tensors.items()}
     header: dict = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for name, value in arrays.items():
@@ -203,14 +205,15 @@ def open_safetensors_tensor(path: str | Path, name: str) -> FrameStore | None:
     dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
     if dtype is None or not entry["shape"]:
         handle.close()
-        raise ValueError(f"{path}: tensor {name} of dtype {entry['dtype']} and shape {entry['shape']} cannot be "
-                         "read frame by frame")
+        raise ValueError(f"{path}: tensor {name} of dtype {entry['dtype']} and shape {entry['shape']} "
+                         "cannot be read frame by frame")
     start, stop = entry["data_offsets"]
     length = os.fstat(handle.fileno()).st_size
     if length < 8 + size + stop:
         handle.close()
         raise ValueError(f"{path} is cut short: tensor {name} ends at byte {8 + size + stop} of {length}")
-    store = FrameStore(entry["shape"][1:], dtype, file=handle, offset=8 + size + start, count=entry["shape"][0])
+    store = FrameStore(entry["shape"][1:], dtype, file=handle, offset=8 + size + start,
+                       count=entry["shape"][0])
     if store.nbytes != stop - start:
         handle.close()
         raise ValueError(f"{path}: tensor {name} declares {stop - start} bytes for shape {entry['shape']}")

@@ -20,9 +20,10 @@ Reproduces the release's ``inference_ctrl.py::preprocess`` (DisPose), itself Mim
 The same mapping, as an affine map of coordinates, is :func:`resize_crop_transform` (used to carry
 keypoints of a driving frame into the generation frame).
 
-Every ``--resolution`` is checked by :func:`check_resolution` before anything is read or allocated: a
-multiple of 64 (the VAE divides sizes by 8 and the UNet halves them three more times; ``animate`` needs it) from 64 to :data:`MAX_RESOLUTION`; other values are refused with the nearest valid ones (the
-release accepts any value and fails later, or silently crops).
+Every ``--resolution`` is checked by :func:`check_resolution` before anything is read or allocated: a multiple
+of 64 (the VAE divides sizes by 8 and the UNet halves them three more times; ``animate`` needs it) from 64 to
+:data:`MAX_RESOLUTION`; other values are refused with the nearest valid ones (the release accepts any value
+and fails later, or silently crops).
 """
 
 from __future__ import annotations
@@ -50,12 +51,13 @@ def check_resolution(value: int, option: str = "--resolution") -> int:
     if value > MAX_RESOLUTION:
         width, height = target_size(9, 16, value)
         raise UserError(f"{option} {value} is too large: frames of {width}x{height} pixels would need "
-                        f"{width * height * 12 / 2**30:.1f} GiB each in float32; the largest is {MAX_RESOLUTION} "
-                        "(the release uses 576)")
+                        f"{width * height * 12 / 2**30:.1f} GiB each in float32; the largest is "
+                        f"{MAX_RESOLUTION} (the release uses 576)")
     if value % SIZE_STEP:
         below = value // SIZE_STEP * SIZE_STEP
         nearest = " or ".join(str(v) for v in (below, below + SIZE_STEP) if SIZE_STEP <= v <= MAX_RESOLUTION)
-        raise UserError(f"{option} {value} is not a multiple of {SIZE_STEP}; use {nearest} (the release uses 576)")
+        raise UserError(f"{option} {value} is not a multiple of {SIZE_STEP}; use {nearest} "
+                        "(the release uses 576)")
     return value
 
 

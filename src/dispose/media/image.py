@@ -46,7 +46,8 @@ def load_image(path: str | Path, background: str = "white") -> np.ndarray:
         raise UserError(f"background must be one of {sorted(_BACKGROUNDS)}, got {background!r}")
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"image {path} does not exist" if not path.exists() else f"image {path} is not a file")
+        raise UserError(f"image {path} does not exist" if not path.exists()
+                        else f"image {path} is not a file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -54,7 +55,8 @@ def load_image(path: str | Path, background: str = "white") -> np.ndarray:
                 opened.load()
                 image = ImageOps.exif_transpose(opened)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise UserError(f"image {path} could not be read as an image ({error}); give a PNG or JPEG file") from None
+        raise UserError(f"image {path} could not be read as an image ({error}); "
+                        "give a PNG or JPEG file") from None
     if min(image.size) < MIN_IMAGE_SIDE:
         raise UserError(f"image {path} is {image.width}x{image.height} pixels; DisPose needs at least "
                         f"{MIN_IMAGE_SIDE} pixels on each side to find a person (give a larger image)")

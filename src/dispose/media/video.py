@@ -46,7 +46,8 @@ class VideoClip:
     source_fps: float  # average frame rate of the file
     source_frame_count: int | None  # frames the container declares (None when it does not say)
     stride: int  # effective stride: every ``stride``-th source frame was kept
-    decoded_frame_count: int | None = None  # frames the file yielded when read to its end (None: not read to it)
+    # frames the file yielded when read to its end (None: not read to it)
+    decoded_frame_count: int | None = None
 
     @property
     def width(self) -> int:
@@ -58,7 +59,8 @@ class VideoClip:
 
     @property
     def truncated(self) -> bool:
-        """True when the file ended well before the frame count its container declares (see :class:`VideoFrames`)."""
+        """True when the file ended well before the frame count its container declares (see
+        :class:`VideoFrames`)."""
         return _is_short(self.decoded_frame_count, self.source_frame_count)
 
     def __len__(self) -> int:
@@ -131,8 +133,8 @@ class VideoFrames:
         try:
             return av.open(str(self.path))
         except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-            raise UserError(f"video {self.path} could not be opened as a video ({error}); give an mp4/mov/webm "
-                            "file") from None
+            raise UserError(f"video {self.path} could not be opened as a video ({error}); "
+                            "give an mp4/mov/webm file") from None
 
     @property
     def truncated(self) -> bool:
@@ -171,7 +173,8 @@ class VideoFrames:
         self.decoded_frame_count = index + 1
         if self.truncated:
             message = (f"video {self.path} is cut short or damaged: its container declares "
-                       f"{self.source_frame_count} frames but only {self.decoded_frame_count} could be decoded")
+                       f"{self.source_frame_count} frames but only {self.decoded_frame_count} "
+                       "could be decoded")
             if self.strict:
                 raise UserError(f"{message}; repair or re-export it (or drop --strict to use those frames)")
             print(f"dispose: warning: {message}; using those (--strict refuses such files)", file=sys.stderr)
@@ -199,7 +202,8 @@ def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
-def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps: float, *, crf: int = 18) -> None:
+def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps: float, *,
+                crf: int = 18) -> None:
     """Encode uint8 RGB frames (N, H, W, 3) as H.264/yuv420p into ``path`` (.mp4, .mov or .mkv), atomically.
 
     ``crf`` is x264's constant rate factor (18: visually lossless; the release uses torchvision's default,
@@ -212,7 +216,8 @@ def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps
     path = Path(path)
     container_format = _CONTAINERS.get(path.suffix.lower())
     if container_format is None:
-        raise UserError(f"output video {path}: unsupported suffix {path.suffix!r}; use one of {sorted(_CONTAINERS)}")
+        raise UserError(f"output video {path}: unsupported suffix {path.suffix!r}; "
+                        f"use one of {sorted(_CONTAINERS)}")
     if not fps or fps <= 0:
         raise UserError(f"output video {path}: frame rate must be positive, got {fps}")
     frames = iter(frames)

@@ -57,7 +57,8 @@ def _triplets(values, count: int, key: str, source: Path) -> np.ndarray:
     if array.size == 0:
         return np.zeros((count, 3))
     if array.size % 3:
-        raise UserError(f"pose file {source}: {key} holds {array.size} numbers, not x, y, confidence triplets")
+        raise UserError(f"pose file {source}: {key} holds {array.size} numbers, not x, y, confidence "
+                        "triplets")
     return array.reshape(-1, 3)
 
 
@@ -127,7 +128,8 @@ def _read_file(path: Path) -> list[_Frame]:
             raise UserError(f"pose file {path} is a damaged dispose-poses/1 file (it holds no frames)")
         for number, pose in enumerate(sequence.poses):
             checked_finite(pose, path, number)
-        return [_Frame([pose] if pose.has_person else [], size, False, sequence.fps) for pose in sequence.poses]
+        return [_Frame([pose] if pose.has_person else [], size, False, sequence.fps)
+                for pose in sequence.poses]
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
         data = data[0]  # some tools wrap the frame in a list
     if not isinstance(data, dict) or "people" not in data:
@@ -166,8 +168,8 @@ def load_pose_file(path: str | Path, frame_size: tuple[int, int] | None = None) 
     frames = _read_path(path)
     sizes = {frame.size for frame in frames if frame.size is not None}
     if len(sizes) > 1:
-        raise UserError(f"pose file {path} mixes frame sizes ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}); "
-                        "give the poses of one video")
+        raise UserError(f"pose file {path} mixes frame sizes "
+                        f"({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}); give the poses of one video")
     size = next(iter(sizes), None) or frame_size
     if size is None:
         raise UserError(f"pose file {path} gives pixel coordinates but not the frame size (canvas_width, "
@@ -175,8 +177,8 @@ def load_pose_file(path: str | Path, frame_size: tuple[int, int] | None = None) 
     width, height = size
     if frame_size is not None and abs(width / height - frame_size[0] / frame_size[1]) > 0.01 * width / height:
         raise UserError(f"{path} holds poses of {width}x{height} frames but the video's frames are "
-                        f"{frame_size[0]}x{frame_size[1]}: a different shape (e.g. poses of resized and cropped "
-                        "frames); pose the video itself instead")
+                        f"{frame_size[0]}x{frame_size[1]}: a different shape (e.g. poses of resized and "
+                        "cropped frames); pose the video itself instead")
     poses = []
     for frame in frames:
         pose = frame.people[0] if frame.people else _nobody()
@@ -185,4 +187,5 @@ def load_pose_file(path: str | Path, frame_size: tuple[int, int] | None = None) 
 
 
 def _nobody() -> Pose:
-    return Pose(body=np.zeros((NUM_BODY, 2)), body_score=np.zeros(NUM_BODY), body_visible=np.zeros(NUM_BODY, bool))
+    return Pose(body=np.zeros((NUM_BODY, 2)), body_score=np.zeros(NUM_BODY),
+                body_visible=np.zeros(NUM_BODY, bool))

@@ -92,7 +92,8 @@ class LossConfig:
     fps: int = 7  # the conditioning the UNet sees at inference: added time ids [fps - 1, bucket, noise aug]
     motion_bucket_id: int = 127
     noise_aug_strength: float = 0.0
-    noise_offset: float = 0.05  # MusePose base only (dispose.bases.musepose.loss): offset noise, min-SNR gamma
+    # MusePose base only (dispose.bases.musepose.loss): offset noise, min-SNR gamma
+    noise_offset: float = 0.05
     snr_gamma: float = 5.0
 
 
@@ -185,16 +186,19 @@ class TrainConfig:
             if getattr(train, name) < 1:
                 raise UserError(f"train.{name} must be at least 1, got {getattr(train, name)}")
         if self.data.num_frames < 2:
-            raise UserError(f"data.num_frames must be at least 2 (reference + one frame), got {self.data.num_frames}")
+            raise UserError(f"data.num_frames must be at least 2 (reference + one frame), "
+                            f"got {self.data.num_frames}")
         if self.data.samples_per_clip < 1:
             raise UserError(f"data.samples_per_clip must be at least 1, got {self.data.samples_per_clip}")
         for key, allowed in (("dense_field", ("cmp", "flow")), ("detector", ("dwpose", "mediapipe"))):
             if getattr(self.data, key) not in allowed:
                 raise UserError(f"data.{key} must be {' or '.join(allowed)}, got {getattr(self.data, key)!r}")
         if self.data.width % 64 or self.data.height % 64:
-            raise UserError(f"data.width/height must be multiples of 64, got {self.data.width}x{self.data.height}")
+            raise UserError(f"data.width/height must be multiples of 64, "
+                            f"got {self.data.width}x{self.data.height}")
         if not 0.0 <= self.loss.conditioning_dropout < 1.0:
-            raise UserError(f"loss.conditioning_dropout must be in [0, 1), got {self.loss.conditioning_dropout}")
+            raise UserError(f"loss.conditioning_dropout must be in [0, 1), "
+                            f"got {self.loss.conditioning_dropout}")
         if self.validation.loss_samples < 1:
             raise UserError(f"validation.loss_samples must be at least 1, got {self.validation.loss_samples}")
         if self.checkpoints.keep < 1:
@@ -236,7 +240,8 @@ def _build(cls, data: dict, where: str, prefix: str = "", overridden: set[str] =
         raise UserError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
     values = {}
     for name, value in data.items():
-        default = fields[name].default_factory if fields[name].default_factory is not dataclasses.MISSING else None
+        default = (fields[name].default_factory if fields[name].default_factory is not dataclasses.MISSING
+                   else None)
         if default is not None and dataclasses.is_dataclass(default):
             values[name] = _build(default, value or {}, f"{where}: {name}", f"{prefix}{name}.", overridden)
             continue

@@ -96,8 +96,8 @@ class TrainingDataset(torch.utils.data.Dataset):
                  require_dift: bool = True, dense_field: str = "flow") -> None:
         self.root = Path(root)
         if not (self.root / shard.MANIFEST).is_file():
-            raise UserError(f"{self.root} holds no {shard.MANIFEST}: prepare it with 'dispose prepare VIDEOS --out "
-                            f"{self.root}'")
+            raise UserError(f"{self.root} holds no {shard.MANIFEST}: prepare it with "
+                            f"'dispose prepare VIDEOS --out {self.root}'")
         if num_frames < 2 or samples_per_clip < 1 or not 0 <= flip_probability <= 1:
             raise ValueError("num_frames must be >= 2, samples_per_clip >= 1 and flip_probability in [0, 1]")
         if dense_field not in DENSE_FIELDS:
@@ -106,21 +106,23 @@ class TrainingDataset(torch.utils.data.Dataset):
         self.samples_per_clip, self.dense_field, self.epoch = samples_per_clip, dense_field, 0
         self.clips = []
         for record in shard.read_manifest(self.root):
-            stored = shard.read_record(shard.clip_dir(self.root, record["id"])) if record["status"] == "ok" else None
+            stored = (shard.read_record(shard.clip_dir(self.root, record["id"])) if record["status"] == "ok"
+                      else None)
             if stored is not None and stored["record"]["frames"] >= num_frames - 1:
                 self.clips.append(stored)
         if not self.clips:
             raise UserError(f"{self.root} has no finished clip with at least {num_frames - 1} frames")
         stored_sizes = {tuple(c["record"]["size"]) for c in self.clips}
         if len(stored_sizes) > 1:
-            raise UserError(f"{self.root} mixes prepared sizes {sorted(stored_sizes)}; prepare it with one --size")
+            raise UserError(f"{self.root} mixes prepared sizes {sorted(stored_sizes)}; "
+                            "prepare it with one --size")
         self.stored_size = stored_sizes.pop()
         self.size = tuple(size) if size is not None else self.stored_size
         without = [c["record"]["id"] for c in self.clips if "dift.safetensors" not in c["files"]]
         if without and require_dift:
-            raise UserError(f"{self.root}: {len(without)} clip(s) (e.g. {without[0]}) have no DIFT embeddings "
-                            "(prepared with --no-dift), which the point encoder trains on: prepare again with "
-                            "--sd15 SD15_FOLDER")
+            raise UserError(f"{self.root}: {len(without)} clip(s) (e.g. {without[0]}) have no DIFT "
+                            "embeddings (prepared with --no-dift), which the point encoder trains on: "
+                            "prepare again with --sd15 SD15_FOLDER")
         self._pose_cache: dict[int, PoseSequence] = {}
 
     def __len__(self) -> int:
@@ -182,7 +184,8 @@ class TrainingDataset(torch.utils.data.Dataset):
                 flows = handle.get_slice("flow")[candidate:candidate + 1, window[0]:window[-1] + 1][0]
                 out["dense_flow"] = self._flows(flows.float(), flip).half()
             else:
-                out["watershed_flow"], out["watershed_mask"] = self._watershed(handle, clip, candidate, window, flip)
+                out["watershed_flow"], out["watershed_mask"] = self._watershed(
+                    handle, clip, candidate, window, flip)
         out["point_embeddings"] = self._embeddings(folder, candidate, visible[0], flip)
         return out
 

@@ -89,8 +89,8 @@ class PrepareSettings:
 
     def check(self) -> None:
         if self.width % 8 or self.height % 8 or min(self.width, self.height) < 64:
-            raise UserError(f"--size {self.width}x{self.height}: width and height must be multiples of 8 and at "
-                            "least 64 (the VAE and DIFT work on 8-pixel blocks)")
+            raise UserError(f"--size {self.width}x{self.height}: width and height must be multiples of 8 "
+                            "and at least 64 (the VAE and DIFT work on 8-pixel blocks)")
         if self.flow_downscale not in (1, 2, 4, 8):
             raise UserError(f"--flow-downscale {self.flow_downscale}: use 1, 2, 4 or 8")
         if self.references < 1 or self.min_frames < 2 or self.sample_stride < 1:
@@ -186,10 +186,12 @@ def _detect(frames: np.ndarray, tools: ClipTools, settings: PrepareSettings, pro
         raise ClipRejected(f"no person found in any of the {n} frames by {tools.detector.name}")
     missing = n - len(detected)
     if missing > settings.max_missing * n:
-        raise ClipRejected(f"nobody found in {missing} of {n} frames (more than --max-missing {settings.max_missing})")
+        raise ClipRejected(f"nobody found in {missing} of {n} frames "
+                           f"(more than --max-missing {settings.max_missing})")
     crowded = sum(c > settings.max_people for c in people)
     if settings.max_people and crowded > MULTI_PERSON_TOLERANCE * n:
-        raise ClipRejected(f"more than {settings.max_people} person(s) in {crowded} of {n} frames (--max-people)")
+        raise ClipRejected(f"more than {settings.max_people} person(s) in {crowded} of {n} frames "
+                           "(--max-people)")
     src_size = (int(frames.shape[2]), int(frames.shape[1]))
     size = (settings.width, settings.height)
     poses, _ = fill_missing([carry_pose(p[0], src_size, size) if p else None for p in found])
@@ -202,8 +204,9 @@ def _detect(frames: np.ndarray, tools: ClipTools, settings: PrepareSettings, pro
                            f"{settings.min_visible})")
     if score < settings.min_score:
         raise ClipRejected(f"mean keypoint score {score:.3f} is below --min-score {settings.min_score}")
-    quality = {"detector": tools.detector.name, "mean_score": round(score, 4), "visible_fraction": round(visible, 4),
-               "people": max(people), "multi_person_frames": crowded, "missing_frames": missing}
+    quality = {"detector": tools.detector.name, "mean_score": round(score, 4),
+               "visible_fraction": round(visible, 4), "people": max(people), "multi_person_frames": crowded,
+               "missing_frames": missing}
     return _Poses(poses, people, detected, quality)
 
 
@@ -221,10 +224,12 @@ def _flows(frames: np.ndarray, references: list[int], tools: ClipTools, settings
     from dispose.guidance.optical_flow import check_flow
     from dispose.guidance.watershed import watershed_points
 
-    n, h, w = len(frames), settings.height // settings.flow_downscale, settings.width // settings.flow_downscale
+    n, h, w = (len(frames), settings.height // settings.flow_downscale,
+               settings.width // settings.flow_downscale)
     flows = np.zeros((len(references), n, 2, h, w), np.float16)
     offsets, points, vectors = [0], [], []
-    bar = tqdm(total=len(references) * (n - 1), desc="optical flow", unit="pair", disable=not progress, leave=False)
+    bar = tqdm(total=len(references) * (n - 1), desc="optical flow", unit="pair", disable=not progress,
+               leave=False)
     for r, ref in enumerate(references):
         for t in range(n):
             if t != ref:
@@ -232,15 +237,18 @@ def _flows(frames: np.ndarray, references: list[int], tools: ClipTools, settings
                 rows, cols = watershed_points(flow, settings.nms_kernel, seed=r * n + t)
                 points.append(np.stack([cols, rows], 1))
                 vectors.append(flow[rows, cols])
-                small = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA) if settings.flow_downscale > 1 else flow
+                small = (cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA) if settings.flow_downscale > 1
+                         else flow)
                 flows[r, t] = small.transpose(2, 0, 1)
                 bar.update()
             offsets.append(offsets[-1] + (len(points[-1]) if t != ref else 0))
     bar.close()
     return {"references": np.asarray(references, np.int64), "flow": flows,
             "watershed_offsets": np.asarray(offsets, np.int64),
-            "watershed_points": np.concatenate(points).astype(np.int16) if points else np.zeros((0, 2), np.int16),
-            "watershed_vectors": np.concatenate(vectors).astype(np.float16) if vectors else np.zeros((0, 2), np.float16)}
+            "watershed_points": (np.concatenate(points).astype(np.int16) if points
+                                 else np.zeros((0, 2), np.int16)),
+            "watershed_vectors": (np.concatenate(vectors).astype(np.float16) if vectors
+                                  else np.zeros((0, 2), np.float16))}
 
 
 def _point_embeddings(frames: np.ndarray, poses: list, references: list[int], tools: ClipTools,
@@ -250,7 +258,8 @@ def _point_embeddings(frames: np.ndarray, poses: list, references: list[int], to
     out = []
     for ref in references:
         features = tools.dift(frames[ref])
-        embeddings = point_embeddings(features, poses[ref].body, inside(poses[ref]), (settings.width, settings.height))
+        embeddings = point_embeddings(features, poses[ref].body, inside(poses[ref]),
+                                      (settings.width, settings.height))
         out.append(embeddings.float().cpu().numpy())
     return np.stack(out).astype(np.float16)
 
@@ -272,7 +281,8 @@ def source_fingerprint(clip: ClipSource) -> dict:
 
 def prepare_clip(clip: ClipSource, root: Path, settings: PrepareSettings, tools: ClipTools, *,
                  identity: dict, progress: bool = False) -> dict:
-    """Prepare one clip into ``root/clips/<id>/`` and return its manifest record (never raises for a bad clip).
+    """Prepare one clip into ``root/clips/<id>/`` and return its manifest record (never raises for a bad
+    clip).
 
     The clip's folder is built beside its final place and renamed into it when complete
     (:func:`dispose.media.files.atomic_folder`), replacing an earlier attempt.
@@ -468,7 +478,8 @@ def prepare_dataset(source: str | Path, out: str | Path, settings: PrepareSettin
     models.check()
     if settings.dift and models.sd15 is None:
         raise UserError("DIFT point embeddings need Stable Diffusion 1.5: pass --sd15 DIR (local "
-                        "stable-diffusion-v1-5 folder), or --no-dift (then the point encoder cannot be trained)")
+                        "stable-diffusion-v1-5 folder), or --no-dift "
+                        "(then the point encoder cannot be trained)")
     if workers < 1:
         raise UserError(f"--workers {workers}: use at least 1")
     root = Path(out)

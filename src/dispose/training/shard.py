@@ -1,4 +1,5 @@
-"""On-disk layout of a prepared dataset, shared by ``dispose prepare`` (writer) and the training dataset (reader).
+"""On-disk layout of a prepared dataset, shared by ``dispose prepare`` (writer) and the training dataset
+(reader).
 
 ::
 
@@ -24,10 +25,10 @@
 keypoints (zero for keypoints that are not visible); absent when prepared with ``--no-dift``.
 
 A clip's folder is built under a temporary name and renamed into place when complete
-(:func:`dispose.media.files.atomic_folder`, which also adds its ``.dispose-output`` list), so an interrupted clip
-leaves no folder and is redone by the next run.  A clip is *finished* when ``clip.json`` exists and every file
-it lists exists with the listed size.  A failed clip has a ``clip.json`` with ``status: failed`` and no other
-file.
+(:func:`dispose.media.files.atomic_folder`, which also adds its ``.dispose-output`` list), so an interrupted
+clip leaves no folder and is redone by the next run.  A clip is *finished* when ``clip.json`` exists and every
+file it lists exists with the listed size.  A failed clip has a ``clip.json`` with ``status: failed`` and no
+other file.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def encode_jpegs(frames: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarr
     """``(bytes, offsets)`` of uint8 RGB frames (N, H, W, 3) as concatenated JPEG files."""
     blobs = []
     for frame in frames:
-        ok, blob = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        ok, blob = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]),
+                                [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise RuntimeError("OpenCV could not encode a frame as JPEG")
         blobs.append(blob.reshape(-1))

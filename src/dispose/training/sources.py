@@ -66,7 +66,8 @@ def _kind(path: Path) -> str:
 
 
 def _base_id(relative: Path) -> str:
-    parts = list(relative.with_suffix("").parts) if relative.suffix.lower() in VIDEO_SUFFIXES else list(relative.parts)
+    parts = (list(relative.with_suffix("").parts) if relative.suffix.lower() in VIDEO_SUFFIXES
+             else list(relative.parts))
     if len(parts) > 1 and parts[-1] == "images":
         parts = parts[:-1]
     return "__".join(re.sub(r"[^A-Za-z0-9_.-]", "_", part) for part in parts) or "clip"
@@ -98,7 +99,8 @@ def _scan_folder(root: Path) -> list[Path]:
             continue
         if _frame_files(folder):
             found.append(folder)
-        found.extend(p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        found.extend(p for p in sorted(folder.iterdir())
+                     if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     return found
 
 
@@ -142,7 +144,8 @@ def list_clips(source: str | Path) -> list[ClipSource]:
     else:
         entries = [(source, Path(source.name), None)]
     if not entries:
-        raise UserError(f"input {source} holds no video ({', '.join(VIDEO_SUFFIXES)}) and no folder of frames")
+        raise UserError(f"input {source} holds no video ({', '.join(VIDEO_SUFFIXES)}) "
+                        "and no folder of frames")
     return _with_ids(entries)
 
 
