@@ -33,8 +33,9 @@ def free_port() -> int:
 #: dense, dtype, base, baseline, weights, frames per tile, tile overlap, ControlNet interval.
 def settings(weights: str = "", *, resolution=128, max_frames=3, steps=2, baseline=False) -> list:
     tiles = FormSettings.for_base("mimicmotion")
-    return [resolution, max_frames, 2, steps, 2.0, 42, "global", "mediapipe", "propagate", "fp32", "mimicmotion",
-            baseline, weights, tiles.num_frames, tiles.frames_overlap, tiles.controlnet_interval]
+    return [resolution, max_frames, 2, steps, 2.0, 42, "global", "mediapipe", "propagate", "fp32",
+            "mimicmotion", baseline, weights, tiles.num_frames, tiles.frames_overlap,
+            tiles.controlnet_interval]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,8 @@ def served(tmp_path_factory, shared_data):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
-        state = AppState(device="cpu", output_dir=tmp_path_factory.mktemp("app-out"), examples_dir=shared_data)
+        state = AppState(device="cpu", output_dir=tmp_path_factory.mktemp("app-out"),
+                         examples_dir=shared_data)
         port = free_port()
         page = launch(state, port=port, block=False, extra_paths=[shared_data])
         yield state, f"http://127.0.0.1:{port}/"
@@ -72,7 +74,8 @@ def client(served):
 
 def dancer(shared_data: Path) -> list:
     handle = gradio_client.handle_file
-    return [handle(str(shared_data / "musepose_ref.png")), handle(str(shared_data / "musepose_dance.mp4")), ""]
+    return [handle(str(shared_data / "musepose_ref.png")), handle(str(shared_data / "musepose_dance.mp4")),
+            ""]
 
 
 def served_file(output) -> str:
@@ -102,7 +105,8 @@ def test_guidance_preview_of_the_dancer_is_scrubbable(served, client, shared_dat
 
 
 def test_examples_come_from_the_shared_data_folder(client, shared_data):
-    assert Path(served_file(client.predict("musepose_ref.png", api_name="/example_image"))).name == "musepose_ref.png"
+    assert Path(served_file(client.predict("musepose_ref.png",
+                                           api_name="/example_image"))).name == "musepose_ref.png"
     video = served_file(client.predict("musepose_dance.mp4", api_name="/example_video"))
     assert Path(video).name == "musepose_dance.mp4"
 
@@ -110,8 +114,8 @@ def test_examples_come_from_the_shared_data_folder(client, shared_data):
 def test_preview_of_a_saved_guidance_folder(client, shared_data, tmp_path):
     from dispose.guidance.stage import compute_guidance
 
-    saved = compute_guidance(shared_data / "musepose_ref.png", shared_data / "musepose_dance.mp4", resolution=128,
-                             max_frames=3, dense="none")
+    saved = compute_guidance(shared_data / "musepose_ref.png", shared_data / "musepose_dance.mp4",
+                             resolution=128, max_frames=3, dense="none")
     folder = tmp_path / "guidance"
     folder.mkdir()
     saved.save(folder)
@@ -131,7 +135,8 @@ def test_weights_panel_lists_what_animate_still_needs(client, weights, tmp_path)
     assert "DisPose.pth" not in baseline and "MimicMotion_1-1.pth" in baseline
 
 
-def test_animation_writes_result_side_by_side_and_sidecar_and_keeps_models(served, client, shared_data, weights):
+def test_animation_writes_result_side_by_side_and_sidecar_and_keeps_models(served, client, shared_data,
+                                                                           weights):
     state, _ = served
     loads = state.models.loads
     job = client.submit(*dancer(shared_data), *settings(str(weights)), api_name="/animate")
@@ -148,7 +153,8 @@ def test_animation_writes_result_side_by_side_and_sidecar_and_keeps_models(serve
     again = client.predict(*dancer(shared_data), *settings(str(weights)), api_name="/animate")
     assert again[0].startswith("animated 3 frames")
     assert client.predict(api_name="/cancel") == "nothing to cancel"  # no job runs now
-    assert np.array_equal(read_video(served_file(again[1]), sample_stride=1).frames, result)  # same seed, same frames
+    # same seed, same frames
+    assert np.array_equal(read_video(served_file(again[1]), sample_stride=1).frames, result)
     assert state.models.loads == loads + 1  # loaded once, reused by the second job
 
 

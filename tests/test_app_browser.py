@@ -1,7 +1,8 @@
-"""``dispose app`` in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``, installed
-by ``.ci/run``) loads the page served on a loopback port, uploads the dancer, runs the guidance preview and
-finds its pictures on the page; the page must request nothing outside the loopback address (no fonts, scripts
-or analytics from the internet).  The screenshot is saved to ``docs/app.png`` for the README."""
+"""``dispose app`` in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
+installed by ``.ci/run``) loads the page served on a loopback port, uploads the dancer, runs the guidance
+preview and finds its pictures on the page; the page must request nothing outside the loopback address (no
+fonts, scripts or analytics from the internet).  The screenshot is saved to ``docs/app.png`` for the
+README."""
 
 from __future__ import annotations
 
@@ -76,11 +77,14 @@ def test_preview_in_a_real_browser(browser, page_url, shared_data, tmp_path):
     browser.get(page_url)
     wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#preview-button")))
     # the upload inputs of the reference and driving components (hidden file inputs)
-    browser.find_element(By.CSS_SELECTOR, "#reference input[type=file]").send_keys(str(shared_data / "musepose_ref.png"))
-    browser.find_element(By.CSS_SELECTOR, "#driving input[type=file]").send_keys(str(shared_data / "musepose_dance.mp4"))
+    browser.find_element(By.CSS_SELECTOR, "#reference input[type=file]").send_keys(
+        str(shared_data / "musepose_ref.png"))
+    browser.find_element(By.CSS_SELECTOR, "#driving input[type=file]").send_keys(
+        str(shared_data / "musepose_dance.mp4"))
     wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#reference img")))
     wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#driving video")))
-    browser.find_element(By.XPATH, "//button[.//*[contains(text(), 'Settings')] or contains(., 'Settings')]").click()
+    browser.find_element(By.XPATH,
+                         "//button[.//*[contains(text(), 'Settings')] or contains(., 'Settings')]").click()
     for selector, value in (("#resolution input[type=number]", "256"), ("#max-frames input", "8")):
         field = wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, selector)))
         field.clear()
@@ -89,7 +93,8 @@ def test_preview_in_a_real_browser(browser, page_url, shared_data, tmp_path):
     browser.find_element(By.CSS_SELECTOR, "#preview-button").click()
     wait.until(ready.text_to_be_present_in_element((By.CSS_SELECTOR, "#status"), "8 driving frames"))
     picture = wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, "#guidance img")))
-    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", picture) == 3 * 256
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
+                                  picture) == 3 * 256
     assert "256x448" in browser.find_element(By.CSS_SELECTOR, "#status").text
 
     SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -99,6 +104,7 @@ def test_preview_in_a_real_browser(browser, page_url, shared_data, tmp_path):
 
     host, urls = urlparse(page_url).netloc, requested_urls(browser)
     assert sum(urlparse(url).netloc == host for url in urls) > 10  # the log saw the page's own requests
-    outside = [url for url in urls if urlparse(url).scheme not in LOCAL_SCHEMES and urlparse(url).netloc != host]
+    outside = [url for url in urls
+               if urlparse(url).scheme not in LOCAL_SCHEMES and urlparse(url).netloc != host]
     assert not outside, f"the page fetched from outside the loopback address: {outside}"
     assert os.path.getsize(SCREENSHOT) > 10_000

@@ -21,7 +21,8 @@ class _Net(torch.nn.Module):
 
 def _weights() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    return {key: torch.randn_like(value.float()).to(value.dtype) for key, value in _Net().state_dict().items()}
+    return {key: torch.randn_like(value.float()).to(value.dtype)
+            for key, value in _Net().state_dict().items()}
 
 
 @pytest.mark.parametrize("kind", ["zip", "legacy", "nested", "safetensors"])
@@ -42,8 +43,8 @@ def test_round_trip(tmp_path, kind) -> None:
 
 
 def test_missing_file_names_what_and_where(tmp_path) -> None:
-    with pytest.raises(UserError, match=r"absent\.pth not found: expected a tiny test checkpoint; get it from "
-                                        r"example\.org/weights"):
+    with pytest.raises(UserError, match=r"absent\.pth not found: expected a tiny test checkpoint; get it "
+                                        r"from example\.org/weights"):
         read_state_dict(tmp_path / "absent.pth", what=WHAT, source="example.org/weights")
     with pytest.raises(UserError, match="is a folder, not a file"):
         read_state_dict(tmp_path, what=WHAT)
@@ -62,9 +63,9 @@ def test_damaged_file_is_one_clear_error(tmp_path, damage) -> None:
         path.write_bytes(b"")
     kind = "safetensors" if damage == "safetensors" else "PyTorch"
     for mmap in (False, True):
-        with pytest.raises(UserError, match=rf"could not be read as a {kind} file \(.+\): it is damaged or "
-                                            r"incomplete, or not a tiny test checkpoint; download it again from "
-                                            r"example\.org") as info:
+        with pytest.raises(UserError, match=rf"could not be read as a {kind} file \(.+\): it is damaged "
+                                            r"or incomplete, or not a tiny test checkpoint; download it "
+                                            r"again from example\.org") as info:
             read_state_dict(path, what=WHAT, source="example.org", mmap=mmap)
         message = str(info.value)
         assert str(path) in message and "\n" not in message and "weights_only` set to `False" not in message
@@ -86,7 +87,8 @@ def test_file_holding_code_is_refused_and_explained(tmp_path, recwarn, content, 
     marker = tmp_path / "code-ran"
     objects = {"code": _Touch(marker), "class": torch.optim.Adam, "module": torch.nn.Linear(2, 2)}
     path = tmp_path / "net.pth"
-    torch.save({"weight": torch.zeros(2), "extra": objects[content]}, path, _use_new_zipfile_serialization=not legacy)
+    torch.save({"weight": torch.zeros(2), "extra": objects[content]}, path,
+               _use_new_zipfile_serialization=not legacy)
     with pytest.raises(UserError) as info:
         read_state_dict(path, what=WHAT, source="example.org")
     message = str(info.value)
@@ -100,8 +102,9 @@ def test_file_holding_code_is_refused_and_explained(tmp_path, recwarn, content, 
 def test_other_pickle_protocol_is_explained_without_torch_warnings(tmp_path, recwarn, legacy) -> None:
     # torch warns "Detected pickle protocol 4" before failing on such files: the warning must not show.
     torch.save(_weights(), tmp_path / "net.pth", pickle_protocol=4, _use_new_zipfile_serialization=not legacy)
-    with pytest.raises(UserError, match=r"net\.pth was saved with pickle protocol 4, which the safe reader .+ "
-                                        r"cannot read; get the official file again from example\.org"):
+    with pytest.raises(UserError, match=r"net\.pth was saved with pickle protocol 4, which the safe "
+                                        r"reader .+ cannot read; get the official file again from "
+                                        r"example\.org"):
         read_state_dict(tmp_path / "net.pth", what=WHAT, source="example.org")
     assert not recwarn.list
 
@@ -111,8 +114,8 @@ def test_integer_tensor_where_a_weight_belongs(tmp_path) -> None:
     state["conv.weight"] = state["conv.weight"].to(torch.int32)
     save_file(state, str(tmp_path / "net.safetensors"))
     loaded = read_state_dict(tmp_path / "net.safetensors", what=WHAT)
-    expected = (rf"^{tmp_path / 'net.safetensors'} is not a tiny test checkpoint: 1 integer tensors where the "
-                r"network has floating-point weights \(conv\.weight int32\)$")
+    expected = (rf"^{tmp_path / 'net.safetensors'} is not a tiny test checkpoint: 1 integer tensors "
+                r"where the network has floating-point weights \(conv\.weight int32\)$")
     with pytest.raises(UserError, match=expected):
         load_strict(_Net(), loaded, tmp_path / "net.safetensors", what=WHAT)
     with torch.device("meta"):  # the file's tensors would become the parameters
@@ -126,7 +129,8 @@ def test_files_without_a_state_dict(tmp_path) -> None:
         "list.pth": ([torch.zeros(1)], r"holds a list, not a state dict of tensors"),
         "empty.pth": ({}, r"holds nothing, not a state dict of tensors"),
         "other.pth": ({"step": 3, "model": {"a": torch.zeros(1)}},
-                      r"has no 'state_dict' entry, and its top-level entries \(step, model\) are not all tensors"),
+                      (r"has no 'state_dict' entry, and its top-level entries \(step, model\) are not "
+                       r"all tensors")),
         "nested.pth": ({"state_dict": {"a": 1}}, r"its 'state_dict' entry is not a state dict of tensors"),
     }
     for name, (content, expected) in cases.items():
@@ -188,5 +192,6 @@ def test_meta_module_takes_the_tensors() -> None:
     with torch.device("meta"):
         net = _Net()
     net.register_buffer("scratch", torch.empty(2, device="meta"), persistent=False)
-    with pytest.raises(RuntimeError, match="still has tensors without values after loading half.pth: scratch"):
+    with pytest.raises(RuntimeError,
+                       match="still has tensors without values after loading half.pth: scratch"):
         load_strict(net, state, "half.pth", fill_batchnorm_counters=True)

@@ -1,4 +1,5 @@
-"""The command line's failure modes: one line on standard error, the documented exit code, nothing left behind."""
+"""The command line's failure modes: one line on standard error, the documented exit code, nothing left
+behind."""
 
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ def test_ctrl_c_or_kill_leaves_the_earlier_result_and_says_nothing_was_written(s
     out = tmp_path / "out"
     _earlier_result(out)
     run = subprocess.Popen([sys.executable, "-m", "dispose.cli", "pose", "--video",
-                            str(shared_data / "musepose_dance.mp4"), "--max-frames", "60", "--resolution", "128",
-                            "--no-progress", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            str(shared_data / "musepose_dance.mp4"), "--max-frames", "60", "--resolution",
+                            "128", "--no-progress", "--out", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if moment == "starting":  # as soon as the output is locked (imports, detector start-up)
         lock = tmp_path / ".out.lock"
         while not lock.exists() and run.poll() is None:
@@ -50,7 +52,8 @@ def test_ctrl_c_or_kill_leaves_the_earlier_result_and_says_nothing_was_written(s
     run.send_signal(signum)
     _, err = run.communicate(timeout=120)
     assert (run.returncode, err) == (128 + signum, f"dispose pose: {said}; nothing was written\n")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "poses.json").read_text() == "earlier"
+    assert (sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+            and (out / "poses.json").read_text() == "earlier")
 
 
 def test_ctrl_c_names_the_outputs_already_finished(tmp_path, monkeypatch, capsys):
@@ -92,8 +95,9 @@ def test_output_folder_on_a_read_only_disk(shared_data, tmp_path, monkeypatch, c
     monkeypatch.setattr(Path, "mkdir", read_only)
     out = tmp_path / "mnt" / "out"
     assert main(["pose", "--image", str(shared_data / "musepose_ref.png"), "--out", str(out)]) == 2
-    assert _one_line_error(capsys) == (f"dispose pose: error: --out {out}: cannot create the folder {out.parent} "
-                                       "(the file system is read-only; write to a folder on a writable disk)")
+    assert _one_line_error(capsys) == (f"dispose pose: error: --out {out}: cannot create the folder "
+                                       f"{out.parent} (the file system is read-only; write to a folder on a "
+                                       "writable disk)")
 
 
 @pytest.mark.parametrize(("value", "message"), [("100000", "from 64 to 2048"), ("577", "nearest: 576 or 640"),
@@ -118,7 +122,8 @@ def test_video_cut_short_with_strict(shared_data, tmp_path, capsys):
     (tmp_path / "half.mp4").write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
     assert main(["pose", "--video", str(tmp_path / "half.mp4"), "--strict", "--out", str(out)]) == 2
-    assert "half.mp4 is cut short or damaged: its container declares 380 frames but only" in _one_line_error(capsys)
+    assert ("half.mp4 is cut short or damaged: its container declares 380 frames but only"
+            in _one_line_error(capsys))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["half.mp4"]
 
 
@@ -193,12 +198,13 @@ def test_help_lists_each_command_with_its_whole_first_sentence(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     listing = " ".join(capsys.readouterr().out.split())
-    assert "guidance Compute DisPose's guidance of a reference image and a driving video, save it for `dispose " \
-           "animate --guidance`, with pictures. models" in listing
+    assert "guidance Compute DisPose's guidance of a reference image and a driving video, save it for " \
+           "`dispose animate --guidance`, with pictures. models" in listing
     assert "(built empty: no weights needed, no memory). pose" in listing
 
 
 def test_bad_options_of_a_subcommand_are_one_line_with_a_pointer_to_help(capsys):
     assert main(["eval", "--pred", "a.mp4", "--gt", "b.mp4", "--out", "r.json", "--size", "abc", "64"]) == 2
-    assert _one_line_error(capsys, "eval") == ("dispose eval: error: argument --size: abc is not allowed: expected "
-                                               "a whole number from 16 to 8192 (see 'dispose eval --help')")
+    assert _one_line_error(capsys, "eval") == ("dispose eval: error: argument --size: abc is not allowed: "
+                                               "expected a whole number from 16 to 8192 (see 'dispose "
+                                               "eval --help')")

@@ -27,8 +27,8 @@ WORKFLOW = Path(__file__).resolve().parents[1] / "examples" / "comfyui" / "dispo
 #: ComfyUI's own types (widgets and tensors); every other type must be made by one of our nodes.
 BUILTIN = {"IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN"}
 #: Outputs of the core ComfyUI nodes the example workflow uses.
-CORE_OUTPUTS = {"LoadImage": ("IMAGE", "MASK"), "LoadVideo": ("VIDEO",), "GetVideoComponents": ("IMAGE", "AUDIO", "FLOAT"),
-                "CreateVideo": ("VIDEO",)}
+CORE_OUTPUTS = {"LoadImage": ("IMAGE", "MASK"), "LoadVideo": ("VIDEO",),
+                "GetVideoComponents": ("IMAGE", "AUDIO", "FLOAT"), "CreateVideo": ("VIDEO",)}
 
 
 def declared_inputs(node) -> dict[str, tuple]:
@@ -57,7 +57,8 @@ def test_every_node_declares_a_valid_contract(name):
     function = inspect.signature(getattr(node(), node.FUNCTION))
     assert set(spec["required"]) | set(spec.get("optional", {})) == set(function.parameters)
     assert all(function.parameters[key].default is inspect.Parameter.empty for key in spec["required"])
-    assert all(function.parameters[key].default is not inspect.Parameter.empty for key in spec.get("optional", {}))
+    assert all(function.parameters[key].default is not inspect.Parameter.empty
+               for key in spec.get("optional", {}))
 
 
 def test_the_folder_loads_as_comfyui_loads_custom_nodes():
@@ -152,8 +153,9 @@ def test_four_nodes_chained_give_the_engines_frames(model, shared_data, comfy):
     assert animated.shape == (3, 192, 128, 3) and animated.dtype == torch.float32
     assert comfy.updates and comfy.updates[-1][0] == comfy.updates[-1][1]  # the bar ends full
 
-    expected = model.animate(ref, dance, settings=model.settings(resolution=128, max_frames=3, num_inference_steps=2,
-                                                                 num_frames=4, frames_overlap=2))
+    expected = model.animate(ref, dance, settings=model.settings(resolution=128, max_frames=3,
+                                                                 num_inference_steps=2, num_frames=4,
+                                                                 frames_overlap=2))
     assert np.array_equal((animated * 255).round().to(torch.uint8).numpy(), expected.frames)
     assert metadata["seed"] == 42 and metadata["result"]["frames"] == 3
 
@@ -177,8 +179,8 @@ def test_guidance_from_frames_without_weights_and_the_sidecar(shared_data, tmp_p
 def test_comfyui_cancel_interrupts_the_animation(model, shared_data, comfy):
     reference = as_image(load_image(shared_data / "musepose_ref.png")[None])
     frames = read_video(shared_data / "musepose_dance.mp4", sample_stride=2, max_frames=2).frames
-    guidance, _ = comfy_nodes.DisPoseComputeGuidance().compute(reference, 128, 1, 0, 42, driving=as_image(frames),
-                                                               dense="none")
+    guidance, _ = comfy_nodes.DisPoseComputeGuidance().compute(reference, 128, 1, 0, 42,
+                                                               driving=as_image(frames), dense="none")
     comfy.interrupt = True
     with pytest.raises(comfy.management.InterruptProcessingException):
         comfy_nodes.DisPoseAnimate().animate(model, guidance, 2, 2.0, 42, 16, 6, 1.0, True)

@@ -34,7 +34,8 @@ def weights(tiny_weights):
 
 @pytest.fixture(scope="module")
 def engine(weights):
-    return Animator.load(weights=weights, runtime=Runtime(detector="mediapipe", dense="propagate", progress=False))
+    return Animator.load(weights=weights,
+                         runtime=Runtime(detector="mediapipe", dense="propagate", progress=False))
 
 
 def test_one_load_animates_two_references_with_progress(weights, shared_data, monkeypatch):
@@ -43,10 +44,12 @@ def test_one_load_animates_two_references_with_progress(weights, shared_data, mo
     loads = []
     original = loading.load_pipeline
     monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: loads.append(1) or original(*a, **k))
-    engine = Animator.load(weights=weights, runtime=Runtime(detector="mediapipe", dense="propagate", progress=False))
+    engine = Animator.load(weights=weights,
+                           runtime=Runtime(detector="mediapipe", dense="propagate", progress=False))
     events = []
     settings = engine.settings(**FAST)
-    dancer = engine.animate(shared_data / "musepose_ref.png", shared_data / "musepose_dance.mp4", settings=settings,
+    dancer = engine.animate(shared_data / "musepose_ref.png", shared_data / "musepose_dance.mp4",
+                            settings=settings,
                             on_progress=lambda stage, done, total: events.append((stage, done, total)))
     other = engine.animate(load_image(shared_data / "moore_anyone-1.png"), shared_data / "musepose_dance.mp4",
                            settings=settings)
@@ -83,16 +86,20 @@ def test_saved_guidance_gives_the_same_video_without_its_models(weights, shared_
     from dispose.guidance.dift import DiftFeaturizer
     from dispose.pose.mediapipe_pose import MediaPipePose
 
-    inputs = ["--ref", str(shared_data / "musepose_ref.png"), "--driving", str(shared_data / "musepose_dance.mp4")]
-    assert main(["guidance", *inputs, "--resolution", "128", "--max-frames", "4", "--no-progress", "--no-pictures",
-                 "--sd15", str(weights / "stable-diffusion-v1-5"), "--out", str(tmp_path / "g")]) == 0
-    assert main(["animate", *inputs, "--weights", str(weights), *CLI_FAST, "--out", str(tmp_path / "one.mp4")]) == 0
+    inputs = ["--ref", str(shared_data / "musepose_ref.png"), "--driving",
+              str(shared_data / "musepose_dance.mp4")]
+    assert main(["guidance", *inputs, "--resolution", "128", "--max-frames", "4", "--no-progress",
+                 "--no-pictures", "--sd15", str(weights / "stable-diffusion-v1-5"), "--out",
+                 str(tmp_path / "g")]) == 0
+    assert main(["animate", *inputs, "--weights", str(weights), *CLI_FAST, "--out",
+                 str(tmp_path / "one.mp4")]) == 0
 
     calls = []
     for owner, name in ((DiftFeaturizer, "__call__"), (MediaPipePose, "detect_people"),
                         (motion_fields, "dense_motion_field")):
         original = getattr(owner, name)
-        monkeypatch.setattr(owner, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
+        monkeypatch.setattr(owner, name,
+                            lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
     assert main(["animate", "--guidance", str(tmp_path / "g"), "--weights", str(weights), *SAMPLE,
                  "--out", str(tmp_path / "two.mp4")]) == 0
     assert calls == []
@@ -103,8 +110,9 @@ def test_saved_guidance_from_another_reference_is_refused(weights, shared_data, 
     assert main(["guidance", "--ref", str(shared_data / "musepose_ref.png"), "--driving",
                  str(shared_data / "musepose_dance.mp4"), "--resolution", "128", "--max-frames", "2",
                  "--no-progress", "--no-pictures", "--out", str(tmp_path / "g")]) == 0
-    code = main(["animate", "--guidance", str(tmp_path / "g"), "--ref", str(shared_data / "moore_anyone-1.png"),
-                 "--weights", str(weights), *SAMPLE, "--out", str(tmp_path / "x.mp4")])
+    code = main(["animate", "--guidance", str(tmp_path / "g"), "--ref",
+                 str(shared_data / "moore_anyone-1.png"), "--weights", str(weights), *SAMPLE, "--out",
+                 str(tmp_path / "x.mp4")])
     err = capsys.readouterr().err
     assert code == 2 and "made from another reference" in err and err.count("\n") == 1
     assert not (tmp_path / "x.mp4").exists()
@@ -128,7 +136,8 @@ def test_a_base_registered_in_a_test_runs_through_the_command(weights, shared_da
     assert main(["animate", "--base", "fake", "--baseline", "--ref", str(shared_data / "musepose_ref.png"),
                  "--driving", str(shared_data / "musepose_dance.mp4"), *CLI_FAST, "--out", str(out)]) == 0
     clip = read_video(out, sample_stride=1)
-    assert sampled == [(5, 192, 128, 3)] and clip.frames.shape == (4, 192, 128, 3) and clip.fps == pytest.approx(9)
+    assert (sampled == [(5, 192, 128, 3)] and clip.frames.shape == (4, 192, 128, 3)
+            and clip.fps == pytest.approx(9))
 
 
 class _FakePipeline:
@@ -158,7 +167,8 @@ def test_release_temporal_context_order():
     def run():
         context = contexts.repeat_interleave(frames, dim=0)
         with torch.no_grad():
-            return model(hidden, encoder_hidden_states=context, image_only_indicator=torch.zeros(videos, frames)).sample
+            return model(hidden, encoder_hidden_states=context,
+                         image_only_indicator=torch.zeros(videos, frames)).sample
 
     current = run()
     with release_temporal_context([model]):
@@ -177,7 +187,8 @@ def test_release_temporal_context_order():
 
 def test_match_release_runs_end_to_end(engine, shared_data):
     settings = engine.settings(**FAST)
-    ours = engine.animate(shared_data / "musepose_ref.png", shared_data / "musepose_dance.mp4", settings=settings)
+    ours = engine.animate(shared_data / "musepose_ref.png", shared_data / "musepose_dance.mp4",
+                          settings=settings)
     release = engine.animate(shared_data / "musepose_ref.png", shared_data / "musepose_dance.mp4",
                              settings=dataclasses.replace(settings, match_release=True))
     assert release.guidance.dense_flow.dtype == np.float32 and release.guidance.release_missing_points

@@ -42,9 +42,11 @@ def test_writes_guidance_folder_and_pictures(guidance_run) -> None:
     assert info["settings"]["dense"] == "propagate" and len(info["inputs"]["reference"]["sha256"]) == 64
     tensors = load_file(out / "fields.safetensors")
     assert set(tensors) == {"dense_flow"}  # no SD1.5 given: no point embeddings
-    assert tensors["dense_flow"].shape == (frames, 2, height, width) and tensors["dense_flow"].dtype == np.float16
+    assert (tensors["dense_flow"].shape == (frames, 2, height, width)
+            and tensors["dense_flow"].dtype == np.float16)
     assert np.abs(tensors["dense_flow"]).max() > 1.0
-    assert (out / "fields.safetensors").stat().st_size / frames <= 2 * width * height * 2 + 4096  # F_d in fp16
+    # F_d in fp16
+    assert (out / "fields.safetensors").stat().st_size / frames <= 2 * width * height * 2 + 4096
 
     # F_s is not stored: it is what the stored poses give
     driving = PoseSequence.from_json(json.loads((out / "poses.json").read_text()))
@@ -80,7 +82,8 @@ def test_loaded_guidance_refuses_other_inputs_and_edits(guidance_run, shared_dat
     guidance.check_matches("g", inputs={"reference": input_fingerprint(shared_data / "musepose_ref.png")},
                            settings={"resolution": 256})
     with pytest.raises(UserError, match="another reference .*resolution 256, not 576"):
-        guidance.check_matches("g", inputs={"reference": input_fingerprint(shared_data / "moore_anyone-1.png")},
+        guidance.check_matches("g",
+                               inputs={"reference": input_fingerprint(shared_data / "moore_anyone-1.png")},
                                settings={"resolution": 576})
     edited = tmp_path / "edited"
     import shutil
@@ -111,7 +114,8 @@ def test_dense_field_in_float16_is_within_its_bound(guidance_run) -> None:
 ])
 def test_bad_options(shared_data, tmp_path, capsys, extra, message) -> None:
     code = main(["guidance", "--ref", str(shared_data / "musepose_ref.png"), "--driving",
-                 str(shared_data / "musepose_dance.mp4"), "--no-progress", "--out", str(tmp_path / "out"), *extra])
+                 str(shared_data / "musepose_dance.mp4"), "--no-progress", "--out", str(tmp_path / "out"),
+                 *extra])
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

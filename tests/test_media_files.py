@@ -1,4 +1,5 @@
-"""Atomic writes: a file or a result folder appears whole or not at all, with ordinary permissions; one writer."""
+"""Atomic writes: a file or a result folder appears whole or not at all, with ordinary permissions; one
+writer."""
 
 from __future__ import annotations
 
@@ -106,13 +107,14 @@ def test_failure_or_ctrl_c_leaves_the_earlier_result_or_nothing(tmp_path, interr
 
 def test_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path):
     out = tmp_path / "result"
-    with atomic_folder(out), pytest.raises(UserError, match=rf"^--out {out} is being written by another dispose "
-                                                           rf"run \(pid {os.getpid()} on .+\); wait for it to finish"):
+    with atomic_folder(out), pytest.raises(UserError, match=rf"^--out {out} is being written by another "
+                                                           rf"dispose run \(pid {os.getpid()} on .+\); wait "
+                                                           r"for it to finish"):
         _start(out)
     assert _siblings(out) == ["result"]
     # A writer killed without cleaning up: its lock (pid of a process that has ended), its partial folder.
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                           check=True)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)
     (tmp_path / ".result.lock").write_text(f"{ended.stdout.strip()} {socket.gethostname()}\n")
     (tmp_path / ".result.partial-x1y2").mkdir()
     (tmp_path / ".result.partial-x1y2" / "frame.png").write_text("half")
@@ -158,8 +160,8 @@ def test_output_folder_that_cannot_be_created_is_one_line(tmp_path, monkeypatch,
         raise OSError(code, os.strerror(code), str(self))
 
     monkeypatch.setattr(Path, "mkdir", refuse)
-    with pytest.raises(UserError, match=rf"^--out {tmp_path / 'out'}: cannot create the folder {tmp_path / 'out'} "
-                                        rf"\({expected}"):
+    with pytest.raises(UserError, match=rf"^--out {tmp_path / 'out'}: cannot create the folder "
+                                        rf"{tmp_path / 'out'} \({expected}"):
         ensure_folder(tmp_path / "out")
     with pytest.raises(UserError, match=rf"^--out {tmp_path / 'new' / 'out'}: cannot create the folder "
                                         rf"{tmp_path / 'new'} \({expected}"):

@@ -1,4 +1,5 @@
-"""Generation size, resize and centre crop (the release's preprocess), checked against hand-computed values."""
+"""Generation size, resize and centre crop (the release's preprocess), checked against hand-computed
+values."""
 
 from __future__ import annotations
 

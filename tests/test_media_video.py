@@ -28,7 +28,8 @@ def test_dancer_first_frames(shared_data):
     assert clip.frames.std() > 20  # real content, not a blank decode
 
 
-@pytest.mark.parametrize(("fps", "stride"), [(24, 2), (23.976, 2), (30, 2), (47.9, 2), (48, 4), (60, 4), (72, 6)])
+@pytest.mark.parametrize(("fps", "stride"),
+                         [(24, 2), (23.976, 2), (30, 2), (47.9, 2), (48, 4), (60, 4), (72, 6)])
 def test_effective_stride_is_the_release_rule(fps, stride):
     assert effective_stride(2, fps) == stride
     assert effective_stride(1, fps) == stride // 2
@@ -135,11 +136,12 @@ def test_video_cut_short_is_reported_with_both_counts(shared_data, tmp_path, cap
     assert clip.source_frame_count == 380 and 0 < clip.decoded_frame_count < 200 and clip.truncated
     assert len(clip) == -(-clip.decoded_frame_count // 4)
     warning = capsys.readouterr().err.strip()
-    assert warning == (f"dispose: warning: video {path} is cut short or damaged: its container declares 380 frames "
-                       f"but only {clip.decoded_frame_count} could be decoded; using those (--strict refuses such "
-                       "files)")
-    with pytest.raises(UserError, match=rf"{path} is cut short or damaged: its container declares 380 frames but "
-                                        rf"only {clip.decoded_frame_count} could be decoded; repair or re-export it"):
+    assert warning == (f"dispose: warning: video {path} is cut short or damaged: its container declares 380 "
+                       f"frames but only {clip.decoded_frame_count} could be decoded; using those (--strict "
+                       "refuses such files)")
+    with pytest.raises(UserError, match=rf"{path} is cut short or damaged: its container declares 380 frames "
+                                        rf"but only {clip.decoded_frame_count} could be decoded; repair or "
+                                        r"re-export it"):
         read_video(path, sample_stride=4, strict=True)
     whole = read_video(shared_data / "animatex_dance2_generated.mp4", sample_stride=1, strict=True)
     assert whole.decoded_frame_count == whole.source_frame_count == 32 and not whole.truncated
@@ -155,7 +157,8 @@ def test_bad_options(shared_data):
 
 def test_write_round_trip_and_odd_sizes(tmp_path):
     ys, xs = np.mgrid[0:71, 0:87]  # odd height and width; smooth content (yuv420p halves the chroma)
-    frames = np.stack([np.stack([xs * 2 + t * 10, ys * 3, 255 - xs - ys], -1) for t in range(5)]).astype(np.uint8)
+    frames = np.stack([np.stack([xs * 2 + t * 10, ys * 3, 255 - xs - ys], -1)
+                       for t in range(5)]).astype(np.uint8)
     write_video(tmp_path / "odd.mp4", frames, 12.5)
     clip = read_video(tmp_path / "odd.mp4", sample_stride=1)
     assert clip.frames.shape == (5, 72, 88, 3) and clip.source_fps == pytest.approx(12.5)

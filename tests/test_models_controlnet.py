@@ -30,7 +30,8 @@ def _inputs(seed: int = 0) -> dict:
         "added_time_ids": torch.tensor([[6.0, 127.0, 0.02]] * BATCH),
         "sparse_flow": torch.randn(BATCH, FRAMES, 2, SIZE, SIZE, generator=generator),
         "dense_flow": torch.randn(BATCH, FRAMES, 2, SIZE, SIZE, generator=generator),
-        "point_features": torch.randn(BATCH, FRAMES, DIFT_CHANNELS, 4, 4, generator=generator) * mask[:, :, None],
+        "point_features": (torch.randn(BATCH, FRAMES, DIFT_CHANNELS, 4, 4, generator=generator)
+                           * mask[:, :, None]),
         "point_mask": mask,
         "pose_latents": torch.randn(BATCH * FRAMES, 32, 8, 8, generator=generator),
     }
@@ -65,8 +66,8 @@ def test_fresh_controlnet_gives_zero_residuals_and_leaves_the_unet_alone(fresh):
         down, mid = control(*base, **guidance)
         assert len(down) == len(unet.residual_counts) == 8
         assert all(torch.count_nonzero(residual) == 0 for residual in (*down, mid))
-        with_control = unet(*base, **pose, down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                            return_dict=False)[0]
+        with_control = unet(*base, **pose, down_block_additional_residuals=down,
+                            mid_block_additional_residual=mid, return_dict=False)[0]
         without = unet(*base, **pose, return_dict=False)[0]
     assert torch.equal(with_control, without)
 
@@ -242,7 +243,8 @@ def test_gradients_reach_only_the_trainable_parts(random_models):
     for module in (unet, pose_net):
         module.requires_grad_(False)
     control.requires_grad_(True)
-    vae = AutoencoderKLTemporalDecoder(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
+    vae = AutoencoderKLTemporalDecoder(block_out_channels=(32,) * 4,
+                                       down_block_types=("DownEncoderBlock2D",) * 4,
                                        layers_per_block=1, latent_channels=4).requires_grad_(False)
     control.zero_grad(set_to_none=True)
     inputs = _inputs(seed=4)

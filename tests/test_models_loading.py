@@ -1,5 +1,5 @@
-"""Checkpoint layouts of the release (key names written down from reading it), strict loading, full-size counts,
-``dispose convert`` / ``dispose models``, and the tiny weight layout through ``load_pipeline``."""
+"""Checkpoint layouts of the release (key names written down from reading it), strict loading, full-size
+counts, ``dispose convert`` / ``dispose models``, and the tiny weight layout through ``load_pipeline``."""
 
 from __future__ import annotations
 
@@ -59,15 +59,18 @@ def release_controlnet_keys(layers_per_block: int = 1, point_channels: int = DIF
     return keys
 
 
-#: PoseNet of MimicMotion (pose_net.py): eight convs in a Sequential with SiLUs between, a 1x1 projection, a scale.
+#: PoseNet of MimicMotion (pose_net.py): eight convs in a Sequential with SiLUs between, a 1x1 projection, a
+#: scale.
 POSE_NET_KEYS = {
     **{f"conv_layers.{2 * i}.{kind}": shape for i, (c_in, c_out, k) in enumerate(
-        ((3, 3, 3), (3, 16, 4), (16, 16, 3), (16, 32, 4), (32, 32, 3), (32, 64, 4), (64, 64, 3), (64, 128, 3)))
+        ((3, 3, 3), (3, 16, 4), (16, 16, 3), (16, 32, 4), (32, 32, 3), (32, 64, 4), (64, 64, 3),
+         (64, 128, 3)))
        for kind, shape in (("weight", (c_out, c_in, k, k)), ("bias", (c_out,)))},
     "final_proj.weight": (WIDTH, 128, 1, 1), "final_proj.bias": (WIDTH,), "scale": (1,),
 }
 
-#: What the release's ``from_unet`` copies by ``load_state_dict`` from the UNet (so these keys are diffusers').
+#: What the release's ``from_unet`` copies by ``load_state_dict`` from the UNet (so these keys are
+#: diffusers').
 ENCODER_PREFIXES = ("conv_in.", "time_embedding.", "add_embedding.", "down_blocks.", "mid_block.")
 
 
@@ -109,11 +112,13 @@ def test_missing_and_extra_keys_are_named(release_files, tmp_path):
     del missing["controlnet_cond_embedding.conv_final.bias"]
     torch.save(missing, tmp_path / "missing.pth")
     with pytest.raises(UserError, match=r"missing\.pth is not the DisPose hybrid ControlNet checkpoint "
-                                        r"\(DisPose\.pth\): 1 missing keys \(controlnet_cond_embedding\.conv_final\.bias\)$"):
+                                        r"\(DisPose\.pth\): 1 missing keys "
+                                        r"\(controlnet_cond_embedding\.conv_final\.bias\)$"):
         load_controlnet(tmp_path / "missing.pth", unet)
     extra = {**dispose, "point_adapter.model_list.4.mlp.0.weight": torch.zeros(128, DIFT_CHANNELS)}
     torch.save(extra, tmp_path / "extra.pth")
-    with pytest.raises(UserError, match=r"1 unexpected keys \(point_adapter\.model_list\.4\.mlp\.0\.weight\)$"):
+    with pytest.raises(UserError,
+                       match=r"1 unexpected keys \(point_adapter\.model_list\.4\.mlp\.0\.weight\)$"):
         load_controlnet(tmp_path / "extra.pth", unet)
     no_scale = {k: v for k, v in mimicmotion.items() if k != "pose_net.scale"}
     torch.save(no_scale, tmp_path / "mm.pth")
@@ -138,7 +143,8 @@ def test_full_size_counts_match_the_release():
     assert len(state) == 705  # DisPose.pth
     assert sum(t.numel() for t in state.values()) == 685_139_601  # the paper's 653.40 "MB" x 2^20
     own = {k: tuple(v.shape) for k, v in state.items() if not k.startswith(ENCODER_PREFIXES)}
-    assert own == release_controlnet_keys(layers_per_block=2, point_channels=1280, widths=(320, 640, 1280, 1280))
+    assert own == release_controlnet_keys(layers_per_block=2, point_channels=1280,
+                                          widths=(320, 640, 1280, 1280))
     encoder = {k for k in state if k.startswith(ENCODER_PREFIXES)}
     assert encoder == {k for k in unet.state_dict() if k.startswith(ENCODER_PREFIXES)}
     assert sum(t.numel() for t in pose_net.state_dict().values()) == 205_557
@@ -197,12 +203,14 @@ def test_tiny_layout_samples_through_load_pipeline(tmp_path):
 
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 256, (SIZE := 64, SIZE, 3), dtype=np.uint8)
-    features = DiftFeaturizer.from_pretrained(root / "stable-diffusion-v1-5")(reference, DiftSetting(ensemble_size=2))
+    features = DiftFeaturizer.from_pretrained(root / "stable-diffusion-v1-5")(
+        reference, DiftSetting(ensemble_size=2))
     points = torch.rand(frames, 18, 2, generator=torch.Generator().manual_seed(0))
     visible = torch.ones(frames, 18, dtype=torch.bool)
     guidance = GuidanceTensors(trajectories=(points * (SIZE - 1)).double(), visible=visible, points=points,
                                dense_flow=torch.randn(frames - 1, 2, SIZE, SIZE),
-                               point_embeddings=point_embeddings(features, points[0], visible[0], (SIZE, SIZE)),
+                               point_embeddings=point_embeddings(features, points[0], visible[0],
+                                                                 (SIZE, SIZE)),
                                width=SIZE, height=SIZE)
     poses = torch.rand(frames, 3, SIZE, SIZE) * 2 - 1
 

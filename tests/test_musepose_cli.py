@@ -1,5 +1,5 @@
-"""`dispose animate|models|convert --base musepose` on tiny random MusePose-shaped weights in the release layout:
-the same files, sidecar and errors as the MimicMotion base, with and without DisPose."""
+"""`dispose animate|models|convert --base musepose` on tiny random MusePose-shaped weights in the release
+layout: the same files, sidecar and errors as the MimicMotion base, with and without DisPose."""
 
 from __future__ import annotations
 
@@ -25,15 +25,16 @@ def weights(tmp_path_factory):
 
 
 def _inputs(shared_data) -> list[str]:
-    return ["--ref", str(shared_data / "musepose_ref.png"), "--driving", str(shared_data / "musepose_dance.mp4")]
+    return ["--ref", str(shared_data / "musepose_ref.png"), "--driving",
+            str(shared_data / "musepose_dance.mp4")]
 
 
 @pytest.mark.parametrize("baseline", [True, False])
 def test_animate_with_and_without_dispose(shared_data, weights, tmp_path, baseline):
     out = tmp_path / "out" / "dance.mp4"
     extra = ["--baseline"] if baseline else []
-    assert main(["animate", *_inputs(shared_data), "--weights", str(weights), *FAST, *extra, "--out", str(out),
-                 "--side-by-side", str(tmp_path / "out" / "sbs.mp4")]) == 0
+    assert main(["animate", *_inputs(shared_data), "--weights", str(weights), *FAST, *extra, "--out",
+                 str(out), "--side-by-side", str(tmp_path / "out" / "sbs.mp4")]) == 0
     clip = read_video(out, sample_stride=1)
     assert clip.frames.shape == (3, 192, 128, 3)
     assert read_video(tmp_path / "out" / "sbs.mp4", sample_stride=1).frames.shape == (3, 192, 384, 3)
@@ -48,9 +49,11 @@ def test_missing_musepose_weights_are_listed_before_loading(shared_data, weights
     shutil.copytree(weights, partial)
     shutil.rmtree(partial / "MusePose")
     (partial / "DisPose_MusePose.pth").unlink()
-    code = main(["animate", *_inputs(shared_data), "--weights", str(partial), *FAST, "--out", str(tmp_path / "x.mp4")])
+    code = main(["animate", *_inputs(shared_data), "--weights", str(partial), *FAST, "--out",
+                 str(tmp_path / "x.mp4")])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("error:") == 1 and "MusePose" in err and "dispose train --base musepose" in err
+    assert (code == 2 and err.count("error:") == 1 and "MusePose" in err
+            and "dispose train --base musepose" in err)
     assert not (tmp_path / "x.mp4").exists()
 
 
@@ -64,7 +67,8 @@ def test_convert_the_musepose_controlnet(weights, tmp_path, capsys):
     source = tmp_path / "DisPose_MusePose.pth"
     shutil.copy(weights / "DisPose_MusePose.pth", source)
     config = weights / "sd-image-variations-diffusers" / "unet"
-    assert main(["convert", "--base", "musepose", "--unet-config", str(config), str(source), "--no-progress"]) == 0
+    assert main(["convert", "--base", "musepose", "--unet-config", str(config), str(source),
+                 "--no-progress"]) == 0
     assert source.with_suffix(".safetensors").is_file()
     assert main(["convert", str(source), "--force", "--no-progress"]) == 2  # not a MimicMotion checkpoint
     assert "check --base" in capsys.readouterr().err

@@ -14,7 +14,8 @@ def test_v_target_is_what_the_sampler_reads_back_as_the_clean_latents():
     timesteps, noise = objective.draw(latents, torch.Generator().manual_seed(0))
     noisy, target = objective.noisy_and_target(latents, noise, timesteps, scheduler)
     abar = scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1, 1)
-    torch.testing.assert_close(abar.sqrt() * noisy - (1 - abar).sqrt() * target, latents, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(abar.sqrt() * noisy - (1 - abar).sqrt() * target, latents, atol=1e-5,
+                               rtol=1e-5)
     assert objective.loss(target, target, timesteps, scheduler) == 0
 
 
@@ -35,5 +36,6 @@ def test_min_snr_weights():
     assert objective.loss(error[:1], target[:1], torch.tensor([999]), scheduler) == 1
     abar = scheduler.alphas_cumprod[0]
     expected = 5.0 / (abar / (1 - abar) + 1)
-    torch.testing.assert_close(objective.loss(error[:1], target[:1], torch.tensor([0]), scheduler), expected.float())
+    torch.testing.assert_close(objective.loss(error[:1], target[:1], torch.tensor([0]), scheduler),
+                               expected.float())
     assert SDNoiseObjective(snr_gamma=0).loss(error, target, torch.tensor([0, 999]), scheduler) == 1

@@ -60,13 +60,16 @@ def _inputs(frames: int, seed: int = 0):
     poses = torch.rand(frames, 3, SIZE, SIZE, generator=generator) * 2 - 1
     points = torch.rand(frames, 18, 2, generator=generator)
     guidance = GuidanceTensors(trajectories=points * SIZE, visible=torch.ones(frames, 18, dtype=torch.bool),
-                               points=points, dense_flow=torch.randn(frames - 1, 2, SIZE, SIZE, generator=generator),
-                               point_embeddings=torch.randn(18, 32, generator=generator), width=SIZE, height=SIZE)
+                               points=points,
+                               dense_flow=torch.randn(frames - 1, 2, SIZE, SIZE, generator=generator),
+                               point_embeddings=torch.randn(18, 32, generator=generator), width=SIZE,
+                               height=SIZE)
     return image, poses, guidance
 
 
 def _run(pipe, image, poses, guidance=None, **options):
-    return pipe(image, poses, guidance, generator=torch.Generator().manual_seed(7), **{**SETTINGS, **options}).frames
+    return pipe(image, poses, guidance, generator=torch.Generator().manual_seed(7),
+                **{**SETTINGS, **options}).frames
 
 
 def test_baseline_and_dispose_share_everything_but_the_controlnet_residuals(pipeline):
@@ -127,8 +130,9 @@ def test_base_entry_functions_sample_a_request(pipeline):
             updates.append(n)
 
     request = SamplingRequest(reference=rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8),
-                              skeletons=rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8), guidance=None,
-                              settings=job, runtime=SimpleNamespace(cache_guidance=True, guidance_cache_mb=2048.0),
+                              skeletons=rng.integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8),
+                              guidance=None, settings=job,
+                              runtime=SimpleNamespace(cache_guidance=True, guidance_cache_mb=2048.0),
                               generator=torch.Generator().manual_seed(0), progress_bar=Bar())
     chunks = list(sample(pipeline, request))
     assert [len(chunk) for chunk in chunks] == [2, 1]  # yielded a decoding chunk at a time
@@ -151,7 +155,8 @@ class _CountingStore(FrameStore):
 def test_uint8_skeletons_read_per_window_and_cache_budgets_give_the_same_frames(pipeline):
     image, _, guidance = _inputs(6)  # 5 driving frames: two windows of 4
     skeletons = np.random.default_rng(1).integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
-    as_float = torch.from_numpy(skeletons).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # what sample() passed before
+    # what sample() passed before
+    as_float = torch.from_numpy(skeletons).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     expected = _run(pipeline, image, as_float, guidance)
     store = _CountingStore.from_array(skeletons)
     store.reads = []

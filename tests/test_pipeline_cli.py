@@ -30,7 +30,8 @@ def weights(tiny_weights) -> Path:
 
 
 def _inputs(shared_data: Path) -> list[str]:
-    return ["--ref", str(shared_data / "musepose_ref.png"), "--driving", str(shared_data / "musepose_dance.mp4")]
+    return ["--ref", str(shared_data / "musepose_ref.png"), "--driving",
+            str(shared_data / "musepose_dance.mp4")]
 
 
 def test_animate_writes_video_side_by_side_and_sidecar(shared_data, weights, tmp_path, capsys):
@@ -93,7 +94,8 @@ def test_unwritable_output_fails_before_work(shared_data, weights, tmp_path, cap
     if _can_write(folder):  # root writes anyway: show the folder as an ordinary user would see it
         access = os.access
         monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
-            not mode & os.W_OK and access(path, mode, **kw)) if Path(path) == folder else access(path, mode, **kw))
+            (not mode & os.W_OK and access(path, mode, **kw)) if Path(path) == folder
+            else access(path, mode, **kw)))
     code = main(["animate", *_inputs(shared_data), "--weights", str(weights), *FAST,
                  "--out", str(folder / "x.mp4")])
     err = capsys.readouterr().err
@@ -111,8 +113,8 @@ def _can_write(folder: Path) -> bool:
 
 
 @pytest.mark.parametrize("bad", ["reference_without_person", "driving_not_a_video"])
-def test_bad_inputs_are_reported_before_the_base_model_loads(shared_data, weights, tmp_path, capsys, monkeypatch,
-                                                            bad):
+def test_bad_inputs_are_reported_before_the_base_model_loads(shared_data, weights, tmp_path, capsys,
+                                                            monkeypatch, bad):
     import numpy as np
     from PIL import Image
 

@@ -57,7 +57,8 @@ def test_release_job_file(tmp_path):
 def test_build_jobs_precedence_and_outputs(tmp_path):
     path = tmp_path / "jobs.yaml"
     path.write_text("defaults: {seed: 3, num_inference_steps: 10}\n"
-                    "jobs:\n  - {ref: a.png, driving: d.mp4}\n  - {ref: b.png, driving: d.mp4, seed: 9, out: x.mp4}\n")
+                    "jobs:\n  - {ref: a.png, driving: d.mp4}\n"
+                    "  - {ref: b.png, driving: d.mp4, seed: 9, out: x.mp4}\n")
     jobs, _ = build_jobs(path, {"num_inference_steps": 4, "seed": None}, tmp_path / "outs")
     assert [j.seed for j in jobs] == [3, 9]
     assert all(j.num_inference_steps == 4 for j in jobs)

@@ -90,14 +90,16 @@ def test_guidance_encoded_once_per_tile_and_shared_by_the_halves(pipe, video, re
             np.testing.assert_array_equal(out, reference_output)
 
 
-def test_cache_budget_keeps_the_tiles_that_fit_and_changes_nothing(pipe, video, reference_output, monkeypatch):
+def test_cache_budget_keeps_the_tiles_that_fit_and_changes_nothing(pipe, video, reference_output,
+                                                                   monkeypatch):
     """Tiles beyond the budget are encoded again at every step; the frames stay the same."""
     from dispose.pipelines import tile_cache
 
     sizes = []
     offer = tile_cache.TileCache.offer
     monkeypatch.setattr(tile_cache.TileCache, "offer",
-                        lambda self, key, value: sizes.append(tile_cache.tensor_bytes(value)) or offer(self, key, value))
+                        lambda self, key, value: (sizes.append(tile_cache.tensor_bytes(value))
+                                                  or offer(self, key, value)))
     tiles = len(tile_indices(7, 4, 1))
     pipe.controlnet.encodings = 0
     np.testing.assert_array_equal(_run(pipe, *video, guidance_cache_mb=None), reference_output)
@@ -168,7 +170,8 @@ def test_any_length_and_progress_counts_tiles_and_decoding(pipe, frames):
     counter = _Counter()
     out = _run(pipe, reference, poses, guidance, progress_bar=counter, decode_chunk_size=2)
     assert out.shape[1] == frames - 1
-    assert counter.count == STEPS * len(tile_indices(frames, 4, 1)) + -(-frames // 2)  # + one per decoded chunk
+    # + one per decoded chunk
+    assert counter.count == STEPS * len(tile_indices(frames, 4, 1)) + -(-frames // 2)
     assert np.isfinite(out).all()
 
 

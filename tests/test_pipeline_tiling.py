@@ -35,7 +35,8 @@ def test_matches_release_for_videos_of_a_tile_or_longer(n):
     assert tile_indices(n, 16, 6) == _release_indices(n, 16, 6)
 
 
-@pytest.mark.parametrize(("n", "tile", "overlap"), [(17, 16, 6), (40, 16, 6), (101, 16, 1), (33, 8, 6), (9, 2, 1)])
+@pytest.mark.parametrize(("n", "tile", "overlap"),
+                         [(17, 16, 6), (40, 16, 6), (101, 16, 1), (33, 8, 6), (9, 2, 1)])
 def test_every_frame_covered_and_consecutive_tiles_overlap(n, tile, overlap):
     tiles = tile_indices(n, tile, overlap)
     assert len(tiles) > 1

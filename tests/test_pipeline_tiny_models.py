@@ -86,8 +86,8 @@ class StandInPoseNet(ModelMixin, ConfigMixin):
 
 
 class StandInControlNet(ModelMixin, ConfigMixin):
-    """Hybrid-ControlNet contract: ``encode_guidance`` of a tile's per-frame guidance, reused by forward calls that
-    return (down residuals, mid residual); zero output convs when ``zero``.  Counts the encodings."""
+    """Hybrid-ControlNet contract: ``encode_guidance`` of a tile's per-frame guidance, reused by forward calls
+    that return (down residuals, mid residual); zero output convs when ``zero``.  Counts the encodings."""
 
     @register_to_config
     def __init__(self, width: int = CHANNELS, point_channels: int = 32, zero: bool = False) -> None:
@@ -110,7 +110,8 @@ class StandInControlNet(ModelMixin, ConfigMixin):
         points = self.points(point_features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) * point_mask.unsqueeze(1)
         return {"flows": self.flow(flows), "points": points}
 
-    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, *, guidance, conditioning_scale=1.0):
+    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, *, guidance,
+                conditioning_scale=1.0):
         batch = sample.shape[0]
         x = self.conv_in(sample.flatten(0, 1)) + guidance["flows"].repeat(batch, 1, 1, 1)
         h = self.down(torch.nn.functional.silu(x))
@@ -126,8 +127,8 @@ def tiny_vae() -> AutoencoderKLTemporalDecoder:
 
 
 def tiny_image_encoder() -> CLIPVisionModelWithProjection:
-    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=224, patch_size=32, projection_dim=EMBED)
+    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                              num_attention_heads=2, image_size=224, patch_size=32, projection_dim=EMBED)
     return CLIPVisionModelWithProjection(config)
 
 
@@ -148,8 +149,8 @@ def test_stand_ins_follow_the_contract_shapes():
     sample = torch.randn(2, 3, 8, 8, 8)
     pose = pose_net(torch.randn(6, 3, 64, 64))
     assert pose.shape == (6, CHANNELS, 8, 8)
-    guidance = control.encode_guidance(torch.randn(3, 2, 64, 64), torch.randn(3, 2, 64, 64), torch.randn(3, 32, 4, 4),
-                                       torch.ones(3, 4, 4))
+    guidance = control.encode_guidance(torch.randn(3, 2, 64, 64), torch.randn(3, 2, 64, 64),
+                                       torch.randn(3, 32, 4, 4), torch.ones(3, 4, 4))
     down, mid = control(sample, 1.0, torch.randn(2, 1, EMBED), torch.ones(2, 3), guidance=guidance)
     out = unet(sample, 1.0, torch.randn(2, 1, EMBED), torch.ones(2, 3), pose_latents=pose,
                down_block_additional_residuals=down, mid_block_additional_residual=mid)[0]

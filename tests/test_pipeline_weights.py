@@ -39,8 +39,9 @@ def _touch(path: Path, data: bytes = b"x") -> None:
 def make_layout(root: Path, skip: tuple[str, ...] = ()) -> Path:
     """Placeholder files of the full release layout (no real weights)."""
     files = {
-        "svd": ["vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors", "image_encoder/config.json",
-                "image_encoder/model.fp16.safetensors", "scheduler/scheduler_config.json",
+        "svd": ["vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",
+                "image_encoder/config.json", "image_encoder/model.fp16.safetensors",
+                "scheduler/scheduler_config.json",
                 "feature_extractor/preprocessor_config.json", "unet/config.json"],
         "sd15": ["unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
                  "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",

@@ -63,7 +63,8 @@ def _fails(argv: list[str], capsys, message: str) -> None:
 
 def test_errors_are_one_line_and_leave_nothing(shared_data, tmp_path, capsys):
     out = tmp_path / "out"
-    _fails(["pose", "--image", str(tmp_path / "missing.png"), "--out", str(out)], capsys, "missing.png does not exist")
+    _fails(["pose", "--image", str(tmp_path / "missing.png"), "--out", str(out)], capsys,
+           "missing.png does not exist")
     Image.fromarray(np.full((300, 200, 3), 90, np.uint8)).save(tmp_path / "empty.png")
     _fails(["pose", "--image", str(tmp_path / "empty.png"), "--out", str(out)], capsys,
            f"no person found in the reference image {tmp_path / 'empty.png'}")
@@ -72,8 +73,8 @@ def test_errors_are_one_line_and_leave_nothing(shared_data, tmp_path, capsys):
            "could not be opened as a video")
     _fails(["pose", "--video", str(shared_data / "musepose_dance.mp4"), "--align", "none", "--out", str(out)],
            capsys, "--align needs --ref")
-    _fails(["pose", "--image", str(shared_data / "musepose_ref.png"), "--ref", str(shared_data / "musepose_ref.png"),
-            "--out", str(out)], capsys, "go with --video")
+    _fails(["pose", "--image", str(shared_data / "musepose_ref.png"), "--ref",
+            str(shared_data / "musepose_ref.png"), "--out", str(out)], capsys, "go with --video")
     _fails(["pose", "--image", str(shared_data / "musepose_ref.png"), "--dwpose-dir", str(tmp_path / "dw"),
             "--out", str(out)], capsys, "DWPose folder")
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "tiny.png")
@@ -108,12 +109,14 @@ def test_poses_from_openpose_files(shared_data, tmp_path, capsys):
     assert sequence[2].body[0, 0] - sequence[0].body[0, 0] == pytest.approx(20 / 576)  # 20 px of the canvas
 
     aligned = tmp_path / "aligned"  # on a reference (the only image MediaPipe looks at) and a video's frames
-    assert main(["pose", "--poses", str(tmp_path / "openpose"), "--video", str(shared_data / "musepose_dance.mp4"),
-                 "--max-frames", "2", "--ref", str(shared_data / "moore_anyone-2.png"), "--resolution", "128",
+    assert main(["pose", "--poses", str(tmp_path / "openpose"), "--video",
+                 str(shared_data / "musepose_dance.mp4"), "--max-frames", "2", "--ref",
+                 str(shared_data / "moore_anyone-2.png"), "--resolution", "128",
                  "--out", str(aligned), "--no-progress"]) == 0
     assert "2 frames at 12 fps (stride 2), aligned to" in capsys.readouterr().out
-    assert sorted(p.name for p in aligned.iterdir()) == [MANIFEST, "overlay.mp4", "poses.json", "reference.json",
-                                                         "reference_skeleton.png", "skeleton.mp4"]
+    assert sorted(p.name for p in aligned.iterdir()) == [MANIFEST, "overlay.mp4", "poses.json",
+                                                         "reference.json", "reference_skeleton.png",
+                                                         "skeleton.mp4"]
 
 
 def test_wrong_pose_files_are_one_line_and_leave_nothing(shared_data, tmp_path, capsys):
@@ -121,10 +124,11 @@ def test_wrong_pose_files_are_one_line_and_leave_nothing(shared_data, tmp_path, 
     _openpose_folder(tmp_path / "openpose", 3)
     out = tmp_path / "out"
     _fails(["pose", "--poses", str(tmp_path / "no_canvas"), "--out", str(out)], capsys,
-           "gives pixel coordinates but not the frame size (canvas_width, canvas_height); give the driving video")
-    _fails(["pose", "--poses", str(tmp_path / "openpose"), "--video", str(shared_data / "animatex_ubc_fashion.mp4"),
-            "--max-frames", "2", "--out", str(out)], capsys, "holds poses of 576x1024 frames but the video's frames "
-           "are 720x940")
+           "gives pixel coordinates but not the frame size (canvas_width, canvas_height); give the driving "
+           "video")
+    _fails(["pose", "--poses", str(tmp_path / "openpose"), "--video",
+            str(shared_data / "animatex_ubc_fashion.mp4"), "--max-frames", "2", "--out", str(out)], capsys,
+           "holds poses of 576x1024 frames but the video's frames are 720x940")
     _fails(["pose", "--poses", str(tmp_path / "openpose"), "--video", str(shared_data / "musepose_dance.mp4"),
             "--max-frames", "3", "--out", str(out)], capsys, "gives 2 poses for the 3 frames used of")
     (tmp_path / "notes.json").write_text(json.dumps({"frames": []}))

@@ -36,7 +36,8 @@ def test_openpose_body25_with_canvas(tmp_path):
     first = sequence[0]  # the first person
     for index, source in enumerate(BODY_FROM_BODY25):
         if source not in (3, 5):
-            np.testing.assert_allclose(first.body[index], [(10 + source) / 400, (20 + source) / 800], rtol=1e-6)
+            np.testing.assert_allclose(first.body[index], [(10 + source) / 400, (20 + source) / 800],
+                                       rtol=1e-6)
     assert not first.body_visible[3] and first.body_visible[8]  # 0.1 < 0.3; BODY_25 9 (right hip) -> 8
     assert not first.body_visible[5] and (first.body[5] == 0).all()  # missing stays at (0, 0)
     np.testing.assert_allclose(first.hands[0], [100 / 400, 200 / 800], rtol=1e-6)
@@ -56,7 +57,8 @@ def test_openpose_coco18_folder_in_natural_order_uses_frame_size(tmp_path):
     assert (len(sequence), sequence.width, sequence.height) == (4, 100, 200)
     np.testing.assert_allclose([p.body[0, 0] for p in sequence[:3]], [1 / 100, 2 / 100, 10 / 100], rtol=1e-6)
     assert not sequence[3].has_person
-    with pytest.raises(UserError, match="gives pixel coordinates but not the frame size .+; give the driving video"):
+    with pytest.raises(UserError,
+                       match="gives pixel coordinates but not the frame size .+; give the driving video"):
         load_pose_file(tmp_path)
 
 
@@ -102,7 +104,8 @@ def test_dispose_format_round_trip(tmp_path):
         np.testing.assert_array_equal(got.body, expected.body)
         np.testing.assert_array_equal(got.hands_visible, expected.hands_visible)
     # Normalised to 576x1024 frames: meaningless on frames of another shape.
-    with pytest.raises(UserError, match="poses.json holds poses of 576x1024 frames but the video's frames are 10x10"):
+    with pytest.raises(UserError,
+                       match="poses.json holds poses of 576x1024 frames but the video's frames are 10x10"):
         load_pose_file(tmp_path / "poses.json", frame_size=(10, 10))
 
 

@@ -1,6 +1,6 @@
-"""The training dataset on a clip prepared from the shared dancer video: the sample contract the trainer relies
-on, the reference at position 0, consistent horizontal flips, resizing, determinism, batching, the watershed
-samples on CMP's grid, and the checks ``dispose train`` runs on a dataset before any model loads."""
+"""The training dataset on a clip prepared from the shared dancer video: the sample contract the trainer
+relies on, the reference at position 0, consistent horizontal flips, resizing, determinism, batching, the
+watershed samples on CMP's grid, and the checks ``dispose train`` runs on a dataset before any model loads."""
 
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def test_flip_mirrors_pixels_poses_and_flows_consistently(prepared) -> None:
     # the dense flow read at each reference keypoint agrees with that keypoint's motion exactly as well after
     # the flip as before; mirroring the flow without negating x would agree worse
     assert _flow_error(flipped) == pytest.approx(_flow_error(plain), rel=1e-4)
-    flipped_naively = dict(flipped, dense_flow=flipped["dense_flow"] * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1))
+    flipped_naively = dict(flipped,
+                           dense_flow=flipped["dense_flow"] * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1))
     assert _flow_error(flipped_naively)[0] > 1.2 * _flow_error(flipped)[0]
     # left and right are exchanged: the flipped right shoulder (2) is the mirrored left shoulder (5)
     both = plain["visible"][:, 5]
@@ -115,7 +116,8 @@ def test_other_sizes_crop_and_scale_everything_together(prepared) -> None:
     assert b["pixels"].shape == (T, 3, 64, 64) and b["dense_flow"].shape == (T - 1, 2, 64, 64)
     # 128x192 -> 64x96 -> centre crop of 64 rows starting at row 16: keypoints move with the crop
     inside = b["visible"]
-    torch.testing.assert_close(b["trajectories"][inside], a["trajectories"][inside] / 2 - torch.tensor([0.0, 16.0]))
+    torch.testing.assert_close(b["trajectories"][inside],
+                               a["trajectories"][inside] / 2 - torch.tensor([0.0, 16.0]))
     assert (a["visible"] >= b["visible"]).all()
     assert b["dense_flow"].abs().max() <= a["dense_flow"].float().abs().max() / 2 * (1 + 2 ** -10)  # float16
 

@@ -40,7 +40,8 @@ def _batch(count: int = 1, seed: int = 0) -> dict:
 
 def test_only_the_controlnet_learns_and_the_base_stays_bit_identical(weights):
     model = training_base("mimicmotion").build(_config(weights))
-    frozen = {name: p.detach().clone() for module in model.frozen_modules() for name, p in module.named_parameters()}
+    frozen = {name: p.detach().clone() for module in model.frozen_modules()
+              for name, p in module.named_parameters()}
     start = {name: p.detach().clone() for name, p in model.controlnet.named_parameters()}
     trainable = [p for module in model.trainable_modules() for p in module.parameters()]
     optimizer = torch.optim.AdamW(trainable, lr=1e-3)
@@ -75,14 +76,16 @@ def test_training_forward_is_one_sampling_step_on_one_tile(weights):
     sigma = pipeline.scheduler.sigmas[:1].float()
     noise = torch.randn(model.latent_shape(batch), generator=torch.Generator().manual_seed(1))
     sample = {key: value[0] for key, value in batch.items()}
-    guidance = GuidanceTensors(trajectories=sample["trajectories"], visible=sample["visible"], points=sample["points"],
-                               dense_flow=sample["dense_flow"], point_embeddings=sample["point_embeddings"],
-                               width=SIZE, height=SIZE)
+    guidance = GuidanceTensors(trajectories=sample["trajectories"], visible=sample["visible"],
+                               points=sample["points"], dense_flow=sample["dense_flow"],
+                               point_embeddings=sample["point_embeddings"], width=SIZE, height=SIZE)
     with torch.no_grad():
         sampled = pipeline((sample["pixels"][:1] + 1) / 2, sample["pose_images"], guidance, tile_size=FRAMES,
-                           tile_overlap=1, num_inference_steps=1, min_guidance_scale=1.0, max_guidance_scale=1.0, latents=noise,
-                           keep_reference=True, output_type="latent").frames
-        draw = NoiseDraw(sigma, noise, torch.zeros_like(batch["pixels"][:, 0]), torch.ones(1, dtype=torch.bool))
+                           tile_overlap=1, num_inference_steps=1, min_guidance_scale=1.0,
+                           max_guidance_scale=1.0, latents=noise, keep_reference=True,
+                           output_type="latent").frames
+        draw = NoiseDraw(sigma, noise, torch.zeros_like(batch["pixels"][:, 0]),
+                         torch.ones(1, dtype=torch.bool))
         cond = model.encode(batch, draw.reference_noise)
         control = model.controlnet.encode_guidance(**model.guidance_window(batch, torch.float32))
         # the sampler starts from noise * init_noise_sigma; one Euler step to sigma 0 returns D(x; sigma)

@@ -1,6 +1,6 @@
-"""`dispose train --base musepose` on tiny random MusePose weights: only the SD1.5 hybrid ControlNet learns, the
-frozen base stays bit-identical, a training forward is one MusePose sampling step on one window, and the export
-(DisPose_MusePose.pth) loads strictly where `dispose animate --base musepose` loads it."""
+"""`dispose train --base musepose` on tiny random MusePose weights: only the SD1.5 hybrid ControlNet learns,
+the frozen base stays bit-identical, a training forward is one MusePose sampling step on one window, and the
+export (DisPose_MusePose.pth) loads strictly where `dispose animate --base musepose` loads it."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(weights, **train) -> TrainConfig:
-    return TrainConfig.from_dict({"base": "musepose", "weights": {"dir": str(weights), "point_channels": DIFT_CHANNELS},
+    return TrainConfig.from_dict({"base": "musepose",
+                                  "weights": {"dir": str(weights), "point_channels": DIFT_CHANNELS},
                                   "data": {"num_frames": FRAMES, "width": SIZE, "height": SIZE,
                                            "dense_field": "flow"},
                                   "train": {"mixed_precision": "no", **train}})
@@ -44,7 +45,8 @@ def _config(weights, **train) -> TrainConfig:
 
 def _samples(count: int, seed: int = 0) -> list[dict]:
     generator = torch.Generator().manual_seed(seed)
-    return [random_sample(FRAMES, SIZE, SIZE, point_channels=DIFT_CHANNELS, generator=generator) for _ in range(count)]
+    return [random_sample(FRAMES, SIZE, SIZE, point_channels=DIFT_CHANNELS, generator=generator)
+            for _ in range(count)]
 
 
 def _batch(count: int, seed: int = 0) -> dict:
@@ -74,7 +76,8 @@ def test_only_the_controlnet_learns_and_the_base_stays_bit_identical(weights):
     for index, module in enumerate(model.frozen_modules()):
         for name, param in module.named_parameters():
             assert torch.equal(param, frozen[index, name]), name
-    assert not start.any() and model.controlnet.controlnet_mid_block.weight.any()  # left its zero initialisation
+    # left its zero initialisation
+    assert not start.any() and model.controlnet.controlnet_mid_block.weight.any()
 
 
 def test_training_forward_is_one_sampling_step_on_one_window(weights):
@@ -88,18 +91,20 @@ def test_training_forward_is_one_sampling_step_on_one_window(weights):
     with torch.no_grad():
         # one trailing DDIM step runs t = 999, where the zero-terminal-SNR schedule has abar = 0: x0 = -v
         sampled = pipeline((sample["pixels"][:1] + 1) / 2, sample["pose_images"], sample_guidance(batch, 0),
-                           num_inference_steps=1, guidance_scale=1.0, context_frames=FRAMES - 1, context_overlap=0,
-                           latents=noise, output_type="latent").frames
+                           num_inference_steps=1, guidance_scale=1.0, context_frames=FRAMES - 1,
+                           context_overlap=0, latents=noise, output_type="latent").frames
         draw = SDNoiseDraw(torch.tensor([999]), noise, torch.ones(1, dtype=torch.bool))
         cond = model.encode(batch, draw.keep)
-        noisy, _ = model.objective.noisy_and_target(cond["latents"], noise, draw.timesteps, model.noise_scheduler)
+        noisy, _ = model.objective.noisy_and_target(cond["latents"], noise, draw.timesteps,
+                                                    model.noise_scheduler)
         control = model.controlnet.encode_guidance(**model.guidance_window(batch, torch.float32))
         velocity = model.predict(noisy, draw.timesteps, cond, control)
     assert torch.allclose(noisy, noise)
     assert torch.allclose(-velocity, sampled, rtol=1e-4, atol=1e-5)
 
 
-def test_dispose_train_base_musepose_exports_a_checkpoint_animate_loads(weights, shared_data, tmp_path, monkeypatch):
+def test_dispose_train_base_musepose_exports_a_checkpoint_animate_loads(weights, shared_data, tmp_path,
+                                                                        monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "run"
     settings = [f"weights.point_channels={DIFT_CHANNELS}", f"data.num_frames={FRAMES}", f"data.width={SIZE}",
@@ -107,12 +112,13 @@ def test_dispose_train_base_musepose_exports_a_checkpoint_animate_loads(weights,
                 "train.mixed_precision=no",
                 "train.learning_rate=1.0e-3", "train.gradient_checkpointing=true", "checkpoints.every=2"]
     with mock.patch("dispose.training.trainer._open_dataset", return_value=_samples(2)):
-        code = main(["train", "--config", str(REPO / "configs" / "train" / "musepose.yaml"), "--weights", str(weights),
-                     "--data", str(tmp_path), "--out", str(out), "--max-steps", "2", "--cpu",
+        code = main(["train", "--config", str(REPO / "configs" / "train" / "musepose.yaml"), "--weights",
+                     str(weights), "--data", str(tmp_path), "--out", str(out), "--max-steps", "2", "--cpu",
                      *(item for setting in settings for item in ("--set", setting))])
     assert code == 0
     export = out / "export"
-    assert sorted(path.name for path in export.iterdir()) == ["DisPose_MusePose.pth", "DisPose_MusePose.safetensors"]
+    assert sorted(path.name for path in export.iterdir()) == ["DisPose_MusePose.pth",
+                                                              "DisPose_MusePose.safetensors"]
     stored = load_file(export / "DisPose_MusePose.safetensors")
     assert stored["controlnet_mid_block.weight"].any()  # trained away from its zero initialisation
     denoising = training_base("musepose").build(_config(weights)).denoising_unet
@@ -122,9 +128,9 @@ def test_dispose_train_base_musepose_exports_a_checkpoint_animate_loads(weights,
     video = tmp_path / "dance.mp4"
     assert main(["animate", "--ref", str(shared_data / "musepose_ref.png"), "--driving",
                  str(shared_data / "musepose_dance.mp4"), "--weights", str(weights), "--dispose-musepose",
-                 str(export / "DisPose_MusePose.pth"), "--base", "musepose", "--resolution", "128", "--max-frames", "2",
-                 "--steps", "1", "--num-frames", "3", "--frames-overlap", "1", "--detector", "mediapipe",
-                 "--dense", "none", "--no-progress", "--out", str(video)]) == 0
+                 str(export / "DisPose_MusePose.pth"), "--base", "musepose", "--resolution", "128",
+                 "--max-frames", "2", "--steps", "1", "--num-frames", "3", "--frames-overlap", "1",
+                 "--detector", "mediapipe", "--dense", "none", "--no-progress", "--out", str(video)]) == 0
     assert video.stat().st_size > 0
     sidecar = json.loads(video.with_suffix(".json").read_text())
     assert sidecar["runtime"]["base"] == "musepose" and "dispose_musepose" in sidecar["weights"]

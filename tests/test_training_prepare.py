@@ -79,7 +79,8 @@ def test_manifest_records_every_clip_with_its_quality(prepared, shared_data) -> 
         assert record["stride"] == video.stride and record["fps"] == pytest.approx(video.fps, abs=1e-3)
         assert record["source_size"] == [video.width, video.height]
         digest = hashlib.sha256((shared_data / f"{name}.mp4").read_bytes()).hexdigest()
-        assert record["fingerprint"] == {"size": (shared_data / f"{name}.mp4").stat().st_size, "sha256": digest}
+        assert record["fingerprint"] == {"size": (shared_data / f"{name}.mp4").stat().st_size,
+                                         "sha256": digest}
         assert record["pose"]["people"] == 1 and record["pose"]["visible_fraction"] > 0.5
         assert 0.3 < record["pose"]["mean_score"] <= 1
         assert record["flow"]["model"].startswith("OpenCV DIS") and record["detector"] == "mediapipe"
@@ -94,7 +95,8 @@ def test_manifest_records_every_clip_with_its_quality(prepared, shared_data) -> 
 def test_shards_hold_frames_poses_flows_and_embeddings(prepared) -> None:
     folder = shard.clip_dir(prepared, "musepose_dance")
     record = shard.read_record(folder)
-    assert set(record["files"]) == {"frames.safetensors", "poses.json", "flows.safetensors", "dift.safetensors"}
+    assert set(record["files"]) == {"frames.safetensors", "poses.json", "flows.safetensors",
+                                    "dift.safetensors"}
     frames = load_file(folder / "frames.safetensors")
     assert len(frames["offsets"]) == FRAMES + 1
     first = shard.decode_jpeg(frames["jpeg"][frames["offsets"][0]:frames["offsets"][1]])
@@ -220,12 +222,15 @@ def test_lists_videos_frame_folders_and_path_lists(shared_data, tmp_path) -> Non
             Image.fromarray(frame[::8, ::8]).save(tiktok / clip / "images" / f"{i:04d}.png")
     shutil.copy(shared_data / "musepose_dance.mp4", tiktok / "extra.mp4")
     clips = list_clips(tiktok)
-    assert sorted((c.id, c.kind) for c in clips) == [("00001", "frames"), ("00002", "frames"), ("extra", "video")]
+    assert sorted((c.id, c.kind) for c in clips) == [("00001", "frames"), ("00002", "frames"),
+                                                     ("extra", "video")]
     frames = read_clip(next(c for c in clips if c.id == "00001"), sample_stride=2, max_frames=None)
-    assert len(frames.frames) == 3 and frames.stride == 2 and frames.fps == 15  # 30 fps folder, every 2nd frame
+    # 30 fps folder, every 2nd frame
+    assert len(frames.frames) == 3 and frames.stride == 2 and frames.fps == 15
     (tmp_path / "list.txt").write_text("# clips\nTikTok/00002/images\n\nTikTok/extra.mp4\n")
     assert [c.id for c in list_clips(tmp_path / "list.txt")] == ["TikTok__00002", "TikTok__extra"]
-    (tmp_path / "list.jsonl").write_text(json.dumps({"path": str(tiktok / "extra.mp4"), "id": "dance"}) + "\n")
+    (tmp_path / "list.jsonl").write_text(
+        json.dumps({"path": str(tiktok / "extra.mp4"), "id": "dance"}) + "\n")
     assert [(c.id, c.path) for c in list_clips(tmp_path / "list.jsonl")] == [("dance", tiktok / "extra.mp4")]
 
 
@@ -235,8 +240,9 @@ def test_worker_processes_record_every_clip(shared_data, tmp_path, capsys) -> No
     (videos / "skeleton.mp4").symlink_to(shared_data / "moore_pose_video2_kps.mp4")
     (videos / "broken.mp4").write_bytes(b"not a video")
     out = tmp_path / "out"
-    assert main(["prepare", str(videos), "--out", str(out), "--workers", "2", "--no-dift", "--max-frames", "16",
-                 "--size", "128x192", "--device", "cpu", "--no-progress", "--detector", "mediapipe"]) == 2
+    assert main(["prepare", str(videos), "--out", str(out), "--workers", "2", "--no-dift",
+                 "--max-frames", "16", "--size", "128x192", "--device", "cpu", "--no-progress",
+                 "--detector", "mediapipe"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "every clip failed" in err and "manifest.jsonl" in err
     records = {r["id"]: r for r in shard.read_manifest(out)}
@@ -252,7 +258,9 @@ def test_raft_flow_keeps_the_frame_size(shared_data, tmp_path) -> None:
 
     torch.manual_seed(0)
     torch.save(RAFT().state_dict(), tmp_path / "raft-things.pth")
-    assert load_flow_estimator(tmp_path / "raft-things.pth", "cpu")[1] == "RAFT (raft-things.pth, 20 iterations)"
-    frames = read_video(shared_data / "musepose_dance.mp4", max_frames=2).frames[:, :133, :130]  # not multiples of 8
+    assert (load_flow_estimator(tmp_path / "raft-things.pth", "cpu")[1]
+            == "RAFT (raft-things.pth, 20 iterations)")
+    # not multiples of 8
+    frames = read_video(shared_data / "musepose_dance.mp4", max_frames=2).frames[:, :133, :130]
     flow = RaftFlowEstimator(tmp_path / "raft-things.pth", iters=2)(frames[0], frames[1])
     assert flow.shape == (133, 130, 2) and np.isfinite(flow).all()
