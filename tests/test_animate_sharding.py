@@ -20,5 +20,6 @@ def test_two_cpu_processes_share_the_jobs(tiny_weights, shared_data, tmp_path) -
                     "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
     written = [line for line in done.stderr.splitlines() if line.startswith("wrote ")]
-    assert sorted(written) == [f"wrote {out / 'job0.mp4'}", f"wrote {out / 'job1.mp4'}"]  # once each, not twice
+    # once each, not twice
+    assert sorted(written) == [f"wrote {out / 'job0.mp4'}", f"wrote {out / 'job1.mp4'}"]
     assert (out / "job0.mp4").is_file() and (out / "job1.mp4").is_file()

@@ -49,9 +49,9 @@ def on_device(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
 
 def process_shard(device: str = "auto") -> tuple[int, int, str]:
     """``(index, count, device)`` of this process under torchrun / ``accelerate launch``, else
-    ``(0, 1, device)``.  With several processes ``auto`` becomes the process's own device (``cuda:LOCAL_RANK``).
-    On the CPU accelerate sees the other processes only when asked for a CPU state (``PartialState(cpu=True)``);
-    without it every process would think it is alone and do every job."""
+    ``(0, 1, device)``.  With several processes ``auto`` becomes the process's own device
+    (``cuda:LOCAL_RANK``).  On the CPU accelerate sees the other processes only when asked for a CPU state
+    (``PartialState(cpu=True)``); without it every process would think it is alone and do every job."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1, device
     from accelerate import PartialState

@@ -1,4 +1,5 @@
-"""Animate a reference image with the poses of a driving video (DisPose on a base model, MimicMotion by default).
+"""Animate a reference image with the poses of a driving video (DisPose on a base model, MimicMotion by
+default).
 
 Defaults are the base model's release settings (``Base.defaults`` of :mod:`dispose.bases`: MimicMotion's
 configs/test.yaml, MusePose's test_stage_2.py; ``dispose animate --help`` lists them).  Before loading any
@@ -6,9 +7,9 @@ model, every input, option and weight file the run needs is
 checked, and all missing weights are listed with where to get them and what to run instead.  Writes OUT.mp4
 atomically (its folder is created) and OUT.json (every setting, the seed, sha256 of the inputs and weight
 files (cached per file version), timings); --side-by-side adds reference | skeleton | result.  --baseline runs
-the base model alone with the same pipeline and seed.  --guidance DIR reuses what `dispose guidance` wrote
-(no pose detection, CMP or DIFT); --poses FILE takes the driving poses from a file.  --match-release reproduces
-the official release as it ships (README "Release-exact mode").
+the base model alone with the same pipeline and seed.  --guidance DIR reuses what `dispose guidance`
+wrote (no pose detection, CMP or DIFT); --poses FILE takes the driving poses from a file.  --match-release
+reproduces the official release as it ships (README "Release-exact mode").
 
 Several jobs: --config jobs.yaml (see dispose.jobs) with --out FOLDER; a relative `out:` in the file
 is then relative to FOLDER.  A job's video, side-by-side and sidecar are written as one unit (temporary names,
@@ -58,26 +59,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io = parser.add_argument_group("inputs and outputs")
     io.add_argument("--ref", type=Path, help="reference image")
     io.add_argument("--driving", type=Path, help="driving video")
-    io.add_argument("--poses", type=Path, help="driving poses from a file (dispose-poses JSON, or OpenPose JSON: "
-                    "one file or a folder of per-frame files) instead of detecting them; --driving still gives "
-                    "the frame rate and size")
-    io.add_argument("--guidance", type=Path, help="a folder written by `dispose guidance`: reuse its poses and "
-                    "guidance (no detection, CMP or DIFT); refused when made from another reference or settings")
-    io.add_argument("--out", type=Path, help="output .mp4 (one job; its folder is created) or folder (job file)")
-    io.add_argument("--config", type=Path, help="YAML job file (one or more jobs; release test.yaml accepted); a "
-                    "relative `out:` in it is relative to --out when given")
+    io.add_argument("--poses", type=Path,
+                    help="driving poses from a file (dispose-poses JSON, or OpenPose JSON: one file or a "
+                         "folder of per-frame files) instead of detecting them; --driving still gives the "
+                         "frame rate and size")
+    io.add_argument("--guidance", type=Path,
+                    help="a folder written by `dispose guidance`: reuse its poses and guidance (no "
+                         "detection, CMP or DIFT); refused when made from another reference or settings")
+    io.add_argument("--out", type=Path,
+                    help="output .mp4 (one job; its folder is created) or folder (job file)")
+    io.add_argument("--config", type=Path,
+                    help="YAML job file (one or more jobs; release test.yaml accepted); a relative `out:` in "
+                         "it is relative to --out when given")
     io.add_argument("--side-by-side", type=Path, help="also write reference | skeleton | result to this .mp4")
     io.add_argument("--resume", action="store_true",
-                    help="skip jobs whose files (video, side-by-side, sidecar) are a finished result of the same "
-                         "settings; say what is skipped and why the rest runs")
-    io.add_argument("--strict", action="store_true", help="refuse a driving video that ends before the frame count "
-                    "its container declares (default: a warning; both counts go to the sidecar)")
+                    help="skip jobs whose files (video, side-by-side, sidecar) are a finished result of the "
+                         "same settings; say what is skipped and why the rest runs")
+    io.add_argument("--strict", action="store_true",
+                    help="refuse a driving video that ends before the frame count its container declares "
+                         "(default: a warning; both counts go to the sidecar)")
 
     weights = parser.add_argument_group("weights (checked before anything loads)")
     weights.add_argument("--weights", type=Path, help="folder in the release's pretrained_weights/ layout")
     for dest, _, option, what in _weight_options():
         aliases = {"--dwpose": ("--dwpose-dir",), "--cmp": ("--cmp-checkpoint",)}.get(option, ())
-        weights.add_argument(option, *aliases, dest=dest, help=f"{what} (path or Hugging Face id in the local cache)")
+        weights.add_argument(option, *aliases, dest=dest,
+                             help=f"{what} (path or Hugging Face id in the local cache)")
 
     gen = parser.add_argument_group("generation (default: the base model's release settings)")
     gen.add_argument("--base", choices=sorted(BASES), help=f"base animation model ({DEFAULT_BASE})")
@@ -89,7 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--frames-overlap", "frames_overlap", "overlap of consecutive tiles", True),
         ("--steps", "num_inference_steps", "denoising steps", True),
         ("--guidance-scale", "guidance_scale", "CFG scale; the max of a per-frame ramp", True),
-        ("--min-guidance-scale", "min_guidance_scale", "CFG scale of the first frame (= --guidance-scale)", False),
+        ("--min-guidance-scale", "min_guidance_scale", "CFG scale of the first frame (= --guidance-scale)",
+         False),
         ("--noise-aug-strength", "noise_aug_strength", "noise added to the reference", True),
         ("--sample-stride", "sample_stride", "use every N-th driving frame", True),
         ("--max-frames", "max_frames", "at most N driving frames (after the stride)", True),
@@ -102,14 +110,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         shown = f" ({_default_text(field)})" if shows_default else ""
         gen.add_argument(option, type=job_option(field), help=what + shown)
     gen.add_argument("--controlnet-interval", type=job_option("controlnet_interval"), metavar="K",
-                     help="run the ControlNet at every K-th step and reuse its residuals in between (1 = every "
-                          "step, the release; 2 is faster and changes the frames: README, Performance)")
-    gen.add_argument("--baseline", action="store_true", help="the base model alone: same pipeline without DisPose")
+                     help="run the ControlNet at every K-th step and reuse its residuals in between (1 = "
+                          "every step, the release; 2 is faster and changes the frames: README, Performance)")
+    gen.add_argument("--baseline", action="store_true",
+                     help="the base model alone: same pipeline without DisPose")
     gen.add_argument("--release-missing-points", action="store_true",
-                     help="treat undetected keypoints in the motion fields as the release does (default: ignored)")
+                     help="treat undetected keypoints in the motion fields as the release does (default: "
+                          "ignored)")
     gen.add_argument("--match-release", action="store_true",
-                     help="reproduce the official release as it ships (its diffusers-0.27 temporal context order in "
-                          "batched CFG, its missing-keypoint handling, float32 F_d); see the README")
+                     help="reproduce the official release as it ships (its diffusers-0.27 temporal context "
+                          "order in batched CFG, its missing-keypoint handling, float32 F_d); see the README")
 
     run = parser.add_argument_group("runtime")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
@@ -146,11 +156,13 @@ def _check_inputs(job) -> None:
     from dispose.media.files import check_creatable
     from dispose.media.video import VideoFrames
 
-    for label, path in (("reference image", job.ref), ("driving video", job.driving), ("poses file", job.poses)):
+    for label, path in (("reference image", job.ref), ("driving video", job.driving),
+                        ("poses file", job.poses)):
         if path is not None and not Path(path).exists():
             raise _error(f"{label} {path} does not exist")
     if job.driving is not None:
-        VideoFrames(job.driving, job.sample_stride, 1, release_stride=True)  # opens the container: not a video?
+        # opens the container: not a video?
+        VideoFrames(job.driving, job.sample_stride, 1, release_stride=True)
     for option, path in (("--out", job.out), ("--side-by-side", job.side_by_side)):
         if path is not None:
             check_creatable(path, option)

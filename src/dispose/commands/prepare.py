@@ -42,18 +42,22 @@ def _size(text: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", type=Path, help="folder of videos or frame folders, or a .txt/.jsonl list")
-    parser.add_argument("--out", type=Path, required=True, help="dataset folder (created; resumed if it exists)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="dataset folder (created; resumed if it exists)")
     parser.add_argument("--size", type=_size, default=(768, 1024), help="stored frame size WxH (768x1024)")
     parser.add_argument("--sample-stride", type=int, default=2,
-                        help="use every N-th frame (2); times int(fps / 24) for 48 fps and faster, as the release")
+                        help="use every N-th frame (2); times int(fps / 24) for 48 fps and faster, as the "
+                             "release")
     parser.add_argument("--max-frames", type=int, help="use at most N frames per clip (after the stride)")
-    parser.add_argument("--folder-fps", type=float, default=30.0, help="frame rate of frame folders (30: TikTok)")
+    parser.add_argument("--folder-fps", type=float, default=30.0,
+                        help="frame rate of frame folders (30: TikTok)")
     parser.add_argument("--references", type=int, default=4, help="reference candidates per clip (4)")
     parser.add_argument("--flow-downscale", type=int, default=4, choices=(1, 2, 4, 8),
                         help="store flows at 1/N of the size (4)")
     parser.add_argument("--nms-kernel", type=int, default=41, help="watershed NMS kernel K_f (41, as CMP)")
     parser.add_argument("--min-frames", type=int, default=16, help="reject clips with fewer frames (16)")
-    parser.add_argument("--min-score", type=float, default=0.0, help="reject clips whose mean keypoint score is lower")
+    parser.add_argument("--min-score", type=float, default=0.0,
+                        help="reject clips whose mean keypoint score is lower")
     parser.add_argument("--min-visible", type=float, default=0.3,
                         help="reject clips with a lower mean share of visible body keypoints (0.3)")
     parser.add_argument("--max-people", type=int, default=1,
@@ -64,12 +68,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pose detector: dwpose (default, needs --dwpose-dir) or mediapipe (no weights, "
                         "no hands)")
     parser.add_argument("--dwpose-dir", type=Path, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
-    parser.add_argument("--raft", type=Path, help="raft-things.pth for the optical flow (default: OpenCV DIS)")
-    parser.add_argument("--sd15", type=Path, help="local stable-diffusion-v1-5 folder for the DIFT embeddings")
-    parser.add_argument("--no-dift", action="store_true", help="skip DIFT (the point encoder cannot be trained)")
+    parser.add_argument("--raft", type=Path,
+                        help="raft-things.pth for the optical flow (default: OpenCV DIS)")
+    parser.add_argument("--sd15", type=Path,
+                        help="local stable-diffusion-v1-5 folder for the DIFT embeddings")
+    parser.add_argument("--no-dift", action="store_true",
+                        help="skip DIFT (the point encoder cannot be trained)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (1)")
     parser.add_argument("--retry-failed", action="store_true", help="prepare clips that failed before again")
-    parser.add_argument("--device", default="auto", help="device for DWPose, RAFT and DIFT: auto, cpu, cuda, cuda:1")
+    parser.add_argument("--device", default="auto",
+                        help="device for DWPose, RAFT and DIFT: auto, cpu, cuda, cuda:1")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -108,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     frames = sum(r["frames"] for r in ok)
     size = sum(r["bytes"] for r in ok)
     print(f"{args.out}: {len(ok)} of {len(records)} clip(s) prepared, {frames} frames, "
-          f"{size / 2**20:.1f} MiB ({size / max(len(ok), 1) / 2**20:.2f} MiB per clip); manifest.jsonl written")
+          f"{size / 2**20:.1f} MiB ({size / max(len(ok), 1) / 2**20:.2f} MiB per clip); "
+          "manifest.jsonl written")
     for reason, count in Counter(r["reason"] for r in records if r["status"] != "ok").most_common():
         print(f"  failed ({count}): {reason}")
     return 0

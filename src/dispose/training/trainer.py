@@ -569,12 +569,12 @@ def master_weights(accelerator, controlnet) -> list[torch.Tensor]:
 
 
 def _fsdp_settings(accelerator, model) -> None:
-    """FSDP shards the trainable ControlNet only.  The frozen base and CMP go to ``ignored_modules`` (kept whole on
-    every process in its bf16/fp16 dtype: FSDP cannot put it in one unit with the float32 ControlNet); nothing
-    is auto-wrapped, so the ControlNet is one unit, gathered for the training forward (its guidance encoders
-    run outside its own ``forward``, which a unit of their own would not allow); the root's inputs keep their
-    dtype (sigmas and noise stay float32).  FSDP2 (``fsdp_version: 2``) is refused: the trainer uses FSDP1's
-    ``summon_full_params`` and ``clip_grad_norm_``."""
+    """FSDP shards the trainable ControlNet only.  The frozen base and CMP go to ``ignored_modules`` (kept
+    whole on every process in its bf16/fp16 dtype: FSDP cannot put it in one unit with the float32
+    ControlNet); nothing is auto-wrapped, so the ControlNet is one unit, gathered for the training forward
+    (its guidance encoders run outside its own ``forward``, which a unit of their own would not allow); the
+    root's inputs keep their dtype (sigmas and noise stay float32).  FSDP2 (``fsdp_version: 2``) is refused:
+    the trainer uses FSDP1's ``summon_full_params`` and ``clip_grad_norm_``."""
     import dataclasses
 
     from accelerate.utils import DistributedType
@@ -632,9 +632,9 @@ def run_validation(accelerator, pipeline, controlnet, ema, animate: Animate, out
 
 
 def validation_animate(config: TrainConfig, device: torch.device) -> Animate:
-    """``animate(pipeline)`` for the config's held-out pair through the in-memory engine (:mod:`dispose.engine`):
-    poses and DisPose guidance are computed now, once; each call samples at ``validation.resolution`` with the
-    pipeline's current weights."""
+    """``animate(pipeline)`` for the config's held-out pair through the in-memory engine
+    (:mod:`dispose.engine`): poses and DisPose guidance are computed now, once; each call samples at
+    ``validation.resolution`` with the pipeline's current weights."""
     from dispose.engine import Animator, Runtime
     from dispose.guidance.stage import GuidanceModels
     from dispose.pipelines.weights import find_weights, resolve_weights
@@ -642,21 +642,23 @@ def validation_animate(config: TrainConfig, device: torch.device) -> Animate:
 
     settings = config.validation
     if settings.ref is None or settings.driving is None:
-        raise UserError("validation.every is set but validation.ref / validation.driving are not: give a held-out "
-                        "reference image and driving video, or set validation.every=0")
+        raise UserError("validation.every is set but validation.ref / validation.driving are not: give a "
+                        "held-out reference image and driving video, or set validation.every=0")
     found, _ = find_weights(config.weights.dir, {"cmp": config.weights.cmp}, ["dwpose", "cmp"])
     settings = replace(settings, detector={"auto": "dwpose" if found.dwpose else "mediapipe"}.get(
         settings.detector, settings.detector), dense={"auto": "cmp" if found.cmp else "propagate"}.get(
         settings.dense, settings.dense))  # "auto": the run's weights, as dispose animate chooses
-    needed = ["sd15"] + (["cmp"] if settings.dense == "cmp" else []) + (["dwpose"] if settings.detector == "dwpose"
-                                                                        else [])
+    needed = (["sd15"] + (["cmp"] if settings.dense == "cmp" else [])
+              + (["dwpose"] if settings.detector == "dwpose" else []))
     paths = resolve_weights(config.weights.dir, {"sd15": settings.sd15, "cmp": config.weights.cmp}, needed)
-    detector = load_detector(dwpose_dir=paths.dwpose if settings.detector == "dwpose" else None, device=str(device))
+    detector = load_detector(dwpose_dir=paths.dwpose if settings.detector == "dwpose" else None,
+                             device=str(device))
     dtype = {"no": "fp32"}.get(config.train.mixed_precision, config.train.mixed_precision)
     runtime = Runtime(device=str(device), dtype=dtype, detector=settings.detector, dense=settings.dense,
                       progress=False)
     engine = Animator.from_pipeline(None, base=config.base, runtime=runtime,
-                                    guidance_models=GuidanceModels(detector=detector, cmp=paths.cmp, sd15=paths.sd15))
+                                    guidance_models=GuidanceModels(detector=detector, cmp=paths.cmp,
+                                                                   sd15=paths.sd15))
     tile = min(config.data.num_frames, settings.max_frames + 1)
     overlap = min(engine.base.defaults["frames_overlap"], tile - 1)
     given = {name: getattr(settings, name) for name in ("guidance_scale", "seed")
