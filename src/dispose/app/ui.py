@@ -204,8 +204,8 @@ def build(state: AppState) -> gr.Blocks:
             except Exception as error:  # noqa: BLE001
                 return _failure(error), None, None, None
             paths = [str(files.video), str(files.side_by_side), str(files.sidecar)]
-            return (f"animated {files.frames} frames in {files.seconds:.1f} s; "
-                    f"wrote {Path(files.video).parent}",
+            return ((f"animated {files.frames} frames in {files.seconds:.1f} s; "
+                     f"wrote {Path(files.video).parent}"),
                     paths[0], paths[1], paths)
 
         def cancel_job(request: gr.Request):
