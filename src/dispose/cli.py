@@ -47,7 +47,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _command_modules() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(dispose.commands.__path__) if not m.name.startswith("_"))
+    return sorted(m.name for m in pkgutil.iter_modules(dispose.commands.__path__)
+                  if not m.name.startswith("_"))
 
 
 def _summary(doc: str) -> str:
@@ -58,8 +59,8 @@ def _summary(doc: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="dispose", description="DisPose (ICLR 2025): animate a reference image with the motion of a driving "
-        "video. 'dispose COMMAND --help' describes each command.")
+        prog="dispose", description="DisPose (ICLR 2025): animate a reference image with the motion of a "
+        "driving video. 'dispose COMMAND --help' describes each command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _command_modules():
         module = importlib.import_module(f"dispose.commands.{name}")
@@ -101,9 +102,9 @@ def _interrupted(signum: int, kept: list) -> str:
 
 @contextlib.contextmanager
 def _signals_noted(noted: list) -> Iterator[None]:
-    """SIGINT (Ctrl-C) and SIGTERM raise KeyboardInterrupt and are noted: a library that turns the interruption
-    into another error (a C extension's import failing with ImportError, say) cannot make it look like a real
-    one."""
+    """SIGINT (Ctrl-C) and SIGTERM raise KeyboardInterrupt and are noted: a library that turns the
+    interruption into another error (a C extension's import failing with ImportError, say) cannot make it look
+    like a real one."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

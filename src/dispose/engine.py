@@ -114,7 +114,8 @@ class AnimationResult:
     metadata: dict = field(default_factory=dict)
 
     def side_by_side(self) -> Iterator[np.ndarray]:
-        """(reference | driving skeleton | result) per frame, (H, 3W, 3) uint8 frames, made as they are read."""
+        """(reference | driving skeleton | result) per frame, (H, 3W, 3) uint8 frames, made as they are
+        read."""
         for index, frame in enumerate(self.frames):
             yield np.concatenate([self.reference, self.skeletons[index + 1], frame], axis=1)
 
@@ -154,7 +155,8 @@ def _cancelled(cancel) -> bool:
 class Animator:
     """A loaded base model and its guidance models; :meth:`animate` runs one animation in memory."""
 
-    def __init__(self, base: Base, pipeline, runtime: Runtime, *, guidance_models: GuidanceModels | None = None,
+    def __init__(self, base: Base, pipeline, runtime: Runtime, *,
+                 guidance_models: GuidanceModels | None = None,
                  weight_fingerprints: dict | None = None) -> None:
         self.base = base
         self.pipeline = pipeline
@@ -194,7 +196,8 @@ class Animator:
         runtime.check()
         spec = get_base(base)
         paths = resolve_weights(weights, overrides, cls.required(spec.name, runtime, dispose))
-        fingerprints = {key: {"path": str(value), "found_by": paths.origins.get(key), "fingerprint": fingerprint(value)}
+        fingerprints = {key: {"path": str(value), "found_by": paths.origins.get(key),
+                              "fingerprint": fingerprint(value)}
                         for key, value in paths.found.items()}
         device, dtype = runtime.torch_device(), runtime.torch_dtype()
         detector = None if runtime.detector == "saved" else load_detector(
@@ -232,17 +235,20 @@ class Animator:
             raise UserError("this run was set up for saved guidance only (--guidance); give every job one")
         models = self.guidance_models if dispose else GuidanceModels(detector=self.guidance_models.detector)
         return compute_guidance(
-            reference, driving, poses=poses, fps=fps, resolution=job.resolution, sample_stride=job.sample_stride,
-            max_frames=job.max_frames, align=job.align, dense=self.runtime.dense if dispose else "none",
-            models=models, release_missing_points=job.release_missing_points, match_release=job.match_release,
-            seed=job.seed, device=self.runtime.torch_device(), dtype=self.runtime.torch_dtype(), strict=job.strict,
-            on_progress=on_progress, timings=timings)
+            reference, driving, poses=poses, fps=fps, resolution=job.resolution,
+            sample_stride=job.sample_stride, max_frames=job.max_frames, align=job.align,
+            dense=self.runtime.dense if dispose else "none", models=models,
+            release_missing_points=job.release_missing_points, match_release=job.match_release,
+            seed=job.seed, device=self.runtime.torch_device(), dtype=self.runtime.torch_dtype(),
+            strict=job.strict, on_progress=on_progress, timings=timings)
 
     def animate(self, reference=None, driving=None, *, poses=None, fps: float | None = None,
-                guidance: Guidance | None = None, settings: JobSettings | None = None, callback_on_step_end: Callable | None = None,
-                on_progress: Progress | None = None, cancel=None) -> AnimationResult:
-        """Animate ``reference`` with the motion of ``driving`` (or ``poses``, or a ready ``guidance``); ``fps`` is
-        the rate of driving frames given as arrays (:func:`dispose.guidance.stage.compute_guidance`).
+                guidance: Guidance | None = None, settings: JobSettings | None = None,
+                callback_on_step_end: Callable | None = None, on_progress: Progress | None = None,
+                cancel=None) -> AnimationResult:
+        """Animate ``reference`` with the motion of ``driving`` (or ``poses``, or a ready ``guidance``);
+        ``fps`` is the rate of driving frames given as arrays
+        (:func:`dispose.guidance.stage.compute_guidance`).
 
         Without ``guidance``, poses and guidance are computed here (:meth:`compute_guidance`).  Raises
         :class:`Cancelled` when ``cancel`` is set.  ``settings.baseline`` samples the base model alone.
@@ -251,14 +257,14 @@ class Animator:
         self.base.check_settings(job)
         dispose = not job.baseline
         if dispose and getattr(self.pipeline, "controlnet", None) is None:
-            raise UserError("this engine was loaded without DisPose (baseline only); load it with dispose=True "
-                            "or ask for a baseline run")
+            raise UserError("this engine was loaded without DisPose (baseline only); "
+                            "load it with dispose=True or ask for a baseline run")
         timings: dict[str, float] = {}
         if guidance is None:
             if reference is None:
                 raise UserError("give a reference image (--ref) or a saved guidance (--guidance)")
-            guidance = self.compute_guidance(reference, driving, poses=poses, fps=fps, settings=job, dispose=dispose,
-                                             on_progress=on_progress, timings=timings)
+            guidance = self.compute_guidance(reference, driving, poses=poses, fps=fps, settings=job,
+                                             dispose=dispose, on_progress=on_progress, timings=timings)
         elif dispose and guidance.point_embeddings is None:
             models = self.guidance_models
             if models.sd15 is None:
@@ -284,7 +290,8 @@ class Animator:
             if callback_on_step_end is not None:
                 kwargs = callback_on_step_end(pipeline, step, timestep, kwargs) or kwargs
             if _cancelled(cancel):
-                raise Cancelled(f"cancelled after step {step + 1} of {job.num_inference_steps}; nothing was produced")
+                raise Cancelled(f"cancelled after step {step + 1} of {job.num_inference_steps}; "
+                                "nothing was produced")
             return kwargs
 
         skeletons = guidance.skeleton_store()
@@ -306,8 +313,9 @@ class Animator:
         timings["decoding"] = end - (bar.switched or end)
         metadata = {
             "base": self.base.name, "job": job.to_dict(), "seed": job.seed, "runtime": self.runtime.to_dict(),
-            "inputs": {**guidance.inputs, "fps_after_stride": guidance.fps, "frames_without_person": guidance.filled,
-                       "guidance_fingerprint": guidance.fingerprint, "guidance_settings": guidance.settings},
+            "inputs": {**guidance.inputs, "fps_after_stride": guidance.fps,
+                       "frames_without_person": guidance.filled, "guidance_fingerprint": guidance.fingerprint,
+                       "guidance_settings": guidance.settings},
             "weights": self.weight_fingerprints,
             "result": {"frames": len(frames), "width": width, "height": height,
                        "tiles": len(tiles)},

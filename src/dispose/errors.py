@@ -24,7 +24,8 @@ class UserError(Exception):
 
 
 def os_error_fix(error: OSError) -> str | None:
-    """What went wrong and what to do, for the operating-system errors a user can fix (see :func:`os_error_line`)."""
+    """What went wrong and what to do, for the operating-system errors a user can fix (see
+    :func:`os_error_line`)."""
     return _OS_ERROR_FIXES.get(error.errno)
 
 

@@ -43,7 +43,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(JobSettings)}
 _PATH_FIELDS = {"ref", "driving", "out", "side_by_side", "guidance", "poses"}
 
 
-def _normalised(values: Mapping[str, Any], base: Path | None, where: str, *, out_base: Path | None = None) -> dict:
+def _normalised(values: Mapping[str, Any], base: Path | None, where: str, *,
+                out_base: Path | None = None) -> dict:
     """Settings of one source with release key names mapped and relative paths made absolute to ``base``
     (``out`` to ``out_base`` when given)."""
     if not isinstance(values, Mapping):
@@ -84,7 +85,8 @@ def _read_job_file(path: Path) -> tuple[dict, list[dict], dict[str, str]]:
     if not isinstance(data, dict):
         raise UserError(f"job file {path}: expected a mapping with a 'jobs' list")
     base = path.parent
-    weights = {RELEASE_WEIGHT_KEYS[key]: str(base / value) if not Path(str(value)).is_absolute() else str(value)
+    weights = {RELEASE_WEIGHT_KEYS[key]: (str(base / value) if not Path(str(value)).is_absolute()
+                                          else str(value))
                for key, value in data.items() if key in RELEASE_WEIGHT_KEYS and value is not None}
     entries = data.get("jobs", data.get("test_case"))
     if not isinstance(entries, list) or not entries:
@@ -114,7 +116,8 @@ def build_jobs(job_file: str | Path | None, overrides: Mapping[str, Any], out: P
     """Jobs from the job file (or one job from the options alone) with command-line ``overrides`` applied
     (keys with value None are ignored).  ``out`` is the output file of a single job, or the folder of
     jobs (relative ``out`` entries of the file are relative to it)."""
-    given = _normalised({key: value for key, value in overrides.items() if value is not None}, None, "command line")
+    given = _normalised({key: value for key, value in overrides.items() if value is not None}, None,
+                        "command line")
     if job_file is None:
         jobs, weights = [settings_for(given)], {}
     else:
@@ -127,7 +130,8 @@ def build_jobs(job_file: str | Path | None, overrides: Mapping[str, Any], out: P
                 raise UserError("no output: pass --out (a .mp4 file for one job, a folder for a job file)")
             if out.suffix.lower() == ".mp4":
                 if len(jobs) > 1:
-                    raise UserError(f"--out {out} is a file but the job file has {len(jobs)} jobs; pass a folder")
+                    raise UserError(f"--out {out} is a file but the job file has {len(jobs)} jobs; "
+                                    "pass a folder")
                 jobs[number] = dataclasses.replace(job, out=out)
             elif job_file is not None or out.is_dir():
                 name = (f"{Path(job.ref).stem}_to_{Path(job.driving).stem}.mp4" if job.ref and job.driving
@@ -139,7 +143,8 @@ def build_jobs(job_file: str | Path | None, overrides: Mapping[str, Any], out: P
     outs = [job.out for job in jobs]
     duplicates = sorted({str(o) for o in outs if outs.count(o) > 1})
     if duplicates:
-        raise UserError(f"several jobs write the same output: {', '.join(duplicates)}; give each job its own 'out'")
+        raise UserError(f"several jobs write the same output: {', '.join(duplicates)}; "
+                        "give each job its own 'out'")
     return jobs, weights
 
 

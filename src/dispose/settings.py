@@ -34,10 +34,13 @@ class JobSettings:
     seed: int = 42
     max_frames: int | None = None  # driving frames after the stride; None = all
     controlnet_scale: float = 1.0
-    controlnet_interval: int = 1  # ControlNet residuals made every k-th step, reused between (changes the output)
+    # ControlNet residuals made every k-th step, reused between (changes the output)
+    controlnet_interval: int = 1
     baseline: bool = False  # True = plain MimicMotion (no DisPose guidance)
-    release_missing_points: bool = False  # undetected keypoints in F_s / P_d as the release (default: ignored)
-    align: str = "global"  # pose alignment to the reference (dispose.pose.alignment; global = the release's fit)
+    # undetected keypoints in F_s / P_d as the release (default: ignored)
+    release_missing_points: bool = False
+    # pose alignment to the reference (dispose.pose.alignment; global = the release's fit)
+    align: str = "global"
     match_release: bool = False  # reproduce the release as it ships (dispose.models.release_compat, README)
     strict: bool = False  # refuse a driving video shorter than its container declares (default: warn)
     base: str | None = None  # base model (dispose.bases); None = the default

@@ -119,7 +119,8 @@ class FormSettings:
 
 
 def find_examples(folder: str | Path | None) -> dict[str, list[Path]]:
-    """Example images and videos directly in ``folder`` (``DISPOSE_SHARED_DATA``), by kind; empty without one."""
+    """Example images and videos directly in ``folder`` (``DISPOSE_SHARED_DATA``), by kind; empty
+    without one."""
     result: dict[str, list[Path]] = {"images": [], "videos": []}
     if not folder or not Path(folder).is_dir():
         return result
@@ -132,7 +133,8 @@ def find_examples(folder: str | Path | None) -> dict[str, list[Path]]:
 
 
 class ModelCache:
-    """One loaded Animator per process (see module docstring); ``loads`` counts how often models were loaded."""
+    """One loaded Animator per process (see module docstring); ``loads`` counts how often models were
+    loaded."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -185,7 +187,8 @@ class Preview:
                                      width=min(PANEL_WIDTH, self.guidance.size[0]))
 
     def alignment_picture(self, frame: int) -> np.ndarray:
-        """The reference with its own skeleton | the reference with driving frame ``frame``'s aligned skeleton."""
+        """The reference with its own skeleton | the reference with driving frame ``frame``'s aligned
+        skeleton."""
         from dispose.pose.drawing import overlay
 
         reference = self.guidance.reference
@@ -198,8 +201,8 @@ class Preview:
         filled = f"; {self.guidance.filled} frame(s) without a person reuse a neighbour's pose" \
             if self.guidance.filled else ""
         dense = settings.get("dense", "none") if self.guidance.dense_flow is not None else "none"
-        return (f"{self.source}: {self.frames} driving frames at {self.guidance.fps:g} fps, {width}x{height}, "
-                f"detector {settings.get('detector', '?')}, dense field {dense}{filled}"
+        return (f"{self.source}: {self.frames} driving frames at {self.guidance.fps:g} fps, "
+                f"{width}x{height}, detector {settings.get('detector', '?')}, dense field {dense}{filled}"
                 + (f"; {self.seconds:.1f} s" if self.seconds else ""))
 
     def _clamp(self, frame: int) -> int:
@@ -237,8 +240,8 @@ class AppState:
         """Weight files an animation with ``settings`` still needs, with where to get them ([] = ready)."""
         from dispose.engine import Animator
 
-        return Animator.missing_weights(settings.base, settings.weights_dir, {}, settings.runtime(self.device),
-                                        not settings.baseline)
+        return Animator.missing_weights(settings.base, settings.weights_dir, {},
+                                        settings.runtime(self.device), not settings.baseline)
 
     def _component(self, settings: FormSettings, key: str) -> Path:
         from dispose.pipelines.weights import resolve_weights
@@ -258,7 +261,8 @@ class AppState:
     # ------------------------------------------------------------------ preview
     def preview(self, settings: FormSettings, reference: str | None, driving: str | None,
                 guidance_folder: str | None = None, on_progress: Progress | None = None) -> Preview:
-        """Poses and guidance of ``reference`` + ``driving`` (no animation weights needed), or a saved folder."""
+        """Poses and guidance of ``reference`` + ``driving`` (no animation weights needed), or a saved
+        folder."""
         from dispose.guidance.stage import Guidance, GuidanceModels, compute_guidance
 
         start = time.perf_counter()
@@ -270,15 +274,17 @@ class AppState:
         values = settings.job_values(reference_path, driving_path)  # the command line's checks, typed
         cmp = self._component(settings, "cmp") if settings.dense == "cmp" else None
         guidance = compute_guidance(
-            reference_path, driving_path, resolution=values["resolution"], sample_stride=values["sample_stride"],
-            max_frames=values["max_frames"], align=settings.align, dense=settings.dense,
+            reference_path, driving_path, resolution=values["resolution"],
+            sample_stride=values["sample_stride"], max_frames=values["max_frames"], align=settings.align,
+            dense=settings.dense,
             models=GuidanceModels(detector=self._detector(settings), cmp=cmp), seed=values["seed"],
             device=self.device, on_progress=on_progress)
         return Preview(guidance, time.perf_counter() - start, f"{reference_path.name} + {driving_path.name}")
 
     # ------------------------------------------------------------------ animation
     def load_animator(self, settings: FormSettings):
-        """The process's Animator for ``settings`` (loaded on first use, kept while the key stays the same)."""
+        """The process's Animator for ``settings`` (loaded on first use, kept while the key stays the
+        same)."""
         from dispose.engine import Animator
 
         runtime = settings.runtime(self.device)
@@ -310,7 +316,8 @@ class AppState:
     def animate(self, settings: FormSettings, reference: str | None, driving: str | None,
                 guidance_folder: str | None = None, *, on_progress: Progress | None = None,
                 cancel: threading.Event | None = None) -> AnimationFiles:
-        """Animate and write result.mp4, side_by_side.mp4 and result.json into a new folder under the output dir."""
+        """Animate and write result.mp4, side_by_side.mp4 and result.json into a new folder under the
+        output dir."""
         from dispose.jobs import write_result
 
         start = time.perf_counter()
@@ -338,7 +345,8 @@ class AppState:
 def _inputs(reference: str | None, driving: str | None) -> tuple[Path, Path]:
     """The two input files, or the UserError the command line gives when one is missing."""
     if not reference:
-        raise UserError("no reference image: upload one (or pick an example), or give a saved guidance folder")
+        raise UserError("no reference image: upload one (or pick an example), "
+                        "or give a saved guidance folder")
     if not driving:
         raise UserError("no driving video: upload one (or pick an example), or give a saved guidance folder")
     return Path(reference), Path(driving)

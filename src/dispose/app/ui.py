@@ -68,7 +68,8 @@ def _weights_panel(missing: list[str]) -> str:
     if not missing:
         return "**Weights:** everything `animate` needs was found."
     lines = "\n".join(f"- {line.strip().removeprefix('- ')}" for line in missing)
-    return ("**Weights `animate` still needs** (previews need none; nothing is downloaded: put the files under "
+    return ("**Weights `animate` still needs** (previews need none; nothing is downloaded: "
+            "put the files under "
             f"the weights folder):\n\n{lines}")
 
 
@@ -96,8 +97,9 @@ def build(state: AppState) -> gr.Blocks:
             driving = gr.Video(label="Driving video", format=None, include_audio=True, sources=["upload"],
                                elem_id="driving", height=320)
             with gr.Column():
-                example_image = gr.Dropdown(label="Example reference", choices=[p.name for p in state.examples["images"]],
-                                            value=None, visible=bool(state.examples["images"]))
+                example_image = gr.Dropdown(label="Example reference",
+                                            choices=[p.name for p in state.examples["images"]], value=None,
+                                            visible=bool(state.examples["images"]))
                 example_video = gr.Dropdown(label="Example driving video",
                                             choices=[p.name for p in state.examples["videos"]], value=None,
                                             visible=bool(state.examples["videos"]))
@@ -105,19 +107,22 @@ def build(state: AppState) -> gr.Blocks:
                                              placeholder="out/guidance", elem_id="guidance-folder")
         with gr.Accordion("Settings", open=False):
             with gr.Row():
-                resolution = gr.Slider(64, 1024, value=defaults.resolution, step=64, label="Resolution (short side)",
-                                       elem_id="resolution")
+                resolution = gr.Slider(64, 1024, value=defaults.resolution, step=64,
+                                       label="Resolution (short side)", elem_id="resolution")
                 max_frames = gr.Number(value=defaults.max_frames, precision=0, minimum=0,
                                        label="Max driving frames (0 = all)", elem_id="max-frames")
-                sample_stride = gr.Number(value=defaults.sample_stride, precision=0, minimum=1, label="Sample stride")
+                sample_stride = gr.Number(value=defaults.sample_stride, precision=0, minimum=1,
+                                          label="Sample stride")
             with gr.Row():
                 steps = gr.Number(value=defaults.steps, precision=0, minimum=1, label="Steps")
                 guidance_scale = gr.Number(value=defaults.guidance_scale, label="Guidance scale")
                 seed = gr.Number(value=defaults.seed, precision=0, label="Seed")
             with gr.Row():
                 align = gr.Dropdown(list(ALIGN_MODES), value=defaults.align, label="Pose alignment")
-                detector = gr.Dropdown(["mediapipe", "dwpose"], value=defaults.detector, label="Pose detector")
-                dense = gr.Dropdown(["propagate", "cmp", "none"], value=defaults.dense, label="Dense field F_d")
+                detector = gr.Dropdown(["mediapipe", "dwpose"], value=defaults.detector,
+                                       label="Pose detector")
+                dense = gr.Dropdown(["propagate", "cmp", "none"], value=defaults.dense,
+                                    label="Dense field F_d")
             with gr.Row():
                 dtype = gr.Dropdown(["auto", "fp16", "bf16", "fp32"], value=defaults.dtype, label="Precision")
                 base = gr.Dropdown(sorted(BASES), value=defaults.base, label="Base model")
@@ -131,14 +136,15 @@ def build(state: AppState) -> gr.Blocks:
                     value=defaults.controlnet_interval, precision=0, minimum=1, elem_id="controlnet-interval",
                     label="ControlNet every K steps (1 = every step, the release)")
             weights = gr.Textbox(value=defaults.weights, label="Weights folder (pretrained_weights/ layout)")
-        settings = [resolution, max_frames, sample_stride, steps, guidance_scale, seed, align, detector, dense, dtype,
-                    base, baseline, weights, num_frames, frames_overlap, controlnet_interval]
+        settings = [resolution, max_frames, sample_stride, steps, guidance_scale, seed, align, detector,
+                    dense, dtype, base, baseline, weights, num_frames, frames_overlap, controlnet_interval]
         #: The inputs a base owns, switched to the picked base's defaults (in base_defaults' order).
         base_owned = [resolution, max_frames, sample_stride, steps, guidance_scale, seed, num_frames,
                       frames_overlap]
         weights_panel = gr.Markdown(elem_id="weights-panel")
         with gr.Row():
-            preview_button = gr.Button("Preview poses and guidance", variant="secondary", elem_id="preview-button")
+            preview_button = gr.Button("Preview poses and guidance", variant="secondary",
+                                       elem_id="preview-button")
             animate_button = gr.Button("Animate", variant="primary", elem_id="animate-button")
             cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel-button")
         status = gr.Markdown(elem_id="status")
@@ -146,14 +152,16 @@ def build(state: AppState) -> gr.Blocks:
         with gr.Tab("Preview"):
             frame = gr.Slider(0, 1, value=0, step=1, label="Driving frame", elem_id="frame")
             with gr.Row():
-                alignment_picture = gr.Image(label="Pose alignment: reference pose | driving pose on the reference",
+                alignment_picture = gr.Image(label="Pose alignment: reference pose | "
+                                                   "driving pose on the reference",
                                              type="numpy", interactive=False, elem_id="alignment", scale=2,
                                              height=480)
                 guidance_picture = gr.Image(label="Guidance: skeleton | F_s sparse | F_d dense", type="numpy",
                                             interactive=False, elem_id="guidance", scale=3, height=480)
         with gr.Tab("Animation"):
             result_video = gr.Video(label="Result", interactive=False, elem_id="result")
-            side_by_side = gr.Video(label="Reference | skeleton | result", interactive=False, elem_id="side-by-side")
+            side_by_side = gr.Video(label="Reference | skeleton | result", interactive=False,
+                                    elem_id="side-by-side")
             downloads = gr.File(label="Downloads (videos and the JSON sidecar)", file_count="multiple",
                                 interactive=False, elem_id="downloads")
 
@@ -172,7 +180,8 @@ def build(state: AppState) -> gr.Blocks:
 
         def run_preview(ref, video, folder, *values, progress=gr.Progress()):  # noqa: B008 - Gradio's way
             try:
-                result = state.preview(form(values), ref, video, folder, on_progress=progress_reporter(progress))
+                result = state.preview(form(values), ref, video, folder,
+                                       on_progress=progress_reporter(progress))
             except Exception as error:  # noqa: BLE001
                 return _failure(error), None, None, None, gr.Slider(maximum=1, value=0)
             return (result.summary(), result, result.alignment_picture(0), result.guidance_picture(0),
@@ -188,14 +197,15 @@ def build(state: AppState) -> gr.Blocks:
 
             try:
                 with state.cancellable(request.session_hash or "") as cancel:
-                    files = state.animate(form(values), ref, video, folder, on_progress=progress_reporter(progress),
-                                          cancel=cancel)
+                    files = state.animate(form(values), ref, video, folder,
+                                          on_progress=progress_reporter(progress), cancel=cancel)
             except Cancelled:
                 return "cancelled: nothing was written", None, None, None
             except Exception as error:  # noqa: BLE001
                 return _failure(error), None, None, None
             paths = [str(files.video), str(files.side_by_side), str(files.sidecar)]
-            return (f"animated {files.frames} frames in {files.seconds:.1f} s; wrote {Path(files.video).parent}",
+            return ((f"animated {files.frames} frames in {files.seconds:.1f} s; "
+                     f"wrote {Path(files.video).parent}"),
                     paths[0], paths[1], paths)
 
         def cancel_job(request: gr.Request):
@@ -210,14 +220,17 @@ def build(state: AppState) -> gr.Blocks:
             return next((str(p) for p in state.examples["videos"] if p.name == name), None)
 
         base.change(base_defaults, base, base_owned, api_name="base_defaults", concurrency_limit=None)
-        example_image.change(pick_image, example_image, reference, api_name="example_image", concurrency_limit=None)
-        example_video.change(pick_video, example_video, driving, api_name="example_video", concurrency_limit=None)
+        example_image.change(pick_image, example_image, reference, api_name="example_image",
+                             concurrency_limit=None)
+        example_video.change(pick_video, example_video, driving, api_name="example_video",
+                             concurrency_limit=None)
         for control in (weights, base, detector, dense, baseline, dtype):
-            control.change(refresh_weights, settings, weights_panel, api_visibility="private", concurrency_limit=None)
+            control.change(refresh_weights, settings, weights_panel, api_visibility="private",
+                           concurrency_limit=None)
         page.load(refresh_weights, settings, weights_panel, api_name="weights", concurrency_limit=None)
         preview_button.click(run_preview, [reference, driving, guidance_folder, *settings],
-                             [status, preview_state, alignment_picture, guidance_picture, frame], api_name="preview",
-                             concurrency_id=DEVICE_QUEUE, concurrency_limit=1)
+                             [status, preview_state, alignment_picture, guidance_picture, frame],
+                             api_name="preview", concurrency_id=DEVICE_QUEUE, concurrency_limit=1)
         frame.change(scrub, [preview_state, frame], [alignment_picture, guidance_picture], api_name="frame",
                      concurrency_limit=None, show_progress="hidden")
         animate_button.click(run_animation, [reference, driving, guidance_folder, *settings],
@@ -233,7 +246,7 @@ def launch(state: AppState, *, host: str = "127.0.0.1", port: int | None = None,
     page = build(state)
     page.queue(default_concurrency_limit=1)
     allowed = [str(state.output_dir), *map(str, extra_paths)]
-    page.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block, show_error=True,
-                ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False, theme=theme(),
-                allowed_paths=allowed, footer_links=[], quiet=not block, inbrowser=False)
+    page.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
+                show_error=True, ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False,
+                theme=theme(), allowed_paths=allowed, footer_links=[], quiet=not block, inbrowser=False)
     return page

@@ -1,6 +1,7 @@
-"""The base animation models DisPose plugs into, one package each (``dispose.bases.<name>``: its registry entry
-in ``__init__``, ``pipeline``, ``weights`` (layout and loading), ``training`` (training model), ``loss`` and
-``tiny`` (tiny random weights)), and the registry (:mod:`dispose.bases.registry`) that holds their entries."""
+"""The base animation models DisPose plugs into, one package each (``dispose.bases.<name>``: its registry
+entry in ``__init__``, ``pipeline``, ``weights`` (layout and loading), ``training`` (training model), ``loss``
+and ``tiny`` (tiny random weights)), and the registry (:mod:`dispose.bases.registry`) that holds their
+entries."""
 
 from dispose.bases.mimicmotion import MIMICMOTION
 from dispose.bases.musepose import MUSEPOSE

@@ -32,8 +32,9 @@ class SamplingRequest:
     """One video to sample: the reference and skeletons at the generation size, the DisPose guidance (None for
     the baseline), the settings and runtime, and the hooks the engine passes through.
 
-    ``progress_bar`` is a tqdm-like object (``update()``, ``total``) advanced once per tile and step and once per
-    decoded chunk; ``callback_on_step_end`` is diffusers' ``f(pipeline, step, timestep, kwargs) -> kwargs``.
+    ``progress_bar`` is a tqdm-like object (``update()``, ``total``) advanced once per tile and step and once
+    per decoded chunk; ``callback_on_step_end`` is diffusers'
+    ``f(pipeline, step, timestep, kwargs) -> kwargs``.
     """
 
     reference: np.ndarray  # (H, W, 3) uint8
@@ -54,7 +55,8 @@ class Base:
         name: the ``--base`` value.
         title: what it is, for help texts and sidecars.
         components: its own weight components (:class:`dispose.pipelines.weights.Component`).
-        required_components: ``f(dispose: bool) -> component keys`` a run needs (the guidance stage adds its own).
+        required_components: ``f(dispose: bool) -> component keys`` a run needs (the guidance stage adds
+            its own).
         load_pipeline: ``f(paths, dispose: bool, dtype, device) -> pipeline``.
         sample: ``f(pipeline, request: SamplingRequest)`` yielding the video's (n, H, W, 3) uint8 frames in
             chunks, in order (reference frame dropped), so that nobody holds the whole video.
@@ -65,7 +67,8 @@ class Base:
             other :class:`dispose.settings.JobSettings` field it sets otherwise; those it does not give are
             JobSettings' (the release's ``configs/test.yaml``, MimicMotion's).  Completed when the entry is
             made, so every front door reads them here.
-        parameter_counts: ``f(config_path | None) -> list of (section, [(label, tensors, parameters, note)])``.
+        parameter_counts:
+            ``f(config_path | None) -> list of (section, [(label, tensors, parameters, note)])``.
         checkpoint_kinds: checkpoint files ``dispose convert`` knows, ``{component key: key prefix that
             identifies it}``; ``verify_checkpoint(kind, path, config_path)`` loads a written copy strictly.
         training: ``f() -> recipe`` (:class:`dispose.bases.training.TrainingBase`) for ``dispose train``; None

@@ -1,8 +1,8 @@
-"""What the training models of every base share (:mod:`dispose.bases.<name>.training`): the frozen-base module,
-the recipe interface the trainer uses (a base's registry entry hands out its recipe: ``Base.training``), the
-export of a trained ControlNet, a random sample in the dataset's contract, and the conversion of a dataset
-batch to what the models read (:func:`model_inputs`: images normalised on the device, ``F_d`` from the stored
-flow or from CMP on the watershed samples).
+"""What the training models of every base share (:mod:`dispose.bases.<name>.training`): the frozen-base
+module, the recipe interface the trainer uses (a base's registry entry hands out its recipe:
+``Base.training``), the export of a trained ControlNet, a random sample in the dataset's contract, and the
+conversion of a dataset batch to what the models read (:func:`model_inputs`: images normalised on the device,
+``F_d`` from the stored flow or from CMP on the watershed samples).
 
 The export writes ``NAME.pth`` + ``NAME.safetensors`` holding the ControlNet's ``state_dict()`` and nothing
 else, key for key the release's layout (``ControlNetSVDModel``: 705 float32 tensors for SVD-xt), so
@@ -26,7 +26,8 @@ CHECKPOINT_NAME = "DisPose"
 
 
 def random_sample(num_frames: int = 4, width: int = 64, height: int = 64, *, keypoints: int = 18,
-                  point_channels: int = 1280, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                  point_channels: int = 1280,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """A random training sample in the dataset's contract (what ``dispose.training.dataset`` yields with
     ``dense_field="flow"``; for smoke runs, tests and benches): ``pixels`` / ``pose_images`` (T, 3, H, W)
     uint8 ([0] = the reference), ``trajectories`` (T, K, 2) pixels of W x H, ``visible`` (T, K) bool,
@@ -148,8 +149,8 @@ def _checkpointed(run: Callable, forward: Callable, *args, **kwargs):
 
 
 class FrozenBaseModel(nn.Module):
-    """What every training model shares: a frozen base (:meth:`frozen_modules`, cast to the mixed-precision dtype,
-    no gradients, always in eval mode) and a trainable hybrid ControlNet (``self.controlnet``)."""
+    """What every training model shares: a frozen base (:meth:`frozen_modules`, cast to the mixed-precision
+    dtype, no gradients, always in eval mode) and a trainable hybrid ControlNet (``self.controlnet``)."""
 
     controlnet: nn.Module
 

@@ -93,10 +93,13 @@ class GuidanceTensors:
     def __post_init__(self) -> None:
         frames = self.trajectories.shape[0]
         if self.visible.shape != self.trajectories.shape[:2] or self.points.shape != self.trajectories.shape:
-            raise ValueError(f"trajectories {tuple(self.trajectories.shape)}, visible {tuple(self.visible.shape)} "
+            raise ValueError(f"trajectories {tuple(self.trajectories.shape)}, "
+                             f"visible {tuple(self.visible.shape)} "
                              f"and points {tuple(self.points.shape)} must agree")
-        if self.dense_flow is not None and tuple(self.dense_flow.shape) != (frames - 1, 2, self.height, self.width):
-            raise ValueError(f"dense_flow {tuple(self.dense_flow.shape)} does not fit {frames - 1} driving frames "
+        if (self.dense_flow is not None
+                and tuple(self.dense_flow.shape) != (frames - 1, 2, self.height, self.width)):
+            raise ValueError(f"dense_flow {tuple(self.dense_flow.shape)} does not fit "
+                             f"{frames - 1} driving frames "
                              f"of {self.width}x{self.height}")
 
     @property
@@ -110,14 +113,14 @@ class GuidanceTensors:
 
     def sparse_flow(self, frames: Sequence[int] | None = None, *, device: torch.device | str = "cpu",
                     dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
-        """``F_s`` (Eq. 3) of driving frames ``frames`` (default all): (n, 2, H, W) on ``device``, written into
-        ``out`` when given (a contiguous float32/float64 tensor: no new allocation)."""
+        """``F_s`` (Eq. 3) of driving frames ``frames`` (default all): (n, 2, H, W) on ``device``, written
+        into ``out`` when given (a contiguous float32/float64 tensor: no new allocation)."""
         from dispose.guidance.sparse_field import sparse_field_torch
 
         frames = range(self.num_frames - 1) if frames is None else frames
         return sparse_field_torch(self.trajectories, self.visible, frames, self.height, self.width,
-                                  release_missing_points=self.release_missing_points, device=device, dtype=dtype,
-                                  out=out)
+                                  release_missing_points=self.release_missing_points, device=device,
+                                  dtype=dtype, out=out)
 
     def window(self, indices: Sequence[int], *, device: torch.device | str, dtype: torch.dtype) -> dict:
         """ControlNet guidance of one tile ``[0, i, i + 1, ...]`` (the arguments of
@@ -128,8 +131,8 @@ class GuidanceTensors:
         from dispose.guidance.correspondence import correspondence_map
 
         if self.point_embeddings is None:
-            raise UserError("this guidance has no point embeddings (it was computed without SD1.5): compute it "
-                            "with the SD1.5 weights (--sd15 or --weights)")
+            raise UserError("this guidance has no point embeddings (it was computed without SD1.5): "
+                            "compute it with the SD1.5 weights (--sd15 or --weights)")
         indices = list(indices)
         if indices[0] != 0 or any(i <= 0 for i in indices[1:]):
             raise ValueError(f"a tile must start with the reference frame 0, got {indices[:3]}...")
@@ -143,7 +146,8 @@ class GuidanceTensors:
         if driving and self.dense_flow is not None:
             dense[1:] = torch.as_tensor(self.dense_flow[driving]).to(device, dtype)
         frames = torch.as_tensor(indices, dtype=torch.long)
-        features, mask = correspondence_map(self.point_embeddings.to(device, dtype), self.points[frames].to(device),
+        features, mask = correspondence_map(self.point_embeddings.to(device, dtype),
+                                            self.points[frames].to(device),
                                             self.visible[frames].to(device), self.size)
         return {"sparse_flow": sparse, "dense_flow": dense, "point_features": features, "point_mask": mask}
 
@@ -174,8 +178,10 @@ class Guidance:
 
     def __post_init__(self) -> None:
         height, width = self.reference.shape[:2]
-        if self.dense_flow is not None and tuple(self.dense_flow.shape) != (len(self.driving), 2, height, width):
-            raise ValueError(f"dense_flow {tuple(self.dense_flow.shape)} does not fit {len(self.driving)} frames "
+        if (self.dense_flow is not None
+                and tuple(self.dense_flow.shape) != (len(self.driving), 2, height, width)):
+            raise ValueError(f"dense_flow {tuple(self.dense_flow.shape)} does not fit "
+                             f"{len(self.driving)} frames "
                              f"of {width}x{height}")
 
     # ------------------------------------------------------------------ what it holds
@@ -212,8 +218,9 @@ class Guidance:
 
         traj = self.trajectories
         points, _ = body_keypoints(self.poses)
-        return GuidanceTensors(trajectories=torch.from_numpy(traj.points), visible=torch.from_numpy(traj.visible),
-                               points=points, dense_flow=self.dense_flow, point_embeddings=self.point_embeddings,
+        return GuidanceTensors(trajectories=torch.from_numpy(traj.points),
+                               visible=torch.from_numpy(traj.visible), points=points,
+                               dense_flow=self.dense_flow, point_embeddings=self.point_embeddings,
                                width=traj.width, height=traj.height,
                                release_missing_points=self.release_missing_points)
 
@@ -250,7 +257,8 @@ class Guidance:
         return self.tensors.window(indices, device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ pictures
-    def preview(self, frame: int, *, scales: tuple[float, float] | None = None, width: int | None = None) -> np.ndarray:
+    def preview(self, frame: int, *, scales: tuple[float, float] | None = None,
+                width: int | None = None) -> np.ndarray:
         """skeleton | F_s | F_d of driving frame ``frame`` as one uint8 picture (see
         :func:`dispose.guidance.pictures.guidance_picture`)."""
         from dispose.guidance.pictures import guidance_picture
@@ -262,7 +270,8 @@ class Guidance:
     def fingerprint(self) -> str:
         """Hash of the input fingerprints and the shaping settings."""
         shaping = {key: self.settings.get(key) for key in SHAPING_SETTINGS}
-        text = json.dumps({"inputs": {k: v.get("sha256") for k, v in self.inputs.items()}, "settings": shaping},
+        text = json.dumps({"inputs": {k: v.get("sha256") for k, v in self.inputs.items()},
+                           "settings": shaping},
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -278,8 +287,9 @@ class Guidance:
             if key in SHAPING_SETTINGS and value is not None and self.settings.get(key) != value:
                 problems.append(f"it was made with {key} {self.settings.get(key)!r}, not {value!r}")
         if problems:
-            raise UserError(f"guidance {where} does not fit this request: {'; '.join(problems)}; run `dispose "
-                            "guidance` again with these inputs and settings, or drop the differing options")
+            raise UserError(f"guidance {where} does not fit this request: {'; '.join(problems)}; "
+                            "run `dispose guidance` again with these inputs and settings, "
+                            "or drop the differing options")
 
     # ------------------------------------------------------------------ folder
     def save(self, folder: str | Path) -> None:
@@ -319,7 +329,8 @@ class Guidance:
         folder = Path(folder)
         info_path = folder / "guidance.json"
         if not info_path.is_file():
-            raise UserError(f"--guidance {folder} holds no guidance.json: pass a folder written by `dispose guidance`")
+            raise UserError(f"--guidance {folder} holds no guidance.json: "
+                            "pass a folder written by `dispose guidance`")
         try:
             info = json.loads(info_path.read_text())
         except ValueError as error:
@@ -331,7 +342,8 @@ class Guidance:
         missing = [name for name in ("reference.png", "reference.json", "poses.json", "fields.safetensors")
                    if not (folder / name).is_file()]
         if missing:
-            raise UserError(f"guidance folder {folder} lacks {', '.join(missing)}; write it again with `dispose guidance`")
+            raise UserError(f"guidance folder {folder} lacks {', '.join(missing)}; "
+                            "write it again with `dispose guidance`")
         reference = load_image(folder / "reference.png")
         fields = folder / "fields.safetensors"
         damaged = f"guidance folder {folder}: {{}} is damaged ({{}}); write it again with `dispose guidance`"
@@ -363,8 +375,8 @@ class Guidance:
         except (ValueError, TypeError) as error:  # files that do not fit together (poses vs fields)
             raise UserError(damaged.format("poses.json or fields.safetensors", error)) from None
         if guidance.fingerprint != info.get("fingerprint"):
-            raise UserError(f"guidance folder {folder} was changed after it was written (fingerprint mismatch); "
-                            "write it again with `dispose guidance`")
+            raise UserError(f"guidance folder {folder} was changed after it was written "
+                            "(fingerprint mismatch); write it again with `dispose guidance`")
         return guidance
 
 
@@ -413,8 +425,8 @@ def _driving_poses(driving, detector, frame: np.ndarray, reference_pose: Pose, *
 
     if isinstance(driving, (str, Path)):
         video = VideoFrames(driving, sample_stride, max_frames, release_stride=True, strict=strict)
-        extraction = stream_poses(reference_pose, video, detector, (frame.shape[1], frame.shape[0]), align=align,
-                                  fps=video.fps, total=video.expected_count)
+        extraction = stream_poses(reference_pose, video, detector, (frame.shape[1], frame.shape[0]),
+                                  align=align, fps=video.fps, total=video.expected_count)
         return extraction, video.fps, {"stride": video.stride, "source_fps": video.source_fps,
                                        "source_frame_count": video.source_frame_count,
                                        "decoded_frame_count": video.decoded_frame_count,
@@ -423,16 +435,16 @@ def _driving_poses(driving, detector, frame: np.ndarray, reference_pose: Pose, *
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise UserError(f"driving frames: expected (N, H, W, 3) uint8 RGB, got {frames.dtype} {frames.shape}")
     clip_fps = float(fps or 30.0)
-    extraction = extract_poses(frame, frames[:max_frames], detector, align=align, progress=False, fps=clip_fps,
-                               reference_pose=reference_pose)
+    extraction = extract_poses(frame, frames[:max_frames], detector, align=align, progress=False,
+                               fps=clip_fps, reference_pose=reference_pose)
     return extraction, clip_fps, {"stride": 1}
 
 
 def _poses_from_file(poses, driving, reference: np.ndarray, reference_pose: Pose, *, sample_stride: int,
                      max_frames: int | None, fps: float | None, align: str):
-    """Driving poses read from a file, sampled like the video's frames (``driving`` a video path: its stride
-    rule, frame size and rate; frames: their size; None: every ``sample_stride``-th pose of the file at its own
-    rate), aligned to the reference.  Returns (extraction, fps, source info)."""
+    """Driving poses read from a file, sampled like the video's frames (``driving`` a video path: its
+    stride rule, frame size and rate; frames: their size; None: every ``sample_stride``-th pose of the file at
+    its own rate), aligned to the reference.  Returns (extraction, fps, source info)."""
     from dispose.media.video import VideoFrames
     from dispose.pose.extract import align_sequence
     from dispose.pose.json_poses import load_pose_file
@@ -478,8 +490,9 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
                      max_frames: int | None = None, fps: float | None = None, align: str = "global",
                      dense: str = "propagate", models: GuidanceModels | None = None,
                      release_missing_points: bool = False, match_release: bool = False, seed: int = 42,
-                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, strict: bool = False,
-                     on_progress: Progress | None = None, timings: dict | None = None) -> Guidance:
+                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                     strict: bool = False, on_progress: Progress | None = None,
+                     timings: dict | None = None) -> Guidance:
     """The guidance of a reference and driving frames (module docstring).
 
     ``reference``: a path, PIL image or (H, W, 3) uint8 array of any size.  ``driving``: a video path
@@ -502,8 +515,9 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
     if dense not in ("cmp", "propagate", "none"):
         raise UserError(f"dense field must be one of cmp, propagate, none; got {dense!r}")
     if dense == "cmp" and models.cmp is None:
-        raise UserError("the CMP dense motion field needs the CMP checkpoint (--cmp ckpt_iter_42000.pth.tar); "
-                        "pass --dense propagate for the weight-free field, or --dense none")
+        raise UserError("the CMP dense motion field needs the CMP checkpoint "
+                        "(--cmp ckpt_iter_42000.pth.tar); pass --dense propagate for the weight-free field, "
+                        "or --dense none")
     detector = models.detector
     if detector is None:
         from dispose.pose.mediapipe_pose import MediaPipePose
@@ -534,8 +548,9 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
     elif poses is not None:
         text = json.dumps(poses.to_json(), sort_keys=True).encode()
         inputs["poses"] = {"path": None, "sha256": hashlib.sha256(text).hexdigest(), "size": len(text)}
-    settings = {"resolution": resolution, "sample_stride": sample_stride, "max_frames": max_frames, "align": align,
-                "detector": getattr(detector, "name", type(detector).__name__), "dense": dense,
+    settings = {"resolution": resolution, "sample_stride": sample_stride, "max_frames": max_frames,
+                "align": align, "detector": getattr(detector, "name", type(detector).__name__),
+                "dense": dense,
                 "release_missing_points": bool(release_missing_points or match_release),
                 "dift": models.sd15 is not None, "seed": seed, "dense_dtype": "float32" if match_release else
                 str(DENSE_DTYPE).replace("torch.", ""), **clip_info}
@@ -552,8 +567,8 @@ def compute_guidance(reference, driving=None, *, poses=None, resolution: int = 5
     if models.sd15 is not None:
         start = time.perf_counter()
         report("point embeddings", 0, 1)
-        guidance.point_embeddings = reference_point_embeddings(guidance, models.sd15, seed=seed, device=device,
-                                                               dtype=dtype)
+        guidance.point_embeddings = reference_point_embeddings(guidance, models.sd15, seed=seed,
+                                                               device=device, dtype=dtype)
         timings["dift"] = time.perf_counter() - start
         report("point embeddings", 1, 1)
     return guidance
@@ -573,7 +588,8 @@ def dense_field(guidance: Guidance, method: str, cmp=None, *, device: torch.devi
         loaded = load_cmp(cmp, device=device)
     width, height = guidance.size
     field_ = FrameStore((2, height, width), torch.empty(0, dtype=dtype).numpy().dtype)
-    # CMP decodes one frame per call on the CPU (there the fastest and smallest: bench/bench_cmp.py), 8 elsewhere.
+    # CMP decodes one frame per call on the CPU (there the fastest and smallest: bench/bench_cmp.py),
+    # 8 elsewhere.
     chunk_size = 1 if device.type == "cpu" else 8
     for chunk in dense_motion_field_chunks(guidance.reference, guidance.trajectories, method, cmp=loaded,
                                            cmp_chunk_size=chunk_size,

@@ -76,8 +76,8 @@ class HybridControlNetSD(ModelMixin, ConfigMixin, HybridControlNetMixin):
         super().__init__()
         count = len(down_block_types)
         if len(block_out_channels) != count:
-            raise ValueError(f"block_out_channels {block_out_channels} and down_block_types {down_block_types} "
-                             "must have the same length")
+            raise ValueError(f"block_out_channels {block_out_channels} and "
+                             f"down_block_types {down_block_types} must have the same length")
         time_embed_dim = block_out_channels[0] * 4
         self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
         self.time_proj = Timesteps(block_out_channels[0], True, downscale_freq_shift=0)
@@ -86,12 +86,13 @@ class HybridControlNetSD(ModelMixin, ConfigMixin, HybridControlNetMixin):
         in_width = block_out_channels[0]
         for index, block_type in enumerate(down_block_types):
             self.down_blocks.append(get_down_block(
-                block_type, num_layers=layers_per_block, in_channels=in_width, out_channels=block_out_channels[index],
-                temb_channels=time_embed_dim, add_downsample=index < count - 1, resnet_eps=norm_eps,
-                resnet_act_fn="silu", num_attention_heads=num_attention_heads,
-                attention_head_dim=block_out_channels[index] // num_attention_heads, resnet_groups=norm_num_groups,
-                cross_attention_dim=cross_attention_dim, downsample_padding=downsample_padding,
-                use_linear_projection=use_linear_projection))
+                block_type, num_layers=layers_per_block, in_channels=in_width,
+                out_channels=block_out_channels[index], temb_channels=time_embed_dim,
+                add_downsample=index < count - 1, resnet_eps=norm_eps, resnet_act_fn="silu",
+                num_attention_heads=num_attention_heads,
+                attention_head_dim=block_out_channels[index] // num_attention_heads,
+                resnet_groups=norm_num_groups, cross_attention_dim=cross_attention_dim,
+                downsample_padding=downsample_padding, use_linear_projection=use_linear_projection))
             in_width = block_out_channels[index]
         self.mid_block = UNetMidBlock2DCrossAttn(
             block_out_channels[-1], temb_channels=time_embed_dim, resnet_eps=norm_eps, resnet_act_fn="silu",
@@ -101,7 +102,8 @@ class HybridControlNetSD(ModelMixin, ConfigMixin, HybridControlNetMixin):
                                  point_hidden_channels, motion_block_out_channels)
 
     @classmethod
-    def from_unet(cls, unet: ModelMixin, *, load_weights_from_unet: bool = True, **options) -> HybridControlNetSD:
+    def from_unet(cls, unet: ModelMixin, *, load_weights_from_unet: bool = True,
+                  **options) -> HybridControlNetSD:
         """A ControlNet shaped after ``unet`` (SD1.5 ``UNet2DConditionModel`` or MusePose's denoising UNet);
         ``options``: the DisPose-specific arguments.  With ``load_weights_from_unet`` the encoder's 2D weights
         are copied (each part strictly) and the result moved to the UNet's device and dtype."""
@@ -136,7 +138,8 @@ class HybridControlNetSD(ModelMixin, ConfigMixin, HybridControlNetMixin):
             timestep: the diffusion timestep (scalar or (1,) tensor).
             encoder_hidden_states: (B, L, D) CLIP image embeddings, shared by a clip's frames.
             sparse_flow, dense_flow, point_features, point_mask, guidance: the DisPose guidance, as
-                :meth:`HybridControlNetSVD.forward <dispose.models.controlnet_svd.HybridControlNetSVD.forward>`.
+                :meth:`HybridControlNetSVD.forward
+                <dispose.models.controlnet_svd.HybridControlNetSVD.forward>`.
             conditioning_scale: multiplies every residual.
 
         Returns:

@@ -48,9 +48,10 @@ from torch import nn
 from dispose.models.hybrid_controlnet import EncodedGuidance, HybridControlNetMixin
 
 #: Configuration keys taken over from the UNet by :meth:`HybridControlNetSVD.from_unet`.
-UNET_CONFIG_KEYS = ("sample_size", "in_channels", "down_block_types", "block_out_channels", "addition_time_embed_dim",
-                    "projection_class_embeddings_input_dim", "layers_per_block", "cross_attention_dim",
-                    "transformer_layers_per_block", "num_attention_heads", "num_frames")
+UNET_CONFIG_KEYS = ("sample_size", "in_channels", "down_block_types", "block_out_channels",
+                    "addition_time_embed_dim", "projection_class_embeddings_input_dim", "layers_per_block",
+                    "cross_attention_dim", "transformer_layers_per_block", "num_attention_heads",
+                    "num_frames")
 
 
 def _per_block(value, count: int) -> tuple:
@@ -73,7 +74,8 @@ class HybridControlNetSVD(ModelMixin, ConfigMixin, HybridControlNetMixin):
         self,
         sample_size: int | None = None,
         in_channels: int = 8,
-        down_block_types: Sequence[str] = ("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
+        down_block_types: Sequence[str] = (("CrossAttnDownBlockSpatioTemporal",) * 3
+                                           + ("DownBlockSpatioTemporal",)),
         block_out_channels: Sequence[int] = (320, 640, 1280, 1280),
         addition_time_embed_dim: int = 256,
         projection_class_embeddings_input_dim: int = 768,
@@ -89,8 +91,8 @@ class HybridControlNetSVD(ModelMixin, ConfigMixin, HybridControlNetMixin):
         super().__init__()
         count = len(down_block_types)
         if len(block_out_channels) != count:
-            raise ValueError(f"block_out_channels {block_out_channels} and down_block_types {down_block_types} "
-                             "must have the same length")
+            raise ValueError(f"block_out_channels {block_out_channels} and "
+                             f"down_block_types {down_block_types} must have the same length")
         heads = _per_block(num_attention_heads, count)
         cross_dims = _per_block(cross_attention_dim, count)
         layers = _per_block(layers_per_block, count)
@@ -112,14 +114,15 @@ class HybridControlNetSVD(ModelMixin, ConfigMixin, HybridControlNetMixin):
                 num_attention_heads=heads[index], resnet_act_fn="silu"))
             in_width = block_out_channels[index]
         self.mid_block = UNetMidBlockSpatioTemporal(
-            block_out_channels[-1], temb_channels=time_embed_dim, transformer_layers_per_block=transformer_layers[-1],
-            cross_attention_dim=cross_dims[-1], num_attention_heads=heads[-1])
+            block_out_channels[-1], temb_channels=time_embed_dim,
+            transformer_layers_per_block=transformer_layers[-1], cross_attention_dim=cross_dims[-1],
+            num_attention_heads=heads[-1])
         self._build_hybrid_parts(block_out_channels, layers, point_channels, point_hidden_channels,
                                  motion_block_out_channels)
 
     @classmethod
-    def from_unet(cls, unet: ModelMixin, *, load_weights_from_unet: bool = True, copy_add_embedding: bool = True,
-                  **options) -> HybridControlNetSVD:
+    def from_unet(cls, unet: ModelMixin, *, load_weights_from_unet: bool = True,
+                  copy_add_embedding: bool = True, **options) -> HybridControlNetSVD:
         """A ControlNet shaped after ``unet``'s config (``options``: the DisPose-specific arguments
         ``point_channels``, ``point_hidden_channels``, ``motion_block_out_channels``).
 

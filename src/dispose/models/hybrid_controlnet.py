@@ -98,7 +98,8 @@ class HybridControlNetMixin:
                             motion_block_out_channels: Sequence[int]) -> None:
         widths = tuple(block_out_channels)
         self.point_adapter = PointEncoder(point_channels, widths, point_hidden_channels)
-        self.controlnet_cond_embedding = MotionEncoder(widths[0], block_out_channels=motion_block_out_channels)
+        self.controlnet_cond_embedding = MotionEncoder(widths[0],
+                                                       block_out_channels=motion_block_out_channels)
         convs = [zero_conv(widths[0], widths[0])]  # conv_in output
         for index, (width, layers) in enumerate(zip(widths, layers_per_block)):
             has_downsampler = index < len(widths) - 1
@@ -145,8 +146,8 @@ class HybridControlNetMixin:
     @staticmethod
     def options_from_state_dict(state: dict[str, torch.Tensor]) -> dict:
         """The DisPose-specific constructor arguments (``point_channels``, ``point_hidden_channels``,
-        ``motion_block_out_channels``) implied by a checkpoint's tensor shapes (defaults for whatever is absent;
-        a checkpoint that lacks those keys then fails the strict load, naming them)."""
+        ``motion_block_out_channels``) implied by a checkpoint's tensor shapes (defaults for whatever is
+        absent; a checkpoint that lacks those keys then fails the strict load, naming them)."""
         options = {}
         first = state.get("point_adapter.model_list.0.mlp.0.weight")
         if first is not None:
@@ -192,7 +193,8 @@ class HybridControlNetMixin:
             return hidden
         return add_per_frame(hidden, guidance.motion)
 
-    def add_point_level(self, hidden: torch.Tensor, level: int, guidance: EncodedGuidance | None) -> torch.Tensor:
+    def add_point_level(self, hidden: torch.Tensor, level: int,
+                        guidance: EncodedGuidance | None) -> torch.Tensor:
         """Hidden state after down block ``level`` plus that level's point features (Eq. 7)."""
         if guidance is None or guidance.cells is None:
             return hidden
@@ -209,5 +211,6 @@ class HybridControlNetMixin:
         if len(skips) != len(self.controlnet_down_blocks):
             raise RuntimeError(f"the encoder produced {len(skips)} skip tensors, the ControlNet has "
                                f"{len(self.controlnet_down_blocks)} output convolutions")
-        down = tuple(conv(skip) * conditioning_scale for conv, skip in zip(self.controlnet_down_blocks, skips))
+        down = tuple(conv(skip) * conditioning_scale
+                     for conv, skip in zip(self.controlnet_down_blocks, skips))
         return down, self.controlnet_mid_block(mid) * conditioning_scale

@@ -47,7 +47,8 @@ class TileCache:
         return self._values.get(key)
 
     def offer(self, key: Hashable, value) -> None:
-        """Keep ``value`` for ``key`` if it fits the budget (measured now: offer a value once it is complete)."""
+        """Keep ``value`` for ``key`` if it fits the budget (measured now: offer a value once it is
+        complete)."""
         if key in self._values or key in self._refused:
             return
         size = tensor_bytes(value)

@@ -27,10 +27,12 @@ import torch
 def check_tiling(tile_size: int, overlap: int) -> None:
     """Raise ValueError unless ``2 <= tile_size`` and ``1 <= overlap < tile_size``."""
     if tile_size < 2:
-        raise ValueError(f"tile size (num_frames) must be at least 2 (the reference frame + 1), got {tile_size}")
+        raise ValueError(f"tile size (num_frames) must be at least 2 (the reference frame + 1), "
+                         f"got {tile_size}")
     if not 1 <= overlap < tile_size:
         raise ValueError(f"frames overlap must be in [1, {tile_size - 1}] for tiles of {tile_size} frames "
-                         f"(it counts the shared reference frame; 0 would leave frames uncovered), got {overlap}")
+                         f"(it counts the shared reference frame; 0 would leave frames uncovered), "
+                         f"got {overlap}")
 
 
 def tile_indices(num_frames: int, tile_size: int = 16, overlap: int = 6) -> list[list[int]]:
@@ -46,7 +48,8 @@ def tile_indices(num_frames: int, tile_size: int = 16, overlap: int = 6) -> list
     if num_frames <= tile_size:
         return [list(range(num_frames))]
     stride = tile_size - overlap
-    tiles = [[0, *range(start + 1, start + tile_size)] for start in range(0, num_frames - tile_size + 1, stride)]
+    tiles = [[0, *range(start + 1, start + tile_size)]
+             for start in range(0, num_frames - tile_size + 1, stride)]
     if tiles[-1][-1] < num_frames - 1:
         tiles.append([0, *range(num_frames - tile_size + 1, num_frames)])
     return tiles
@@ -54,7 +57,8 @@ def tile_indices(num_frames: int, tile_size: int = 16, overlap: int = 6) -> list
 
 def fusion_weights(length: int, device: torch.device | str | None = None,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Triangular weights of the ``length`` positions of a tile: ``min(w, 2 - w)``, ``w = (k + .5) * 2 / length``."""
+    """Triangular weights of the ``length`` positions of a tile: ``min(w, 2 - w)``,
+    ``w = (k + .5) * 2 / length``."""
     ramp = (torch.arange(length, device=device, dtype=torch.float64) + 0.5) * 2.0 / length
     return torch.minimum(ramp, 2.0 - ramp).to(dtype)
 

@@ -39,8 +39,8 @@ from dispose.errors import UserError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.+-]+)+$")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".onnx", ".tar")
-CMP_RELEASE_PATH = ("mimicmotion/modules/cmp/experiments/semiauto_annot/resnet50_vip+mpii_liteflow/checkpoints/"
-                    "ckpt_iter_42000.pth.tar")
+CMP_RELEASE_PATH = ("mimicmotion/modules/cmp/experiments/semiauto_annot/resnet50_vip+mpii_liteflow/"
+                    "checkpoints/ckpt_iter_42000.pth.tar")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ def model_files(sub: str, stems: tuple[str, ...]) -> tuple[str, ...]:
 
 #: Every known component, by key: the guidance stage's below, the bases' added by :mod:`dispose.bases`.
 COMPONENTS: dict[str, Component] = {c.key: c for c in (
-    Component("sd15", "--sd15", ("stable-diffusion-v1-5",), "stable-diffusion-v1-5/stable-diffusion-v1-5", None,
+    Component("sd15", "--sd15", ("stable-diffusion-v1-5",),
+              "stable-diffusion-v1-5/stable-diffusion-v1-5", None,
               (("unet/config.json",), model_files("unet", ("diffusion_pytorch_model",)),
                ("vae/config.json",), model_files("vae", ("diffusion_pytorch_model",)),
                ("text_encoder/config.json",), model_files("text_encoder", ("model", "pytorch_model")),
@@ -194,7 +195,8 @@ def find_weights(weights_dir: str | Path | None, overrides: Mapping[str, str | P
     root = Path(weights_dir).expanduser() if weights_dir is not None else None
     if root is not None and not root.is_dir():
         raise UserError(f"--weights {root} is not a folder; pass the folder holding MimicMotion_1-1.pth, "
-                        "DisPose.pth, dwpose/, stable-diffusion-v1-5/, stable-video-diffusion-img2vid-xt-1-1/")
+                        "DisPose.pth, dwpose/, stable-diffusion-v1-5/, "
+                        "stable-video-diffusion-img2vid-xt-1-1/")
     paths = WeightPaths()
     problems: list[str] = []
     for key in required:

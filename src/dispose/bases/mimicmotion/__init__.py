@@ -1,14 +1,15 @@
 """MimicMotion (Stable Video Diffusion) as a DisPose base: its weights, loader, sampling call and tables.
 
-Sampling (:func:`sample`) hands the pipeline (:class:`~dispose.bases.mimicmotion.pipeline.DisPoseMimicMotionPipeline`)
-the reference and skeletons with the release script's pixel arithmetic: it runs with torch's default dtype
-set to fp16 (float32 with ``--no_use_float16``), so the skeletons become ``uint8 / 127.5 - 1`` computed in
-that dtype, and the reference reaches the pipeline after a round trip ``((uint8 / 127.5 - 1) + 1) * 127.5``
-truncated back to uint8, which lowers some dark grey levels by one (in fp16: 1-8, 18-21 and 36-43; in
-float32: 63 of the 256 levels).  Both the CLIP embedding and the VAE latent see that reference; DIFT, the
-pose detector and the side-by-side video see the original.  We do this arithmetic in fp16 when the models
-run in fp16, else in float32.  fp16 on CUDA samples and decodes under ``torch.autocast("cuda")``, as the
-release's script does (norms and a few other ops then run in float32).
+Sampling (:func:`sample`) hands the pipeline
+(:class:`~dispose.bases.mimicmotion.pipeline.DisPoseMimicMotionPipeline`) the reference and skeletons with the
+release script's pixel arithmetic: it runs with torch's default dtype set to fp16 (float32 with
+``--no_use_float16``), so the skeletons become ``uint8 / 127.5 - 1`` computed in that dtype, and the reference
+reaches the pipeline after a round trip ``((uint8 / 127.5 - 1) + 1) * 127.5`` truncated back to uint8, which
+lowers some dark grey levels by one (in fp16: 1-8, 18-21 and 36-43; in float32: 63 of the 256 levels).  Both
+the CLIP embedding and the VAE latent see that reference; DIFT, the pose detector and the side-by-side video
+see the original.  We do this arithmetic in fp16 when the models run in fp16, else in float32.  fp16 on CUDA
+samples and decodes under ``torch.autocast("cuda")``, as the release's script does (norms and a few other ops
+then run in float32).
 
 ``match_release`` also turns on the temporal cross-attention context order of diffusers 0.27, which the
 release pins (:mod:`dispose.models.release_compat`).
@@ -163,8 +164,10 @@ def verify_checkpoint(kind: str, path: Path, config: str | Path | None = None) -
 MIMICMOTION = Base(
     name="mimicmotion", title="MimicMotion 1.1 on Stable Video Diffusion img2vid-xt 1.1",
     components=COMPONENTS, required_components=weights.required_components, load_pipeline=load, sample=sample,
-    tiles=tiles, sampling_steps=sampling_steps, steps_per_video=steps_per_video, parameter_counts=parameter_counts,
-    checkpoint_kinds={"dispose": "add_embedding.", "mimicmotion": "unet."},  # the SD1.5 ControlNet has no add_embedding
+    tiles=tiles, sampling_steps=sampling_steps, steps_per_video=steps_per_video,
+    parameter_counts=parameter_counts,
+    # the SD1.5 ControlNet has no add_embedding
+    checkpoint_kinds={"dispose": "add_embedding.", "mimicmotion": "unet."},
     verify_checkpoint=verify_checkpoint, training=MimicMotionBase,
     random_pipeline=random_weights.random_pipeline, tiny_weights=tiny.build_tiny_weights,
 )

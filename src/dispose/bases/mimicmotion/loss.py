@@ -15,7 +15,8 @@ as above (tested in ``tests/test_training_loss.py``).
 
 Training (``generative-models``' ``StandardDiffusionLoss`` + ``EDMSampling`` + ``VWeighting``):
 
-* ``x0`` are the VAE latents of the clip times the VAE scaling factor; ``x = x0 + sigma * n``, ``n ~ N(0, I)``;
+* ``x0`` are the VAE latents of the clip times the VAE scaling factor; ``x = x0 + sigma * n``,
+  ``n ~ N(0, I)``;
 * ``log sigma ~ N(P_mean, P_std^2)``, one sigma per clip, shared by its frames.  ``P_mean = 0.7``,
   ``P_std = 1.6``, the values of the public SVD fine-tuning script we followed (pixeli99/SVD_Xtend,
   ``train_svd.py``), which shifts generative-models' image defaults (-1.2, 1.2) towards the higher noise
@@ -52,7 +53,8 @@ class Preconditioning:
 
 @dataclass(frozen=True)
 class EDMVObjective:
-    """SVD's EDM v-prediction objective (module docstring); ``p_mean``/``p_std``: log-normal sigma sampling."""
+    """SVD's EDM v-prediction objective (module docstring); ``p_mean``/``p_std``: log-normal sigma
+    sampling."""
 
     p_mean: float = 0.7
     p_std: float = 1.6
@@ -69,8 +71,9 @@ class EDMVObjective:
         """c_skip, c_out, c_in (broadcasting against ``like``) and c_noise (B,) for sigmas (B,)."""
         sigmas = sigmas.float()
         norm = (sigmas ** 2 + 1.0).sqrt()
-        return Preconditioning(c_skip=_per_sample(1.0 / norm ** 2, like), c_out=_per_sample(-sigmas / norm, like),
-                               c_in=_per_sample(1.0 / norm, like), c_noise=0.25 * sigmas.log())
+        return Preconditioning(c_skip=_per_sample(1.0 / norm ** 2, like),
+                               c_out=_per_sample(-sigmas / norm, like), c_in=_per_sample(1.0 / norm, like),
+                               c_noise=0.25 * sigmas.log())
 
     @staticmethod
     def weight(sigmas: torch.Tensor) -> torch.Tensor:

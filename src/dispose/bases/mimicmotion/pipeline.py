@@ -94,9 +94,9 @@ class DisPoseMimicMotionPipeline(AnimationPipeline):
     """
 
     # Model CPU offload: each model of the chain moves to the accelerator when it runs and sends the previous
-    # one back.  The ControlNet alternates with the UNet at every tile, so it is kept out of the chain (diffusers
-    # then gives it a hook of its own): it moves in once and stays until the end, like the UNet during sampling.
-    # The VAE comes last so that the UNet leaves before decoding.
+    # one back.  The ControlNet alternates with the UNet at every tile, so it is kept out of the chain
+    # (diffusers then gives it a hook of its own): it moves in once and stays until the end, like the UNet
+    # during sampling.  The VAE comes last so that the UNet leaves before decoding.
     model_cpu_offload_seq = "image_encoder->pose_net->unet->vae"
     _optional_components: ClassVar[list[str]] = ["controlnet", "feature_extractor"]
 
@@ -120,7 +120,8 @@ class DisPoseMimicMotionPipeline(AnimationPipeline):
         return self.vae.decode(latents, num_frames=latents.shape[0]).sample
 
     # ------------------------------------------------------------------ conditioning
-    def _reference_latent(self, image01: torch.Tensor, noise_aug_strength: float, generator, device) -> torch.Tensor:
+    def _reference_latent(self, image01: torch.Tensor, noise_aug_strength: float, generator,
+                          device) -> torch.Tensor:
         pixels = image01.to(device) * 2.0 - 1.0
         # Drawn even at strength 0: the release does, and the initial noise comes after it in the stream.
         noise = randn_tensor(pixels.shape, generator=generator, device=device, dtype=pixels.dtype)
@@ -178,7 +179,7 @@ class DisPoseMimicMotionPipeline(AnimationPipeline):
             controlnet_interval: run the ControlNet at every k-th step, reuse its residuals in between.
             cfg_mode: "batch" (both CFG halves in one batch, release) or "sequential" (two passes).
             cache_guidance: encode each tile's DisPose guidance and pose latents once and keep them for every
-                step, for as many tiles as fit ``guidance_cache_mb`` MiB (None: all), instead of once per step.
+                step, for as many tiles as fit ``guidance_cache_mb`` MiB (None: all), not once per step.
             latents: optional initial noise block (B, tile_size, 4, h, w) replacing the generator's draw.
             keep_reference: return frame 0 too (the release drops it).
             progress_bar: a tqdm-like object to ``update()`` once per tile and step and once per decoded chunk
@@ -212,42 +213,48 @@ class DisPoseMimicMotionPipeline(AnimationPipeline):
 
         ref_latents = ref_latent.unsqueeze(1).expand(-1, frames, -1, -1, -1)
         halves = self._cfg_halves(do_cfg, cfg_mode, embeds, ref_latents, ids)
-        scale = torch.linspace(min_guidance_scale, max_guidance_scale, frames, device=device).view(1, frames, 1, 1, 1)
+        scale = torch.linspace(min_guidance_scale, max_guidance_scale, frames,
+                               device=device).view(1, frames, 1, 1, 1)
         weights = [fusion_weights(len(tile), device) for tile in tiles]
         norm = fusion_normaliser(tiles, frames, device)
 
         cache = TileCache(guidance_cache_mb if cache_guidance else 0)  # tile -> (pose latents, guidance)
-        kept_residuals: dict[tuple[int, int], tuple] = {}  # (tile, CFG half) -> residuals, with controlnet_interval
+        # (tile, CFG half) -> residuals, with controlnet_interval
+        kept_residuals: dict[tuple[int, int], tuple] = {}
         decode_units = 0 if output_type == "latent" else -(-frames // max(decode_chunk_size, 1))
         bar = progress_bar if progress_bar is not None else self.progress_bar(
             total=len(timesteps) * len(tiles) + decode_units)
         for step, t in enumerate(timesteps):
             scaled = self.scheduler.scale_model_input(latents, t)
-            model_ins = [torch.cat([scaled.expand(half["batch"], *scaled.shape[1:]).to(dtype), half["ref_latents"]],
-                                   dim=2) for half in halves]
+            model_ins = [torch.cat([scaled.expand(half["batch"], *scaled.shape[1:]).to(dtype),
+                                    half["ref_latents"]], dim=2)
+                         for half in halves]
             fused = [torch.zeros(half["batch"], *latents.shape[1:], device=device) for half in halves]
             fresh = step % controlnet_interval == 0
             for index, (tile, weight) in enumerate(zip(tiles, weights)):
-                pose, control = cache.get(index) or self._tile_conditioning(pose_images, guidance, tile, device)
+                pose, control = (cache.get(index)
+                                 or self._tile_conditioning(pose_images, guidance, tile, device))
                 for number, (half, model_in, total) in enumerate(zip(halves, model_ins, fused)):
                     residuals = None
                     if control is not None and controlnet_interval > 1:
                         if fresh:
                             kept_residuals[index, number] = controlnet_residuals(
-                                self.controlnet, model_in[:, tile], t, half["embeds"], half["time_ids"], control,
-                                controlnet_conditioning_scale)
+                                self.controlnet, model_in[:, tile], t, half["embeds"], half["time_ids"],
+                                control, controlnet_conditioning_scale)
                         residuals = kept_residuals[index, number]
                     pred = denoise_tile(self.unet, self.controlnet, model_in[:, tile], t, half["embeds"],
                                         half["time_ids"], half["pose"](pose), control,
                                         controlnet_conditioning_scale, residuals)
                     total[:, tile] += pred * weight.view(1, -1, 1, 1, 1)
-                cache.offer(index, (pose, control))  # complete now: the point features of every level are made
+                # complete now: the point features of every level are made
+                cache.offer(index, (pose, control))
                 bar.update()
             noise_pred = torch.cat([total / norm.view(1, -1, 1, 1, 1) for total in fused])
             if do_cfg:
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + scale * (cond - uncond)
-            latents = self.scheduler.step(noise_pred, t, latents, generator=generator, return_dict=False)[0].float()
+            latents = self.scheduler.step(noise_pred, t, latents, generator=generator,
+                                          return_dict=False)[0].float()
             if callback_on_step_end is not None:
                 latents = callback_on_step_end(self, step, t, {"latents": latents}).get("latents", latents)
         cache.clear()
@@ -270,18 +277,21 @@ class DisPoseMimicMotionPipeline(AnimationPipeline):
                             chunk=len(tile)).unsqueeze(0)
         control = None
         if guidance is not None:
-            control = self.controlnet.encode_guidance(**guidance.window(tile, device=device, dtype=self.unet.dtype))
+            control = self.controlnet.encode_guidance(**guidance.window(tile, device=device,
+                                                                        dtype=self.unet.dtype))
         return pose, control
 
     @staticmethod
     def _cfg_halves(do_cfg: bool, cfg_mode: CfgMode, embeds, ref_latents, time_ids) -> list[dict]:
         """The model calls of one tile: batch size, CLIP context, reference latents, added time ids, and
         ``pose``, which makes the half's pose latents from the conditional ones (zeros when unconditional)."""
-        cond = {"batch": 1, "embeds": embeds, "ref_latents": ref_latents, "time_ids": time_ids, "pose": lambda p: p}
+        cond = {"batch": 1, "embeds": embeds, "ref_latents": ref_latents, "time_ids": time_ids,
+                "pose": lambda p: p}
         if not do_cfg:
             return [cond]
-        uncond = {"batch": 1, "embeds": torch.zeros_like(embeds), "ref_latents": torch.zeros_like(ref_latents),
-                  "time_ids": time_ids, "pose": torch.zeros_like}
+        uncond = {"batch": 1, "embeds": torch.zeros_like(embeds),
+                  "ref_latents": torch.zeros_like(ref_latents), "time_ids": time_ids,
+                  "pose": torch.zeros_like}
         if cfg_mode == "sequential":
             return [uncond, cond]
         both = {key: torch.cat([uncond[key], cond[key]]) for key in ("embeds", "ref_latents", "time_ids")}
@@ -323,8 +333,8 @@ def time_ids(unet, fps: int, motion_bucket_id: int, noise_aug_strength: float, d
     return torch.tensor([ids], dtype=torch.float32, device=device)
 
 
-def controlnet_residuals(controlnet, latents_in: torch.Tensor, t, embeds: torch.Tensor, time_ids: torch.Tensor,
-                         control, scale: float) -> tuple:
+def controlnet_residuals(controlnet, latents_in: torch.Tensor, t, embeds: torch.Tensor,
+                         time_ids: torch.Tensor, control, scale: float) -> tuple:
     """The hybrid ControlNet's (down, mid) residuals for a batch (B, T, C, h, w) of model inputs (Eq. 8)."""
     return controlnet(latents_in, t, encoder_hidden_states=embeds, added_time_ids=time_ids, guidance=control,
                       conditioning_scale=scale)

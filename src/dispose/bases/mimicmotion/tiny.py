@@ -19,9 +19,10 @@ from dispose.guidance.tiny import DIFT_CHANNELS, build_tiny_sd15
 
 #: SVD-xt-1.1's scheduler settings (EDM: Karras sigmas, v-prediction, continuous timesteps).
 SVD_SCHEDULER = {
-    "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "interpolation_type": "linear",
-    "num_train_timesteps": 1000, "prediction_type": "v_prediction", "sigma_max": 700.0, "sigma_min": 0.002,
-    "steps_offset": 1, "timestep_spacing": "leading", "timestep_type": "continuous", "use_karras_sigmas": True,
+    "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "interpolation_type": "linear", "num_train_timesteps": 1000, "prediction_type": "v_prediction",
+    "sigma_max": 700.0, "sigma_min": 0.002, "steps_offset": 1, "timestep_spacing": "leading",
+    "timestep_type": "continuous", "use_karras_sigmas": True,
 }
 WIDTH = 32  # UNet block width (GroupNorm needs multiples of 32)
 EMBED = 16  # CLIP projection = cross-attention width
@@ -46,8 +47,8 @@ def _svd(folder: Path) -> None:
 
     AutoencoderKLTemporalDecoder(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
                                  layers_per_block=1, latent_channels=4).save_pretrained(folder / "vae")
-    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=224, patch_size=32, projection_dim=EMBED)
+    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                              num_attention_heads=2, image_size=224, patch_size=32, projection_dim=EMBED)
     CLIPVisionModelWithProjection(config).save_pretrained(folder / "image_encoder")
     EulerDiscreteScheduler(**SVD_SCHEDULER).save_pretrained(folder / "scheduler")
     image_processor_class()().save_pretrained(folder / "feature_extractor")

@@ -7,22 +7,22 @@ step's computation, so accelerate / DDP / DeepSpeed wrap a single module).  For 
 * frozen (``requires_grad=False``, eval mode, cast to the mixed-precision dtype): SVD's VAE and CLIP image
   encoder, MimicMotion's UNet and PoseNet;
 * trainable: the hybrid ControlNet with its motion encoder (``controlnet_cond_embedding``) and point encoder
-  (``point_adapter``), initialised from the UNet (``HybridControlNetSVD.from_unet``: encoder weights
-  copied, zero output convolutions; the paper initialises from SVD-xt, whose encoder MimicMotion's UNet
-  fine-tuned) or from a given ``DisPose.pth``.  The frozen base is loaded straight in the mixed-precision dtype
-  (the UNet is built on the meta device and takes the checkpoint's tensors), so no float32 copy of it is ever
-  held on the host; with bf16/fp16 the ControlNet therefore starts from the UNet's encoder rounded to that dtype.
+  (``point_adapter``), initialised from the UNet (``HybridControlNetSVD.from_unet``: encoder weights copied,
+  zero output convolutions; the paper initialises from SVD-xt, whose encoder MimicMotion's UNet fine-tuned) or
+  from a given ``DisPose.pth``.  The frozen base is loaded straight in the mixed-precision dtype (the UNet is
+  built on the meta device and takes the checkpoint's tensors), so no float32 copy of it is ever held on the
+  host; with bf16/fp16 the ControlNet therefore starts from the UNet's encoder rounded to that dtype.
 
 One training forward on a sample ``[reference, f1 .. f(T-1)]`` is one sampling step of the pipeline on one
 tile (:mod:`dispose.bases.mimicmotion.pipeline`): the CLIP embedding of the reference, its VAE latent
 (posterior mode, unscaled) concatenated to the noisy latents of every frame, PoseNet latents of the
 skeletons added in the UNet, added time ids ``[fps - 1, motion_bucket_id, noise_aug_strength]``, the tile's
-guidance built by ``GuidanceTensors.window`` (:mod:`dispose.guidance.stage`) and encoded by ``controlnet.encode_guidance``, the ControlNet's
-residuals into the UNet.  The conditioning and the denoiser call are the functions the pipeline calls
-(``clip_embedding``, ``pose_latents``, ``time_ids``, ``denoise_tile`` of
-:mod:`dispose.bases.mimicmotion.pipeline`), given this module's networks, so training cannot drift from
-sampling; a test checks a training forward at the first sampling sigma against a one-step sampling run.  The
-EDM objective is :mod:`dispose.bases.mimicmotion.loss`.
+guidance built by ``GuidanceTensors.window`` (:mod:`dispose.guidance.stage`) and encoded by
+``controlnet.encode_guidance``, the ControlNet's residuals into the UNet.  The conditioning and the denoiser
+call are the functions the pipeline calls (``clip_embedding``, ``pose_latents``, ``time_ids``,
+``denoise_tile`` of :mod:`dispose.bases.mimicmotion.pipeline`), given this module's networks, so training
+cannot drift from sampling; a test checks a training forward at the first sampling sigma against a one-step
+sampling run.  The EDM objective is :mod:`dispose.bases.mimicmotion.loss`.
 
 Training choices (not in the paper, which gives none of these):
 
@@ -98,7 +98,8 @@ class NoiseDraw:
     keep: torch.Tensor
 
     def to(self, device: torch.device) -> NoiseDraw:
-        return NoiseDraw(*(tensor.to(device) for tensor in (self.sigmas, self.noise, self.reference_noise, self.keep)))
+        return NoiseDraw(*(tensor.to(device)
+                           for tensor in (self.sigmas, self.noise, self.reference_noise, self.keep)))
 
 
 @dataclass(frozen=True)
@@ -190,17 +191,20 @@ class MimicMotionTrainingModel(FrozenBaseModel):
         height, width = pixels.shape[-2:]
         windows = []
         for index in range(pixels.shape[0]):
-            guidance = GuidanceTensors(trajectories=batch["trajectories"][index], visible=batch["visible"][index],
-                                       points=batch["points"][index], dense_flow=batch["dense_flow"][index],
-                                       point_embeddings=batch["point_embeddings"][index], width=width, height=height)
+            guidance = GuidanceTensors(trajectories=batch["trajectories"][index],
+                                       visible=batch["visible"][index], points=batch["points"][index],
+                                       dense_flow=batch["dense_flow"][index],
+                                       point_embeddings=batch["point_embeddings"][index], width=width,
+                                       height=height)
             windows.append(guidance.window(range(pixels.shape[1]), device=pixels.device, dtype=dtype))
         return {key: torch.cat([window[key] for window in windows]) for key in windows[0]}
 
     # ------------------------------------------------------------------ the step
     def denoise(self, noisy: torch.Tensor, sigmas: torch.Tensor, cond: dict[str, torch.Tensor],
                 control, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """``D(x; sigma)`` (float32) of noisy latents (B, T, C, h, w): the pipeline's denoiser call on one tile;
-        ``keep`` False zeroes a clip's CLIP embedding, reference latent and pose latents (the CFG half)."""
+        """``D(x; sigma)`` (float32) of noisy latents (B, T, C, h, w): the pipeline's denoiser call on one
+        tile; ``keep`` False zeroes a clip's CLIP embedding, reference latent and pose latents (the CFG
+        half)."""
         embeds, reference, pose = cond["embeds"], cond["reference_latents"], cond["pose_latents"]
         if keep is not None:
             embeds = embeds * keep.view(-1, 1, 1).to(embeds.dtype)
@@ -257,9 +261,9 @@ class MimicMotionBase:
         return model.controlnet
 
     def pipeline(self, model: MimicMotionTrainingModel) -> DisPoseMimicMotionPipeline:
-        pipeline = DisPoseMimicMotionPipeline(vae=model.vae, image_encoder=model.image_encoder, unet=model.unet,
-                                              pose_net=model.pose_net, scheduler=model.scheduler,
-                                              controlnet=model.controlnet,
+        pipeline = DisPoseMimicMotionPipeline(vae=model.vae, image_encoder=model.image_encoder,
+                                              unet=model.unet, pose_net=model.pose_net,
+                                              scheduler=model.scheduler, controlnet=model.controlnet,
                                               feature_extractor=model.feature_extractor)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline

@@ -52,7 +52,8 @@ def required_components(dispose: bool) -> list[str]:
 
 def _what(component: str) -> str:
     known = COMPONENTS.get(component)
-    return f"the {known.what} checkpoint ({known.hub_file})" if known else "DisPose.pth or MimicMotion_1-1.pth"
+    return (f"the {known.what} checkpoint ({known.hub_file})" if known
+            else "DisPose.pth or MimicMotion_1-1.pth")
 
 
 def read_checkpoint(path: Path, component: str) -> dict[str, torch.Tensor]:
@@ -71,7 +72,8 @@ def split_mimicmotion(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
         elif key.startswith("pose_net."):
             pose_net[key[9:]] = value
         elif not key.startswith(_IGNORED_PREFIXES):
-            raise UserError(f"MimicMotion checkpoint has an unexpected entry {key!r}; is it MimicMotion_1-1.pth?")
+            raise UserError(f"MimicMotion checkpoint has an unexpected entry {key!r}; "
+                            "is it MimicMotion_1-1.pth?")
     return unet, pose_net
 
 
@@ -115,7 +117,8 @@ def load_mimicmotion(checkpoint: Path, svd: Path | None = None, unet_config: dic
 
 
 def load_controlnet(checkpoint: Path, unet: torch.nn.Module):
-    """HybridControlNetSVD shaped after ``unet`` (any device, meta included) with ``DisPose.pth``'s weights."""
+    """HybridControlNetSVD shaped after ``unet`` (any device, meta included) with ``DisPose.pth``'s
+    weights."""
     from accelerate import init_empty_weights
 
     from dispose.models.controlnet_svd import HybridControlNetSVD

@@ -1,8 +1,8 @@
 """MusePose (Stable Diffusion 1.5 + reference UNet + motion modules) as a DisPose base.
 
 Everything lives in :mod:`dispose.bases.musepose.weights` (components, loader, sampling call, tiling in
-context windows, defaults, tables) and :mod:`dispose.bases.musepose.pipeline` (the pipeline); this is its registry
-entry.  Difference from MusePose's own script: frames are made at the generation size of every base
+context windows, defaults, tables) and :mod:`dispose.bases.musepose.pipeline` (the pipeline); this is its
+registry entry.  Difference from MusePose's own script: frames are made at the generation size of every base
 (``--resolution`` on the short side, 9:16, :mod:`dispose.media.geometry`), not resized to a 768x768 square and
 back.
 """

@@ -1,4 +1,5 @@
-"""The noise-prediction objective of MusePose's SD1.5 UNet (what a ControlNet on the frozen MusePose trains with).
+"""The noise-prediction objective of MusePose's SD1.5 UNet (what a ControlNet on the frozen MusePose
+trains with).
 
 MusePose (``train_stage_1.py`` / ``train_stage_2.py`` with ``enable_zero_snr: True``, ``noise_offset: 0.05``,
 ``snr_gamma: 5.0``) trains the SD1.5 UNet in the *v*-parameterisation on DDPM betas rescaled to zero terminal
@@ -44,7 +45,8 @@ class SDNoiseObjective:
         timesteps = torch.randint(0, 1000, (batch,), generator=generator, device=gen_device)
         noise = torch.randn(latents.shape, generator=generator, device=gen_device)
         if self.noise_offset:
-            offset = torch.randn(batch, channels, *([1] * (latents.dim() - 2)), generator=generator, device=gen_device)
+            offset = torch.randn(batch, channels, *([1] * (latents.dim() - 2)), generator=generator,
+                                 device=gen_device)
             noise = noise + self.noise_offset * offset
         return timesteps.to(latents.device), noise.to(latents.device, latents.dtype)
 
@@ -68,5 +70,6 @@ class SDNoiseObjective:
         snr = abar / (1.0 - abar)
         if self.prediction_type == "v_prediction":
             snr = snr + 1.0
-        weight = torch.where(snr > 0, snr.clamp(max=self.snr_gamma) / snr.clamp(min=1e-20), 1.0)  # abar = 0 at t = 999
+        # abar = 0 at t = 999
+        weight = torch.where(snr > 0, snr.clamp(max=self.snr_gamma) / snr.clamp(min=1e-20), 1.0)
         return (per_clip * weight).mean()

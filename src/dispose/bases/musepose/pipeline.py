@@ -9,8 +9,8 @@ samples plain MusePose, the baseline for identical-seed comparisons.
 Sampling, as the release (``test_stage_2.py`` + ``musepose/pipelines/pipeline_pose2vid_long.py``) does it:
 
 * Scheduler: DDIM, v-prediction, betas rescaled to zero terminal SNR, "trailing" timesteps, eta 0
-  (:data:`MUSEPOSE_SCHEDULER`, from ``configs/inference_v2.yaml``).  Defaults of ``test_stage_2.py``: 20 steps,
-  guidance scale 3.5, 768x768, windows of 48 frames overlapping by 4 (:data:`DEFAULTS`).
+  (:data:`MUSEPOSE_SCHEDULER`, from ``configs/inference_v2.yaml``).  Defaults of ``test_stage_2.py``: 20
+  steps, guidance scale 3.5, 768x768, windows of 48 frames overlapping by 4 (:data:`DEFAULTS`).
 * Conditioning: the CLIP image embedding of the reference (resized to 224x224 with PIL's bicubic filter,
   CLIP's normalisation; zeros for the unconditional half); the reference latent (posterior mean x 0.18215)
   through the reference UNet once, at timestep 0, read by the denoising UNet's self-attentions (only in the
@@ -78,8 +78,8 @@ if TYPE_CHECKING:
 MUSEPOSE_SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
                       "clip_sample": False, "steps_offset": 1, "prediction_type": "v_prediction",
                       "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
-#: Defaults of MusePose's ``test_stage_2.py`` (``-W -H -S -O --cfg --steps --seed --skip``; ``-L 300`` frames of
-#: the pose video, i.e. 150 after the stride).
+#: Defaults of MusePose's ``test_stage_2.py`` (``-W -H -S -O --cfg --steps --seed --skip``; ``-L 300`` frames
+#: of the pose video, i.e. 150 after the stride).
 DEFAULTS = {"width": 768, "height": 768, "context_frames": 48, "context_overlap": 4, "guidance_scale": 3.5,
             "num_inference_steps": 20, "seed": 99, "sample_stride": 2, "max_frames": 150}
 #: The SD1.5 latent scaling factor the release hard-codes.
@@ -131,9 +131,9 @@ class DisPoseMusePosePipeline(AnimationPipeline):
     # ------------------------------------------------------------------ conditioning
     @staticmethod
     def _pose01(pose_images, indices: list[int]) -> torch.Tensor:
-        """(T, 3, H, W) skeleton images in [0, 1] of frames ``indices``: float input in [-1, 1] as given, uint8
-        (F, H, W, 3) skeletons read for these frames only and put in [-1, 1] (``/ 127.5 - 1`` in float32);
-        then ``(x + 1) / 2``."""
+        """(T, 3, H, W) skeleton images in [0, 1] of frames ``indices``: float input in [-1, 1] as given,
+        uint8 (F, H, W, 3) skeletons read for these frames only and put in [-1, 1] (``/ 127.5 - 1`` in
+        float32); then ``(x + 1) / 2``."""
         if isinstance(pose_images, torch.Tensor) and pose_images.is_floating_point():
             signed = pose_images[indices]
         else:
@@ -185,9 +185,9 @@ class DisPoseMusePosePipeline(AnimationPipeline):
                 (:mod:`dispose.bases.pipeline`; the pose images are read a window at a time); frame 0, the
                 reference pose, is not generated; ``guidance=None`` samples plain MusePose.
             controlnet_interval: run the ControlNet at every k-th step, reuse its residuals in between.
-            cache_guidance: compute each window's pose features and encoded DisPose guidance once and keep them
-                for every step, for as many windows as fit ``guidance_cache_mb`` MiB (None: all), instead of
-                at every step.
+            cache_guidance: compute each window's pose features and encoded DisPose guidance once and keep
+                them for every step, for as many windows as fit ``guidance_cache_mb`` MiB (None: all), instead
+                of at every step.
             latents: optional initial noise (1, 4, F_padded, h, w) replacing the generator's draw.
             progress_bar: a tqdm-like object to ``update()`` once per window and step and once per decoded
                 chunk (default: own bar).
@@ -241,7 +241,8 @@ class DisPoseMusePosePipeline(AnimationPipeline):
                     pose, control = cache.get(index) or self._window_conditioning(
                         pose_images, guidance, window, driving, device, dtype)
                     residuals = None
-                    if control is not None and (step % controlnet_interval == 0 or index not in kept_residuals):
+                    if control is not None and (step % controlnet_interval == 0
+                                                or index not in kept_residuals):
                         residuals = window_residuals(self.controlnet, model_in, t, context, control,
                                                      controlnet_conditioning_scale)
                         if controlnet_interval > 1:
@@ -250,7 +251,8 @@ class DisPoseMusePosePipeline(AnimationPipeline):
                         residuals = kept_residuals[index]
                     pred = denoise_window(self.denoising_unet, model_in, t, context,
                                           pose.expand(halves, -1, -1, -1, -1), residuals)
-                    cache.offer(index, (pose, control))  # complete now: the point features of every level are made
+                    # complete now: the point features of every level are made
+                    cache.offer(index, (pose, control))
                     fused.index_add_(2, where, pred.float())
                     counts.index_add_(0, where, torch.ones(len(window), device=device))
                     bar.update()
@@ -261,7 +263,8 @@ class DisPoseMusePosePipeline(AnimationPipeline):
                 latents = self.scheduler.step(noise_pred, t, latents, eta=0.0, generator=generator,
                                               return_dict=False)[0].float()
                 if callback_on_step_end is not None:
-                    latents = callback_on_step_end(self, step, t, {"latents": latents}).get("latents", latents)
+                    latents = callback_on_step_end(self, step, t,
+                                                   {"latents": latents}).get("latents", latents)
         finally:
             self.reference_bank.clear()
             cache.clear()

@@ -60,8 +60,8 @@ def _clip_and_vae(root: Path) -> None:
     from diffusers import AutoencoderKL
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=224, patch_size=32, projection_dim=EMBED)
+    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                              num_attention_heads=2, image_size=224, patch_size=32, projection_dim=EMBED)
     CLIPVisionModelWithProjection(config).save_pretrained(root / "image_encoder")
     AutoencoderKL(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
                   up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1,

@@ -23,8 +23,8 @@ attention bank, the pose guider's features of the driving skeletons, the window'
 functions the pipeline calls (``clip_embedding``, ``reference_latent``, ``pose_features``,
 ``write_reference``, ``window_residuals``, ``denoise_window`` of :mod:`dispose.bases.musepose.pipeline`),
 given this module's networks; a test checks a training forward at ``t = 999`` against a one-step sampling run.
-The objective is MusePose's (:mod:`dispose.bases.musepose.loss`: v-prediction on zero-terminal-SNR betas, offset
-noise, min-SNR weighting).
+The objective is MusePose's (:mod:`dispose.bases.musepose.loss`: v-prediction on zero-terminal-SNR betas,
+offset noise, min-SNR weighting).
 
 Training choices (the paper gives none of these; the release's ``train_stage_2.py`` where noted):
 
@@ -83,8 +83,8 @@ CHECKPOINTED_BLOCKS = ("ResnetBlock2D", "Transformer2DModel", "MusePoseMotionMod
 
 @dataclass
 class SDNoiseDraw:
-    """The random inputs of one training forward: timesteps (B,), noise (B, 4, F, h, w) for the F = T - 1 driving
-    frames, keep (B,) bool (False = the clip is trained as the unconditional half)."""
+    """The random inputs of one training forward: timesteps (B,), noise (B, 4, F, h, w) for the F = T - 1
+    driving frames, keep (B,) bool (False = the clip is trained as the unconditional half)."""
 
     timesteps: torch.Tensor
     noise: torch.Tensor
@@ -172,7 +172,8 @@ class MusePoseTrainingModel(FrozenBaseModel):
         return {"latents": latents, "embeds": embeds, "pose_features": pose.to(dtype)}
 
     def guidance_window(self, batch: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """The ControlNet's guidance inputs of the B * (T - 1) driving frames, each clip as one sampling window."""
+        """The ControlNet's guidance inputs of the B * (T - 1) driving frames, each clip as one sampling
+        window."""
         driving = batch["pixels"].shape[1] - 1
         windows = [guidance_window(sample_guidance(batch, index), list(range(driving)), driving,
                                    batch["pixels"].device, dtype)
@@ -225,7 +226,8 @@ class MusePoseBase:
         if weights.controlnet is not None:
             controlnet = load_controlnet(Path(weights.controlnet), base.denoising_unet)
         else:
-            controlnet = HybridControlNetSD.from_unet(base.denoising_unet, point_channels=weights.point_channels)
+            controlnet = HybridControlNetSD.from_unet(base.denoising_unet,
+                                                      point_channels=weights.point_channels)
         loss = config.loss
         model = MusePoseTrainingModel(
             vae=base.vae, image_encoder=base.image_encoder, reference_unet=base.reference_unet,
@@ -234,7 +236,8 @@ class MusePoseBase:
             objective=SDNoiseObjective(noise_offset=loss.noise_offset, snr_gamma=loss.snr_gamma),
             conditioning_dropout=loss.conditioning_dropout, vae_encode_chunk=config.train.vae_encode_chunk,
             frozen_dtype=frozen, cmp=load_training_cmp(config))
-        model.scheduler = base.scheduler  # plain attribute (not a module): the sampler, for validation pipelines
+        # plain attribute (not a module): the sampler, for validation pipelines
+        model.scheduler = base.scheduler
         return model
 
     def controlnet(self, model: MusePoseTrainingModel) -> nn.Module:
@@ -244,9 +247,9 @@ class MusePoseBase:
         """A sampling pipeline on the model's networks; it reconnects the reference attention to a new bank,
         which the model then shares."""
         pipeline = DisPoseMusePosePipeline(vae=model.vae, image_encoder=model.image_encoder,
-                                           reference_unet=model.reference_unet, denoising_unet=model.denoising_unet,
-                                           pose_guider=model.pose_guider, scheduler=model.scheduler,
-                                           controlnet=model.controlnet)
+                                           reference_unet=model.reference_unet,
+                                           denoising_unet=model.denoising_unet, pose_guider=model.pose_guider,
+                                           scheduler=model.scheduler, controlnet=model.controlnet)
         model.reference_bank = pipeline.reference_bank
         pipeline.set_progress_bar_config(disable=True)
         return pipeline

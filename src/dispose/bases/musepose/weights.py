@@ -2,13 +2,14 @@
 
 Layout of ``--weights DIR`` (the release's ``pretrained_weights/``, MusePose README)::
 
-    DIR/
-      MusePose/denoising_unet.pth, reference_unet.pth,   TMElyralab/MusePose
-               pose_guider.pth, motion_module.pth
-      sd-image-variations-diffusers/unet/config.json     lambdalabs/sd-image-variations-diffusers (config only)
-      image_encoder/                                     lambdalabs/sd-image-variations-diffusers (image_encoder/)
-      sd-vae-ft-mse/                                     stabilityai/sd-vae-ft-mse
-      DisPose_MusePose.pth                               made by ``dispose train --base musepose`` (no public one)
+  DIR/
+    MusePose/denoising_unet.pth,                    TMElyralab/MusePose
+             reference_unet.pth, pose_guider.pth,
+             motion_module.pth
+    sd-image-variations-diffusers/unet/config.json  lambdalabs/sd-image-variations-diffusers (config only)
+    image_encoder/                                  lambdalabs/sd-image-variations-diffusers (image_encoder/)
+    sd-vae-ft-mse/                                  stabilityai/sd-vae-ft-mse
+    DisPose_MusePose.pth                            made by ``dispose train --base musepose`` (no public one)
 
 plus, for DisPose, the SD1.5 (DIFT), DWPose and CMP components the guidance stage needs.  Only the UNet
 *config* of sd-image-variations is read: the release loads its UNet weights and then overwrites every one of
@@ -16,8 +17,8 @@ them with ``denoising_unet.pth``.
 
 Registering MusePose needs: :data:`COMPONENTS`, :func:`required_components`, :func:`load_pipeline`,
 :data:`DEFAULT_SETTINGS`, :func:`sample`, :func:`tiles`, :func:`sampling_steps`, :func:`steps_per_video`,
-:func:`parameter_counts` and :func:`verify_checkpoint` (the fields of :class:`dispose.bases.Base`), and the pipeline
-class :class:`~dispose.bases.musepose.pipeline.DisPoseMusePosePipeline`.
+:func:`parameter_counts` and :func:`verify_checkpoint` (the fields of :class:`dispose.bases.Base`), and the
+pipeline class :class:`~dispose.bases.musepose.pipeline.DisPoseMusePosePipeline`.
 
 Loading is strict (:mod:`dispose.checkpoints`): the networks are built on the meta device and take the files'
 tensors; the key mapping of the motion modules and what each file must hold are in
@@ -58,12 +59,13 @@ SD_IMAGE_VARIATIONS_UNET_CONFIG = {
     "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": (320, 640, 1280, 1280),
     "center_input_sample": False, "cross_attention_dim": 768,
     "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), "downsample_padding": 1,
-    "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1,
-    "norm_eps": 1e-5, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+    "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-5, "norm_num_groups": 32, "out_channels": 4,
+    "sample_size": 64,
     "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
 }
-_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors",
-            "diffusion_pytorch_model.fp16.bin")
+_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+            "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.bin")
 
 #: MusePose's own weight components (the guidance stage adds SD1.5, DWPose and CMP for DisPose runs).
 COMPONENTS: tuple[Component, ...] = (
@@ -79,10 +81,11 @@ COMPONENTS: tuple[Component, ...] = (
               (("config.json",), ("model.safetensors", "pytorch_model.bin", "model.fp16.safetensors",
                                   "pytorch_model.fp16.bin")),
               "CLIP image encoder of SD image variations (its image_encoder/ folder)"),
-    Component("sd_vae", "--sd-vae", ("sd-vae-ft-mse",), "stabilityai/sd-vae-ft-mse", None, (("config.json",), _WEIGHTS),
-              "sd-vae-ft-mse VAE"),
+    Component("sd_vae", "--sd-vae", ("sd-vae-ft-mse",), "stabilityai/sd-vae-ft-mse", None,
+              (("config.json",), _WEIGHTS), "sd-vae-ft-mse VAE"),
     Component("dispose_musepose", "--dispose-musepose", (DISPOSE_MUSEPOSE_FILE,), "", DISPOSE_MUSEPOSE_FILE,
-              what="DisPose hybrid ControlNet for MusePose (no public checkpoint: dispose train --base musepose)"),
+              what="DisPose hybrid ControlNet for MusePose "
+                   "(no public checkpoint: dispose train --base musepose)"),
 )
 _BY_KEY = {component.key: component for component in COMPONENTS}
 
@@ -91,14 +94,16 @@ _BY_KEY = {component.key: component for component in COMPONENTS}
 #: seed 99, 768x768).  MusePose resizes the reference and the aligned pose video to 768x768 without cropping
 #: and scales the result back to the video's size; DisPose trained its MusePose ControlNet at 512x512.
 DEFAULT_SETTINGS = {"resolution": DEFAULTS["width"], "num_frames": DEFAULTS["context_frames"],
-                    "frames_overlap": DEFAULTS["context_overlap"], "num_inference_steps": DEFAULTS["num_inference_steps"],
+                    "frames_overlap": DEFAULTS["context_overlap"],
+                    "num_inference_steps": DEFAULTS["num_inference_steps"],
                     "guidance_scale": DEFAULTS["guidance_scale"], "sample_stride": DEFAULTS["sample_stride"],
                     "max_frames": DEFAULTS["max_frames"], "seed": DEFAULTS["seed"]}
 
 
 def required_components(dispose: bool) -> list[str]:
     """Keys of MusePose's components a run needs (the DisPose checkpoint only with ``dispose``)."""
-    return ["musepose", "sd_image_variations", "clip_image_encoder", "sd_vae", *(["dispose_musepose"] if dispose else [])]
+    return ["musepose", "sd_image_variations", "clip_image_encoder", "sd_vae",
+            *(["dispose_musepose"] if dispose else [])]
 
 
 def _path(paths, key: str) -> Path:
@@ -169,8 +174,8 @@ def load_pipeline(paths, dispose: bool = True, dtype: torch.dtype = torch.float3
     denoising, reference, pose_guider = load_musepose(_path(paths, "musepose"), unet_config)
     controlnet = load_controlnet(_path(paths, "dispose_musepose"), denoising) if dispose else None
     vae = from_local_folder(AutoencoderKL, _path(paths, "sd_vae"), "", dtype)
-    image_encoder = from_local_folder(CLIPVisionModelWithProjection, _clip_folder(_path(paths, "clip_image_encoder")), "",
-                                      dtype)
+    image_encoder = from_local_folder(CLIPVisionModelWithProjection,
+                                      _clip_folder(_path(paths, "clip_image_encoder")), "", dtype)
     for module in (denoising, reference, pose_guider, controlnet, vae, image_encoder):
         if module is not None:  # nn.Module.to: diffusers' ModelMixin.to warns on dtype casts
             torch.nn.Module.to(module, dtype=dtype).eval().requires_grad_(False)
@@ -181,8 +186,9 @@ def load_pipeline(paths, dispose: bool = True, dtype: torch.dtype = torch.float3
 
 
 def sample(pipeline: DisPoseMusePosePipeline, request) -> Iterator[np.ndarray]:
-    """One video for a :class:`dispose.bases.SamplingRequest`: samples the latents (the skeletons read a window
-    at a time), then decodes them and yields (n, H, W, 3) uint8 driving frames a decoding chunk at a time."""
+    """One video for a :class:`dispose.bases.SamplingRequest`: samples the latents (the skeletons read a
+    window at a time), then decodes them and yields (n, H, W, 3) uint8 driving frames a decoding chunk at a
+    time."""
     job, runtime = request.settings, request.runtime
     latents = pipeline(request.reference, request.skeletons, request.guidance,
                        num_inference_steps=job.num_inference_steps, guidance_scale=job.guidance_scale,
@@ -215,8 +221,9 @@ def steps_per_video(num_frames: int, settings) -> int:
 
 
 def verify_checkpoint(kind: str, path: Path, config: str | Path | None = None) -> None:
-    """Load a written checkpoint of ``kind`` strictly: ``"dispose_musepose"`` (the ControlNet) or ``"musepose"``
-    (a ``MusePose/`` folder); ``config``: the sd-image-variations folder or UNet config (default built in)."""
+    """Load a written checkpoint of ``kind`` strictly: ``"dispose_musepose"`` (the ControlNet) or
+    ``"musepose"`` (a ``MusePose/`` folder); ``config``: the sd-image-variations folder or UNet config
+    (default built in)."""
     from accelerate import init_empty_weights
 
     from dispose.models.musepose.denoising_unet import MusePoseDenoisingUNet, motion_config_from_sd
@@ -242,8 +249,8 @@ def _sum(*counts: dict) -> dict:
 
 
 def parameter_table(unet_config: Mapping | None = None) -> list[tuple[str, list[tuple[str, dict, str]]]]:
-    """Full-size tensor and parameter counts, built on the meta device: ``[(section, [(label, counts, note)])]``
-    with ``counts = {"tensors", "parameters"}``."""
+    """Full-size tensor and parameter counts, built on the meta device:
+    ``[(section, [(label, counts, note)])]`` with ``counts = {"tensors", "parameters"}``."""
     from accelerate import init_empty_weights
 
     from dispose.models.controlnet_sd import HybridControlNetSD
@@ -281,5 +288,6 @@ def parameter_counts(config: str | Path | None = None) -> list:
     """:func:`parameter_table` as ``dispose models`` prints it: ``[(section, [(label, tensors, parameters,
     note)])]``, for the sd-image-variations UNet config at ``config`` (default built in)."""
     table = parameter_table(read_unet_config(config, SD_IMAGE_VARIATIONS_UNET_CONFIG))
-    return [(section, [(label, counts["tensors"], counts["parameters"], note) for label, counts, note in rows])
+    return [(section, [(label, counts["tensors"], counts["parameters"], note)
+                       for label, counts, note in rows])
             for section, rows in table]

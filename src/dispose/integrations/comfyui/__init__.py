@@ -1,7 +1,8 @@
 """DisPose nodes for ComfyUI.
 
-Install: ``pip install -e /path/to/DisPose`` with ComfyUI's Python, then link this folder into ComfyUI's
-``custom_nodes`` (``ln -s /path/to/DisPose/src/dispose/integrations/comfyui ComfyUI/custom_nodes/dispose_nodes``).
+Install: ``pip install -e /path/to/DisPose`` with ComfyUI's Python, then link this folder into
+ComfyUI's ``custom_nodes``
+(``ln -s /path/to/DisPose/src/dispose/integrations/comfyui ComfyUI/custom_nodes/dispose_nodes``).
 ComfyUI imports this file under a name of its own, so the nodes are imported by their package path.
 """
 

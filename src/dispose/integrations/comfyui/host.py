@@ -1,4 +1,5 @@
-"""What the DisPose nodes use of ComfyUI when they run inside it, and what they do outside it (tests, scripts).
+"""What the DisPose nodes use of ComfyUI when they run inside it, and what they do outside it (tests,
+scripts).
 
 * Weights: inside ComfyUI, an empty ``weights`` input means ComfyUI's ``models/dispose/`` folder (registered
   with ``folder_paths`` as the ``dispose`` model folder; ``extra_model_paths.yaml`` can add more) holding the
@@ -31,7 +32,8 @@ def register_models_folder() -> None:
     """Declare ``models/dispose/`` to ComfyUI (no-op outside it or when already declared)."""
     folder_paths = comfy_module("folder_paths")
     if folder_paths is not None and MODELS_FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.add_model_folder_path(MODELS_FOLDER, os.path.join(folder_paths.models_dir, MODELS_FOLDER))
+        folder_paths.add_model_folder_path(MODELS_FOLDER,
+                                           os.path.join(folder_paths.models_dir, MODELS_FOLDER))
 
 
 def weights_folder(given: str) -> Path | None:
@@ -84,5 +86,6 @@ def output_folder(given: str) -> Path:
         return Path(given.strip()).expanduser()
     folder_paths = comfy_module("folder_paths")
     if folder_paths is None:
-        raise UserError("folder: give the folder to write the sidecar to (outside ComfyUI there is no output folder)")
+        raise UserError("folder: give the folder to write the sidecar to "
+                        "(outside ComfyUI there is no output folder)")
     return Path(folder_paths.get_output_directory())

@@ -2,16 +2,16 @@
 
 Load models -> ``DISPOSE_MODEL`` (an :class:`~dispose.engine.Animator`: loaded once, kept by ComfyUI's node
 cache while the inputs stay the same); Extract poses: IMAGE batch -> ``DISPOSE_POSES`` (a
-:class:`~dispose.pose.keypoints.PoseSequence` of the frames, as ``dispose pose --video`` without ``--ref``) and
-the skeletons; Compute guidance: reference IMAGE + driving IMAGE batch or poses -> ``DISPOSE_GUIDANCE`` (a
+:class:`~dispose.pose.keypoints.PoseSequence` of the frames, as ``dispose pose --video`` without ``--ref``)
+and the skeletons; Compute guidance: reference IMAGE + driving IMAGE batch or poses -> ``DISPOSE_GUIDANCE`` (a
 :class:`~dispose.guidance.stage.Guidance`) and its preview (skeleton | F_s | F_d per frame); Animate: model +
 guidance -> IMAGE batch and ``DISPOSE_METADATA`` (the engine's metadata); Save sidecar: the metadata as JSON.
 
 IMAGE is ComfyUI's (B, H, W, C) float32 in [0, 1]; the engine's uint8 frames convert exactly both ways
 (``round(x * 255)``).  Driving IMAGE batches are sampled by the guidance node's ``sample_stride`` (the release
-uses every 2nd frame of a 30 fps video); the animation's reference is the guidance's, at the generation size.  Bad
-input raises :class:`~dispose.errors.UserError` with the command line's message, which ComfyUI shows on the
-node.  See :mod:`.host` for models folders, progress and Cancel.
+uses every 2nd frame of a 30 fps video); the animation's reference is the guidance's, at the generation size.
+Bad input raises :class:`~dispose.errors.UserError` with the command line's message, which ComfyUI shows on
+the node.  See :mod:`.host` for models folders, progress and Cancel.
 """
 
 from __future__ import annotations
@@ -80,14 +80,16 @@ class DisPoseLoadModels:
 
         return {"required": {
             "base": (sorted(BASES), {"default": DEFAULT_BASE}),
-            "weights": ("STRING", {"default": "", "tooltip": "folder in the release's pretrained_weights/ layout; "
-                                   "empty: ComfyUI's models/dispose/"}),
+            "weights": ("STRING", {"default": "",
+                                   "tooltip": "folder in the release's pretrained_weights/ layout; "
+                                              "empty: ComfyUI's models/dispose/"}),
             "dtype": (DTYPES, {"default": "auto", "tooltip": "auto: fp16 on CUDA, else fp32"}),
             "device": ("STRING", {"default": "auto", "tooltip": "auto, cpu, cuda, cuda:1, mps"}),
             "detector": (DETECTORS, {"default": "dwpose", "tooltip": "mediapipe needs no weights"}),
             "dense": (DENSE, {"default": "cmp", "tooltip": "dense motion field: CMP (release), weight-free "
                               "propagation, or none"}),
-            "with_dispose": ("BOOLEAN", {"default": True, "tooltip": "off: the base model alone (baseline runs)"}),
+            "with_dispose": ("BOOLEAN", {"default": True,
+                                         "tooltip": "off: the base model alone (baseline runs)"}),
         }}
 
     RETURN_TYPES = ("DISPOSE_MODEL",)
@@ -110,7 +112,8 @@ class DisPoseExtractPoses:
     def INPUT_TYPES(cls):
         return {"required": {"images": ("IMAGE",),
                              "fps": ("FLOAT", {"default": 30.0, "min": 0.1, "max": 240.0, "step": 0.1})},
-                "optional": {"model": ("DISPOSE_MODEL", {"tooltip": "use its detector (default: MediaPipe)"})}}
+                "optional": {"model": ("DISPOSE_MODEL",
+                                       {"tooltip": "use its detector (default: MediaPipe)"})}}
 
     RETURN_TYPES = ("DISPOSE_POSES", "IMAGE")
     RETURN_NAMES = ("poses", "skeletons")
@@ -160,10 +163,12 @@ class DisPoseComputeGuidance:
                 "fps": ("FLOAT", {"default": 30.0, "min": 0.1, "max": 240.0, "step": 0.1,
                                   "tooltip": "frame rate of the driving frames"}),
                 "poses": ("DISPOSE_POSES",),
-                "model": ("DISPOSE_MODEL", {"tooltip": "its detector, CMP and SD1.5; without it: MediaPipe and "
-                                                       "the dense field below, no keypoint features"}),
+                "model": ("DISPOSE_MODEL", {"tooltip": "its detector, CMP and SD1.5; without it: "
+                                                       "MediaPipe and the dense field below, "
+                                                       "no keypoint features"}),
                 "dense": (["propagate", "none"], {"default": "propagate", "tooltip": "without a model"}),
-                "align": (list(ALIGN_MODES), {"default": "global", "tooltip": "pose alignment to the reference"}),
+                "align": (list(ALIGN_MODES), {"default": "global",
+                                              "tooltip": "pose alignment to the reference"}),
             },
         }
 
@@ -172,8 +177,8 @@ class DisPoseComputeGuidance:
     FUNCTION = "compute"
     CATEGORY = CATEGORY
 
-    def compute(self, reference, resolution, sample_stride, max_frames, seed, driving=None, fps=30.0, poses=None,
-                model=None, dense="propagate", align="global"):
+    def compute(self, reference, resolution, sample_stride, max_frames, seed, driving=None, fps=30.0,
+                poses=None, model=None, dense="propagate", align="global"):
         from dispose.guidance.pictures import guidance_pictures
         from dispose.guidance.stage import compute_guidance
 
@@ -288,7 +293,8 @@ class DisPoseSaveSidecar:
     def INPUT_TYPES(cls):
         return {"required": {"metadata": ("DISPOSE_METADATA",),
                              "filename_prefix": ("STRING", {"default": "dispose/animation"})},
-                "optional": {"folder": ("STRING", {"default": "", "tooltip": "empty: ComfyUI's output folder"})}}
+                "optional": {"folder": ("STRING", {"default": "",
+                                                   "tooltip": "empty: ComfyUI's output folder"})}}
 
     RETURN_TYPES = ()
     OUTPUT_NODE = True
