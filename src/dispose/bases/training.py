@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dispose.media.files import atomic_path
+from dispose.pipelines.weights import resolve_weights
 
 #: The export's file name (without suffix) for the MimicMotion base, the release's ``DisPose.pth``.
 CHECKPOINT_NAME = "DisPose"
@@ -190,6 +191,12 @@ class TrainingBase(Protocol):
         ``enable_gradient_checkpointing()``, ``draw(batch, generator)`` and ``forward(batch, draw) -> per-clip
         loss`` (its objective is the base's: EDM v-prediction here, MusePose's own for MusePose)."""
 
+    def assemble(self, config: Any, base: Any, controlnet: nn.Module | None = None, *,
+                 copy_weights: bool = True) -> nn.Module:
+        """The training model around ``base``, the base's pipeline without DisPose in the frozen dtype (what
+        :meth:`build` loads, or full-size random networks for a benchmark): ``controlnet``, or one initialised
+        from the denoising UNet (``copy_weights=False``: random, not copied)."""
+
     def controlnet(self, model: nn.Module) -> nn.Module:
         """The trainable network whose state dict is the exported checkpoint."""
 
@@ -203,6 +210,17 @@ class TrainingBase(Protocol):
 def frozen_dtype(mixed_precision: str) -> torch.dtype:
     """The dtype the frozen base is created and kept in for ``train.mixed_precision`` (no, fp16, bf16)."""
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+
+
+def load_frozen_base(config: Any, keys: tuple[str, ...], required_components: Callable[[bool], list[str]],
+                     load_pipeline: Callable[..., Any]):
+    """The base pipeline (no DisPose) a training run freezes, for a ``dispose.training.config.TrainConfig``:
+    read from ``weights.dir`` and the components ``weights.<key>`` names one by one (``keys``), created in the
+    frozen dtype (:func:`frozen_dtype`; no float32 host copy) on the CPU."""
+    weights = config.weights
+    overrides = {key: getattr(weights, key) for key in keys if getattr(weights, key) is not None}
+    paths = resolve_weights(weights.dir, overrides, required_components(False))
+    return load_pipeline(paths, dispose=False, dtype=frozen_dtype(config.train.mixed_precision), device="cpu")
 
 
 def controlnet_state(controlnet: nn.Module) -> dict[str, torch.Tensor]:

@@ -1,18 +1,18 @@
 """``dispose benchmark train``: one training configuration's step time, samples/s and peak memory.
 
-The training model is the trainer's own (:mod:`dispose.bases.mimicmotion.training`: frozen base + trainable
-hybrid ControlNet, its ``draw`` and ``forward`` giving the per-clip loss), built at full size with random
-weights on the device (the frozen networks directly in the mixed-precision dtype, the ControlNet in float32,
-as the trainer keeps it), or, with ``tiny``, by the trainer's own ``build`` from the tiny test weights. Each
-timed iteration is what one process does per micro-batch when the gradients are synchronised: the loss of
-``micro_batch`` random clips of the configured size under autocast, backward, the optimiser step and
-``zero_grad``; ``warmup`` iterations run first, untimed, and peak memory is reset after them. Settings come
-from a ``configs/train/*.yaml`` file (default: the base's, when the checkout's ``configs/`` is there) with
-``--set`` overrides. The prediction of ``bench/train_memory.py`` for the same networks and settings
-(:mod:`.train_memory`, one process without sharding) is printed beside the measurement; it covers the
-MimicMotion base, and excludes the CUDA context and the allocator's cache (and, on a CPU, where the peak
-resident set is measured, Python and its libraries). Full size with random weights is built for MimicMotion
-only (MusePose: ``--tiny``).
+The training model is the trainer's own (``dispose.bases.<base>.training``: frozen base + trainable hybrid
+ControlNet, its ``draw`` and ``forward`` giving the per-clip loss), assembled by the base's recipe around its
+full-size random networks on the device (the frozen networks directly in the mixed-precision dtype, the
+ControlNet in float32, as the trainer keeps it), or, with ``tiny``, by the trainer's own ``build`` from the
+tiny test weights.  The random clips carry their dense field (``data.dense_field=flow``): CMP's share of a
+step is ``bench/train_cmp_cost.py``'s.  Each timed iteration is what one process does per micro-batch when
+the gradients are synchronised: the loss of ``micro_batch`` random clips of the configured size under
+autocast, backward, the optimiser step and ``zero_grad``; ``warmup`` iterations run first, untimed, and peak
+memory is reset after them.  Settings come from a ``configs/train/*.yaml`` file (default: the base's, when
+the checkout's ``configs/`` is there) with ``--set`` overrides.  The prediction of ``bench/train_memory.py``
+for the same networks and settings (:mod:`.train_memory`, one process without sharding) is printed beside
+the measurement; it covers the MimicMotion base, and excludes the CUDA context and the allocator's cache
+(and, on a CPU, where the peak resident set is measured, Python and its libraries).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def _config(settings: TrainBenchSettings):
     frames, size = settings.frames, settings.size
     if settings.tiny:
         frames, size = frames or 4, size or (64, 64)
-    overrides = [f"train.gradient_checkpointing={str(settings.checkpointing).lower()}", *settings.overrides]
+    overrides = [f"train.gradient_checkpointing={str(settings.checkpointing).lower()}",
+                 "data.dense_field=flow", *settings.overrides]
     if settings.micro_batch:
         overrides.append(f"train.micro_batch_size={settings.micro_batch}")
     if frames:
@@ -76,7 +77,6 @@ def _config(settings: TrainBenchSettings):
 def _model(config, settings: TrainBenchSettings, device: torch.device, workdir: Path):
     """The training model (module docstring) on ``device``."""
     from dispose.bases import training_base
-    from dispose.errors import UserError
 
     if settings.tiny:
         from dispose.benchmark.networks import tiny_weights
@@ -85,37 +85,13 @@ def _model(config, settings: TrainBenchSettings, device: torch.device, workdir: 
         config.weights.dir = str(workdir)
         config.weights.point_channels = _tiny_point_channels()
         return training_base(settings.base).build(config).to(device), "tiny random"
-    if settings.base != "mimicmotion":
-        raise UserError(
-            f"full-size random training networks exist for mimicmotion only; use --tiny for {settings.base}"
-        )
-    from dispose.bases.mimicmotion.loss import EDMVObjective
-    from dispose.bases.mimicmotion.training import Conditioning, MimicMotionTrainingModel
+    from dispose.bases.training import frozen_dtype
     from dispose.benchmark.networks import random_pipeline
     from dispose.devices import on_device
-    from dispose.models.controlnet_svd import HybridControlNetSVD
 
-    frozen = MIXED.get(config.train.mixed_precision, torch.float32)
-    base = random_pipeline(settings.base, False, frozen, device)
-    with on_device(device, torch.float32):
-        controlnet = HybridControlNetSVD.from_unet(
-            base.unet, load_weights_from_unet=False, point_channels=config.weights.point_channels
-        )
-    loss = config.loss
-    model = MimicMotionTrainingModel(
-        vae=base.vae,
-        image_encoder=base.image_encoder,
-        unet=base.unet,
-        pose_net=base.pose_net,
-        controlnet=controlnet,
-        feature_extractor=base.feature_extractor,
-        objective=EDMVObjective(loss.p_mean, loss.p_std),
-        conditioning=Conditioning(
-            loss.fps, loss.motion_bucket_id, loss.noise_aug_strength, loss.conditioning_dropout
-        ),
-        vae_encode_chunk=config.train.vae_encode_chunk,
-        frozen_dtype=frozen,
-    )
+    base = random_pipeline(settings.base, False, frozen_dtype(config.train.mixed_precision), device)
+    with on_device(device, torch.float32):  # the ControlNet trains in float32, created on the device
+        model = training_base(settings.base).assemble(config, base, copy_weights=False)
     return model, "full-size random"
 
 

@@ -72,12 +72,12 @@ from dispose.bases.training import (
     checkpoint_blocks,
     export_controlnet,
     frozen_dtype,
+    load_frozen_base,
     load_training_cmp,
     model_inputs,
 )
 from dispose.guidance.stage import GuidanceTensors
 from dispose.models.controlnet_svd import HybridControlNetSVD
-from dispose.pipelines.weights import resolve_weights
 
 #: Blocks of the SVD UNet / ControlNet recomputed in the backward pass with gradient checkpointing: every
 #: spatio-temporal resnet and every spatio-temporal transformer (spatial and temporal attention together).
@@ -234,26 +234,29 @@ class MimicMotionBase:
     name = "mimicmotion"
 
     def build(self, config: Any) -> MimicMotionTrainingModel:
-        """The training model for a ``dispose.training.config.TrainConfig``."""
-        weights = config.weights
-        overrides = {key: value for key, value in (("svd", weights.svd), ("mimicmotion", weights.mimicmotion))
-                     if value is not None}
-        paths = resolve_weights(weights.dir, overrides, required_components(False))
-        frozen = frozen_dtype(config.train.mixed_precision)
-        # created in the frozen dtype: no float32 host copy of the frozen base
-        base = load_pipeline(paths, dispose=False, dtype=frozen, device="cpu")
-        if weights.controlnet is not None:
-            controlnet = load_controlnet(Path(weights.controlnet), base.unet)
-        else:
-            controlnet = HybridControlNetSVD.from_unet(base.unet, point_channels=weights.point_channels)
+        """The training model for a ``dispose.training.config.TrainConfig``: the frozen base read from the
+        weights, the ControlNet from ``weights.controlnet`` or initialised from the UNet."""
+        base = load_frozen_base(config, ("svd", "mimicmotion"), required_components, load_pipeline)
+        controlnet = None
+        if config.weights.controlnet is not None:
+            controlnet = load_controlnet(Path(config.weights.controlnet), base.unet)
+        return self.assemble(config, base, controlnet)
+
+    def assemble(self, config: Any, base: Any, controlnet: nn.Module | None = None, *,
+                 copy_weights: bool = True) -> MimicMotionTrainingModel:
+        """The training model around ``base`` (:meth:`dispose.bases.training.TrainingBase.assemble`)."""
+        if controlnet is None:
+            controlnet = HybridControlNetSVD.from_unet(base.unet, load_weights_from_unet=copy_weights,
+                                                       point_channels=config.weights.point_channels)
         loss = config.loss
-        model = MimicMotionTrainingModel(cmp=load_training_cmp(config),
+        model = MimicMotionTrainingModel(
             vae=base.vae, image_encoder=base.image_encoder, unet=base.unet, pose_net=base.pose_net,
             controlnet=controlnet.float(), feature_extractor=base.feature_extractor,
             objective=EDMVObjective(loss.p_mean, loss.p_std),
             conditioning=Conditioning(loss.fps, loss.motion_bucket_id, loss.noise_aug_strength,
                                       loss.conditioning_dropout),
-            vae_encode_chunk=config.train.vae_encode_chunk, frozen_dtype=frozen)
+            vae_encode_chunk=config.train.vae_encode_chunk,
+            frozen_dtype=frozen_dtype(config.train.mixed_precision), cmp=load_training_cmp(config))
         model.scheduler = base.scheduler  # plain attribute (not a module): for validation pipelines
         return model
 

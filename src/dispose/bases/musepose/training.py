@@ -69,12 +69,12 @@ from dispose.bases.training import (
     checkpoint_blocks,
     export_controlnet,
     frozen_dtype,
+    load_frozen_base,
     load_training_cmp,
     model_inputs,
 )
 from dispose.guidance.stage import GuidanceTensors
 from dispose.models.controlnet_sd import HybridControlNetSD
-from dispose.pipelines.weights import resolve_weights
 
 #: Blocks of MusePose's denoising UNet and the SD ControlNet recomputed in the backward pass: the resnets, the
 #: spatial transformers (self-, reference and cross-attention) and the motion modules (temporal attention).
@@ -215,19 +215,21 @@ class MusePoseBase:
     name = "musepose"
 
     def build(self, config: Any) -> MusePoseTrainingModel:
-        """The training model for a ``dispose.training.config.TrainConfig``."""
-        weights = config.weights
-        overrides = {key: getattr(weights, key) for key in MUSEPOSE_COMPONENTS
-                     if getattr(weights, key) is not None}
-        paths = resolve_weights(weights.dir, overrides, required_components(False))
-        frozen = frozen_dtype(config.train.mixed_precision)
-        # created in the frozen dtype: no float32 host copy of the frozen base
-        base = load_pipeline(paths, dispose=False, dtype=frozen, device="cpu")
-        if weights.controlnet is not None:
-            controlnet = load_controlnet(Path(weights.controlnet), base.denoising_unet)
-        else:
-            controlnet = HybridControlNetSD.from_unet(base.denoising_unet,
-                                                      point_channels=weights.point_channels)
+        """The training model for a ``dispose.training.config.TrainConfig``: the frozen base read from the
+        weights, the ControlNet from ``weights.controlnet`` or initialised from the denoising UNet."""
+        base = load_frozen_base(config, MUSEPOSE_COMPONENTS, required_components, load_pipeline)
+        controlnet = None
+        if config.weights.controlnet is not None:
+            controlnet = load_controlnet(Path(config.weights.controlnet), base.denoising_unet)
+        return self.assemble(config, base, controlnet)
+
+    def assemble(self, config: Any, base: Any, controlnet: nn.Module | None = None, *,
+                 copy_weights: bool = True) -> MusePoseTrainingModel:
+        """The training model around ``base`` (:meth:`dispose.bases.training.TrainingBase.assemble`)."""
+        if controlnet is None:
+            controlnet = HybridControlNetSD.from_unet(
+                base.denoising_unet, load_weights_from_unet=copy_weights,
+                point_channels=config.weights.point_channels)
         loss = config.loss
         model = MusePoseTrainingModel(
             vae=base.vae, image_encoder=base.image_encoder, reference_unet=base.reference_unet,
@@ -235,7 +237,7 @@ class MusePoseBase:
             reference_bank=base.reference_bank,
             objective=SDNoiseObjective(noise_offset=loss.noise_offset, snr_gamma=loss.snr_gamma),
             conditioning_dropout=loss.conditioning_dropout, vae_encode_chunk=config.train.vae_encode_chunk,
-            frozen_dtype=frozen, cmp=load_training_cmp(config))
+            frozen_dtype=frozen_dtype(config.train.mixed_precision), cmp=load_training_cmp(config))
         # plain attribute (not a module): the sampler, for validation pipelines
         model.scheduler = base.scheduler
         return model
