@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from launch import torchrun
 from PIL import Image
 
 from dispose.cli import main
@@ -131,13 +128,7 @@ def test_quality_tiny_sharded_then_resumed(tmp_path, shared_data, capsys):
     _mini_tiktok(data, shared_data)
     args = ["benchmark", "quality", "--tiny", "--data", str(data), "--sequences", "00335", "00336",
             "--resolution", "128", "--steps", "1", "--no-progress", "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(port), "-m", "dispose.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = torchrun(2, "-m", "dispose.cli", *args, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "process 1/2: wrote" in done.stderr and "process 2/2: wrote" in done.stderr  # world size 2
     report, text = _outputs(out, "quality")

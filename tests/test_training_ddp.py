@@ -8,15 +8,12 @@ ends with its weights. What each process consumed comes from the trainer's ``log
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from launch import torchrun
 from safetensors.torch import load_file
 
 from dispose.bases.mimicmotion.tiny import build_tiny_weights
@@ -60,20 +57,6 @@ RANK_SCRIPT = textwrap.dedent("""
 """) % {"samples": SAMPLES_PER_CLIP, "stop": STOP, "steps": STEPS}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def torchrun(script: Path, processes: int, *args: str) -> subprocess.CompletedProcess:
-    """``script ARGS`` in ``processes`` CPU processes under torchrun (gloo)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                           "--master_port", str(_free_port()), str(script), *args],
-                          check=False, env=env, capture_output=True, text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
 def prepared(shared_data, tmp_path_factory) -> tuple[Path, Path]:
     """Tiny weights, and the shared clips prepared at 64x64 (6 frames each, 2 reference candidates)."""
@@ -102,7 +85,7 @@ def test_three_processes_sample_every_epoch_afresh_and_resume_exactly(prepared, 
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
     out = tmp_path / "runs"
-    done = torchrun(script, PROCESSES, str(weights), str(data), str(out))
+    done = torchrun(PROCESSES, str(script), str(weights), str(data), str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     for rank in range(PROCESSES):
         assert json.loads((out / f"world{rank}.json").read_text()) == {"processes": [PROCESSES] * 2,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from launch import torchrun
 from safetensors.torch import load_file
-from test_training_ddp import torchrun
 
 from dispose.bases.mimicmotion.tiny import build_tiny_weights
 from dispose.cli import main
@@ -85,7 +85,7 @@ def fsdp_run(tmp_path_factory) -> tuple[Path, Path]:
     script = work / "rank.py"
     script.write_text(RANK_SCRIPT)
     out = work / "run"
-    done = torchrun(script, 2, str(weights), str(out))
+    done = torchrun(2, str(script), str(weights), str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     return weights, out
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from launch import torchrun
 from PIL import Image
 from safetensors.numpy import load_file
 
@@ -117,22 +114,11 @@ def test_shards_hold_frames_poses_flows_and_embeddings(prepared) -> None:
     assert not (shard.clip_dir(prepared, "corrupt") / "frames.safetensors").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_two_launched_processes_write_what_one_process_writes(prepared, videos, sd15, tmp_path) -> None:
     out = tmp_path / "distributed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         str(_free_port()), "-m", "dispose.cli", "prepare", str(videos), "--out", str(out), "--size",
-         f"{SIZE[0]}x{SIZE[1]}",
-         "--max-frames", str(FRAMES), "--references", str(REFERENCES), "--sd15", str(sd15), "--device", "cpu",
-         "--no-progress", "--detector", "mediapipe"], check=False, env=env, capture_output=True, text=True,
-        timeout=900)
+    done = torchrun(2, "-m", "dispose.cli", "prepare", str(videos), "--out", str(out), "--size",
+                    f"{SIZE[0]}x{SIZE[1]}", "--max-frames", str(FRAMES), "--references", str(REFERENCES),
+                    "--sd15", str(sd15), "--device", "cpu", "--no-progress", "--detector", "mediapipe")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "(process 0 of 2): 0 already prepared, 2 to do" in done.stdout  # the world size obtained
     assert "(process 1 of 2): 0 already prepared, 2 to do" in done.stdout
