@@ -26,8 +26,7 @@ from train_memory import GIB
 
 from dispose.bases.musepose.training import CHECKPOINTED_BLOCKS
 from dispose.bases.musepose.weights import SD_IMAGE_VARIATIONS_UNET_CONFIG
-from dispose.bases.training import checkpoint_blocks
-from dispose.benchmark.train_memory import HALF, FusedAttention, SavedBytes, meta
+from dispose.benchmark.train_memory import HALF, FusedAttention, meta, tally_training
 from dispose.models.controlnet_sd import HybridControlNetSD
 from dispose.models.hybrid_controlnet import EncodedGuidance
 from dispose.models.musepose.denoising_unet import MusePoseDenoisingUNet, motion_config_from_sd
@@ -42,16 +41,7 @@ def networks():
 
 def activations(unet, controlnet, frames: int, size: int, checkpointing: str) -> int:
     """Saved-for-backward bytes of one clip's training forward (kept + block inputs + largest recompute)."""
-    unet.requires_grad_(False)
-    controlnet.requires_grad_(True)
-    tally = SavedBytes([unet, controlnet])
-    for module in (unet, controlnet):
-        module.disable_gradient_checkpointing()
-        if checkpointing == "diffusers":
-            module.enable_gradient_checkpointing(gradient_checkpointing_func=tally.checkpoint)
-        elif checkpointing == "blocks":
-            checkpoint_blocks(module, CHECKPOINTED_BLOCKS, tally.checkpoint)
-        module.train()
+    tally = tally_training(unet, controlnet, checkpointing, CHECKPOINTED_BLOCKS)
     latent = size // 8
     timestep, context = meta(1, dtype=torch.float32), meta(1, 1, 768)
     with FusedAttention(), torch.autograd.graph.saved_tensors_hooks(tally.pack, lambda tensor: tensor):

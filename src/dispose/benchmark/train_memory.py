@@ -123,9 +123,10 @@ def networks():
     return unet, controlnet, pose_net, vae, clip
 
 
-def activations(unet, controlnet, frames: int, height: int, width: int, checkpointing: str) -> SavedBytes:
-    """Saved-for-backward bytes of one clip's training forward (module docstring); ``checkpointing``: "off",
-    "diffusers" (diffusers' ``enable_gradient_checkpointing``) or "blocks" (the trainer's; run it last)."""
+def tally_training(unet, controlnet, checkpointing: str, blocks: tuple[str, ...]) -> SavedBytes:
+    """A :class:`SavedBytes` for one training forward of ``controlnet`` (trainable) into the frozen ``unet``,
+    both in training mode with ``checkpointing``: "off", "diffusers" (diffusers' own) or "blocks" (the
+    trainer's :func:`dispose.bases.training.checkpoint_blocks` of ``blocks``; run it last)."""
     unet.requires_grad_(False)
     controlnet.requires_grad_(True)
     tally = SavedBytes([unet, controlnet])
@@ -134,8 +135,15 @@ def activations(unet, controlnet, frames: int, height: int, width: int, checkpoi
         if checkpointing == "diffusers":
             module.enable_gradient_checkpointing(gradient_checkpointing_func=tally.checkpoint)
         elif checkpointing == "blocks":
-            checkpoint_blocks(module, CHECKPOINTED_BLOCKS, tally.checkpoint)
+            checkpoint_blocks(module, blocks, tally.checkpoint)
         module.train()
+    return tally
+
+
+def activations(unet, controlnet, frames: int, height: int, width: int, checkpointing: str) -> SavedBytes:
+    """Saved-for-backward bytes of one clip's training forward (module docstring); ``checkpointing``: "off",
+    "diffusers" (diffusers' ``enable_gradient_checkpointing``) or "blocks" (the trainer's; run it last)."""
+    tally = tally_training(unet, controlnet, checkpointing, CHECKPOINTED_BLOCKS)
     h, w = height // 8, width // 8
     config = unet.config
     sample, timestep = meta(1, frames, config.in_channels, h, w), meta(1, dtype=torch.float32)
