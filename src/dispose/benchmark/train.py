@@ -29,8 +29,6 @@ import torch
 from dispose.benchmark.measure import PeakMemory, environment, synchronize
 from dispose.benchmark.report import gib, table
 
-MIXED = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 @dataclass
 class TrainBenchSettings:
@@ -146,8 +144,9 @@ def _prediction(model, config) -> dict | None:
 
 def run_train(settings: TrainBenchSettings) -> tuple[dict, str, list]:
     """Run the benchmark; returns (JSON report, printed tables, chart groups)."""
+    from dispose.bases.training import frozen_dtype
     from dispose.devices import resolve_device
-    from dispose.training.trainer import _optimizer_class
+    from dispose.training.trainer import optimizer_class
 
     config, config_path = _config(settings)
     device = resolve_device(settings.device)
@@ -158,7 +157,7 @@ def run_train(settings: TrainBenchSettings) -> tuple[dict, str, list]:
         model.enable_gradient_checkpointing()
     train = config.train
     parameters = [p for module in model.trainable_modules() for p in module.parameters()]
-    optimizer = _optimizer_class(config, device)(
+    optimizer = optimizer_class(config, device)(
         parameters,
         lr=train.learning_rate,
         betas=(train.adam_beta1, train.adam_beta2),
@@ -167,7 +166,7 @@ def run_train(settings: TrainBenchSettings) -> tuple[dict, str, list]:
     )
     batch = _batch(config, device)
     generator = torch.Generator(device).manual_seed(train.seed)
-    mixed = MIXED.get(train.mixed_precision)
+    mixed = frozen_dtype(train.mixed_precision)  # the autocast dtype (float32: no autocast)
     model.train()
     times, losses = [], []
     for index in range(settings.warmup + settings.steps):
@@ -175,7 +174,8 @@ def run_train(settings: TrainBenchSettings) -> tuple[dict, str, list]:
             memory.reset()
         synchronize(device)
         start = time.perf_counter()
-        autocast = torch.autocast(device.type, dtype=mixed) if mixed else contextlib.nullcontext()
+        autocast = (torch.autocast(device.type, dtype=mixed) if mixed != torch.float32
+                    else contextlib.nullcontext())
         with autocast:
             loss = model(batch, model.draw(batch, generator)).mean()
         loss.backward()

@@ -140,7 +140,7 @@ def _accumulation(config: TrainConfig, processes: int) -> int:
     return train.batch_size // per_step
 
 
-def _optimizer_class(config: TrainConfig, device: torch.device):
+def optimizer_class(config: TrainConfig, device: torch.device):
     """AdamW, or bitsandbytes' AdamW8bit (CUDA only) with ``train.use_8bit_adam``."""
     if not config.train.use_8bit_adam:
         return torch.optim.AdamW
@@ -232,7 +232,7 @@ def train(config: TrainConfig, *, resume: str | None = None, dataset=None, anima
     base = training_base(config.base)
     state = PartialState(cpu=cpu)
     accumulation = _accumulation(config, state.num_processes)
-    optimizer_class = _optimizer_class(config, state.device)
+    adamw = optimizer_class(config, state.device)
     start_from = resolve_resume(resume, output_dir)
     if config.validation.loss_every and config.validation.loss_data is None:
         raise UserError("validation.loss_every is set but validation.loss_data is not: pass a held-out "
@@ -253,7 +253,7 @@ def train(config: TrainConfig, *, resume: str | None = None, dataset=None, anima
         # graph per step.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     try:
-        return _run(config, base, accelerator, accumulation, optimizer_class, start_from, dataset, held_out,
+        return _run(config, base, accelerator, accumulation, adamw, start_from, dataset, held_out,
                     animate, on_step)
     finally:
         # the accelerator's settings are process-wide: a later run in this process (tests, notebooks) sets its
@@ -263,7 +263,7 @@ def train(config: TrainConfig, *, resume: str | None = None, dataset=None, anima
         GradientState._reset_state()
 
 
-def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_class, start_from: Path | None,
+def _run(config: TrainConfig, base, accelerator, accumulation: int, adamw, start_from: Path | None,
          dataset, held_out, animate: Animate | None, on_step) -> TrainResult:
     from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
@@ -281,10 +281,9 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, optimizer_cl
 
         ema = EMAModel(controlnet.parameters(), decay=train_settings.ema_decay)
     parameters = [p for module in model.trainable_modules() for p in module.parameters()]
-    optimizer = optimizer_class(parameters, lr=train_settings.learning_rate,
-                                betas=(train_settings.adam_beta1, train_settings.adam_beta2),
-                                weight_decay=train_settings.adam_weight_decay,
-                                eps=train_settings.adam_epsilon)
+    optimizer = adamw(parameters, lr=train_settings.learning_rate,
+                      betas=(train_settings.adam_beta1, train_settings.adam_beta2),
+                      weight_decay=train_settings.adam_weight_decay, eps=train_settings.adam_epsilon)
     schedule = get_scheduler(train_settings.lr_scheduler, optimizer,
                              num_warmup_steps=train_settings.lr_warmup_steps * accelerator.num_processes,
                              num_training_steps=train_settings.max_steps * accelerator.num_processes)
