@@ -155,3 +155,15 @@ def test_bad_out_is_one_line(tmp_path, capsys):
     assert main(["benchmark", "train", "--tiny", "--out", str(target)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--out" in err and target.read_text() == "mine"
+
+
+@pytest.mark.parametrize("argv", ["speed --frames 0", "speed --controlnet-interval 0",
+                                  "speed --resolution 100", "train --size 64 65",
+                                  "quality --data x --folder-fps nan"])
+def test_bad_numbers_are_refused_by_the_shared_rules(argv, tmp_path, capsys):
+    """Every number goes through dispose.validation's rules: one line naming the option, before any work."""
+    option = [word for word in argv.split() if word.startswith("--")][-1]
+    assert main(["benchmark", *argv.split(), "--tiny", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"argument {option}: " in err, err
+    assert not (tmp_path / "out").exists()

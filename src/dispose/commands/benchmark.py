@@ -50,18 +50,27 @@ def _shared_example(name: str) -> Path | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dispose.validation import Rule, job_option, option_type
+
+    count, rounds = option_type(Rule(int, least=1)), option_type(Rule(int, least=0))
     sub = parser.add_subparsers(dest="benchmark", metavar="WHAT", required=True)
     speed = sub.add_parser("speed", help="s/frame, per-stage times and peak memory, base vs base + DisPose")
     _common(speed, "speed")
     speed.add_argument("--ref", type=Path, help="reference image (default: the example musepose_ref.png)")
     speed.add_argument("--driving", type=Path, help="driving video (default: the example musepose_dance.mp4)")
-    speed.add_argument("--frames", type=int, default=16, help="driving frames of the job (16)")
-    speed.add_argument("--resolution", type=int, help="generation size (576 = 576x1024; default: the base's)")
-    speed.add_argument("--steps", type=int, help="denoising steps (default: the base's, 25 for MimicMotion)")
+    speed.add_argument("--frames", type=count, default=16, help="driving frames of the job (16)")
     speed.add_argument(
-        "--repeats", type=int, default=3, help="timed rounds, each running base and DisPose (3)"
+        "--resolution", type=job_option("resolution"),
+        help="generation size (576 = 576x1024; default: the base's)",
     )
-    speed.add_argument("--warmup", type=int, default=1, help="untimed rounds first (1)")
+    speed.add_argument(
+        "--steps", type=job_option("num_inference_steps"),
+        help="denoising steps (default: the base's)",
+    )
+    speed.add_argument(
+        "--repeats", type=count, default=3, help="timed rounds, each running base and DisPose (3)"
+    )
+    speed.add_argument("--warmup", type=rounds, default=1, help="untimed rounds first (1)")
     speed.add_argument(
         "--cfg",
         dest="cfg_mode",
@@ -73,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--compile", action="store_true", help="torch.compile the UNet and ControlNet")
     speed.add_argument(
         "--controlnet-interval",
-        type=int,
+        type=job_option("controlnet_interval"),
         default=1,
         metavar="K",
         help="run the ControlNet every K-th step (changes the output; default 1)",
@@ -96,14 +105,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override a config entry (repeatable)",
     )
-    train.add_argument("--micro-batch", type=int, help="clips per forward (default: the config's)")
+    train.add_argument("--micro-batch", type=count, help="clips per forward (default: the config's)")
     train.add_argument("--no-checkpointing", action="store_true", help="gradient checkpointing off")
-    train.add_argument("--frames", type=int, help="frames per clip (default: the config's, 16)")
+    train.add_argument("--frames", type=count, help="frames per clip (default: the config's)")
     train.add_argument(
-        "--size", type=int, nargs=2, metavar=("W", "H"), help="clip size (default: the config's)"
+        "--size", type=option_type(Rule(int, least=64, multiple=64)), nargs=2, metavar=("W", "H"),
+        help="clip size (default: the config's)",
     )
-    train.add_argument("--steps", type=int, default=3, help="timed optimiser steps (3)")
-    train.add_argument("--warmup", type=int, default=1, help="untimed steps first (1)")
+    train.add_argument("--steps", type=count, default=3, help="timed optimiser steps (3)")
+    train.add_argument("--warmup", type=rounds, default=1, help="untimed steps first (1)")
 
     quality = sub.add_parser("quality", help="the paper's TikTok protocol: Tables 1 and 6, base vs DisPose")
     _common(quality, "quality")
@@ -124,17 +134,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--eval-weights", type=Path, help="evaluation weights folder (as dispose eval --weights)"
     )
     quality.add_argument("--metrics", nargs="+", metavar="NAME", help="subset of dispose eval's metrics")
-    quality.add_argument("--resolution", type=int, help="generation size (default: the base's)")
-    quality.add_argument("--steps", type=int, help="denoising steps (default: the base's)")
-    quality.add_argument("--max-frames", type=int, help="frames per sequence after the stride (default: all)")
+    quality.add_argument(
+        "--resolution", type=job_option("resolution"),
+        help="generation size (default: the base's)",
+    )
+    quality.add_argument(
+        "--steps", type=job_option("num_inference_steps"),
+        help="denoising steps (default: the base's)",
+    )
+    quality.add_argument(
+        "--max-frames", type=job_option("max_frames"),
+        help="frames per sequence after the stride (default: all)",
+    )
     quality.add_argument(
         "--sample-stride",
-        type=int,
+        type=job_option("sample_stride"),
         default=1,
         help="use every N-th frame of a sequence (1: the frame folders are read as given)",
     )
     quality.add_argument(
-        "--folder-fps", type=float, default=30.0, help="frame rate of the frame folders (30)"
+        "--folder-fps", type=option_type(Rule(float, least=1)), default=30.0,
+        help="frame rate of the frame folders (30)",
     )
     quality.add_argument(
         "--detector", default="dwpose", choices=("dwpose", "mediapipe"), help="pose detector"
@@ -195,8 +215,6 @@ def _speed(args):
     from dispose.benchmark.speed import SpeedSettings, run_speed
     from dispose.errors import UserError
 
-    if args.controlnet_interval < 1:
-        raise UserError(f"--controlnet-interval must be at least 1, got {args.controlnet_interval}")
     if args.tiny and args.weights:
         raise UserError("--tiny and --weights exclude each other: pick the tiny test models or your weights")
     settings = SpeedSettings(

@@ -646,7 +646,7 @@ def validation_animate(config: TrainConfig, device: torch.device) -> Animate:
     found, _ = find_weights(config.weights.dir, {"cmp": config.weights.cmp}, ["dwpose", "cmp"])
     settings = replace(settings, detector={"auto": "dwpose" if found.dwpose else "mediapipe"}.get(
         settings.detector, settings.detector), dense={"auto": "cmp" if found.cmp else "propagate"}.get(
-        settings.dense, settings.dense))  # "auto": the run's weights, as dispose animate chooses
+        settings.dense, settings.dense))  # "auto": animate's defaults if the run has their weights
     needed = (["sd15"] + (["cmp"] if settings.dense == "cmp" else [])
               + (["dwpose"] if settings.detector == "dwpose" else []))
     paths = resolve_weights(config.weights.dir, {"sd15": settings.sd15, "cmp": config.weights.cmp}, needed)
