@@ -110,6 +110,11 @@ def test_every_front_door_takes_the_base_defaults(name, shared_data, tmp_path):
     assert (config.validation.guidance_scale, config.validation.seed) == (base.defaults["guidance_scale"],
                                                                           base.defaults["seed"])
     assert TrainConfig(base=name).validation.seed == base.defaults["seed"]
+    # `dispose train --base NAME` over another base's file: the validation defaults follow --base
+    other = next(other for other in BASES if other != name)
+    given = TrainConfig.load(Path(__file__).parents[1] / "configs" / "train" / f"{other}.yaml", base=name)
+    assert (given.validation.guidance_scale, given.validation.seed) == (base.defaults["guidance_scale"],
+                                                                        base.defaults["seed"])
 
 
 def declared(node) -> dict[str, tuple]:

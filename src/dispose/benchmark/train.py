@@ -67,8 +67,7 @@ def _config(settings: TrainBenchSettings):
         overrides += [f"data.width={size[0]}", f"data.height={size[1]}"]
     if settings.dtype != "auto":
         overrides.append(f"train.mixed_precision={'no' if settings.dtype == 'fp32' else settings.dtype}")
-    config = TrainConfig.load(path, overrides)
-    config.base = settings.base
+    config = TrainConfig.load(path, overrides, base=settings.base)
     return config, path
 
 

@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from dispose.training.config import TrainConfig
     from dispose.training.trainer import end_process_group, train
 
-    config = TrainConfig.load(args.config, args.overrides)
+    config = TrainConfig.load(args.config, args.overrides, base=args.base)
     weights = ("dir", "svd", "mimicmotion", "musepose", "sd_image_variations", "clip_image_encoder", "sd_vae")
-    for section, key, value in ((config, "base", args.base), (config.data, "root", args.data),
+    for section, key, value in ((config.data, "root", args.data),
                                 (config, "output_dir", args.out), (config.train, "max_steps", args.max_steps),
                                 *((config.weights, key, getattr(args, "weights" if key == "dir" else key))
                                   for key in weights)):

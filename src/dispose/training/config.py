@@ -155,8 +155,10 @@ class TrainConfig:
         return _build(cls, data or {}, origin)
 
     @classmethod
-    def load(cls, path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-        """The YAML file (or the defaults with ``path=None``) with ``section.key=value`` overrides applied."""
+    def load(cls, path: str | Path | None, overrides: list[str] | None = None, *,
+             base: str | None = None) -> TrainConfig:
+        """The YAML file (or the defaults with ``path=None``) with ``section.key=value`` overrides applied and
+        ``base`` (``--base``) over the file's: settings derived from the base are derived from that one."""
         data: dict = {}
         if path is not None:
             path = Path(path)
@@ -169,6 +171,8 @@ class TrainConfig:
             if not isinstance(data, dict):
                 raise UserError(f"--config {path}: expected a mapping of sections, got {type(data).__name__}")
         given = {apply_override(data, item) for item in overrides or []}
+        if base is not None:
+            data["base"] = base
         config = _build(cls, data, str(path) if path else "config", overridden=given)
         config.check()
         return config
