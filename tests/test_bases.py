@@ -120,3 +120,23 @@ def test_every_front_door_takes_the_base_defaults(name, shared_data, tmp_path):
 def declared(node) -> dict[str, tuple]:
     spec = node.INPUT_TYPES()
     return {**spec["required"], **spec.get("optional", {})}
+
+
+@pytest.mark.parametrize("name", sorted(BASES))
+def test_guidance_and_pose_take_the_base_defaults(name, shared_data, tmp_path):
+    """`dispose guidance --base NAME` and `dispose pose --base NAME` work at that base's resolution, stride
+    and seed unless given (the guidance then matches `dispose animate --base NAME`)."""
+    import json
+
+    from dispose.cli import main
+
+    defaults = BASES[name].defaults
+    assert main(["guidance", *_inputs(shared_data), "--base", name, "--max-frames", "2", "--no-pictures",
+                 "--no-progress", "--out", str(tmp_path / "g")]) == 0
+    saved = json.loads((tmp_path / "g" / "guidance.json").read_text())["settings"]
+    assert {key: saved[key] for key in ("resolution", "sample_stride", "seed")} == {
+        key: defaults[key] for key in ("resolution", "sample_stride", "seed")}
+    assert main(["pose", "--image", str(shared_data / "musepose_ref.png"), "--base", name, "--no-progress",
+                 "--out", str(tmp_path / "p")]) == 0
+    poses = json.loads((tmp_path / "p" / "poses.json").read_text())
+    assert min(poses["width"], poses["height"]) == defaults["resolution"]

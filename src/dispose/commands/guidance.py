@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.validation import job_option
 
     parser.add_argument("--ref", type=Path, required=True, help="reference image")
+    parser.add_argument("--base", metavar="NAME",
+                        help="base model the guidance is for (as dispose animate --base): its resolution, "
+                        "stride and seed apply unless given (default: the default base)")
     parser.add_argument("--driving", type=Path, help="driving video (optional with --poses)")
     parser.add_argument("--poses", type=Path,
                         help="driving poses from a file (dispose-poses JSON, or OpenPose JSON: "
@@ -64,12 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dense", choices=DENSE_CHOICES,
                         help="dense field F_d: cmp, propagate or none (default: cmp with --cmp-checkpoint, "
                              "else propagate)")
-    parser.add_argument("--resolution", type=job_option("resolution"), default=576,
-                        help="short side of the generation frame, a "
-                        "multiple of 64 (576)")
-    parser.add_argument("--sample-stride", type=job_option("sample_stride"), default=2,
-                        help="use every N-th driving frame (2); times int(fps / 24) for 48 fps and faster, "
-                        "as the release")
+    parser.add_argument("--resolution", type=job_option("resolution"),
+                        help="short side of the generation frame, a multiple of 64 (default: the base's)")
+    parser.add_argument("--sample-stride", type=job_option("sample_stride"),
+                        help="use every N-th driving frame (default: the base's); times int(fps / 24) for 48 "
+                        "fps and faster, as the release")
     parser.add_argument("--max-frames", type=job_option("max_frames"),
                         help="use at most N driving frames (after the stride)")
     parser.add_argument("--align", choices=ALIGN_MODES, default="global",
@@ -78,8 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="treat undetected keypoints as the release does (spurious corner vectors)")
     parser.add_argument("--match-release", action="store_true",
                         help="as the release: its missing-keypoint handling and F_d kept in float32")
-    parser.add_argument("--seed", type=job_option("seed"), default=42,
-                        help="seed of the DIFT noise ensemble (42)")
+    parser.add_argument("--seed", type=job_option("seed"),
+                        help="seed of the DIFT noise ensemble (default: the base's)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a driving video that ends before the frame count its container declares "
                         "(default: a warning; both counts go to guidance.json)")
@@ -120,12 +122,17 @@ def _check_args(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dispose.bases import get_base
     from dispose.devices import resolve_device
     from dispose.guidance.stage import GuidanceModels, compute_guidance
     from dispose.media.files import atomic_folder
     from dispose.pose.detector_factory import load_detector
 
     dense = _check_args(args)
+    defaults = get_base(args.base).defaults
+    for name in ("resolution", "sample_stride", "seed"):  # numbers the base owns, unless given
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
     device = resolve_device(args.device)
     with atomic_folder(args.out, command="dispose guidance") as folder:
         detector = load_detector(args.dwpose_dir, device=str(device))

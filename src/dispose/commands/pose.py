@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.validation import job_option
 
     parser.add_argument("--image", type=Path, help="an image (PNG/JPEG) to pose")
+    parser.add_argument("--base", metavar="NAME", help="base model the poses are for (as dispose animate "
+                        "--base): its resolution and stride apply unless given (default: the default base)")
     parser.add_argument("--video", type=Path,
                         help="a driving video to pose (with --poses: the video they belong to)")
     parser.add_argument("--poses", type=Path, metavar="FILE", help="poses from a file instead of a detector: "
@@ -52,11 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dwpose-dir", type=Path, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx "
                         "(default: MediaPipe)")
     parser.add_argument("--device", default="auto", help="device for DWPose: auto, cpu, cuda, cuda:1")
-    parser.add_argument("--resolution", type=job_option("resolution"), default=576,
-                        help="short side of the generation frame, a multiple of 64 from 64 to 2048 (576)")
+    parser.add_argument("--resolution", type=job_option("resolution"),
+                        help="short side of the generation frame, a multiple of 64 from 64 to 2048 "
+                        "(default: the base's)")
     parser.add_argument("--sample-stride", type=job_option("sample_stride"),
-                        help="use every N-th video frame (2; 1 for --poses without --video); "
-                             "times int(fps / 24) for 48 fps and faster, as the release")
+                        help="use every N-th video frame (default: the base's; 1 for --poses without "
+                        "--video); times int(fps / 24) for 48 fps and faster, as the release")
     parser.add_argument("--max-frames", type=job_option("max_frames"),
                         help="use at most N video frames (after the stride)")
     parser.add_argument("--strict", action="store_true",
@@ -89,9 +92,14 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dispose.bases import get_base
     from dispose.media.files import atomic_folder
 
     _check_args(args)
+    defaults = get_base(args.base).defaults
+    args.resolution = args.resolution or defaults["resolution"]  # numbers the base owns, unless given
+    if args.video is not None and args.sample_stride is None:  # poses from a file alone: each one, as given
+        args.sample_stride = defaults["sample_stride"]
     with atomic_folder(args.out, command="dispose pose") as out:
         written = (_pose_image if args.image is not None else _pose_video)(args, out)
     print(f"wrote {written} to {args.out}")
@@ -165,7 +173,7 @@ def _pose_video(args: argparse.Namespace, out: Path) -> str:
     progress = not args.no_progress
     reference = reference_pose = clip = None
     if args.video is not None:  # the inputs first: a damaged file is reported before any model loads
-        clip = read_video(args.video, sample_stride=args.sample_stride or 2, max_frames=args.max_frames,
+        clip = read_video(args.video, sample_stride=args.sample_stride, max_frames=args.max_frames,
                           strict=args.strict)
     sequence = None
     if args.poses is not None:
