@@ -4,9 +4,10 @@ of the training draws.
 Each held-out sample ``i`` gets one noise draw fixed for the whole run: the base's own ``draw`` from a
 generator seeded with ``seed + i``, every clip conditioned (no CFG dropout), and for an EDM base (MimicMotion)
 the sigma replaced by ``EVAL_SIGMAS[i % 5]`` (0.2 .. 20, log-spaced over the range the training distribution
-covers), so every evaluation sees the same noise levels.  The samples are read from the dataset at every
-evaluation (its draws are fixed by its own seed), one forward per sample, so memory is that of one training
-micro-batch.
+covers), so every evaluation sees the same noise levels.  The samples are read from the dataset once, when the
+evaluation is set up, and kept on the host (uint8 images, float16 fields), so they stay the same whatever
+epoch the dataset has reached; each evaluation runs one forward per sample, so device memory is that of one
+training micro-batch.
 
 Used by the trainer (``validation.loss_every``, :mod:`dispose.training.trainer`) and by
 ``bench/train_learning.py``.
@@ -28,12 +29,11 @@ class HeldOutLoss:
     def __init__(self, dataset, count: int = len(EVAL_SIGMAS), seed: int = 1234) -> None:
         if len(dataset) == 0:
             raise ValueError("the held-out dataset is empty")
-        self.dataset, self.seed = dataset, seed
-        self.indices = [i % len(dataset) for i in range(count)]
+        self.seed = seed
+        self.samples = [dataset[i % len(dataset)] for i in range(count)]
 
     def batch(self, slot: int, device: torch.device) -> dict[str, torch.Tensor]:
-        sample = self.dataset[self.indices[slot]]
-        return {key: value.unsqueeze(0).to(device) for key, value in sample.items()}
+        return {key: value.unsqueeze(0).to(device) for key, value in self.samples[slot].items()}
 
     def draw(self, model, slot: int, batch: dict):
         """The fixed noise draw of held-out sample ``slot`` (made on the CPU, so it is the same on any
@@ -52,7 +52,7 @@ class HeldOutLoss:
         model.eval()
         try:
             losses = []
-            for slot in range(len(self.indices)):
+            for slot in range(len(self.samples)):
                 batch = self.batch(slot, device)
                 draw = self.draw(model, slot, batch).to(device)
                 losses.append(model(batch, draw).float().mean())
