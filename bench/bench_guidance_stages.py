@@ -9,11 +9,11 @@ has the same cost).  Run by hand: ``python bench/bench_guidance_stages.py [--fra
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import torch
+from timing import SHARED
 
 from dispose.guidance.cmp import CMP
 from dispose.guidance.motion_fields import cmp_motion_field
@@ -26,8 +26,6 @@ from dispose.media.image import load_image
 from dispose.media.video import read_video
 from dispose.pose.detector_factory import load_detector
 from dispose.pose.extract import extract_poses
-
-SHARED = Path(os.environ.get("DISPOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def timed(fn, *args, **kwargs):

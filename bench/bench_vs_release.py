@@ -45,15 +45,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import SHARED, psnr_uint8
 
-SHARED = Path(os.environ.get("DISPOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 RELEASE_DIFT_WIDTH = 1280  # fixed in the release's pipeline
 
 
@@ -155,10 +154,6 @@ def run_release(pipe, inputs: dict, settings, *, context_027: bool) -> np.ndarra
     return (frames * 255.0).to(torch.uint8)[0, 1:].permute(0, 2, 3, 1).numpy()
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -207,7 +202,7 @@ def main() -> None:
     for our_name, our_frames in ours.items():
         for their_name, their_frames in theirs.items():
             diff = np.abs(our_frames.astype(int) - their_frames.astype(int))
-            print(f"{our_name:<20} vs {their_name:<40} PSNR {psnr(our_frames, their_frames):6.1f} dB, "
+            print(f"{our_name:<20} vs {their_name:<40} PSNR {psnr_uint8(our_frames, their_frames):6.1f} dB, "
                   f"uint8 diff mean {diff.mean():.2e} max {diff.max()}, {np.count_nonzero(diff)} of "
                   f"{diff.size} values differ")
 

@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from timing import SHARED, psnr_uint8
 
 from dispose.bases.mimicmotion.tiny import build_tiny_weights
 from dispose.engine import Animator, Runtime
-
-SHARED = Path(os.environ.get("DISPOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def main() -> None:
@@ -71,7 +64,7 @@ def main() -> None:
               f"median {statistics.median(times[name]):6.2f} s"
               f"  / baseline: x{min(ratio):.3f} (min) x{statistics.median(ratio):.3f} (median)"
               f"  vs K=1: mean |diff| {diff.mean():.2f}/255, max {diff.max()}, "
-              f"PSNR {_psnr(frames[name], frames[every]):.1f} dB")
+              f"PSNR {psnr_uint8(frames[name], frames[every]):.1f} dB")
 
 
 if __name__ == "__main__":

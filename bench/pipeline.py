@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from timing import SHARED
 
 from dispose.bases.mimicmotion.tiny import build_tiny_weights
 from dispose.engine import Animator, Runtime
-
-SHARED = Path(os.environ.get("DISPOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def _time_module(module: torch.nn.Module, totals: dict, key: str) -> None:

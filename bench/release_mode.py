@@ -11,21 +11,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from timing import SHARED, psnr_uint8
 
 from dispose.bases.mimicmotion.tiny import build_tiny_weights
 from dispose.engine import Animator, Runtime
-
-SHARED = Path(os.environ.get("DISPOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def main() -> None:
@@ -49,7 +42,7 @@ def main() -> None:
           "tiny random weights, seed 42")
     for name in list(runs)[1:]:
         diff = np.abs(frames[name].astype(int) - frames["default"].astype(int)).max()
-        print(f"default vs {name:<36} PSNR {psnr(frames[name], frames['default']):6.1f} dB, "
+        print(f"default vs {name:<36} PSNR {psnr_uint8(frames[name], frames['default']):6.1f} dB, "
               f"max |diff| {diff}")
 
 

@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts (run them from any folder: ``python bench/<script>.py``): timing of
-one function, interleaved A/B timing with min and median, and the example dancer's poses."""
+one function, interleaved A/B timing with min and median, the example dancer's poses, and the PSNR of two
+uint8 videos."""
 
 from __future__ import annotations
 
@@ -10,10 +11,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 #: The example media (reference image + dancer video), beside the checkout unless DISPOSE_SHARED_DATA is set.
 SHARED = Path(os.environ.get("DISPOSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 arrays (peak 255); ``inf`` when they are equal."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * float(np.log10(255.0**2 / mse))
 
 
 def best_of(fn: Callable[[], T], repeats: int = 3) -> tuple[float, T]:
