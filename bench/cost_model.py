@@ -31,13 +31,15 @@ from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder, UNet2DConditi
 from torch.utils.flop_counter import FlopCounterMode
 
 from dispose.benchmark.flops import FusedAttention, build, measure, meta, svd_networks, svd_step, weight_bytes
+from dispose.benchmark.paper import TABLE7
 from dispose.guidance.cmp import CMP
 from dispose.guidance.correspondence import correspondence_map
 from dispose.media.geometry import target_size
 from dispose.models.pose_net import PoseNet
 from dispose.pipelines.tiling import tile_indices
 
-PAPER_MIMICMOTION, PAPER_DISPOSE = 1.61, 2.36  # s/frame, Table 7 (576x1024)
+#: s/frame at 576x1024, the paper's Table 7
+PAPER_MIMICMOTION, PAPER_DISPOSE = (TABLE7["mimicmotion"][row][2] for row in ("base", "dispose"))
 GB = 1e9
 
 
