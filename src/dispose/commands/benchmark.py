@@ -42,8 +42,6 @@ def _common(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def _shared_example(name: str) -> Path | None:
-    import os
-
     root = os.environ.get("DISPOSE_SHARED_DATA")
     candidates = [Path(root)] if root else [p / "shared" / "data" for p in Path(__file__).resolve().parents]
     return next((folder / name for folder in candidates if (folder / name).is_file()), None)
@@ -164,23 +162,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dispose.errors import UserError
-    from dispose.media.files import ensure_folder
+    from dispose.media.files import check_creatable, ensure_folder
 
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out} is a file; give a folder for the benchmark's outputs")
-    existing = next(p for p in (args.out.absolute(), *args.out.absolute().parents) if p.exists())
-    if not os.access(existing, os.W_OK):
-        raise UserError(f"--out {args.out}: {existing} is not writable; choose another folder")
+    check_creatable(args.out / f"{args.benchmark}.json", "--out")  # numbers: checked by their option types
     for option in ("data", "weights", "eval_weights", "config", "dwpose_dir"):
         path = getattr(args, option, None)
         if path is not None and not path.exists():
             raise UserError(f"--{option.replace('_', '-')} {path} does not exist")
-    for option in ("frames", "repeats", "steps", "micro_batch", "max_frames", "sample_stride"):
-        value = getattr(args, option, None)
-        if value is not None and value < 1:
-            raise UserError(f"--{option.replace('_', '-')} must be at least 1, got {value}")
-    if getattr(args, "warmup", 0) < 0:
-        raise UserError(f"--warmup must be 0 or more, got {args.warmup}")
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # no bar per model file written or loaded
