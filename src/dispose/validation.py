@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dispose.errors import UserError
+from dispose.media.geometry import MAX_RESOLUTION, SIZE_STEP
 
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", str: "text", Path: "a path"}
 
@@ -177,7 +178,7 @@ JOB_RULES: Mapping[str, Rule] = {
     "ref": Rule(Path, optional=True), "driving": Rule(Path, optional=True), "out": Rule(Path, optional=True),
     "side_by_side": Rule(Path, optional=True), "guidance": Rule(Path, optional=True),
     "poses": Rule(Path, optional=True),
-    "resolution": Rule(int, least=64, most=2048, multiple=64),
+    "resolution": Rule(int, least=SIZE_STEP, most=MAX_RESOLUTION, multiple=SIZE_STEP),
     "num_frames": Rule(int, least=2), "frames_overlap": Rule(int, least=1),
     "num_inference_steps": Rule(int, least=1),
     "guidance_scale": Rule(float, least=0), "min_guidance_scale": Rule(float, least=0, optional=True),
