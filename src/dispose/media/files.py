@@ -66,14 +66,15 @@ def check_writable_dir(path: Path) -> None:
                         "choose another folder or fix its permissions")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
+def _identities(path: Path) -> tuple:
+    """The keys under which ``path`` is the same file as another: its real path, and its device and inode
+    when it exists (a hard link)."""
+    real = ("path", os.path.realpath(path))
     try:
-        first, second = os.stat(a), os.stat(b)
+        status = os.stat(path)
     except OSError:
-        return False
-    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+        return (real,)
+    return real, ("inode", status.st_dev, status.st_ino)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -85,22 +86,29 @@ def check_apart(inputs: Iterable[tuple[str, str | Path | None]],
     """Refuse (UserError naming both) an output that resolves to one of the ``inputs`` or to another output,
     symlinks and hard links included (same real path, or same device and inode), and with ``folders`` (the
     outputs are folders replaced as a whole, :func:`atomic_folder`) an existing output folder that holds an
-    input.  Each item is ``(option, path)``; None is skipped."""
+    input.  Each item is ``(option, path)``; None is skipped.  Each path is resolved once, so a job file of
+    many jobs sharing inputs costs one look-up per path."""
     inputs = [(label, Path(path)) for label, path in inputs if path is not None]
     outputs = [(label, Path(path)) for label, path in outputs if path is not None]
-    for number, (label, out) in enumerate(outputs):
-        for in_label, source in inputs:
-            if _same_file(out, source):
-                raise UserError(f"{label} {out} is the input {in_label} {source}; writing it would replace "
-                                "that input: choose another output name")
-            if folders and _inside(source, out):
-                raise UserError(f"{label} {out} holds the input {in_label} {source}, and the folder is "
-                                "replaced as a whole: choose another output folder or move the input out of "
-                                "it")
-        for other_label, other in outputs[:number]:
-            if _same_file(out, other):
-                raise UserError(f"{label} {out} is also {other_label} {other}; one output would replace the "
-                                "other: give each its own name")
+    seen_inputs = {key: item for item in reversed(inputs) for key in _identities(item[1])}
+    seen_outputs: dict[tuple, tuple[str, Path]] = {}
+    for label, out in outputs:
+        keys = _identities(out)
+        source = next((seen_inputs[key] for key in keys if key in seen_inputs), None)
+        if source is not None:
+            raise UserError(f"{label} {out} is the input {source[0]} {source[1]}; writing it would replace "
+                            "that input: choose another output name")
+        if folders:
+            for in_label, path in inputs:
+                if _inside(path, out):
+                    raise UserError(f"{label} {out} holds the input {in_label} {path}, and the folder is "
+                                    "replaced as a whole: choose another output folder or move the input out "
+                                    "of it")
+        other = next((seen_outputs[key] for key in keys if key in seen_outputs), None)
+        if other is not None:
+            raise UserError(f"{label} {out} is also {other[0]} {other[1]}; one output would replace the "
+                            "other: give each its own name")
+        seen_outputs.update({key: (label, out) for key in keys if key not in seen_outputs})
 
 
 def ensure_folder(path: str | Path, option: str = "--out", *, named: Path | None = None) -> Path:
