@@ -87,14 +87,14 @@ def run(args: argparse.Namespace) -> int:
     for path in args.checkpoints:
         if not path.is_file():
             raise UserError(f"checkpoint {path} does not exist")
-        out = args.out or path.with_suffix(".safetensors")
-        check_apart([*(("checkpoint", source) for source in args.checkpoints),
-                     ("--unet-config", args.unet_config)],
-                    [("output", earlier) for _, earlier in jobs] + [("--out" if args.out else "output", out)])
+        jobs.append((path, args.out or path.with_suffix(".safetensors")))
+    check_apart([*(("checkpoint", source) for source in args.checkpoints),
+                 ("--unet-config", args.unet_config)],
+                [("--out" if args.out else "output", out) for _, out in jobs])
+    for _, out in jobs:
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; pass --force to overwrite it")
         check_writable_dir(out)
-        jobs.append((path, out))
     base = get_base(args.base)
 
     with tqdm(total=3 * len(jobs), desc="convert", unit="step", disable=args.no_progress) as bar:
