@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 
 from dispose.bases import training_base
 from dispose.bases.musepose.tiny import build_tiny_musepose_weights
-from dispose.bases.musepose.training import SDNoiseDraw, sample_guidance
+from dispose.bases.musepose.training import SDNoiseDraw
 from dispose.bases.musepose.weights import load_controlnet
-from dispose.bases.training import model_inputs, random_sample
+from dispose.bases.training import model_inputs, random_sample, sample_guidance
 from dispose.cli import main
 from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.training.config import TrainConfig, ValidationConfig

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from dispose.guidance.stage import GuidanceTensors
 from dispose.media.files import atomic_path
 from dispose.pipelines.weights import resolve_weights
 
@@ -205,6 +206,14 @@ class TrainingBase(Protocol):
 
     def export(self, controlnet: nn.Module, folder: Path, metadata: dict[str, str]) -> tuple[Path, ...]:
         """Write the checkpoint file(s) ``dispose animate`` loads for this base into ``folder``."""
+
+
+def sample_guidance(batch: dict, index: int) -> GuidanceTensors:
+    """The DisPose guidance of clip ``index`` of a collated batch (all its T frames, [0] = the reference)."""
+    height, width = batch["pixels"].shape[-2:]
+    return GuidanceTensors(trajectories=batch["trajectories"][index], visible=batch["visible"][index],
+                           points=batch["points"][index], dense_flow=batch["dense_flow"][index],
+                           point_embeddings=batch["point_embeddings"][index], width=width, height=height)
 
 
 def frozen_dtype(mixed_precision: str) -> torch.dtype:

@@ -660,10 +660,11 @@ def validation_animate(config: TrainConfig, device: torch.device) -> Animate:
                                                                    sd15=paths.sd15))
     tile = min(config.data.num_frames, settings.max_frames + 1)
     overlap = min(engine.base.defaults["frames_overlap"], tile - 1)
+    given = {name: getattr(settings, name) for name in ("guidance_scale", "seed")
+             if getattr(settings, name) is not None}  # unset (a section replaced in code): the base's
     job = engine.settings(resolution=settings.resolution, num_frames=tile, frames_overlap=overlap,
                           num_inference_steps=settings.num_inference_steps,
-                          guidance_scale=settings.guidance_scale, seed=settings.seed,
-                          sample_stride=settings.sample_stride, max_frames=settings.max_frames)
+                          sample_stride=settings.sample_stride, max_frames=settings.max_frames, **given)
     guidance = engine.compute_guidance(settings.ref, settings.driving, settings=job)
 
     def animate(pipeline) -> np.ndarray:

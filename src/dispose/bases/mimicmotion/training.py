@@ -75,8 +75,8 @@ from dispose.bases.training import (
     load_frozen_base,
     load_training_cmp,
     model_inputs,
+    sample_guidance,
 )
-from dispose.guidance.stage import GuidanceTensors
 from dispose.models.controlnet_svd import HybridControlNetSVD
 
 #: Blocks of the SVD UNet / ControlNet recomputed in the backward pass with gradient checkpointing: every
@@ -188,15 +188,9 @@ class MimicMotionTrainingModel(FrozenBaseModel):
     def guidance_window(self, batch: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The ControlNet's guidance inputs for all B*T frames, each sample built as an inference tile."""
         pixels = batch["pixels"]
-        height, width = pixels.shape[-2:]
-        windows = []
-        for index in range(pixels.shape[0]):
-            guidance = GuidanceTensors(trajectories=batch["trajectories"][index],
-                                       visible=batch["visible"][index], points=batch["points"][index],
-                                       dense_flow=batch["dense_flow"][index],
-                                       point_embeddings=batch["point_embeddings"][index], width=width,
-                                       height=height)
-            windows.append(guidance.window(range(pixels.shape[1]), device=pixels.device, dtype=dtype))
+        windows = [sample_guidance(batch, index).window(range(pixels.shape[1]), device=pixels.device,
+                                                        dtype=dtype)
+                   for index in range(pixels.shape[0])]
         return {key: torch.cat([window[key] for window in windows]) for key in windows[0]}
 
     # ------------------------------------------------------------------ the step

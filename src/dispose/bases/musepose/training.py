@@ -72,8 +72,8 @@ from dispose.bases.training import (
     load_frozen_base,
     load_training_cmp,
     model_inputs,
+    sample_guidance,
 )
-from dispose.guidance.stage import GuidanceTensors
 from dispose.models.controlnet_sd import HybridControlNetSD
 
 #: Blocks of MusePose's denoising UNet and the SD ControlNet recomputed in the backward pass: the resnets, the
@@ -92,14 +92,6 @@ class SDNoiseDraw:
 
     def to(self, device: torch.device) -> SDNoiseDraw:
         return SDNoiseDraw(self.timesteps.to(device), self.noise.to(device), self.keep.to(device))
-
-
-def sample_guidance(batch: dict, index: int) -> GuidanceTensors:
-    """The DisPose guidance of clip ``index`` of a collated batch (all its T frames, [0] = the reference)."""
-    height, width = batch["pixels"].shape[-2:]
-    return GuidanceTensors(trajectories=batch["trajectories"][index], visible=batch["visible"][index],
-                           points=batch["points"][index], dense_flow=batch["dense_flow"][index],
-                           point_embeddings=batch["point_embeddings"][index], width=width, height=height)
 
 
 class MusePoseTrainingModel(FrozenBaseModel):
