@@ -33,7 +33,7 @@ from timing import SHARED
 
 from dispose.bases import training_base
 from dispose.bases.mimicmotion.tiny import build_tiny_weights
-from dispose.bases.training import export_controlnet
+from dispose.bases.training import DENSE_FIELDS, export_controlnet
 from dispose.cli import main as cli
 from dispose.guidance.tiny import DIFT_CHANNELS
 from dispose.media.video import read_video
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dense-field", choices=("cmp", "flow"), default="cmp", help="F_d in training (cmp)")
+    parser.add_argument("--dense-field", choices=DENSE_FIELDS, default="cmp", help="F_d in training (cmp)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--work", help="working folder (kept; default: a new temporary folder)")

@@ -27,6 +27,10 @@ from dispose.pipelines.weights import resolve_weights
 CHECKPOINT_NAME = "DisPose"
 
 
+#: ``data.dense_field``: F_d from CMP on watershed samples of the stored flow (paper App. A), or the raw flow.
+DENSE_FIELDS = ("cmp", "flow")
+
+
 def random_sample(num_frames: int = 4, width: int = 64, height: int = 64, *, keypoints: int = 18,
                   point_channels: int = 1280,
                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -105,8 +109,9 @@ def cmp_checkpoint(config: Any) -> Path | None:
     from dispose.errors import UserError
     from dispose.pipelines.weights import find_weights
 
-    if config.data.dense_field not in ("cmp", "flow"):
-        raise UserError(f"data.dense_field must be cmp or flow, got {config.data.dense_field!r}")
+    if config.data.dense_field not in DENSE_FIELDS:
+        raise UserError(f"data.dense_field must be {' or '.join(DENSE_FIELDS)}, got "
+                        f"{config.data.dense_field!r}")
     if config.data.dense_field == "flow":
         return None
     paths, problems = find_weights(config.weights.dir, {"cmp": config.weights.cmp}, ["cmp"])

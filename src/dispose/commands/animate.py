@@ -54,6 +54,7 @@ def _default_text(name: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dispose.bases import BASES, DEFAULT_BASE
+    from dispose.pose.detector_factory import DETECTORS
     from dispose.validation import JOB_RULES, Rule, job_option, option_type
 
     io = parser.add_argument_group("inputs and outputs")
@@ -139,7 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="device memory for the per-tile guidance and pose features kept across steps "
                           "(per-tile sizes: README, Performance); tiles beyond it are re-encoded "
                           "at each step (same output)")
-    run.add_argument("--detector", choices=("dwpose", "mediapipe"),
+    run.add_argument("--detector", choices=DETECTORS,
                      help="pose detector (dwpose as the release, the default; mediapipe needs no weights); "
                           "not used with --guidance")
     run.add_argument("--dense", choices=("cmp", "propagate", "none"),

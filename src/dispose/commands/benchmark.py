@@ -48,6 +48,7 @@ def _shared_example(name: str) -> Path | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dispose.pose.detector_factory import DETECTORS
     from dispose.validation import Rule, job_option, option_type
 
     count, rounds = option_type(Rule(int, least=1)), option_type(Rule(int, least=0))
@@ -155,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frame rate of the frame folders (30)",
     )
     quality.add_argument(
-        "--detector", default="dwpose", choices=("dwpose", "mediapipe"), help="pose detector"
+        "--detector", default="dwpose", choices=DETECTORS, help="pose detector"
     )
     quality.add_argument("--dense", default="cmp", choices=("cmp", "propagate", "none"), help="dense field")
 

@@ -41,6 +41,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dispose.pose.detector_factory import DETECTORS
+
     parser.add_argument("videos", type=Path, help="folder of videos or frame folders, or a .txt/.jsonl list")
     parser.add_argument("--out", type=Path, required=True,
                         help="dataset folder (created; resumed if it exists)")
@@ -64,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reject clips with more people in over 5%% of the frames (1; 0: no limit)")
     parser.add_argument("--max-missing", type=float, default=0.1,
                         help="reject clips where nobody is found in a larger share of the frames (0.1)")
-    parser.add_argument("--detector", default="dwpose", choices=("dwpose", "mediapipe"),
+    parser.add_argument("--detector", default="dwpose", choices=DETECTORS,
                         help="pose detector: dwpose (default, needs --dwpose-dir) or mediapipe (no weights, "
                         "no hands)")
     parser.add_argument("--dwpose-dir", type=Path, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from dispose.pose.detectors import PoseDetector
 
+#: The ``--detector`` values: DWPose (the paper's; needs its ONNX weights) and MediaPipe (weight-free).
+DETECTORS = ("dwpose", "mediapipe")
+
 
 def load_detector(dwpose_dir: Path | None, device: str = "cpu") -> PoseDetector:
     """DWPose from a folder holding ``yolox_l.onnx`` and ``dw-ll_ucoco_384.onnx``; MediaPipe when ``None``.

@@ -23,7 +23,9 @@ from pathlib import Path
 import yaml
 
 from dispose.bases import DEFAULT_BASE, get_base
+from dispose.bases.training import DENSE_FIELDS
 from dispose.errors import UserError
+from dispose.pose.detector_factory import DETECTORS
 from dispose.validation import rule_for_annotation, yaml_problem
 
 
@@ -194,7 +196,7 @@ class TrainConfig:
                             f"got {self.data.num_frames}")
         if self.data.samples_per_clip < 1:
             raise UserError(f"data.samples_per_clip must be at least 1, got {self.data.samples_per_clip}")
-        for key, allowed in (("dense_field", ("cmp", "flow")), ("detector", ("dwpose", "mediapipe"))):
+        for key, allowed in (("dense_field", DENSE_FIELDS), ("detector", DETECTORS)):
             if getattr(self.data, key) not in allowed:
                 raise UserError(f"data.{key} must be {' or '.join(allowed)}, got {getattr(self.data, key)!r}")
         if self.data.width % 64 or self.data.height % 64:

@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
+from dispose.bases.training import DENSE_FIELDS
 from dispose.errors import UserError
 from dispose.guidance.cmp.release_input import CMP_SIZE, rasterize_sparse_flow
 from dispose.media.geometry import center_crop_box, resize_and_crop, resize_size
@@ -71,7 +72,6 @@ from dispose.training import shard
 from dispose.training.geometry import BODY_MIRROR, carry_pose, inside, mirror_pose
 
 #: ``data.dense_field`` values: CMP on the watershed samples (the paper's App. A), or the stored flow itself.
-DENSE_FIELDS = ("cmp", "flow")
 #: Clips whose parsed poses a dataset keeps in memory.
 POSE_CACHE = 64
 

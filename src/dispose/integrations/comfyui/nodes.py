@@ -26,6 +26,7 @@ import torch
 
 from dispose.errors import UserError
 from dispose.integrations.comfyui import host
+from dispose.pose.detector_factory import DETECTORS
 
 CATEGORY = "DisPose"
 SEED_MAX = 2**63 - 1
@@ -33,7 +34,6 @@ SEED_MAX = 2**63 - 1
 #: default base): 0 for counts, sizes and scales, -1 for seeds and max_frames (whose 0 means every frame).
 BASE_DEFAULT, BASE_DEFAULT_SEED = 0, -1
 DTYPES = ["auto", "fp16", "bf16", "fp32"]
-DETECTORS = ["dwpose", "mediapipe"]
 DENSE = ["cmp", "propagate", "none"]
 
 
@@ -85,7 +85,7 @@ class DisPoseLoadModels:
                                               "empty: ComfyUI's models/dispose/"}),
             "dtype": (DTYPES, {"default": "auto", "tooltip": "auto: fp16 on CUDA, else fp32"}),
             "device": ("STRING", {"default": "auto", "tooltip": "auto, cpu, cuda, cuda:1, mps"}),
-            "detector": (DETECTORS, {"default": "dwpose", "tooltip": "mediapipe needs no weights"}),
+            "detector": (list(DETECTORS), {"default": "dwpose", "tooltip": "mediapipe needs no weights"}),
             "dense": (DENSE, {"default": "cmp", "tooltip": "dense motion field: CMP (release), weight-free "
                               "propagation, or none"}),
             "with_dispose": ("BOOLEAN", {"default": True,
