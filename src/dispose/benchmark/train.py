@@ -145,7 +145,7 @@ def run_train(settings: TrainBenchSettings) -> tuple[dict, str, list]:
     """Run the benchmark; returns (JSON report, printed tables, chart groups)."""
     from dispose.bases.training import frozen_dtype
     from dispose.devices import resolve_device
-    from dispose.training.trainer import optimizer_class
+    from dispose.training.trainer import build_optimizer, optimizer_class
 
     config, config_path = _config(settings)
     device = resolve_device(settings.device)
@@ -156,13 +156,7 @@ def run_train(settings: TrainBenchSettings) -> tuple[dict, str, list]:
         model.enable_gradient_checkpointing()
     train = config.train
     parameters = [p for module in model.trainable_modules() for p in module.parameters()]
-    optimizer = optimizer_class(config, device)(
-        parameters,
-        lr=train.learning_rate,
-        betas=(train.adam_beta1, train.adam_beta2),
-        weight_decay=train.adam_weight_decay,
-        eps=train.adam_epsilon,
-    )
+    optimizer = build_optimizer(optimizer_class(config, device), parameters, train)
     batch = _batch(config, device)
     generator = torch.Generator(device).manual_seed(train.seed)
     mixed = frozen_dtype(train.mixed_precision)  # the autocast dtype (float32: no autocast)

@@ -154,6 +154,13 @@ def optimizer_class(config: TrainConfig, device: torch.device):
     return bitsandbytes.optim.AdamW8bit
 
 
+def build_optimizer(adamw, parameters, train) -> torch.optim.Optimizer:
+    """``adamw`` (:func:`optimizer_class`) over ``parameters`` with ``train``'s (``TrainConfig.train``)
+    learning rate, betas, weight decay and epsilon."""
+    return adamw(parameters, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
+                 weight_decay=train.adam_weight_decay, eps=train.adam_epsilon)
+
+
 def _open_dataset(config: TrainConfig):
     """The prepared dataset of ``data.root`` (``dispose prepare``'s reader, after its cheap checks)."""
     from dispose.training.dataset import open_dataset
@@ -281,9 +288,7 @@ def _run(config: TrainConfig, base, accelerator, accumulation: int, adamw, start
 
         ema = EMAModel(controlnet.parameters(), decay=train_settings.ema_decay)
     parameters = [p for module in model.trainable_modules() for p in module.parameters()]
-    optimizer = adamw(parameters, lr=train_settings.learning_rate,
-                      betas=(train_settings.adam_beta1, train_settings.adam_beta2),
-                      weight_decay=train_settings.adam_weight_decay, eps=train_settings.adam_epsilon)
+    optimizer = build_optimizer(adamw, parameters, train_settings)
     schedule = get_scheduler(train_settings.lr_scheduler, optimizer,
                              num_warmup_steps=train_settings.lr_warmup_steps * accelerator.num_processes,
                              num_training_steps=train_settings.max_steps * accelerator.num_processes)
