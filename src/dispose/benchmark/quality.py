@@ -31,6 +31,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dispose.bases import DEFAULT_BASE
 from dispose.benchmark import paper
 from dispose.benchmark.report import table
 from dispose.devices import process_shard
@@ -42,7 +43,7 @@ TINY_METRICS = ("ssim", "psnr", "l1", "l1_disco", "temporal_flickering")
 
 @dataclass
 class QualitySettings:
-    base: str = "mimicmotion"
+    base: str = DEFAULT_BASE
     data: Path | None = None
     sequences: list | None = None
     weights: Path | None = None

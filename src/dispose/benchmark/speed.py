@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from dispose.bases import DEFAULT_BASE
 from dispose.benchmark import paper
 from dispose.benchmark.measure import ModuleTimes, PeakMemory, environment, synchronize
 from dispose.benchmark.report import cell, gib, table
@@ -43,7 +44,7 @@ STAGES = (
 
 @dataclass
 class SpeedSettings:
-    base: str = "mimicmotion"
+    base: str = DEFAULT_BASE
     ref: Path | None = None
     driving: Path | None = None
     frames: int = 16

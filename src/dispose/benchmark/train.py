@@ -26,13 +26,14 @@ from pathlib import Path
 
 import torch
 
+from dispose.bases import DEFAULT_BASE
 from dispose.benchmark.measure import PeakMemory, environment, synchronize
 from dispose.benchmark.report import gib, table
 
 
 @dataclass
 class TrainBenchSettings:
-    base: str = "mimicmotion"
+    base: str = DEFAULT_BASE
     config: Path | None = None
     overrides: list = field(default_factory=list)
     micro_batch: int | None = None

@@ -200,32 +200,25 @@ def _example(path: Path | None, name: str, option: str) -> Path:
     return path
 
 
+def _settings(cls, args: argparse.Namespace, **given):
+    """A benchmark's settings dataclass from the options of the same name, ``given`` values over them, and
+    ``progress`` from ``--no-progress``."""
+    import dataclasses
+
+    names = {field.name for field in dataclasses.fields(cls)} - set(given) - {"progress"}
+    return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)}, **given,
+               progress=not args.no_progress)
+
+
 def _speed(args):
     from dispose.benchmark.speed import SpeedSettings, run_speed
     from dispose.errors import UserError
 
     if args.tiny and args.weights:
         raise UserError("--tiny and --weights exclude each other: pick the tiny test models or your weights")
-    settings = SpeedSettings(
-        base=args.base,
-        ref=_example(args.ref, "musepose_ref.png", "--ref"),
-        driving=_example(args.driving, "musepose_dance.mp4", "--driving"),
-        frames=args.frames,
-        resolution=args.resolution,
-        steps=args.steps,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        device=args.device,
-        dtype=args.dtype,
-        cfg_mode=args.cfg_mode,
-        offload=args.offload,
-        compile=args.compile,
-        controlnet_interval=args.controlnet_interval,
-        weights=args.weights,
-        dwpose=args.dwpose_dir,
-        tiny=args.tiny,
-        progress=not args.no_progress,
-    )
+    settings = _settings(SpeedSettings, args, ref=_example(args.ref, "musepose_ref.png", "--ref"),
+                         driving=_example(args.driving, "musepose_dance.mp4", "--driving"),
+                         dwpose=args.dwpose_dir)
     report, text, groups = run_speed(settings)
     return report, text, groups, f"dispose benchmark speed: {args.base}, seconds per run (median)", "s"
 
@@ -233,21 +226,9 @@ def _speed(args):
 def _train(args):
     from dispose.benchmark.train import TrainBenchSettings, run_train
 
-    settings = TrainBenchSettings(
-        base=args.base,
-        config=args.config,
-        overrides=list(args.overrides),
-        micro_batch=args.micro_batch,
-        checkpointing=not args.no_checkpointing,
-        frames=args.frames,
-        size=tuple(args.size) if args.size else None,
-        steps=args.steps,
-        warmup=args.warmup,
-        device=args.device,
-        dtype=args.dtype,
-        tiny=args.tiny,
-        progress=not args.no_progress,
-    )
+    settings = _settings(TrainBenchSettings, args, overrides=list(args.overrides),
+                         checkpointing=not args.no_checkpointing,
+                         size=tuple(args.size) if args.size else None)
     report, text, groups = run_train(settings)
     return report, text, groups, f"dispose benchmark train: {args.base}, one optimiser step", "s"
 
@@ -255,26 +236,7 @@ def _train(args):
 def _quality(args):
     from dispose.benchmark.quality import QualitySettings, run_quality
 
-    settings = QualitySettings(
-        base=args.base,
-        data=args.data,
-        sequences=args.sequences,
-        weights=args.weights,
-        eval_weights=args.eval_weights,
-        metrics=args.metrics,
-        resolution=args.resolution,
-        steps=args.steps,
-        max_frames=args.max_frames,
-        sample_stride=args.sample_stride,
-        folder_fps=args.folder_fps,
-        detector=args.detector,
-        dense=args.dense,
-        device=args.device,
-        dtype=args.dtype,
-        tiny=args.tiny,
-        out=args.out,
-        progress=not args.no_progress,
-    )
+    settings = _settings(QualitySettings, args)
     report, text, groups = run_quality(settings)
     title = f"dispose benchmark quality: {args.base}, DisPose / base per metric (1 = same)"
     return report, text, groups, title, ""
